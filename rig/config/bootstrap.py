@@ -1,0 +1,86 @@
+"""`bootstrap:` what a ready host has: engine, buildx, daemon settings, user, NVIDIA toolkit."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .base import Name, StrictModel
+
+
+class DockerEngineSpec(StrictModel):
+    source: Literal["distro", "docker-ce"] = Field(
+        default="distro",
+        description="distro: the distribution's docker.io; docker-ce: Docker's apt repository",
+    )
+    version: str | None = Field(
+        default=None,
+        description="Pinned docker-ce package version (apt version string); docker-ce only",
+    )
+    repo_url: str = Field(
+        default="https://download.docker.com/linux",
+        description="Docker apt repository base (an internal mirror for air-gapped hosts)",
+    )
+
+    @model_validator(mode="after")
+    def _pin_for_docker_ce(self) -> DockerEngineSpec:
+        if self.source == "docker-ce" and not self.version:
+            raise ValueError("source docker-ce needs a pinned version")
+        return self
+
+
+class BuildxSpec(StrictModel):
+    source: Literal["distro", "docker-ce", "binary"] = Field(
+        default="distro",
+        description="distro: docker-buildx; docker-ce: docker-buildx-plugin; binary: url+sha256",
+    )
+    version: str | None = Field(
+        default=None, description="Expected version (e.g. 0.13.1); a different one is replaced"
+    )
+    url: str | None = Field(default=None, description="Binary URL, for source binary")
+    sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the binary at url"
+    )
+
+    @model_validator(mode="after")
+    def _binary_needs_url(self) -> BuildxSpec:
+        if self.source == "binary" and not (self.url and self.sha256 and self.version):
+            raise ValueError("source binary needs url, sha256 and version")
+        return self
+
+
+class DaemonSpec(StrictModel):
+    log_driver: str = Field(default="json-file", description="Container log driver")
+    log_max_size: str = Field(default="10m", pattern=r"^\d+[kmg]$", description="Per log file")
+    log_max_file: int = Field(default=3, ge=1, description="Rotated log files kept")
+    storage_driver: str | None = Field(default=None, description="e.g. overlay2; empty = default")
+    registry_mirrors: list[str] = Field(default_factory=list, description="Pull-through mirrors")
+    bridge: str | None = Field(default=None, description="'none' disables the default bridge")
+    iptables: bool | None = Field(default=None, description="false stops dockerd's iptables")
+    live_restore: bool = Field(default=True, description="Keep containers up across restarts")
+
+
+class NvidiaSpec(StrictModel):
+    enabled: bool = Field(
+        default=True,
+        description="Install the NVIDIA container toolkit on hosts whose profile has a GPU, "
+        "and run GPU services with --gpus all",
+    )
+    repo_url: str = Field(
+        default="https://nvidia.github.io/libnvidia-container",
+        description="NVIDIA container toolkit apt repository",
+    )
+    smoke_image: str | None = Field(
+        default=None, description="If set, `docker run --rm --gpus all <image> nvidia-smi` once"
+    )
+
+
+class BootstrapSpec(StrictModel):
+    docker: DockerEngineSpec = Field(default_factory=DockerEngineSpec)
+    buildx: BuildxSpec = Field(default_factory=BuildxSpec)
+    daemon: DaemonSpec = Field(default_factory=DaemonSpec)
+    nvidia: NvidiaSpec = Field(default_factory=NvidiaSpec)
+    deploy_user: Name | None = Field(
+        default=None, description="Existing user added to the docker group"
+    )

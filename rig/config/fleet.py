@@ -1,0 +1,83 @@
+"""The whole spec: fleet.yml plus the machine profiles it names."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import Field, PrivateAttr
+
+from .base import Name, StrictModel
+from .bootstrap import BootstrapSpec
+from .build import BuildSpec
+from .hosts import HostSpec
+from .images import FamilySpec, ServiceSpec
+from .profiles import ProfileSpec
+from .registry import RegistrySpec
+from .rollout import RolloutSpec
+
+_PERCENT = re.compile(r"^(\d{1,3})%$")
+
+
+class Fleet(StrictModel):
+    registry: RegistrySpec = Field(description="Where images are pushed and pulled")
+    build: BuildSpec = Field(default_factory=BuildSpec, description="How images are built")
+    families: dict[Name, FamilySpec] = Field(min_length=1, description="Family base images")
+    services: dict[Name, ServiceSpec] = Field(min_length=1, description="Service images")
+    hosts: dict[Name, HostSpec] = Field(min_length=1, description="Machines and their profiles")
+    rollout: RolloutSpec = Field(description="Canary, batches, rollback")
+    bootstrap: BootstrapSpec = Field(default_factory=BootstrapSpec, description="Host setup")
+    profiles: dict[Name, ProfileSpec] = Field(
+        default_factory=dict, description="Loaded from profiles/<name>.yml, not written here"
+    )
+
+    _base_dir: Path = PrivateAttr(default=Path("."))
+
+    # -- paths --------------------------------------------------------------------------------
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    def path(self, relative: str) -> Path:
+        """A path from the spec, resolved against the folder fleet.yml lives in."""
+        p = Path(relative)
+        return p if p.is_absolute() else self._base_dir / p
+
+    # -- hosts and groups ---------------------------------------------------------------------
+    def groups(self) -> dict[str, list[str]]:
+        """Group name -> hosts, including the implicit `canary` group from the rollout policy."""
+        groups: dict[str, list[str]] = {}
+        for host, spec in self.hosts.items():
+            for group in spec.groups:
+                groups.setdefault(group, []).append(host)
+        groups["canary"] = [h for h in self.rollout.canary if h in self.hosts]
+        return groups
+
+    def resolve_hosts(self, names: list[str]) -> list[str]:
+        """Host or group names -> host names, in fleet order, without duplicates."""
+        groups = self.groups()
+        wanted: set[str] = set()
+        for name in names:
+            wanted.update(groups.get(name, [name]))
+        return [h for h in self.hosts if h in wanted]
+
+    def service_hosts(self, service: str) -> list[str]:
+        return self.resolve_hosts(self.services[service].hosts)
+
+    def services_on(self, host: str) -> list[str]:
+        return [s for s in self.services if host in self.service_hosts(s)]
+
+    def profile_of(self, host: str) -> ProfileSpec:
+        return self.profiles[self.hosts[host].profile]
+
+    def gpu_enabled(self, host: str) -> bool:
+        """True when rig manages a GPU on this host (profile has one and NVIDIA is enabled)."""
+        return self.bootstrap.nvidia.enabled and self.profile_of(host).gpu is not None
+
+    def batch_size(self, remaining: int) -> int:
+        """Hosts per wave after the canary: a count, or a share of the remaining hosts."""
+        batch = self.rollout.batch
+        if isinstance(batch, int):
+            return batch
+        percent = int(_PERCENT.match(batch).group(1))  # shape checked by RolloutSpec
+        return max(1, (remaining * percent) // 100)

@@ -1,0 +1,56 @@
+"""`families:` and `services:` the images rig builds and the containers it runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from .base import Duration, EnvName, Name, StrictModel
+
+
+class FamilySpec(StrictModel):
+    context: str = Field(description="Build context holding the Dockerfile, relative to the spec")
+    base_image: str = Field(description="Passed as ARG BASE_IMAGE, e.g. a CUDA runtime image")
+    description: str = Field(default="", description="What the family provides")
+
+
+class HealthSpec(StrictModel):
+    path: str = Field(default="/health", pattern=r"^/", description="HTTP path probed on the host")
+    expect: dict[str, Any] = Field(
+        default_factory=lambda: {"status": "ok"},
+        description="JSON body keys and values a healthy answer must contain",
+    )
+    start_period: Duration = Field(default=30.0, description="Grace time before failures count")
+    interval: Duration = Field(default=1.0, gt=0, description="Time between probes")
+    timeout: Duration = Field(default=2.0, gt=0, description="Time one probe may take")
+    retries: int = Field(default=3, ge=1, description="Consecutive failures that mean unhealthy")
+
+
+class ServiceSpec(StrictModel):
+    family: Name = Field(description="Family image the service builds on (FROM the family)")
+    context: str = Field(description="Build context with Dockerfile, app and requirements.lock")
+    port: int = Field(ge=1, le=65535, description="Port the service listens on (host network)")
+    health: HealthSpec = Field(default_factory=HealthSpec, description="How health is judged")
+    gpu: bool = Field(default=False, description="Run with --gpus all on GPU hosts")
+    hosts: list[Name] = Field(min_length=1, description="Host names or group names that run it")
+    per_machine: bool = Field(
+        default=False,
+        description="Build one image per machine profile (ARG MACHINE) instead of one for all",
+    )
+    env: dict[EnvName, str] = Field(default_factory=dict, description="Extra environment")
+    volumes: list[str] = Field(
+        default_factory=list,
+        description="Mounts as src:dst[:ro], e.g. rig-hf-cache:/cache (caches, logs)",
+    )
+
+    @field_validator("volumes")
+    @classmethod
+    def _volume_shape(cls, volumes: list[str]) -> list[str]:
+        for volume in volumes:
+            parts = volume.split(":")
+            if len(parts) not in (2, 3) or not all(parts[:2]) or not parts[1].startswith("/"):
+                raise ValueError(f"volume {volume!r} should look like src:/dst or src:/dst:ro")
+            if len(parts) == 3 and parts[2] not in ("ro", "rw"):
+                raise ValueError(f"volume {volume!r}: mode must be ro or rw")
+        return volumes

@@ -1,0 +1,48 @@
+"""`rollout:` canary first, then batches, with a health gate and automatic rollback."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from .base import Duration, Name, StrictModel
+
+_PERCENT = re.compile(r"^(\d{1,3})%$")
+
+
+class RolloutSpec(StrictModel):
+    canary: list[Name] = Field(
+        min_length=1, description="Hosts of the first wave (MainPC in the real fleet)"
+    )
+    batch: int | str = Field(
+        default=1,
+        description="Hosts per later wave: a count (2) or a share of the remaining hosts ('50%')",
+    )
+    auto_rollback: Literal["wave", "fleet", "none"] = Field(
+        default="wave",
+        description="On failure revert the failing wave (wave), every host touched (fleet), "
+        "or nothing (none)",
+    )
+    min_healthy: Duration = Field(
+        default=3.0, description="A new container must stay healthy this long to pass the gate"
+    )
+    stop_timeout: Duration = Field(default=10.0, description="docker stop -t for old containers")
+    lock_stale_after: Duration = Field(
+        default=3600.0, description="A lock older than this is reported as stale"
+    )
+
+    @field_validator("batch")
+    @classmethod
+    def _batch_shape(cls, batch: int | str) -> int | str:
+        if isinstance(batch, bool):
+            raise ValueError("batch must be a count such as 2 or a percentage such as '50%'")
+        if isinstance(batch, int):
+            if batch < 1:
+                raise ValueError("batch must be at least 1")
+            return batch
+        match = _PERCENT.match(batch.strip())
+        if not match or not 1 <= int(match.group(1)) <= 100:
+            raise ValueError("batch must be a count such as 2 or a percentage such as '50%'")
+        return batch.strip()

@@ -1,0 +1,80 @@
+"""Cross-field rules: references between sections that one model alone cannot check.
+
+Each rule yields (path, message) so the loader can point at the YAML line of the offending
+field rather than at the top of the file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from .fleet import Fleet
+
+Problem = tuple[tuple, str]
+
+
+def check(fleet: Fleet) -> list[Problem]:
+    problems: list[Problem] = []
+    for rule in (_groups, _canary, _families, _service_hosts, _ports, _build_host):
+        problems.extend(rule(fleet))
+    return problems
+
+
+def _groups(fleet: Fleet) -> Iterator[Problem]:
+    for host, spec in fleet.hosts.items():
+        for i, group in enumerate(spec.groups):
+            if group in fleet.hosts:
+                yield ("hosts", host, "groups", i), f"group {group!r} has the name of a host"
+            if group == "canary":
+                yield (
+                    ("hosts", host, "groups", i),
+                    "'canary' is set by rollout.canary, not by host groups",
+                )
+
+
+def _canary(fleet: Fleet) -> Iterator[Problem]:
+    for i, host in enumerate(fleet.rollout.canary):
+        if host not in fleet.hosts:
+            yield ("rollout", "canary", i), f"canary host {host!r} is not in hosts ({_names(fleet.hosts)})"
+
+
+def _families(fleet: Fleet) -> Iterator[Problem]:
+    for name, service in fleet.services.items():
+        if service.family not in fleet.families:
+            yield (
+                ("services", name, "family"),
+                f"unknown family {service.family!r} (families: {_names(fleet.families)})",
+            )
+
+
+def _service_hosts(fleet: Fleet) -> Iterator[Problem]:
+    known = set(fleet.hosts) | set(fleet.groups())
+    for name, service in fleet.services.items():
+        for i, target in enumerate(service.hosts):
+            if target not in known:
+                yield (
+                    ("services", name, "hosts", i),
+                    f"{target!r} is neither a host nor a group ({_names(known)})",
+                )
+
+
+def _ports(fleet: Fleet) -> Iterator[Problem]:
+    for host in fleet.hosts:
+        taken: dict[int, str] = {}
+        for name in fleet.services_on(host):
+            port = fleet.services[name].port
+            if port in taken:
+                yield (
+                    ("services", name, "port"),
+                    f"port {port} clashes with service {taken[port]!r} on host {host!r}",
+                )
+            else:
+                taken[port] = name
+
+
+def _build_host(fleet: Fleet) -> Iterator[Problem]:
+    if fleet.build.host and fleet.build.host not in fleet.hosts:
+        yield ("build", "host"), f"build host {fleet.build.host!r} is not in hosts"
+
+
+def _names(items) -> str:
+    return ", ".join(sorted(items)) or "none"
