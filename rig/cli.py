@@ -1,0 +1,143 @@
+"""`rig`: the command line. Parses, loads the spec, calls one layer below, prints.
+
+User mistakes and unreachable parts are RigError: printed as plain lines, exit 1, no traceback."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from pathlib import Path
+
+import click
+from docker.errors import DockerException
+
+from .errors import RigError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def say(part: str, message: str) -> None:
+    click.echo(f"  {part:<14} {message}")
+
+
+def friendly(func):
+    """Turn RigError into `rig: ...` lines on stderr and exit 1; Ctrl-C into exit 130."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except RigError as e:
+            for i, line in enumerate(e.lines or [str(e)]):
+                click.echo(("rig: " if i == 0 else "     ") + line, err=True)
+            sys.exit(1)
+        except DockerException as e:
+            click.echo(f"rig: docker: {str(e).splitlines()[0]}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("rig: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+class Context:
+    def __init__(self, config: str):
+        self.config = Path(config)
+
+    @property
+    def repo(self) -> Path:
+        return self.config.resolve().parent
+
+
+@click.group(context_settings=CONTEXT)
+@click.option("-c", "--config", default="fleet.yml", show_default=True, metavar="FILE",
+              help="The fleet spec; its folder holds profiles/, inventory/ and the lab state.")
+@click.version_option(package_name="rig")
+@click.pass_context
+def main(ctx: click.Context, config: str) -> None:
+    """rig: provision and roll out a containerised GPU fleet, declaratively.
+
+    \b
+    Typical flow:
+      rig validate                     check fleet.yml and profiles/
+      rig lab up                       start the local lab (engine, registry, hosts)
+      rig bootstrap -i inventory/lab.py  install Docker, buildx, daemon.json, profiles
+      rig build --push                 build family and service images, push them
+      rig rollout --tag T              canary first, health gate, then batches
+    """
+    ctx.obj = Context(config)
+
+
+@main.command()
+@click.option("--overlay", metavar="FILE", help="Also merge an overlay such as lab.yml.")
+@click.pass_obj
+@friendly
+def validate(obj: Context, overlay: str | None) -> None:
+    """Check the spec. Exit 0 when valid; else each problem as FILE:LINE: FIELD: MESSAGE, exit 1."""
+    from .config import load_fleet
+
+    fleet = load_fleet(obj.config, overlay)
+    hosts = ", ".join(f"{h} ({s.profile})" for h, s in fleet.hosts.items())
+    click.echo(f"{obj.config}: valid")
+    click.echo(f"  hosts     {hosts}")
+    click.echo(f"  families  {', '.join(fleet.families)}")
+    click.echo(f"  services  {', '.join(f'{n}:{s.port}' for n, s in fleet.services.items())}")
+    click.echo(f"  registry  {fleet.registry.host}/{fleet.registry.namespace}")
+    click.echo(f"  rollout   canary {', '.join(fleet.rollout.canary)}, batch {fleet.rollout.batch}")
+
+
+# -- lab --------------------------------------------------------------------------------------
+@main.group(context_settings=CONTEXT)
+def lab() -> None:
+    """The local lab: a Docker engine, a TLS registry with auth, and SSH hosts (mainpc, pc2).
+
+    Everything the lab makes lives in .lab/ (git-ignored) and on the 10.77.0.0/24 network;
+    `rig lab down` removes all of it."""
+
+
+@lab.command("up")
+@click.option("--hosts", "count", default=2, show_default=True, type=click.IntRange(1, 20),
+              help="Number of hosts: mainpc, pc2, then node3, node4, ...")
+@click.pass_obj
+@friendly
+def lab_up(obj: Context, count: int) -> None:
+    """Start (or complete) the lab. Idempotent: a second run creates nothing and says so."""
+    from .lab import Lab
+
+    started = time.monotonic()
+    click.echo(f"lab up ({count} host{'s' if count > 1 else ''}):")
+    state = Lab.for_repo(obj.repo).up(count, say)
+    click.echo(f"lab ready in {time.monotonic() - started:.1f} s: "
+               f"{len(state.hosts)} hosts; inventory/lab.py reaches them over SSH")
+
+
+@lab.command("down")
+@click.pass_obj
+@friendly
+def lab_down(obj: Context) -> None:
+    """Remove every container, network, volume, process and file the lab created."""
+    from .lab import Lab
+
+    click.echo("lab down:")
+    Lab.for_repo(obj.repo).down(say)
+    click.echo("lab removed")
+
+
+@lab.command("status")
+@click.pass_obj
+@friendly
+def lab_status(obj: Context) -> None:
+    """Show each part of the lab and whether it answers. Exit 1 if any part does not."""
+    from .lab import Lab
+
+    rows = Lab.for_repo(obj.repo).status()
+    for part, ok, detail in rows:
+        click.echo(f"  {part:<14} {'ok  ' if ok else 'DOWN'} {detail}")
+    if not all(ok for _, ok, _ in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

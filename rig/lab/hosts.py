@@ -1,0 +1,84 @@
+"""Lab hosts: Debian 13 containers running systemd as PID 1 and sshd as a unit, reached over
+SSH exactly like a real machine. Docker is not preinstalled: bootstrap installs it from apt."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import time
+
+from docker.errors import NotFound
+
+from ..errors import RigError
+from ..proc import run
+from .engine import Engine
+from .layout import LABEL, container_name, host_run_argv, volume_name
+
+
+def _put_file(container, folder: str, name: str, data: bytes, mode: int) -> None:
+    stream = io.BytesIO()
+    with tarfile.open(fileobj=stream, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode = len(data), mode
+        tar.addfile(info, io.BytesIO(data))
+    container.put_archive(folder, stream.getvalue())
+
+
+def _exec(container, command: str) -> str:
+    code, output = container.exec_run(["sh", "-c", command])
+    if code != 0:
+        raise RigError(f"{container.name}: `{command}` failed (exit {code})",
+                       *("  " + line for line in output.decode().splitlines()[-5:]))
+    return output.decode()
+
+
+def ensure_host(engine: Engine, host: str, address: str, public_key: bytes) -> tuple[str, list[str]]:
+    """(what happened, known_hosts lines). Creates or starts the host, installs the lab key."""
+    client = engine.client()
+    name = container_name(host)
+    try:
+        container = client.containers.get(name)
+        if container.status == "running":
+            action = "running"
+        else:
+            container.start()
+            action = "started"
+    except NotFound:
+        client.volumes.create(volume_name(host), labels={LABEL: "1"})
+        run(host_run_argv(host, address), env=engine.env(), timeout=120)
+        container = client.containers.get(name)
+        action = "created"
+    _wait_booted(container)
+    _put_file(container, "/root", ".ssh/authorized_keys", public_key, 0o600)
+    _exec(container, "chmod 700 /root/.ssh && chown -R root:root /root/.ssh")
+    keys = _exec(container, "cat /etc/ssh/ssh_host_*_key.pub")
+    known = [f"{address} {' '.join(line.split()[:2])}" for line in keys.splitlines() if line]
+    return action, known
+
+
+def _wait_booted(container, timeout: float = 90) -> None:
+    """Until systemd has finished booting and sshd is active."""
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        code, out = container.exec_run(
+            ["sh", "-c", "systemctl is-system-running; systemctl is-active ssh"]
+        )
+        lines = out.decode().split()
+        state = " ".join(lines)
+        if len(lines) == 2 and lines[0] in ("running", "degraded") and lines[1] == "active":
+            return
+        time.sleep(0.3)
+    raise RigError(f"{container.name}: not booted after {timeout:.0f} s (systemd/ssh: {state})")
+
+
+def remove_all(engine: Engine) -> list[str]:
+    """Remove every lab host container and its volume. Returns the names removed."""
+    client = engine.client()
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": LABEL}):
+        container.remove(force=True, v=True)
+        removed.append(container.name)
+    for volume in client.volumes.list(filters={"label": LABEL}):
+        volume.remove(force=True)
+    return removed

@@ -1,0 +1,138 @@
+"""Names, addresses and paths of the lab. Pure: nothing here touches the machine."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+NETWORK = "rig-lab"
+BRIDGE = "rig-lab0"
+SUBNET = "10.77.0.0/24"
+GATEWAY = "10.77.0.1"
+REGISTRY_PORT = 5000
+REGISTRY = f"{GATEWAY}:{REGISTRY_PORT}"
+REGISTRY_USER = "rig"
+LABEL = "io.rig.lab"
+SUITE = "trixie"
+MIRROR = os.environ.get("RIG_LAB_MIRROR", "http://deb.debian.org/debian")
+HOST_IMAGE = f"rig-lab/host:{SUITE}"
+BASE_REPO = "rig/lab-base"
+BASE_TAG = SUITE
+BASE_IMAGE = f"{REGISTRY}/{BASE_REPO}:{BASE_TAG}"
+MAX_HOSTS = 20
+
+# debootstrap --include lists: what a lab host and the image base need (LAB-NOTES).
+HOST_PACKAGES = (
+    "systemd", "systemd-sysv", "dbus", "openssh-server", "python3-minimal", "curl",
+    "ca-certificates", "sudo", "iproute2", "gnupg", "procps",
+)
+BASE_PACKAGES = ("ca-certificates",)
+
+# Docker-in-Docker without --privileged, which fails here (LAB-NOTES).
+HOST_CAPS = (
+    "SYS_ADMIN", "NET_ADMIN", "MKNOD", "SYS_PTRACE", "NET_RAW", "SYS_CHROOT", "SETFCAP",
+    "SYS_NICE", "IPC_LOCK",
+)
+HOST_SECURITY_OPTS = ("seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined")
+
+
+def host_names(count: int) -> list[str]:
+    """mainpc, pc2, then node3, node4, ... like the real fleet plus extra nodes for scale."""
+    if not 1 <= count <= MAX_HOSTS:
+        raise ValueError(f"the lab runs 1 to {MAX_HOSTS} hosts, not {count}")
+    return ["mainpc", "pc2", *(f"node{i}" for i in range(3, count + 1))][:count]
+
+
+def host_address(index: int) -> str:
+    """Fixed address of the index-th host (0-based): 10.77.0.11, .12, ..."""
+    return f"10.77.0.{11 + index}"
+
+
+def container_name(host: str) -> str:
+    return f"rig-lab-{host}"
+
+
+def volume_name(host: str) -> str:
+    return f"rig-lab-{host}-docker"
+
+
+def extra_host_spec(host: str) -> dict | None:
+    """Hosts the lab adds beyond fleet.yml behave like PC2 (same profile and groups)."""
+    return None if host in ("mainpc", "pc2") else {"profile": "pc2", "groups": ["gpu"]}
+
+
+def package_key(suite: str, packages: tuple[str, ...]) -> str:
+    """Cache key of a debootstrap tarball: changes when the suite or the package list does."""
+    return hashlib.sha256(f"{suite}:{','.join(sorted(packages))}".encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class LabPaths:
+    """Where the lab keeps its state (git-ignored), its cache, and its runtime files."""
+
+    root: Path
+
+    @classmethod
+    def for_repo(cls, repo: Path) -> LabPaths:
+        return cls(Path(os.environ.get("RIG_LAB_DIR", repo / ".lab")).resolve())
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.root / "ca"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.root / "registry"
+
+    @property
+    def ssh_dir(self) -> Path:
+        return self.root / "ssh"
+
+    @property
+    def engine_dir(self) -> Path:
+        return self.root / "engine"
+
+    @property
+    def docker_config(self) -> Path:
+        """DOCKER_CONFIG for the control machine's client: the lab login lives here, not ~/.docker."""
+        return self.root / "docker-config"
+
+    @property
+    def run_dir(self) -> Path:
+        """Short runtime path for sockets (unix socket paths are limited to 108 bytes)."""
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
+        return Path("/run/rig-lab") / digest
+
+    @property
+    def engine_socket(self) -> Path:
+        return self.run_dir / "docker.sock"
+
+    @staticmethod
+    def cache_dir() -> Path:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base) / "rig" / "lab"
+
+
+def host_run_argv(host: str, address: str) -> list[str]:
+    """`docker run` for one lab host: systemd as PID 1, Docker-in-Docker capabilities without
+    --privileged (which fails here), a fixed address on the lab network, /var/lib/docker on a
+    volume. The CLI, not the API: `systempaths=unconfined` is a client-side option."""
+    argv = ["docker", "run", "--detach", "--name", container_name(host), "--hostname", host,
+            "--network", NETWORK, "--ip", address,
+            "--label", f"{LABEL}=1", "--label", f"{LABEL}.host={host}"]
+    for cap in HOST_CAPS:
+        argv += ["--cap-add", cap]
+    for opt in HOST_SECURITY_OPTS:
+        argv += ["--security-opt", opt]
+    argv += ["--volume", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+             "--volume", f"{volume_name(host)}:/var/lib/docker",
+             "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
+             "--env", "container=docker", "--stop-signal", "SIGRTMIN+3",
+             HOST_IMAGE, "/sbin/init"]
+    return argv
