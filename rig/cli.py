@@ -4,15 +4,21 @@ User mistakes and unreachable parts are RigError: printed as plain lines, exit 1
 
 from __future__ import annotations
 
-import functools
-import sys
-import time
-from pathlib import Path
+# pyinfra runs hosts in gevent greenlets and its CLI module patches the standard library on
+# import; doing it first, before ssl is imported by requests, is what pyinfra's own CLI does.
+from gevent import monkey
 
-import click
-from docker.errors import DockerException
+monkey.patch_all()
 
-from .errors import RigError
+import functools  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import click  # noqa: E402
+from docker.errors import DockerException  # noqa: E402
+
+from .errors import RigError  # noqa: E402
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -49,6 +55,15 @@ class Context:
     @property
     def repo(self) -> Path:
         return self.config.resolve().parent
+
+    def importable(self) -> Path:
+        """tasks/ lives beside fleet.yml (the repo checkout), not in the installed package."""
+        if not (self.repo / "tasks").is_dir():
+            raise RigError(f"{self.repo}: no tasks/ folder beside {self.config.name}; "
+                           "run rig from the repository (or pass -c path/to/fleet.yml)")
+        if str(self.repo) not in sys.path:
+            sys.path.insert(0, str(self.repo))
+        return self.repo
 
 
 @click.group(context_settings=CONTEXT)
@@ -137,6 +152,70 @@ def lab_status(obj: Context) -> None:
         click.echo(f"  {part:<14} {'ok  ' if ok else 'DOWN'} {detail}")
     if not all(ok for _, ok, _ in rows):
         sys.exit(1)
+
+
+# -- hosts ------------------------------------------------------------------------------------
+def inventory_option(func):
+    return click.option(
+        "-i", "--inventory", default="inventory/lab.py", show_default=True, metavar="FILE",
+        help="pyinfra inventory: inventory/lab.py (the local lab) or inventory/production.py.",
+    )(func)
+
+
+def limit_option(func):
+    return click.option("--limit", metavar="HOSTS", default=None,
+                        help="Comma-separated hosts or groups to act on (default: all).")(func)
+
+
+def host_say(host: str, message: str) -> None:
+    click.echo(f"  {host:<10} {message}")
+
+
+@main.command()
+@inventory_option
+@limit_option
+@click.pass_obj
+@friendly
+def bootstrap(obj: Context, inventory: str, limit: str | None) -> None:
+    """Bring hosts to ready: Docker engine, buildx, daemon.json, registry CA and login, docker
+    group, NVIDIA toolkit on GPU hosts, machine profile. Idempotent: a second run changes nothing.
+
+    Pre-flight (nothing changes if any fails): the registry token is set, every host answers
+    over SSH and runs a supported Debian or Ubuntu."""
+    obj.importable()
+    from tasks.bootstrap import bootstrap as bootstrap_deploy
+    from tasks.docker import state_of
+
+    from .hosts import check_releases, gather
+    from .runner import Session
+    from .secrets import registry_token
+
+    started = time.monotonic()
+    hosts = limit.split(",") if limit else None
+    with Session(obj.repo, inventory, limit=hosts, say=host_say) as session:
+        fleet = session.hosts[0].data.rig_fleet
+        token = registry_token(fleet)
+        check_releases(gather(session, lambda host: state_of(fleet)))
+        click.echo(f"bootstrap {', '.join(h.name for h in session.hosts)}:")
+        results = session.run(bootstrap_deploy, token=token)
+    report(results, started)
+
+
+def report(results, started: float) -> None:
+    failed = [r for r in results.values() if not r.ok]
+    for r in results.values():
+        state = "FAILED" if r.failed else ("changed" if r.changed else "ok")
+        detail = f"{len(r.changed)} changed, {r.unchanged} unchanged"
+        if r.failed:
+            detail += f", failed: {', '.join(r.failed)}"
+        if r.not_run:
+            detail += f", {r.not_run} not run"
+        click.echo(f"  {r.name:<10} {state:<8} {detail}")
+    total = sum(len(r.changed) for r in results.values())
+    click.echo(f"{total} change{'s' if total != 1 else ''} on {len(results)} host"
+               f"{'s' if len(results) != 1 else ''} in {time.monotonic() - started:.1f} s")
+    if failed:
+        raise RigError(f"failed on {', '.join(r.name for r in failed)}")
 
 
 if __name__ == "__main__":

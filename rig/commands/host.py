@@ -1,0 +1,163 @@
+"""What a bootstrapped host has, as file contents and shell commands (pure)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shlex
+
+from ..config import Fleet
+from ..config.bootstrap import DaemonSpec
+
+DOCKER_KEY_FINGERPRINT = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
+DOCKER_KEYRING = "/etc/apt/keyrings/docker.asc"
+NVIDIA_KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
+PLUGIN_DIR = "/usr/local/lib/docker/cli-plugins"
+PROFILE_JSON = "/etc/rig/machine-profile.json"
+PROFILE_ENV = "/etc/rig/machine.env"
+PROFILE_HASH = "/etc/rig/machine-profile.sha256"
+APT_ENV = "DEBIAN_FRONTEND=noninteractive"
+
+
+def sha256(text: str | bytes) -> str:
+    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
+
+
+def daemon_json(spec: DaemonSpec, nvidia: bool) -> str:
+    """/etc/docker/daemon.json, canonical (sorted keys) so its hash is stable across runs.
+
+    On GPU hosts it carries the nvidia runtime entry that `nvidia-ctk runtime configure`
+    would add: rig owns this file, so it writes that entry itself instead of letting a second
+    tool rewrite the file (which would make every later run see a difference)."""
+    doc: dict = {
+        "log-driver": spec.log_driver,
+        "log-opts": {"max-size": spec.log_max_size, "max-file": str(spec.log_max_file)},
+        "live-restore": spec.live_restore,
+    }
+    if spec.storage_driver:
+        doc["storage-driver"] = spec.storage_driver
+    if spec.registry_mirrors:
+        doc["registry-mirrors"] = list(spec.registry_mirrors)
+    if spec.bridge is not None:
+        doc["bridge"] = spec.bridge
+    if spec.iptables is not None:
+        doc["iptables"] = spec.iptables
+    if nvidia:
+        doc["runtimes"] = {"nvidia": {"path": "nvidia-container-runtime", "args": []}}
+        doc["default-runtime"] = "nvidia"
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def engine_packages(fleet: Fleet, os_id: str = "debian", os_version: str = "12"
+                    ) -> dict[str, str | None]:
+    """Packages (name -> pinned version or None) for the engine and buildx the spec asks for.
+    Debian 13 moved the docker CLI out of docker.io into docker-cli (a Recommends, which rig
+    does not install: it would bring needrestart), so it is named explicitly there."""
+    docker, buildx = fleet.bootstrap.docker, fleet.bootstrap.buildx
+    packages: dict[str, str | None] = {}
+    if docker.source == "distro":
+        packages["docker.io"] = None
+        if os_id == "debian" and _major(os_version) >= 13:
+            packages["docker-cli"] = None
+    else:
+        packages.update({"docker-ce": docker.version, "docker-ce-cli": docker.version,
+                         "containerd.io": None})
+    if buildx.source == "distro":
+        packages["docker-buildx"] = None
+    elif buildx.source == "docker-ce":
+        packages["docker-buildx-plugin"] = buildx.version
+    return packages
+
+
+def _major(version: str) -> int:
+    head = version.split(".")[0]
+    return int(head) if head.isdigit() else 99  # testing/sid have no VERSION_ID: newest
+
+
+def apt_install(packages: dict[str, str | None], update: bool = True) -> list[str]:
+    """apt-get install of name[=version] packages, non-interactive, no recommends."""
+    specs = [f"{name}={version}" if version else name for name, version in packages.items()]
+    commands = [f"{APT_ENV} apt-get update -qq"] if update else []
+    commands.append(
+        f"{APT_ENV} apt-get install -y -qq --no-install-recommends "
+        + " ".join(shlex.quote(s) for s in specs)
+    )
+    return commands
+
+
+def docker_ce_repo(repo_url: str, distro: str, codename: str) -> list[str]:
+    """Docker's apt repository with its key, refusing a key whose fingerprint is not Docker's."""
+    base = f"{repo_url.rstrip('/')}/{distro}"
+    return [
+        f"{APT_ENV} apt-get update -qq && {APT_ENV} apt-get install -y -qq ca-certificates curl gnupg",
+        "install -m 0755 -d /etc/apt/keyrings",
+        f"curl -fsSL {shlex.quote(base + '/gpg')} -o {DOCKER_KEYRING}.new",
+        f"gpg --show-keys --with-colons {DOCKER_KEYRING}.new | grep -q "
+        f"'^fpr:*{DOCKER_KEY_FINGERPRINT}:' "
+        f"|| {{ echo 'Docker repo key fingerprint mismatch' >&2; rm -f {DOCKER_KEYRING}.new; exit 1; }}",
+        f"mv {DOCKER_KEYRING}.new {DOCKER_KEYRING} && chmod a+r {DOCKER_KEYRING}",
+        f"echo 'deb [arch=amd64 signed-by={DOCKER_KEYRING}] {base} {codename} stable' "
+        "> /etc/apt/sources.list.d/docker.list",
+    ]
+
+
+def buildx_binary(url: str, sha: str) -> list[str]:
+    """Download a pinned buildx binary, check its sha256, install it as the CLI plugin."""
+    target = f"{PLUGIN_DIR}/docker-buildx"
+    return [
+        f"install -m 0755 -d {PLUGIN_DIR}",
+        f"curl -fsSL {shlex.quote(url)} -o {target}.new",
+        f"echo '{sha}  {target}.new' | sha256sum -c --quiet "
+        f"|| {{ echo 'buildx sha256 mismatch' >&2; rm -f {target}.new; exit 1; }}",
+        f"chmod 0755 {target}.new && mv {target}.new {target}",
+    ]
+
+
+def nvidia_repo(repo_url: str) -> list[str]:
+    """NVIDIA container toolkit apt repository and key (the documented stable/deb layout)."""
+    base = repo_url.rstrip("/")
+    return [
+        f"curl -fsSL {shlex.quote(base + '/gpgkey')} | gpg --dearmor --yes -o {NVIDIA_KEYRING}",
+        f"curl -fsSL {shlex.quote(base + '/stable/deb/nvidia-container-toolkit.list')} "
+        f"| sed 's#deb https://#deb [signed-by={NVIDIA_KEYRING}] https://#g' "
+        "> /etc/apt/sources.list.d/nvidia-container-toolkit.list",
+    ]
+
+
+def gpu_smoke(image: str) -> str:
+    return f"docker run --rm --gpus all {shlex.quote(image)} nvidia-smi"
+
+
+def registry_auth_hash(username: str, token: str) -> str:
+    """sha256 of the `auth` value docker login stores: lets a fact compare logins by hash, so
+    neither the token nor its base64 ever crosses the wire back to rig."""
+    return sha256(base64.b64encode(f"{username}:{token}".encode()).decode())
+
+
+def login_command(registry: str, username: str) -> str:
+    """docker login reading the token on stdin: never in argv, never in a file."""
+    return f"docker login --username {shlex.quote(username)} --password-stdin {shlex.quote(registry)}"
+
+
+def profile_env(env: dict[str, str], profile_hash: str) -> str:
+    """The env file service containers load (docker run --env-file): KEY=value lines."""
+    lines = [f"{key}={value}" for key, value in sorted(env.items())]
+    lines.append(f"RIG_PROFILE_HASH={profile_hash}")
+    return "\n".join(lines) + "\n"
+
+
+def write_file(path: str, content: str, mode: str = "0644") -> str:
+    """Write content atomically in one round trip (no SFTP session): base64 inline, temp file,
+    chmod, rename. Only for non-secret content: the command line may be logged at -vv."""
+    encoded = base64.b64encode(content.encode()).decode()
+    folder = path.rsplit("/", 1)[0] or "/"
+    temp = f"{path}.rig-tmp"
+    return (f"install -d -m 0755 {shlex.quote(folder)} && printf %s {encoded} | base64 -d "
+            f"> {shlex.quote(temp)} && chmod {mode} {shlex.quote(temp)} && "
+            f"mv {shlex.quote(temp)} {shlex.quote(path)}")
+
+
+def fail(message: str) -> str:
+    """A command that stops this host with `message` on stderr (pyinfra reports the host failed)."""
+    return f"echo {shlex.quote('rig: ' + message)} >&2; exit 1"

@@ -1,0 +1,42 @@
+"""Pre-flight checks on connected hosts, before any operation runs (all or nothing)."""
+
+from __future__ import annotations
+
+from pyinfra.context import ctx_host, ctx_state
+
+from .errors import RigError
+
+SUPPORTED = {"debian": 12, "ubuntu": 22}
+
+
+def release_problem(facts) -> str | None:
+    """Why this host cannot be bootstrapped (not apt-based, release too old), or None."""
+    if not facts.apt_based:
+        name = facts.os_id or "unknown"
+        return f"not an apt-based system (ID={name}); rig bootstraps Debian and Ubuntu"
+    family = "ubuntu" if facts.os_id == "ubuntu" else "debian"
+    try:
+        major = int(facts.os_version.split(".")[0])
+    except ValueError:
+        major = 99 if family == "debian" and not facts.os_version else 0  # testing/sid: newest
+    if major < SUPPORTED[family]:
+        return (f"{facts.os_id} {facts.os_version} is not supported "
+                f"(need {family} {SUPPORTED[family]} or newer)")
+    return None
+
+
+def gather(session, fact_for_host) -> dict[str, object]:
+    """Collect one fact per active host (cached by pyinfra for the operations that follow)."""
+    results = {}
+    with ctx_state.use(session.state):
+        for host in session.hosts:
+            with ctx_host.use(host):
+                results[host.name] = fact_for_host(host)
+    return results
+
+
+def check_releases(facts_by_host: dict) -> None:
+    problems = [f"{name}: {problem}" for name, facts in facts_by_host.items()
+                if (problem := release_problem(facts))]
+    if problems:
+        raise RigError(*problems, "nothing was changed")

@@ -1,0 +1,145 @@
+"""Facts: small classes with `command` and `process`, read from the host.
+
+HostState reads everything bootstrap decides on in ONE command (each fact is an SSH round trip,
+and round trips are where converge time goes: LAB-NOTES)."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+from pyinfra.api import FactBase
+
+WATCHED_PACKAGES = (
+    "docker.io", "docker-cli", "docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx",
+    "docker-buildx-plugin", "nvidia-container-toolkit",
+)
+
+
+@dataclass
+class HostFacts:
+    os_id: str = ""
+    os_like: str = ""
+    os_version: str = ""
+    os_codename: str = ""
+    has_apt: bool = False
+    packages: dict[str, str] = field(default_factory=dict)     # installed name -> version
+    docker_active: bool = False
+    docker_enabled: bool = False
+    buildx_version: str | None = None
+    file_hashes: dict[str, str | None] = field(default_factory=dict)  # path -> sha256 or None
+    docker_group: list[str] = field(default_factory=list)
+    login_hash: str | None = None
+    users: list[str] = field(default_factory=list)
+
+    @property
+    def apt_based(self) -> bool:
+        return self.has_apt and ("debian" in (self.os_id, *self.os_like.split())
+                                 or self.os_id == "ubuntu")
+
+
+def parse_host_facts(lines: list[str]) -> HostFacts:
+    facts = HostFacts()
+    for line in lines:
+        key, _, value = line.partition("=")
+        if key == "os_id":
+            facts.os_id = value
+        elif key == "os_like":
+            facts.os_like = value
+        elif key == "os_version":
+            facts.os_version = value
+        elif key == "os_codename":
+            facts.os_codename = value
+        elif key == "apt":
+            facts.has_apt = value == "1"
+        elif key == "pkg":
+            parts = value.split()
+            if len(parts) >= 3 and parts[2] == "installed":
+                facts.packages[parts[0]] = parts[1]
+        elif key == "docker_active":
+            facts.docker_active = value == "active"
+        elif key == "docker_enabled":
+            facts.docker_enabled = value == "enabled"
+        elif key == "buildx":
+            # "github.com/docker/buildx 0.13.1+ds1 0.13.1+ds1-3" or "... v0.17.1 cd4..."
+            parts = value.split()
+            if len(parts) >= 2:
+                facts.buildx_version = parts[1].lstrip("v").split("+")[0]
+        elif key == "sha":
+            path, _, digest = value.partition(" ")
+            facts.file_hashes[path] = digest or None
+        elif key == "docker_group":
+            facts.docker_group = [u for u in value.split(",") if u]
+        elif key == "login":
+            facts.login_hash = value or None
+        elif key == "user":
+            facts.users.append(value)
+    return facts
+
+
+def host_facts_command(paths: list[str], registry: str, users: list[str]) -> str:
+    packages = " ".join(WATCHED_PACKAGES)
+    hashes = " ".join(shlex.quote(p) for p in paths)
+    registry_key = shlex.quote(f'"{registry}"')
+    user_checks = " ".join(shlex.quote(u) for u in users)
+    return "; ".join([
+        ". /etc/os-release 2>/dev/null",
+        'echo "os_id=$ID"; echo "os_like=$ID_LIKE"; echo "os_version=$VERSION_ID"',
+        'echo "os_codename=$VERSION_CODENAME"',
+        "if command -v apt-get >/dev/null; then echo apt=1; else echo apt=0; fi",
+        f"dpkg-query -W -f='pkg=${{Package}} ${{Version}} ${{db:Status-Status}}\\n' {packages} 2>/dev/null",
+        'echo "docker_active=$(systemctl is-active docker 2>/dev/null)"',
+        'echo "docker_enabled=$(systemctl is-enabled docker 2>/dev/null)"',
+        'echo "buildx=$(docker buildx version 2>/dev/null)"',
+        f'for f in {hashes}; do echo "sha=$f $(sha256sum < "$f" 2>/dev/null | cut -d" " -f1)"; done'
+        if paths else "true",
+        'echo "docker_group=$(getent group docker | cut -d: -f4)"',
+        # The hash of the stored auth for this registry, never the auth itself.
+        f"a=$(grep -A1 {registry_key} \"$HOME/.docker/config.json\" 2>/dev/null "
+        "| sed -n 's/.*\"auth\": *\"\\([^\"]*\\)\".*/\\1/p' | head -n1); "
+        'if [ -n "$a" ]; then echo "login=$(printf %s "$a" | sha256sum | cut -d" " -f1)"; '
+        'else echo login=; fi',
+        f"for u in {user_checks}; do id -u \"$u\" >/dev/null 2>&1 && echo \"user=$u\"; done"
+        if users else "true",
+        "true",
+    ])
+
+
+class HostState(FactBase):
+    """Everything bootstrap decides on, in one round trip. Args: files to hash, the registry
+    whose login to check, users whose existence to check."""
+
+    def command(self, paths: list[str], registry: str, users: list[str]) -> str:
+        return host_facts_command(paths, registry, users)
+
+    def process(self, output) -> HostFacts:
+        return parse_host_facts(list(output))
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    compute_cap: str
+    memory_mib: int
+
+
+def parse_gpus(lines: list[str]) -> list[Gpu]:
+    """nvidia-smi --query-gpu=name,compute_cap,memory.total --format=csv,noheader lines."""
+    gpus = []
+    for line in lines:
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 3 or not parts[2].endswith("MiB"):
+            continue
+        gpus.append(Gpu(parts[0], parts[1], int(parts[2].split()[0])))
+    return gpus
+
+
+class NvidiaGpus(FactBase):
+    """GPUs nvidia-smi sees; empty when there is no driver or no GPU."""
+
+    def command(self) -> str:
+        return ("nvidia-smi --query-gpu=name,compute_cap,memory.total --format=csv,noheader "
+                "2>/dev/null || true")
+
+    def process(self, output) -> list[Gpu]:
+        return parse_gpus(list(output))

@@ -1,0 +1,45 @@
+"""Helpers for tasks: the fleet a host carries, and running a command with data on stdin."""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra import logger
+
+from rig.config import Fleet
+
+
+def fleet_of(host) -> Fleet:
+    fleet = host.data.get("rig_fleet")
+    if fleet is None:
+        raise RuntimeError(f"{host.name}: host.data.rig_fleet missing (group_data/all.py loads it)")
+    return fleet
+
+
+def host_name(host) -> str:
+    return host.data.get("rig_host") or host.name
+
+
+def run_with_stdin(state, host, command: str, data: str, what: str) -> bool:
+    """A FunctionCommand body: run `command` over the host's SSH connection and write `data`
+    to its stdin. For secrets: they never appear in argv, in a file, or in pyinfra's output."""
+    client = getattr(host.connector, "client", None)
+    transport = client.get_transport() if client is not None else None
+    if transport is None:
+        logger.error(f"{host.print_prefix}{what}: needs an SSH connection")
+        return False
+    if host.data.get("_sudo"):
+        command = f"sudo -H -n sh -c {shlex.quote(command)}"
+    channel = transport.open_session()
+    try:
+        channel.exec_command(command)
+        channel.sendall(data.encode())
+        channel.shutdown_write()
+        code = channel.recv_exit_status()
+        errors = channel.makefile_stderr("rb").read().decode(errors="replace").strip()
+    finally:
+        channel.close()
+    if code != 0:
+        logger.error(f"{host.print_prefix}{what} failed (exit {code}): {errors.splitlines()[-1:]}")
+        return False
+    return True
