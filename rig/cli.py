@@ -11,6 +11,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import functools  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -199,6 +200,25 @@ def bootstrap(obj: Context, inventory: str, limit: str | None) -> None:
         click.echo(f"bootstrap {', '.join(h.name for h in session.hosts)}:")
         results = session.run(bootstrap_deploy, token=token)
     report(results, started)
+
+
+@main.command()
+@inventory_option
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+@friendly
+def verify(obj: Context, inventory: str, pytest_args: tuple[str, ...]) -> None:
+    """Run the testinfra suite (tests/verify) against the inventory's hosts: engine running,
+    buildx, daemon.json, machine profile, registry login and pull, docker group.
+
+    Extra arguments go to pytest, e.g. `rig verify -- -k profile`."""
+    import subprocess
+
+    repo = obj.importable()
+    env = {**os.environ, "RIG_INVENTORY": inventory}
+    argv = [sys.executable, "-m", "pytest", str(repo / "tests" / "verify"), "-q",
+            "-p", "no:cacheprovider", "--rootdir", str(repo), *pytest_args]
+    sys.exit(subprocess.run(argv, env=env, cwd=repo).returncode)
 
 
 def report(results, started: float) -> None:

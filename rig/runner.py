@@ -135,10 +135,13 @@ class Session:
         self.progress = _Progress(self.say)
         state.add_callback_handler(self.progress)
         self.state = state
+        logger.setLevel(logging.CRITICAL)  # rig reports unreachable hosts itself, one line each
         try:
             connect_all(state)
         except PyinfraError:
             pass  # every host failed: reported below with the reason for each
+        finally:
+            logger.setLevel(logging.WARNING)
         if state.failed_hosts:
             lines = [f"{h.name}: unreachable: {self.progress.connect_errors.get(h.name, 'no reason given')}"
                      for h in sorted(state.failed_hosts, key=lambda h: h.name)]

@@ -14,7 +14,13 @@ from ..errors import RigError
 from ..proc import run
 from .engine import Engine
 from .layout import (
-    BASE_IMAGE, BASE_PACKAGES, HOST_IMAGE, HOST_PACKAGES, MIRROR, SUITE, LabPaths, package_key,
+    BASE_IMAGE,
+    BASE_PACKAGES,
+    HOST_PACKAGES,
+    MIRROR,
+    SUITE,
+    LabPaths,
+    package_key,
 )
 
 # sshd makes host keys at start, so each lab host gets its own instead of sharing the image's.

@@ -12,15 +12,24 @@ import paramiko
 from docker.errors import NotFound
 from docker.types import IPAMConfig, IPAMPool
 
-from ..errors import RigError
 from ..proc import run
 from . import hosts as lab_hosts
 from . import registry as lab_registry
 from .engine import Engine, answers, find_or_start, owned_engine, stop_owned
 from .images import ensure_base_pushed, ensure_imported
 from .layout import (
-    BRIDGE, GATEWAY, HOST_IMAGE, LABEL, NETWORK, REGISTRY, REGISTRY_USER, SUBNET, LabPaths,
-    container_name, host_address, host_names,
+    BRIDGE,
+    GATEWAY,
+    HOST_IMAGE,
+    LABEL,
+    NETWORK,
+    REGISTRY,
+    REGISTRY_USER,
+    SUBNET,
+    LabPaths,
+    container_name,
+    host_address,
+    host_names,
 )
 from .pki import make_ca, make_ssh_key
 from .state import LabState

@@ -1,0 +1,137 @@
+"""On the real lab: the lab itself, a converge over SSH, bootstrap from bare and again,
+the verify suite, one profile change, and the pre-flight refusals."""
+
+import time
+
+import testinfra
+from pyinfra.api import deploy
+from pyinfra.operations import files
+
+from rig.inventory import lab_fleet
+from rig.runner import Session
+from rig.secrets import registry_token
+from rig.verify import load_targets, write_ssh_config
+from tasks.bootstrap import bootstrap
+
+from .conftest import REPO, rig
+
+PROBE = "/etc/rig-lab-probe"
+
+
+@deploy("probe")
+def probe(present: bool = True):
+    files.directory(name="probe directory", path=PROBE, present=present, mode="755")
+
+
+def converge(repo, deploy_func, **kwargs):
+    with Session(repo, "inventory/lab.py") as session:
+        return session.run(deploy_func, **kwargs)
+
+
+def lab_hosts(repo=REPO):
+    _, targets = load_targets(repo, "inventory/lab.py")
+    config = write_ssh_config(targets)
+    return {t.name: testinfra.get_host(f"ssh://{t.name}", ssh_config=config)
+            for t in targets}
+
+
+def test_lab_up_again_creates_nothing(lab):
+    output = rig("lab", "up").stdout
+    for word in ("created", "started", "pushed", "imported", "removed"):
+        assert f" {word} " not in output, output
+    assert "host mainpc    running 10.77.0.11" in output
+    assert "host pc2       running 10.77.0.12" in output
+
+
+def test_lab_status_reports_every_part_answering(lab):
+    output = rig("lab", "status").stdout
+    for part in ("engine", "network", "registry", "host mainpc", "host pc2"):
+        assert any(line.split()[:len(part.split())] == part.split() and " ok " in line
+                   for line in output.splitlines()), output
+
+
+def test_trivial_converge_over_ssh_then_read_back_with_testinfra(lab):
+    first = converge(lab, probe)
+    assert {h: r.changed for h, r in first.items()} == {
+        "mainpc": ["probe | probe directory"], "pc2": ["probe | probe directory"]}
+    hosts = lab_hosts()
+    assert all(hosts[h].file(PROBE).is_directory for h in ("mainpc", "pc2"))
+    second = converge(lab, probe)
+    assert all(r.ok and r.changed == [] for r in second.values())
+    converge(lab, probe, present=False)
+    assert not any(hosts[h].file(PROBE).exists for h in ("mainpc", "pc2"))
+
+
+def test_bootstrap_from_bare_then_a_second_run_changes_nothing(lab):
+    token = registry_token(lab_fleet(lab))
+    started = time.monotonic()
+    cold = converge(lab, bootstrap, token=token)
+    cold_s = time.monotonic() - started
+    assert all(r.ok for r in cold.values()), cold
+    for result in cold.values():
+        assert "Bootstrap | Docker engine | engine packages" in result.changed
+        assert "Bootstrap | Docker engine | registry login" in result.changed
+        assert "Bootstrap | Machine profile | machine profile" in result.changed
+    started = time.monotonic()
+    warm = converge(lab, bootstrap, token=token)
+    warm_s = time.monotonic() - started
+    assert {h: (r.ok, r.changed) for h, r in warm.items()} == {
+        "mainpc": (True, []), "pc2": (True, [])}
+    print(f"bootstrap of 2 hosts: cold {cold_s:.1f} s, no-change {warm_s:.1f} s")
+
+
+def test_verify_suite_passes_on_the_bootstrapped_lab(lab):
+    result = rig("verify", "-i", "inventory/lab.py", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_changing_one_profile_value_changes_exactly_that_host(lab, spec_copy):
+    profile = spec_copy / "profiles" / "pc2.yml"
+    profile.write_text(profile.read_text().replace("threads: 8", "threads: 6"))
+    token = registry_token(lab_fleet(spec_copy))
+    results = converge(spec_copy, bootstrap, token=token)
+    assert {h: r.changed for h, r in results.items()} == {
+        "mainpc": [], "pc2": ["Bootstrap | Machine profile | machine profile"]}
+    env = lab_hosts()["pc2"].file("/etc/rig/machine.env").content_string
+    assert "RIG_THREADS=6" in env
+    back = converge(lab, bootstrap, token=token)  # the real spec again: pc2 changes back
+    assert {h: r.changed for h, r in back.items()} == {
+        "mainpc": [], "pc2": ["Bootstrap | Machine profile | machine profile"]}
+
+
+def test_missing_token_is_refused_before_any_host_is_touched(lab, spec_copy):
+    overlay = spec_copy / "lab.yml"
+    overlay.write_text(overlay.read_text().replace(".lab/registry/token", ".lab/registry/none"))
+    result = rig("-c", str(spec_copy / "fleet.yml"), "bootstrap", check=False,
+                 env={"RIG_LAB_REGISTRY_TOKEN": ""})
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == (
+        "rig: registry 10.77.0.1:5000: no token: set the environment variable "
+        "RIG_LAB_REGISTRY_TOKEN or the file .lab/registry/none (run `rig lab up` first)")
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_host_is_named_in_one_line(lab):
+    pc2 = lab_hosts()["pc2"]
+    pc2.run("systemctl stop ssh.service ssh.socket")
+    try:
+        result = rig("bootstrap", check=False)
+    finally:
+        subprocess_restart_ssh()
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("rig: pc2: unreachable: "), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def subprocess_restart_ssh():
+    import subprocess
+
+    from rig.lab.layout import LabPaths
+    from rig.lab.state import LabState
+
+    state = LabState.load(LabPaths.for_repo(REPO))
+    subprocess.run(["docker", "exec", "rig-lab-pc2", "systemctl", "start", "ssh.service"],
+                   env={"DOCKER_HOST": state.docker_host, "PATH": "/usr/local/bin:/usr/bin:/bin"},
+                   check=True, capture_output=True)

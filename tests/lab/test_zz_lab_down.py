@@ -1,0 +1,25 @@
+"""Last: `rig lab down` leaves no trace (runs after every other lab test, by file order)."""
+
+import subprocess
+from pathlib import Path
+
+from rig.lab.layout import BRIDGE, REGISTRY, LabPaths
+from rig.lab.state import LabState
+
+from .conftest import REPO, rig
+
+
+def test_lab_down_leaves_nothing_behind(lab):
+    paths = LabPaths.for_repo(REPO)
+    state = LabState.load(paths)
+    assert state is not None
+    rig("lab", "down")
+    assert not paths.root.exists()
+    assert not paths.run_dir.exists()
+    assert not Path(f"/sys/class/net/{BRIDGE}").exists()
+    assert not (Path("/etc/docker/certs.d") / REGISTRY).exists()
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(paths.engine_socket) not in processes
+    assert "docker-registry serve" not in processes
+    assert "rig lab up" not in rig("lab", "status", check=False).stdout
+    assert "not up" in rig("lab", "status", check=False).stdout

@@ -1,0 +1,65 @@
+"""A bootstrapped host: engine, buildx, daemon.json, registry, group, machine profile."""
+
+import json
+
+from rig.commands import host as cmd
+from tasks.docker import certs_path
+from tasks.profile import profile_files
+
+
+def test_docker_service_enabled_and_running(host):
+    docker = host.service("docker")
+    assert docker.is_running
+    assert docker.is_enabled
+
+
+def test_docker_engine_answers(host):
+    assert host.run("docker info --format '{{.ServerVersion}}'").rc == 0
+
+
+def test_buildx_installed(host, fleet):
+    result = host.run("docker buildx version")
+    assert result.rc == 0, result.stderr
+    if fleet.bootstrap.buildx.version:
+        assert fleet.bootstrap.buildx.version in result.stdout
+
+
+def test_daemon_json_matches_spec(host, fleet, target):
+    content = host.file("/etc/docker/daemon.json").content_string
+    expected = cmd.daemon_json(fleet.bootstrap.daemon, fleet.gpu_enabled(target.name))
+    assert json.loads(content) == json.loads(expected)
+
+
+def test_machine_profile_content_and_mode(host, fleet, target):
+    for path, content in profile_files(fleet.profile_of(target.name)).items():
+        remote = host.file(path)
+        assert remote.mode == 0o644, path
+        assert remote.content_string == content, path
+
+
+def test_registry_ca_installed(host, fleet):
+    path = certs_path(fleet)
+    if path is None:
+        return  # the registry uses a public CA (GHCR): nothing to install
+    assert host.file(path).content_string == fleet.path(fleet.registry.ca_file).read_text()
+
+
+def test_registry_login_is_valid(host, fleet):
+    # `docker login <registry>` with no password re-validates the stored credentials.
+    result = host.run(f"docker login {fleet.registry.host} </dev/null")
+    assert result.rc == 0, result.stderr
+
+
+def test_pull_from_registry_works(host, fleet):
+    pullable = [f.base_image for f in fleet.families.values()
+                if f.base_image.startswith(fleet.registry.host + "/")]
+    for image in pullable:
+        result = host.run(f"docker pull -q {image}")
+        assert result.rc == 0, result.stderr
+
+
+def test_deploy_user_in_docker_group(host, fleet):
+    user = fleet.bootstrap.deploy_user
+    if user is None:
+        return
+    assert "docker" in host.user(user).groups
