@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -225,7 +224,3 @@ def _unmount_below(root: Path) -> None:
     for target in sorted((t for t in targets if t.startswith(str(root) + "/")), reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True)
 
-
-def lab_subnet_contains(address: str) -> bool:
-    """True for addresses on the lab network: the only non-loopback traffic the lab allows."""
-    return ipaddress.ip_address(address) in ipaddress.ip_network(SUBNET)
