@@ -31,6 +31,10 @@ demo: $(STAMP)
 	@echo "--- a second bootstrap must change nothing:"
 	$(RIG) bootstrap -i inventory/lab.py
 	$(RIG) verify -i inventory/lab.py
+	$(RIG) build -i inventory/lab.py --push
+	@echo "--- a second build must build and push nothing:"
+	$(RIG) build -i inventory/lab.py --push
+	$(RIG) images verify -i inventory/lab.py
 	$(RIG) lab status
 	@echo "The lab stays up to explore (ssh -i .lab/ssh/id_ed25519 root@10.77.0.11); 'make lab-down' removes it."
 
@@ -46,7 +50,7 @@ test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check rig tasks tests inventory group_data deploy.py
+	$(BIN)/ruff check rig tasks tests inventory group_data deploy.py dockerfiles
 
 lab-down: $(STAMP)
 	$(RIG) lab down

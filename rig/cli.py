@@ -14,6 +14,7 @@ import functools  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from datetime import UTC  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import click  # noqa: E402
@@ -219,6 +220,173 @@ def verify(obj: Context, inventory: str, pytest_args: tuple[str, ...]) -> None:
     argv = [sys.executable, "-m", "pytest", str(repo / "tests" / "verify"), "-q",
             "-p", "no:cacheprovider", "--rootdir", str(repo), *pytest_args]
     sys.exit(subprocess.run(argv, env=env, cwd=repo).returncode)
+
+
+# -- images -----------------------------------------------------------------------------------
+def tag_option(func):
+    return click.option("--tag", metavar="T", default=None,
+                        help="Image tag. Default: FORCE_IMAGE_TAG, else YYYYMMDD-<git sha> "
+                             "(UTC; -dirty when the work tree has changes).")(func)
+
+
+def parse_build_args(values: tuple[str, ...], fleet) -> dict[str, dict[str, str]]:
+    """('model_ops_coordinator:FAULT=degraded',) -> {service: {KEY: value}}."""
+    result: dict[str, dict[str, str]] = {}
+    for value in values:
+        service, _, assignment = value.partition(":")
+        key, eq, arg = assignment.partition("=")
+        if not eq or not key or service not in fleet.services:
+            raise RigError(f"--build-arg {value!r}: expected SERVICE:KEY=VALUE with a service "
+                           f"of the spec ({', '.join(fleet.services)})")
+        result.setdefault(service, {})[key] = arg
+    return result
+
+
+def resolve_images(obj: Context, inventory: str, tag: str | None, build_args=()):
+    from datetime import datetime
+
+    from .images import expected_images
+    from .inventory import fleet_for
+    from .tags import git_state, resolve_tag
+
+    fleet = fleet_for(obj.repo, inventory)
+    git = git_state(obj.repo)
+    tag = resolve_tag(tag, dict(os.environ), datetime.now(UTC), git)
+    images = expected_images(fleet, tag, parse_build_args(build_args, fleet))
+    return fleet, git, tag, images
+
+
+@main.command()
+@inventory_option
+@tag_option
+@click.option("--push", is_flag=True, help="Push to the registry once every target has built.")
+@click.option("--rebuild", is_flag=True,
+              help="Build every image, even those whose tag or sources are already pushed.")
+@click.option("--allow-dirty", is_flag=True,
+              help="Push although the work tree has uncommitted changes.")
+@click.option("--print", "print_only", is_flag=True,
+              help="Print the generated bake file (JSON) and exit; touches nothing.")
+@click.option("--build-arg", "build_args", multiple=True, metavar="SERVICE:KEY=VALUE",
+              help="Extra build argument for one service, e.g. model_ops_coordinator:FAULT=degraded "
+                   "(the deliberately broken variant rollout tests use). Repeatable.")
+@click.pass_obj
+@friendly
+def build(obj: Context, inventory: str, tag: str | None, push: bool, rebuild: bool,
+          allow_dirty: bool, print_only: bool, build_args: tuple[str, ...]) -> None:
+    """Build the family images, then the service images on them (one per machine for
+    per-machine services), with docker buildx bake on the spec's build host.
+
+    \b
+    For each image the registry decides:
+      tag already there           nothing to do (unless --rebuild)
+      same sources pushed before  the manifest gets the new tag in the registry, no build
+      otherwise                   built; pushed with --push only after every target built
+    Then every expected image is checked in the registry (as `rig images verify` does)."""
+    import json
+    from datetime import datetime
+
+    from .build import BuildOptions, LocalExecutor, SshExecutor, plan_build, reuse, run_build
+    from .commands.bake import bake_file
+    from .images import source_hashes
+    from .registry import client_for
+
+    started = time.monotonic()
+    repo = obj.importable()
+    fleet, git, tag, images = resolve_images(obj, inventory, tag, build_args)
+    hashes = source_hashes(fleet, images)
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    options = BuildOptions(push=push, rebuild=rebuild, revision=git.sha if git else "unknown",
+                           created=created)
+    if print_only:
+        cache = "registry" if fleet.build.cache == "registry" else "inline"
+        bake = bake_file(fleet, images, hashes, build=[i.target for i in images],
+                         revision=options.revision, created=created, cache=cache,
+                         secret_src=fleet.build.ca_bundle)
+        click.echo(json.dumps(bake, indent=2))
+        return
+    if push and git and git.dirty and not allow_dirty:
+        raise RigError(f"the work tree has uncommitted changes (tag {tag}): commit them, "
+                       "or pass --allow-dirty to push anyway")
+    registry = client_for(fleet)
+    registry.ping()
+    plan = plan_build(images, hashes, tag, lambda image, t: registry.manifest_digest(image.path, t),
+                      rebuild)
+    click.echo(f"build {tag} ({len(images)} images, registry {fleet.registry.host}):")
+    for image in images:
+        if image.target in plan.present:
+            state = "present"
+        elif image.target in plan.reuse:
+            state = f"reuse    {plan.reuse[image.target]}"
+        else:
+            state = "build"
+        click.echo(f"  {image.target:<40} {state}")
+    if plan.build:
+        where = fleet.build.host
+        if where:
+            from .runner import Session
+
+            with Session(repo, inventory, limit=[where]) as session:
+                run_build(fleet, plan, options, SshExecutor(session.hosts[0]), say_line)
+        else:
+            run_build(fleet, plan, options, LocalExecutor(), say_line)
+    if not push:
+        click.echo(f"not pushed (no --push): {len(plan.build)} built image(s) stay on "
+                   f"{fleet.build.host or 'this machine'}; {len(plan.reuse)} not tagged")
+        click.echo(f"done in {time.monotonic() - started:.1f} s")
+        return
+    reuse(registry, plan, say_line)
+    missing = show_images(registry, images)
+    click.echo(f"built {len(plan.build)}, tagged {len(plan.reuse)}, present {len(plan.present)}; "
+               f"done in {time.monotonic() - started:.1f} s")
+    if missing:
+        raise RigError(f"{missing} image(s) missing from the registry after the build")
+
+
+def say_line(message: str) -> None:
+    click.echo(f"  {message}")
+
+
+def show_images(registry, images) -> int:
+    from .build import verify_rows
+
+    rows = verify_rows(registry, images)
+    for row in rows:
+        click.echo(f"  {row['image']:<72} {row['digest'] or 'MISSING'}")
+    return sum(1 for row in rows if not row["digest"])
+
+
+@main.group(context_settings=CONTEXT)
+def images() -> None:
+    """Images in the registry."""
+
+
+@images.command("verify")
+@inventory_option
+@tag_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+@friendly
+def images_verify(obj: Context, inventory: str, tag: str | None, as_json: bool) -> None:
+    """List every image the spec expects at TAG (families, services, machine variants) with its
+    digest in the registry, or MISSING. Exit 1 when any is missing."""
+    import json
+
+    from .build import verify_rows
+    from .registry import client_for
+
+    fleet, _, tag, expected = resolve_images(obj, inventory, tag)
+    rows = verify_rows(client_for(fleet), expected)
+    missing = [row for row in rows if not row["digest"]]
+    if as_json:
+        click.echo(json.dumps({"tag": tag, "registry": fleet.registry.host, "images": rows,
+                               "missing": len(missing)}, indent=2))
+    else:
+        click.echo(f"images at {tag} in {fleet.registry.host}:")
+        for row in rows:
+            click.echo(f"  {row['image']:<72} {row['digest'] or 'MISSING'}")
+        click.echo(f"{len(rows) - len(missing)} of {len(rows)} present")
+    if missing:
+        sys.exit(1)
 
 
 def report(results, started: float) -> None:

@@ -115,3 +115,11 @@ def production_connection(repo: Path, fleet: Fleet, environ=os.environ) -> dict[
 def production_groups(repo: Path) -> dict[str, list[HostEntry]]:
     fleet = load_fleet(repo / "fleet.yml")
     return groups_for(fleet, production_connection(repo, fleet))
+
+
+def fleet_for(repo: Path, inventory: str) -> Fleet:
+    """The spec an inventory's hosts carry, without connecting: inventory/lab.py adds lab.yml
+    (group_data/lab.py), any other inventory uses fleet.yml as it is (group_data/all.py)."""
+    if Path(inventory).stem == "lab":
+        return lab_fleet(repo)
+    return load_fleet(repo / "fleet.yml")

@@ -70,22 +70,37 @@ class RegistryClient:
             raise RigError(f"registry {self.host}: no Docker-Content-Digest for {repository}:{tag}")
         return digest
 
+    def copy_manifest(self, repository: str, source_tag: str, target_tag: str) -> str:
+        """Give the manifest at source_tag a second tag, inside the registry (no layers move).
+        Returns its digest."""
+        scope = f"repository:{repository}:pull,push"
+        url = f"{self.base}{repository}/manifests/"
+        got = self._request("GET", url + source_tag, scope=scope, headers={"Accept": MANIFEST_TYPES})
+        if got.status_code != 200:
+            raise RigError(f"registry {self.host}: GET {repository}:{source_tag} -> {got.status_code}")
+        media_type = got.headers.get("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        put = self._request("PUT", url + target_tag, scope=scope,
+                            headers={"Content-Type": media_type}, data=got.content)
+        if put.status_code not in (200, 201):
+            raise RigError(f"registry {self.host}: PUT {repository}:{target_tag} -> {put.status_code}")
+        return put.headers.get("Docker-Content-Digest") or got.headers.get("Docker-Content-Digest", "")
+
     # -- auth ---------------------------------------------------------------------------------
-    def _request(self, method: str, url: str, scope: str, headers=None) -> requests.Response:
+    def _request(self, method: str, url: str, scope: str, headers=None, data=None) -> requests.Response:
         headers = dict(headers or {})
         token = self._tokens.get(scope)
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        response = self._send(method, url, headers)
+        response = self._send(method, url, headers, data=data)
         if response.status_code != 401:
             return response
         scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
         if scheme == "basic":
-            return self._send(method, url, headers, auth=(self.username, self.password))
+            return self._send(method, url, headers, auth=(self.username, self.password), data=data)
         if scheme == "bearer":
             self._tokens[scope] = self._fetch_token(params, scope)
             headers["Authorization"] = f"Bearer {self._tokens[scope]}"
-            return self._send(method, url, headers)
+            return self._send(method, url, headers, data=data)
         raise RigError(f"registry {self.host}: unsupported auth challenge {scheme!r}")
 
     def _fetch_token(self, params: dict[str, str], scope: str) -> str:
@@ -112,10 +127,11 @@ class RegistryClient:
             raise RigError(f"registry {self.host}: token response without a token")
         return token
 
-    def _send(self, method, url, headers, auth=None) -> requests.Response:
+    def _send(self, method, url, headers, auth=None, data=None) -> requests.Response:
         try:
             response = self._session.request(
-                method, url, headers=headers, auth=auth, timeout=self.timeout, verify=self._verify
+                method, url, headers=headers, auth=auth, data=data, timeout=self.timeout,
+                verify=self._verify,
             )
         except requests.exceptions.SSLError as e:
             raise RigError(f"registry {self.host}: TLS verification failed: {_one_line(e)}") from None
@@ -128,3 +144,12 @@ class RegistryClient:
 
 def _one_line(error: Exception) -> str:
     return str(error).splitlines()[0][:200]
+
+
+def client_for(fleet) -> RegistryClient:
+    """A client for the spec's registry, with the token from the environment or token file."""
+    from .secrets import registry_token
+
+    reg = fleet.registry
+    ca = str(fleet.path(reg.ca_file)) if reg.ca_file else None
+    return RegistryClient(reg.host, reg.username, registry_token(fleet), ca)

@@ -20,17 +20,47 @@ def host_name(host) -> str:
     return host.data.get("rig_host") or host.name
 
 
-def run_with_stdin(state, host, command: str, data: str, what: str) -> bool:
-    """A FunctionCommand body: run `command` over the host's SSH connection and write `data`
-    to its stdin. For secrets: they never appear in argv, in a file, or in pyinfra's output."""
+def _channel(host, command: str):
+    """A paramiko channel on the host's pyinfra SSH connection, or None without one."""
     client = getattr(host.connector, "client", None)
     transport = client.get_transport() if client is not None else None
     if transport is None:
-        logger.error(f"{host.print_prefix}{what}: needs an SSH connection")
-        return False
+        return None
     if host.data.get("_sudo"):
         command = f"sudo -H -n sh -c {shlex.quote(command)}"
     channel = transport.open_session()
+    return channel, command
+
+
+def stream(host, command: str, on_line, keep: int = 40) -> tuple[int, list[str]]:
+    """Run a long command (a build, a push) over the host's SSH connection, calling on_line for
+    each output line (stdout and stderr merged) as it comes. Returns (exit code, last lines)."""
+    opened = _channel(host, command)
+    if opened is None:
+        return 255, [f"{host.name}: needs an SSH connection"]
+    channel, command = opened
+    channel.set_combine_stderr(True)
+    last: list[str] = []
+    try:
+        channel.exec_command(command)
+        for raw in channel.makefile("rb"):
+            line = raw.decode(errors="replace").rstrip("\n")
+            last = (last + [line])[-keep:]
+            on_line(line)
+        code = channel.recv_exit_status()
+    finally:
+        channel.close()
+    return code, last
+
+
+def run_with_stdin(state, host, command: str, data: str, what: str) -> bool:
+    """A FunctionCommand body: run `command` over the host's SSH connection and write `data`
+    to its stdin. For secrets: they never appear in argv, in a file, or in pyinfra's output."""
+    opened = _channel(host, command)
+    if opened is None:
+        logger.error(f"{host.print_prefix}{what}: needs an SSH connection")
+        return False
+    channel, command = opened
     try:
         channel.exec_command(command)
         channel.sendall(data.encode())

@@ -26,6 +26,10 @@ class BuildSpec(StrictModel):
         description="CA bundle passed to builds as the secret 'pip_ca' (pip --cert), "
         "for PyPI behind a TLS-intercepting proxy",
     )
+    network: Literal["default", "host", "none"] = Field(
+        default="default",
+        description="Network for RUN steps; host where the engine has no bridge (the lab)",
+    )
     source_url: str = Field(
         default="",
         description="org.opencontainers.image.source label (the repository URL)",

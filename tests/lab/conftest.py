@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 RIG = [sys.executable, "-m", "rig.cli"]
 
 
-def rig(*args, env=None, check=True) -> subprocess.CompletedProcess:
-    result = subprocess.run([*RIG, *args], cwd=REPO, capture_output=True, text=True,
+def rig(*args, env=None, check=True, cwd=REPO) -> subprocess.CompletedProcess:
+    result = subprocess.run([*RIG, *args], cwd=cwd, capture_output=True, text=True,
                             env={**os.environ, **(env or {})}, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(f"rig {' '.join(args)} exited {result.returncode}:\n"
@@ -38,13 +38,41 @@ def lab():
             rig("lab", "down", check=False)
 
 
+def copy_spec(target: Path) -> Path:
+    """The spec, inventories and dockerfiles in a folder a test may edit (not a git checkout, so
+    builds there take --tag); .lab and tasks/ are the real ones."""
+    for name in ("fleet.yml", "lab.yml"):
+        shutil.copy(REPO / name, target / name)
+    for folder in ("profiles", "inventory", "group_data", "dockerfiles"):
+        shutil.copytree(REPO / folder, target / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    (target / ".lab").symlink_to(REPO / ".lab")
+    (target / "tasks").symlink_to(REPO / "tasks")
+    return target
+
+
 @pytest.fixture
 def spec_copy(lab, tmp_path):
-    """A copy of the spec and inventories that a test may edit; .lab is the real lab's."""
-    for name in ("fleet.yml", "lab.yml"):
-        shutil.copy(REPO / name, tmp_path / name)
-    for folder in ("profiles", "inventory", "group_data"):
-        shutil.copytree(REPO / folder, tmp_path / folder)
-    (tmp_path / ".lab").symlink_to(REPO / ".lab")
-    (tmp_path / "tasks").symlink_to(REPO / "tasks")
-    return tmp_path
+    return copy_spec(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def bootstrapped(lab):
+    """Hosts with Docker, buildx, registry login and profiles (a no-op when already done)."""
+    rig("bootstrap", "-i", "inventory/lab.py")
+    return lab
+
+
+def ssh(host: str, command: str, check=True) -> subprocess.CompletedProcess:
+    """Run a command on a lab host as an operator would (plain ssh, the lab's key)."""
+    from rig.lab.layout import LabPaths
+    from rig.lab.state import LabState
+
+    paths = LabPaths.for_repo(REPO)
+    address = LabState.load(paths).hosts[host]
+    argv = ["ssh", "-i", str(paths.ssh_dir / "id_ed25519"), "-o", "BatchMode=yes",
+            "-o", f"UserKnownHostsFile={paths.ssh_dir / 'known_hosts'}", f"root@{address}", command]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{host}: {command} exited {result.returncode}: {result.stderr}")
+    return result

@@ -1,0 +1,251 @@
+"""`rig build`: decide what to build from the registry, build it with bake on the build host,
+push only when every target built, and verify every expected image in the registry.
+
+    for each expected image (family, service, machine variant):
+      tag already in the registry        -> present, nothing to do        (unless --rebuild)
+      same sources pushed before (src-*) -> reuse: copy the manifest to the new tag
+      otherwise                          -> build
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .commands import bake as bake_cmd
+from .config import Fleet
+from .errors import RigError
+from .images import Image, source_tag
+
+REMOTE_DIR = "/var/tmp/rig-build"
+SECRET_PATH = ".secrets/pip_ca"
+
+
+@dataclass
+class BuildPlan:
+    tag: str
+    images: list[Image]
+    hashes: dict[str, str]
+    present: dict[str, str] = field(default_factory=dict)   # target -> digest at the tag
+    reuse: dict[str, str] = field(default_factory=dict)     # target -> source tag to copy
+    build: list[str] = field(default_factory=list)          # targets to build
+
+    def image(self, target: str) -> Image:
+        return next(i for i in self.images if i.target == target)
+
+    def needed(self) -> list[Image]:
+        """Images the bake file must define: those built, and the families they build FROM."""
+        wanted = set(self.build)
+        wanted.update(self.image(t).family for t in self.build if self.image(t).family)
+        return [i for i in self.images if i.target in wanted]
+
+
+def plan_build(images: list[Image], hashes: dict[str, str], tag: str,
+               lookup: Callable[[Image, str], str | None], rebuild: bool = False) -> BuildPlan:
+    """Pure decision from registry answers: lookup(image, tag) -> digest or None."""
+    plan = BuildPlan(tag, images, hashes)
+    for image in images:
+        if rebuild:
+            plan.build.append(image.target)
+            continue
+        digest = lookup(image, image.tag)
+        if digest:
+            plan.present[image.target] = digest
+        elif lookup(image, source_tag(hashes[image.target])):
+            plan.reuse[image.target] = source_tag(hashes[image.target])
+        else:
+            plan.build.append(image.target)
+    return plan
+
+
+def context_archive(fleet: Fleet, images: list[Image], bake: dict) -> bytes:
+    """tar.gz of the contexts the bake file names, the bake file, and the CA bundle secret."""
+    from .images import context_files
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for context in sorted({i.context for i in images}):
+            folder = fleet.path(context)
+            for path in context_files(folder):
+                tar.add(path, arcname=f"{context}/{path.relative_to(folder).as_posix()}")
+        _add_bytes(tar, bake_cmd.BAKE_FILE, json.dumps(bake, indent=2).encode(), 0o644)
+        if fleet.build.ca_bundle:
+            bundle = fleet.path(fleet.build.ca_bundle)
+            if not bundle.is_file():
+                raise RigError(f"build.ca_bundle: {bundle} not found")
+            _add_bytes(tar, SECRET_PATH, bundle.read_bytes(), 0o600)
+    return buffer.getvalue()
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+
+
+_STEP = re.compile(r"^#\d+ (\[[^\]]+\] .*)$")
+_NO_CACHE_YET = re.compile(r"failed to configure registry cache importer: (\S+): not found")
+
+
+class BakeProgress:
+    """Filters `--progress plain` down to one line per build step, and errors."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.say, self.seen, self.cached = say, set(), 0
+
+    def __call__(self, line: str) -> None:
+        match = _STEP.match(line)
+        if line.startswith("== "):
+            self.say(f"target {line[3:]}")
+        elif match and match.group(1) not in self.seen:
+            self.seen.add(match.group(1))
+            if "internal]" not in match.group(1) and "[auth]" not in match.group(1):
+                self.say(match.group(1)[:110])
+        elif re.match(r"^#\d+ CACHED$", line):
+            self.cached += 1
+        elif missing := _NO_CACHE_YET.search(line):
+            self.say(f"no cache yet at {missing.group(1)} (first build)")
+        elif line.startswith("ERROR") or " ERROR:" in line:
+            self.say(line[:200])
+
+
+def remote_commands(extract_dir: str) -> str:
+    """Replace the build folder with the uploaded archive's contents."""
+    return (f"rm -rf {extract_dir} && mkdir -p {extract_dir} && "
+            f"tar -xzf {REMOTE_DIR}/context.tar.gz -C {extract_dir} && "
+            f"rm -f {REMOTE_DIR}/context.tar.gz")
+
+
+# -- running it ---------------------------------------------------------------------------------
+@dataclass
+class BuildOptions:
+    push: bool
+    rebuild: bool
+    revision: str
+    created: str
+
+
+class SshExecutor:
+    """Runs build commands on an inventory host over its pyinfra SSH connection."""
+
+    def __init__(self, host):
+        self.host, self.name = host, host.name
+
+    def run(self, command: str) -> tuple[bool, str, list[str]]:
+        from pyinfra.context import ctx_host
+
+        with ctx_host.use(self.host):
+            ok, output = self.host.run_shell_command(command)
+        return ok, output.stdout, output.stderr_lines
+
+    def upload(self, data: bytes, path: str) -> bool:
+        from pyinfra.context import ctx_host
+
+        with ctx_host.use(self.host):
+            return self.host.put_file(io.BytesIO(data), path)
+
+    def stream(self, command: str, on_line) -> tuple[int, list[str]]:
+        from tasks.util import stream
+
+        return stream(self.host, command, on_line)
+
+
+class LocalExecutor:
+    """Runs build commands on the control machine (build.host empty in the spec)."""
+
+    name = "this machine"
+
+    def run(self, command: str) -> tuple[bool, str, list[str]]:
+        result = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+        return result.returncode == 0, result.stdout, result.stderr.splitlines()
+
+    def upload(self, data: bytes, path: str) -> bool:
+        with open(path, "wb") as f:
+            f.write(data)
+        return True
+
+    def stream(self, command: str, on_line) -> tuple[int, list[str]]:
+        process = subprocess.Popen(["sh", "-c", command], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        last: list[str] = []
+        for line in process.stdout:
+            last = (last + [line.rstrip("\n")])[-40:]
+            on_line(line.rstrip("\n"))
+        return process.wait(), last
+
+
+def run_build(fleet: Fleet, plan: BuildPlan, options: BuildOptions, executor, say) -> dict:
+    """Build plan.build with the executor (build host or this machine), then push. Returns
+    timings and the cache mode used. Raises RigError, with nothing pushed, when any target
+    fails to build."""
+    where = executor.name
+    ok, driver, _ = executor.run(bake_cmd.builder_driver_command())
+    driver = driver.strip()
+    if not ok or not driver:
+        raise RigError(f"{where}: `docker buildx inspect` found no builder: is buildx "
+                       "installed? (`rig bootstrap` installs it)")
+    mode, why = bake_cmd.cache_mode(fleet.build.cache, driver)
+    say(f"cache: {mode} ({why})")
+    needed = plan.needed()
+    secret = f"{REMOTE_DIR}/ctx/{SECRET_PATH}" if fleet.build.ca_bundle else None
+    bake = bake_cmd.bake_file(fleet, needed, plan.hashes, build=plan.build,
+                              revision=options.revision, created=options.created,
+                              cache=mode, secret_src=secret)
+    timings: dict = {"cache": mode}
+    started = time.monotonic()
+    archive = context_archive(fleet, needed, bake)
+    executor.run(f"mkdir -p {REMOTE_DIR}")
+    if not executor.upload(archive, f"{REMOTE_DIR}/context.tar.gz"):
+        raise RigError(f"{where}: could not upload the build context")
+    ok, _, errors = executor.run(remote_commands(f"{REMOTE_DIR}/ctx"))
+    if not ok:
+        raise RigError(f"{where}: could not unpack the build context", *errors[-3:])
+    say(f"context: {len(archive) // 1024} KiB synced to {where}:{REMOTE_DIR}/ctx "
+        f"in {time.monotonic() - started:.1f} s")
+    started = time.monotonic()
+    progress = BakeProgress(lambda line: say(f"  {line}"))
+    folder = f"{REMOTE_DIR}/ctx"
+    if fleet.build.network == "default":
+        command = bake_cmd.bake_command(folder, plan.build)
+    else:
+        say(f"network {fleet.build.network}: running the bake targets as `docker buildx build "
+            f"--network {fleet.build.network}` (bake files cannot set a network before buildx 0.18)")
+        command = " && ".join(bake_cmd.build_commands(bake, folder, fleet.build.network))
+    code, last = executor.stream(command, progress)
+    timings["build_s"] = round(time.monotonic() - started, 1)
+    if code != 0:
+        raise RigError(f"build failed on {where} (exit {code}); nothing was pushed",
+                       *[f"  {line}" for line in last[-15:]])
+    say(f"built {len(plan.build)} target(s) in {timings['build_s']} s "
+        f"({progress.cached} steps cached)")
+    if options.push:
+        started = time.monotonic()
+        refs = [ref for target in plan.build
+                for ref in bake_cmd.push_refs(fleet, plan.image(target), plan.hashes[target], mode)]
+        code, last = executor.stream(bake_cmd.push_command(refs), lambda line: None)
+        if code != 0:
+            raise RigError(f"push failed on {where} (exit {code})",
+                           *[f"  {line}" for line in last[-8:]])
+        timings["push_s"] = round(time.monotonic() - started, 1)
+        say(f"pushed {len(refs)} tags in {timings['push_s']} s")
+    return timings
+
+
+def reuse(registry, plan: BuildPlan, say) -> None:
+    """Tag images whose sources did not change: a manifest copy in the registry."""
+    for target, src in plan.reuse.items():
+        image = plan.image(target)
+        registry.copy_manifest(image.path, src, image.tag)
+        say(f"tagged {image.ref} (same sources as {src})")
+
+
+def verify_rows(registry, images: list[Image]) -> list[dict]:
+    """One row per expected image: its ref and digest in the registry, or None (missing)."""
+    return [{"image": i.ref, "kind": i.kind, "machine": i.machine,
+             "digest": registry.manifest_digest(i.path, i.tag)} for i in images]
