@@ -205,21 +205,34 @@ def bootstrap(obj: Context, inventory: str, limit: str | None) -> None:
 
 @main.command()
 @inventory_option
+@click.option("--suite", type=click.Choice(["all", "bootstrap", "services"]), default="all",
+              show_default=True, help="bootstrap: hosts only; services: what rollouts started.")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 @friendly
-def verify(obj: Context, inventory: str, pytest_args: tuple[str, ...]) -> None:
-    """Run the testinfra suite (tests/verify) against the inventory's hosts: engine running,
-    buildx, daemon.json, machine profile, registry login and pull, docker group.
+def verify(obj: Context, inventory: str, suite: str, pytest_args: tuple[str, ...]) -> None:
+    """Run the testinfra suite (tests/verify) against the inventory's hosts.
+
+    \b
+    bootstrap: engine running, buildx, daemon.json, machine profile, registry login and pull,
+               docker group
+    services:  every service on every host runs the digest rig recorded, as 10001:10001,
+               with tini as PID 1, and answers its health check with the expected body
 
     Extra arguments go to pytest, e.g. `rig verify -- -k profile`."""
+    sys.exit(run_verify(obj, inventory, suite, pytest_args))
+
+
+def run_verify(obj: Context, inventory: str, suite: str, pytest_args=()) -> int:
     import subprocess
 
     repo = obj.importable()
     env = {**os.environ, "RIG_INVENTORY": inventory}
-    argv = [sys.executable, "-m", "pytest", str(repo / "tests" / "verify"), "-q",
-            "-p", "no:cacheprovider", "--rootdir", str(repo), *pytest_args]
-    sys.exit(subprocess.run(argv, env=env, cwd=repo).returncode)
+    folder = repo / "tests" / "verify"
+    paths = [str(folder)] if suite == "all" else [str(folder / f"test_{suite}.py")]
+    argv = [sys.executable, "-m", "pytest", *paths, "-q", "-p", "no:cacheprovider",
+            "--rootdir", str(repo), *pytest_args]
+    return subprocess.run(argv, env=env, cwd=repo).returncode
 
 
 # -- images -----------------------------------------------------------------------------------
@@ -387,6 +400,261 @@ def images_verify(obj: Context, inventory: str, tag: str | None, as_json: bool) 
         click.echo(f"{len(rows) - len(missing)} of {len(rows)} present")
     if missing:
         sys.exit(1)
+
+
+# -- rollout ----------------------------------------------------------------------------------
+def services_option(func):
+    return click.option("--services", metavar="S,...", default=None,
+                        help="Only these services (default: every service).")(func)
+
+
+def rollout_options(func):
+    func = click.option("--canary", metavar="HOST,...", default=None,
+                        help="Canary hosts for wave 1 (default: the spec's rollout.canary).")(func)
+    func = click.option("--batch", metavar="N|P%", default=None,
+                        help="Hosts per later wave: a count or a share (default: the spec's).")(func)
+    return func
+
+
+def split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+class RolloutJob:
+    """What rollout, rollback and plan share: spec, tag, targets, session, pre-flight."""
+
+    def __init__(self, obj: Context, inventory: str, services: str | None):
+        from .inventory import fleet_for
+
+        self.repo = obj.importable()
+        self.inventory = inventory
+        self.fleet = fleet_for(self.repo, inventory)
+        self.services = split(services)
+        unknown = [s for s in self.services or [] if s not in self.fleet.services]
+        if unknown:
+            raise RigError(f"--services: unknown service {', '.join(unknown)} "
+                           f"(services: {', '.join(self.fleet.services)})")
+        self.hosts = [h for h in self.fleet.hosts
+                      if any(not self.services or s in self.services for s in self.fleet.services_on(h))]
+
+    def tag(self, explicit: str | None) -> str:
+        from .tags import git_state, resolve_tag
+
+        return resolve_tag(explicit, dict(os.environ), __import__("datetime").datetime.now(UTC),
+                           git_state(self.repo))
+
+    def session(self):
+        from .runner import Session
+
+        return Session(self.repo, self.inventory, limit=self.hosts, say=host_say)
+
+
+def print_plan(waves, changes) -> None:
+    for number, wave in enumerate(waves, start=1):
+        click.echo(f"wave {number} ({'canary' if number == 1 else 'batch'}): {', '.join(wave)}")
+        for host in wave:
+            for change in changes.get(host, []):
+                r, running = change.release, change.running
+                now = f"{running.tag} {running.digest[7:19]}" if running else "(not running)"
+                mark = "change" if change.needed else "same  "
+                click.echo(f"  {host:<10} {r.service:<30} {mark} {now} -> {r.tag} {r.digest[7:19]}")
+
+
+def prepare(job: RolloutJob, session, engine, releases, problems, break_lock: bool, canary, batch):
+    """Pre-flight on connected hosts; returns (waves, changes). Raises with every problem."""
+    from .plan import parse_batch, waves
+    from .rollout.engine import Change, host_problems
+
+    facts = engine.facts()
+    problems = problems + host_problems(job.fleet, facts, break_lock, time.time())
+    plan_waves = waves(job.fleet, job.hosts, split(canary), parse_batch(batch))
+    changes = {h: [Change(h, r, facts[h].running(r.service)) for r in releases.get(h, [])]
+               for h in job.hosts}
+    if problems:
+        raise RigError(*problems, "pre-flight failed: no host was changed")
+    return plan_waves, changes
+
+
+def execute(job: RolloutJob, action: str, tag: str, releases, problems, break_lock, canary,
+            batch, no_verify: bool, obj: Context) -> None:
+    from .rollout.engine import Rollout
+
+    started = time.monotonic()
+    with job.session() as session:
+        engine = Rollout(session, job.fleet, say_line, action, tag)
+        plan_waves, changes = prepare(job, session, engine, releases, problems, break_lock,
+                                      canary, batch)
+        print_plan(plan_waves, changes)
+        lock_problems = engine.take_locks(break_lock)
+        if lock_problems:
+            raise RigError(*lock_problems, "pre-flight failed: no host was changed")
+        try:
+            outcome = engine.run(plan_waves, changes)
+        finally:
+            engine.release_locks()
+    elapsed = time.monotonic() - started
+    for line in outcome.lines:
+        click.echo(line, err=not outcome.ok)
+    if outcome.interrupted:
+        click.echo(f"rig: {action} interrupted after {elapsed:.1f} s", err=True)
+        sys.exit(130)
+    if not outcome.ok:
+        raise RigError(f"{action} {tag} failed after {elapsed:.1f} s")
+    click.echo(f"{action} {tag} done in {elapsed:.1f} s ({outcome.gate_seconds:.1f} s in health gates)")
+    if not no_verify and any(c.needed for cs in changes.values() for c in cs):
+        click.echo("verify (testinfra, services):")
+        if run_verify(obj, job.inventory, "services", ("--no-header",)) != 0:
+            raise RigError("the rollout finished but `rig verify --suite services` failed")
+
+
+@main.command()
+@inventory_option
+@tag_option
+@services_option
+@rollout_options
+@click.option("--break-lock", is_flag=True, help="Remove a rollout lock left by a dead rollout.")
+@click.option("--no-verify", is_flag=True, help="Skip the testinfra check after a rollout.")
+@click.pass_obj
+@friendly
+def rollout(obj: Context, inventory: str, tag: str | None, services: str | None, canary, batch,
+            break_lock: bool, no_verify: bool) -> None:
+    """Roll out TAG: canary hosts first, a health gate per service, then batches.
+
+    \b
+    Pre-flight (all or nothing): every image at TAG exists in the registry (deployed by
+    digest), every host answers, is bootstrapped and has its profile, and a lock is taken on
+    every host. On a failed gate the wave's hosts go back to their previous containers and
+    later waves are not touched. Ctrl-C stops after the current wave. Each host keeps
+    /var/lib/rig/ledger.jsonl and state.json. A re-run of a finished rollout changes nothing."""
+    from .registry import client_for
+    from .rollout.engine import resolve_releases
+
+    job = RolloutJob(obj, inventory, services)
+    tag = job.tag(tag)
+    releases, problems = resolve_releases(job.fleet, job.hosts, job.services, tag,
+                                          client_for(job.fleet))
+    click.echo(f"rollout {tag} to {', '.join(job.hosts)}:")
+    execute(job, "rollout", tag, releases, problems, break_lock, canary, batch, no_verify, obj)
+
+
+@main.command()
+@inventory_option
+@services_option
+@click.option("--to", "to_tag", metavar="TAG", default=None,
+              help="Go to this tag (default: each service's previous version on each host).")
+@rollout_options
+@click.option("--break-lock", is_flag=True, help="Remove a rollout lock left by a dead rollout.")
+@click.option("--no-verify", is_flag=True, help="Skip the testinfra check afterwards.")
+@click.pass_obj
+@friendly
+def rollback(obj: Context, inventory: str, services: str | None, to_tag: str | None, canary,
+             batch, break_lock: bool, no_verify: bool) -> None:
+    """Go back to the previous known-good version (from each host's state.json), or to
+    --to TAG, through the same waves and health gates as a rollout."""
+    from .commands.container import Release
+    from .images import image_for
+    from .registry import client_for
+    from .rollout.engine import Rollout, resolve_releases
+
+    job = RolloutJob(obj, inventory, services)
+    if to_tag:
+        from .tags import check_tag
+        releases, problems = resolve_releases(job.fleet, job.hosts, job.services,
+                                              check_tag(to_tag), client_for(job.fleet))
+        label = to_tag
+    else:
+        releases, problems = {}, []
+        with job.session() as session:
+            facts = Rollout(session, job.fleet, say_line, "rollback", "").facts()
+        for host in job.hosts:
+            profile_hash = job.fleet.profile_of(host).content_hash()
+            for service in job.fleet.services_on(host):
+                if job.services and service not in job.services:
+                    continue
+                previous = (facts[host].state.get(service) or {}).get("previous")
+                if not previous or not previous.get("digest"):
+                    problems.append(f"{host} {service}: no previous version recorded "
+                                    "(use --to TAG)")
+                    continue
+                image = image_for(job.fleet, service, host, previous["tag"])
+                releases.setdefault(host, []).append(Release(
+                    service, previous["tag"], image.repository, previous["digest"], profile_hash))
+        label = "previous"
+    click.echo(f"rollback to {label} on {', '.join(job.hosts)}:")
+    execute(job, "rollback", label, releases, problems, break_lock, canary, batch, no_verify, obj)
+
+
+@main.command()
+@inventory_option
+@tag_option
+@services_option
+@rollout_options
+@click.pass_obj
+@friendly
+def plan(obj: Context, inventory: str, tag: str | None, services: str | None, canary, batch) -> None:
+    """What `rig rollout` would do, without doing it: the waves, per host and service the
+    current and target tag and digest, what would change, and any pre-flight problem."""
+    from .registry import client_for
+    from .rollout.engine import Rollout, resolve_releases
+
+    job = RolloutJob(obj, inventory, services)
+    tag = job.tag(tag)
+    releases, problems = resolve_releases(job.fleet, job.hosts, job.services, tag,
+                                          client_for(job.fleet))
+    click.echo(f"plan {tag} for {', '.join(job.hosts)}:")
+    with job.session() as session:
+        engine = Rollout(session, job.fleet, say_line, "plan", tag)
+        try:
+            plan_waves, changes = prepare(job, session, engine, releases, problems, False,
+                                          canary, batch)
+        except RigError as e:
+            raise RigError(*(e.lines or [str(e)])[:-1], "pre-flight would fail") from None
+    print_plan(plan_waves, changes)
+    count = sum(c.needed for cs in changes.values() for c in cs)
+    click.echo(f"{count} change(s); pre-flight passes")
+
+
+@main.command()
+@inventory_option
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+@click.pass_obj
+@friendly
+def status(obj: Context, inventory: str, as_json: bool) -> None:
+    """What runs where: host x service with tag, digest, health now, and since when."""
+    import json
+
+    from .commands.container import status_probe
+    from .rollout.engine import Rollout
+    from .rollout.gate import body_matches
+
+    job = RolloutJob(obj, inventory, None)
+    rows = []
+    with job.session() as session:
+        engine = Rollout(session, job.fleet, say_line, "status", "")
+        facts = engine.facts()
+        for host in session.hosts:
+            services = job.fleet.services_on(host.name)
+            ok, out = engine._run(host, status_probe(job.fleet, services))
+            answers = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+            for service in services:
+                running = facts[host.name].running(service)
+                recorded = facts[host.name].state.get(service) or {}
+                body = answers.get(service, "")
+                spec = job.fleet.services[service]
+                health = "ok" if body_matches(body, spec.health.expect) else (
+                    "down" if not body.strip() else "BAD " + body.strip()[:40])
+                rows.append({"host": host.name, "service": service,
+                             "tag": running.tag if running else None,
+                             "digest": running.digest if running else None,
+                             "health": health if running else "not running",
+                             "since": recorded.get("since")})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'HOST':<10} {'SERVICE':<30} {'TAG':<28} {'DIGEST':<14} {'HEALTH':<12} SINCE")
+    for r in rows:
+        click.echo(f"{r['host']:<10} {r['service']:<30} {r['tag'] or '-':<28} "
+                   f"{(r['digest'] or '-')[7:19] or '-':<14} {r['health']:<12} {r['since'] or '-'}")
 
 
 def report(results, started: float) -> None:

@@ -75,6 +75,18 @@ class _Progress(BaseStateCallback):
                 self.say(host.name, f"changed  {_op_name(state, op_hash)}")
 
 
+class _State(State):
+    """A State that can be run more than once: operations that already ran are not run again
+    (rollouts add one wave's operations, run them, look at the results, then add the next)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.done: set[str] = set()
+
+    def get_op_order(self):
+        return [op for op in super().get_op_order() if op not in self.done]
+
+
 def _op_name(state: State, op_hash: str) -> str:
     return ", ".join(sorted(state.get_op_meta(op_hash).names))
 
@@ -83,7 +95,10 @@ class _PyinfraLog(logging.Handler):
     """pyinfra's warnings and errors (a failed command's stderr) as indented lines."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        for line in self.format(record).splitlines():
+        message = self.format(record)
+        if "executed 0 commands" in message:
+            return  # a FunctionCommand that said no (a health gate): rig reports why itself
+        for line in message.splitlines():
             print(f"      {_strip_ansi(line)}", file=sys.stderr)
 
 
@@ -111,7 +126,7 @@ class Session:
         logger.handlers[:] = [_PyinfraLog(logging.WARNING)]
         logger.propagate = False
 
-        state = State(check_for_changes=False)
+        state = _State(check_for_changes=False)
         state.cwd = str(self.repo)
         ctx_state.set(state)
         config = Config(PARALLEL=self.parallel or 0, FAIL_PERCENT=None)
@@ -156,6 +171,13 @@ class Session:
         """Run a @deploy on every active host; per host what changed, from pyinfra's results."""
         state = self.state
         before = {h: set(state.ops[h]) for h in state.inventory}
+        # In API mode pyinfra names an operation by its index in the host's list. After a run
+        # in which hosts got different numbers of operations, the next operation on a shorter
+        # host would reuse a name that already ran elsewhere; equal lengths keep names new.
+        longest = max((h.op_hash_order for h in state.inventory), key=len)
+        for h in state.inventory:
+            h.op_hash_order.extend(longest[len(h.op_hash_order):])
+        state.is_executing = False  # run_ops leaves it set; then pyinfra would run new ops at once
         add_deploy(state, deploy_func, *args, **kwargs)
         try:
             run_ops(state)
@@ -180,7 +202,14 @@ class Session:
                 else:
                     result.unchanged += 1
             results[host.name] = result
+        state.done.update(state.get_op_order())
         return results
+
+    def revive(self, names) -> None:
+        """Make failed hosts active again (to roll them back after a failed wave)."""
+        hosts = {h for h in self.state.failed_hosts if h.name in set(names)}
+        self.state.failed_hosts -= hosts
+        self.state.active_hosts |= hosts
 
     def _disconnect(self) -> None:
         if self.state is not None:

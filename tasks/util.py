@@ -32,14 +32,18 @@ def _channel(host, command: str):
     return channel, command
 
 
-def stream(host, command: str, on_line, keep: int = 40) -> tuple[int, list[str]]:
+def stream(host, command: str, on_line, keep: int = 40,
+           timeout: float | None = None) -> tuple[int, list[str]]:
     """Run a long command (a build, a push) over the host's SSH connection, calling on_line for
-    each output line (stdout and stderr merged) as it comes. Returns (exit code, last lines)."""
+    each output line (stdout and stderr merged) as it comes. Returns (exit code, last lines).
+    With a timeout, a host that goes quiet that long ends it (socket.timeout is raised)."""
     opened = _channel(host, command)
     if opened is None:
         return 255, [f"{host.name}: needs an SSH connection"]
     channel, command = opened
     channel.set_combine_stderr(True)
+    if timeout:
+        channel.settimeout(timeout)
     last: list[str] = []
     try:
         channel.exec_command(command)

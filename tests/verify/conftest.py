@@ -18,7 +18,10 @@ _CONFIG = write_ssh_config(TARGETS)
 
 
 def pytest_generate_tests(metafunc):
-    if "target" in metafunc.fixturenames:
+    if "service" in metafunc.fixturenames:  # every service on every host that runs it
+        pairs = [(t, s) for t in TARGETS for s in FLEET.services_on(t.name)]
+        metafunc.parametrize(("target", "service"), pairs, ids=[f"{t.name}-{s}" for t, s in pairs])
+    elif "target" in metafunc.fixturenames:
         metafunc.parametrize("target", TARGETS, ids=[t.name for t in TARGETS])
 
 

@@ -1,0 +1,46 @@
+"""What runs where: ledger lines and the per-host current-state document (pure).
+
+/var/lib/rig/ledger.jsonl is append-only, one JSON object per service change:
+    time, operator, action, host, service, tag, digest, previous_tag, previous_digest,
+    profile_hash, result
+/var/lib/rig/state.json is the current state: service -> tag, digest, profile_hash, since,
+previous {tag, digest} (what `rig rollback` returns to). Neither holds a secret."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+
+from .commands.container import Release
+
+
+def operator() -> str:
+    """Who is rolling out: RIG_OPERATOR, else user@machine."""
+    return os.environ.get("RIG_OPERATOR") or f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def entry(now: str, who: str, action: str, host: str, release: Release, before: dict | None,
+          result: str) -> dict:
+    before = before or {}
+    return {
+        "time": now, "operator": who, "action": action, "host": host,
+        "service": release.service, "tag": release.tag, "digest": release.digest,
+        "previous_tag": before.get("tag"), "previous_digest": before.get("digest"),
+        "profile_hash": release.profile_hash, "result": result,
+    }
+
+
+def next_state(state: dict, entries: list[dict]) -> dict:
+    """The state document after entries: a service moves only on result "ok"."""
+    new = {service: dict(value) for service, value in state.items()}
+    for e in entries:
+        if e["result"] != "ok":
+            continue
+        old = new.get(e["service"], {})
+        new[e["service"]] = {
+            "tag": e["tag"], "digest": e["digest"], "profile_hash": e["profile_hash"],
+            "since": e["time"],
+            "previous": {"tag": old.get("tag"), "digest": old.get("digest")} if old else None,
+        }
+    return new

@@ -1,0 +1,1 @@
+"""Rollouts: pre-flight, waves through pyinfra, health gates, rollback, ledger."""

@@ -1,0 +1,284 @@
+"""A rollout from pre-flight to ledger, driving pyinfra one wave at a time.
+
+    pre-flight   every image resolved to a digest, every host answers, is bootstrapped and has
+                 the spec's profile, then a lock on every host; any problem -> nothing changed
+    waves        canary first, then batches; per host and service: start, health gate
+    on failure   the wave's hosts (or every touched host, auto_rollback: fleet) go back to the
+                 containers kept for them, gated again; later waves are not touched
+    finally      ledger and state.json on each host, kept containers removed, locks released
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ..commands import container as cmd
+from ..config import Fleet
+from ..hosts import gather
+from ..images import image_for
+from ..ledger import entry, next_state, operator
+
+
+@dataclass
+class Change:
+    host: str
+    release: cmd.Release
+    running: object | None          # tasks.rollout.Container or None
+
+    @property
+    def needed(self) -> bool:
+        r = self.running
+        return r is None or r.digest != self.release.digest \
+            or r.profile_hash != self.release.profile_hash
+
+    @property
+    def before(self) -> dict | None:
+        return {"tag": self.running.tag, "digest": self.running.digest} if self.running else None
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    interrupted: bool = False
+    lines: list[str] = field(default_factory=list)
+    gate_seconds: float = 0.0
+
+
+def resolve_releases(fleet: Fleet, hosts: list[str], services: list[str] | None, tag: str,
+                     registry) -> tuple[dict[str, list[cmd.Release]], list[str]]:
+    """host -> releases at tag, each image resolved to its digest in the registry."""
+    digests: dict[str, str | None] = {}
+    releases: dict[str, list[cmd.Release]] = {}
+    problems: list[str] = []
+    for host in hosts:
+        profile_hash = fleet.profile_of(host).content_hash()
+        for service in fleet.services_on(host):
+            if services and service not in services:
+                continue
+            image = image_for(fleet, service, host, tag)
+            if image.ref not in digests:
+                digests[image.ref] = registry.manifest_digest(image.path, image.tag)
+                if digests[image.ref] is None:
+                    problems.append(f"{image.ref}: not in the registry")
+            if digests[image.ref]:
+                releases.setdefault(host, []).append(cmd.Release(
+                    service, image.tag, image.repository, digests[image.ref], profile_hash))
+    return releases, problems
+
+
+def host_problems(fleet: Fleet, facts_by_host: dict, break_lock: bool, now: float) -> list[str]:
+    """Why a host cannot take a rollout: not bootstrapped, profile differs, locked."""
+    problems = []
+    for host, facts in facts_by_host.items():
+        if not facts.docker_active:
+            problems.append(f"{host}: the Docker engine is not running (run `rig bootstrap`)")
+        expected = fleet.profile_of(host).content_hash()
+        if facts.profile_hash != expected:
+            what = "missing" if not facts.profile_hash else "differs from the spec"
+            problems.append(f"{host}: machine profile {what} (run `rig bootstrap`)")
+        if facts.lock and not break_lock:
+            problems.append(f"{host}: {describe_lock(facts.lock, fleet.rollout.lock_stale_after, now)}")
+    return problems
+
+
+def describe_lock(lock: dict, stale_after: float, now: float) -> str:
+    since = lock.get("since", 0)
+    age = now - since if isinstance(since, (int, float)) else 0
+    when = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if since else "?"
+    text = (f"locked by {lock.get('operator', '?')} since {when} "
+            f"({lock.get('action', 'rollout')} {lock.get('tag', '')}, pid {lock.get('pid', '?')})")
+    if age > stale_after:
+        text += f"; stale ({age / 3600:.1f} h old): --break-lock removes it"
+    else:
+        text += "; wait for it, or --break-lock if that rollout is dead"
+    return text
+
+
+class Rollout:
+    def __init__(self, session, fleet: Fleet, say: Callable[[str], None], action: str, tag: str):
+        self.session, self.fleet, self.say = session, fleet, say
+        self.action, self.tag = action, tag
+        self.who = operator()
+        self.lock = {"operator": self.who, "since": time.time(), "action": action, "tag": tag,
+                     "pid": __import__("os").getpid(), "id": f"{self.who}-{time.time_ns()}"}
+        self.locked: list = []
+        self.stop = threading.Event()
+        self._last_gates: dict = {}
+
+    # -- hosts ----------------------------------------------------------------------------------
+    def facts(self) -> dict:
+        from tasks.rollout import RolloutState
+
+        return gather(self.session, lambda host: host.get_fact(RolloutState))
+
+    def _run(self, host, command: str) -> tuple[bool, str]:
+        from pyinfra.context import ctx_host, ctx_state
+
+        with ctx_state.use(self.session.state), ctx_host.use(host):
+            ok, output = host.run_shell_command(command)
+        return ok, output.stdout
+
+    def take_locks(self, break_lock: bool) -> list[str]:
+        problems = []
+        for host in self.session.hosts:
+            if break_lock:
+                self._run(host, f"rm -f {cmd.LOCK_FILE}")
+            ok, out = self._run(host, cmd.lock_take(self.lock))
+            if ok and out.startswith("TAKEN"):
+                self.locked.append(host)
+            else:
+                import json
+                try:
+                    holder = json.loads(out.split("\n", 1)[1]) if "\n" in out else {}
+                except ValueError:
+                    holder = {}
+                stale_after = self.fleet.rollout.lock_stale_after
+                problems.append(f"{host.name}: {describe_lock(holder, stale_after, time.time())}")
+        if problems:
+            self.release_locks()
+        return problems
+
+    def release_locks(self) -> None:
+        for host in self.locked:
+            self._run(host, cmd.lock_release(self.lock["id"]))
+        self.locked = []
+
+    # -- waves ----------------------------------------------------------------------------------
+    def run(self, waves: list[list[str]], changes: dict[str, list[Change]]) -> Outcome:
+        from tasks.rollout import record, roll_back, roll_out
+
+        facts = self.facts()
+        states = {h.name: facts[h.name].state for h in self.session.hosts}
+        touched: list[str] = []
+        outcome = Outcome(ok=True)
+        previous_handler = signal.signal(signal.SIGINT, lambda *_: self._interrupt())
+        try:
+            for number, wave in enumerate(waves, start=1):
+                kind = "canary" if number == 1 else "batch"
+                pending = {h: [c.release for c in changes.get(h, []) if c.needed] for h in wave}
+                pending = {h: r for h, r in pending.items() if r}
+                if not pending:
+                    self.say(f"wave {number}/{len(waves)} ({kind}) {', '.join(wave)}: nothing to change")
+                    continue
+                if self.stop.is_set():
+                    outcome.ok, outcome.interrupted = False, True
+                    outcome.lines.append(f"interrupted before wave {number}: {', '.join(wave)} not "
+                                         "touched; run the same command again to finish")
+                    break
+                self.say(f"wave {number}/{len(waves)} ({kind}) {', '.join(wave)}: "
+                         f"{sum(len(r) for r in pending.values())} service(s) to start")
+                gates: dict = {}
+                self._last_gates = gates
+                results = self.session.run(roll_out, releases=pending, results=gates)
+                outcome.gate_seconds += sum(v.elapsed for v in gates.values())
+                failed = sorted(h for h, r in results.items() if h in pending and not r.ok)
+                now = _now()
+                if not failed:
+                    entries = {h: [entry(now, self.who, self.action, h, c.release, c.before, "ok")
+                                   for c in changes[h] if c.needed] for h in pending}
+                    self._record(entries, states)
+                    touched.extend(pending)
+                    for host, gate_list in _by_host(gates).items():
+                        for service, verdict in gate_list:
+                            self.say(f"  {host:<10} {service}: {verdict.reason} "
+                                     f"({verdict.elapsed:.1f} s)")
+                    continue
+                outcome.ok = False
+                outcome.lines += self._failure_lines(number, kind, failed, gates, pending)
+                self._revert(number, pending, touched, changes, states, outcome, roll_back)
+                later = [h for w in waves[number:] for h in w]
+                if later:
+                    outcome.lines.append(f"later waves not touched: {', '.join(later)}")
+                break
+            finished = {h: [c.release.service for c in changes.get(h, []) if c.needed]
+                        for h in touched}
+            self.session.run(record, entries={}, states={}, finished=finished)
+        finally:
+            signal.signal(signal.SIGINT, previous_handler)
+        return outcome
+
+    def _interrupt(self) -> None:
+        if not self.stop.is_set():
+            self.say("interrupt: finishing the current wave (its gates decide), then stopping")
+        self.stop.set()
+
+    def _record(self, entries: dict, states: dict) -> None:
+        from tasks.rollout import record
+
+        for host, host_entries in entries.items():
+            states[host] = next_state(states.get(host, {}), host_entries)
+        self.session.run(record, entries=entries, states=states, finished={})
+
+    def _failure_lines(self, number, kind, failed, gates, pending) -> list[str]:
+        lines = [f"wave {number} ({kind}) failed on {', '.join(failed)}"]
+        for host in failed:
+            for release in pending[host]:
+                verdict = gates.get((host, release.service))
+                if verdict is None:
+                    lines.append(f"  {host} {release.service}: not started (an earlier step failed)")
+                    continue
+                if verdict.passed:
+                    continue
+                lines.append(f"  {host} {release.service} {release.tag}: {verdict.reason}; "
+                             f"answered: {verdict.answer or 'nothing'}")
+                lines += [f"    | {line}" for line in verdict.logs[-8:]]
+        return lines
+
+    def _revert(self, number, pending, touched, changes, states, outcome, roll_back) -> None:
+        scope = self.fleet.rollout.auto_rollback
+        failed_gates = dict(self._last_gates)
+        entries: dict[str, list[dict]] = {}
+        now = _now()
+        for host in pending:  # what was tried in the failed wave
+            for c in changes[host]:
+                gate = failed_gates.get((host, c.release.service))
+                if c.needed and gate is not None:
+                    result = "ok" if gate.passed else "failed"
+                    if scope != "none" and gate.passed:
+                        result = "reverted"
+                    entries.setdefault(host, []).append(
+                        entry(now, self.who, self.action, host, c.release, c.before, result))
+        if scope == "none":
+            outcome.lines.append("auto_rollback: none, so the wave's hosts were left as they are")
+            self._record(entries, states)
+            return
+        hosts = list(pending) + (touched if scope == "fleet" else [])
+        services = {h: {c.release.service: c.before for c in changes[h] if c.needed} for h in hosts}
+        self.session.revive(hosts)
+        gates: dict = {}
+        self.say(f"rolling back {', '.join(hosts)} (auto_rollback: {scope})")
+        results = self.session.run(roll_back, services=services, results=gates)
+        for host in touched if scope == "fleet" else []:
+            for c in changes[host]:
+                if c.needed and c.before:
+                    back = cmd.Release(c.release.service, c.before["tag"], c.release.repository,
+                                       c.before["digest"], c.release.profile_hash)
+                    entries.setdefault(host, []).append(entry(
+                        now, self.who, "auto-rollback", host, back,
+                        {"tag": c.release.tag, "digest": c.release.digest}, "ok"))
+        for host in hosts:
+            restored = [s for (h, s), gate in sorted(gates.items()) if h == host and gate.passed]
+            ok = results.get(host) is not None and results[host].ok
+            state = "serving its previous version" if ok else "ROLLBACK FAILED: check it by hand"
+            outcome.lines.append(f"  {host}: {state}"
+                                 + (f" (restored and healthy: {', '.join(restored)})" if restored else ""))
+            for (h, s), gate in sorted(gates.items()):
+                if h == host and not gate.passed:
+                    outcome.lines.append(f"    {s}: restore gate: {gate.reason}; {gate.answer}")
+        self._record(entries, states)
+
+
+def _by_host(gates: dict) -> dict:
+    grouped: dict = {}
+    for (host, service), verdict in sorted(gates.items()):
+        grouped.setdefault(host, []).append((service, verdict))
+    return grouped
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,261 @@
+"""Rollout work on one host: read what runs, start a release, gate it, restore, record.
+
+The orchestration (rig/rollout/engine.py) adds these for one wave at a time; hosts outside the
+wave get no operations."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from pyinfra import host
+from pyinfra.api import FactBase, FunctionCommand, deploy, operation
+
+from rig.commands import container as cmd
+from rig.commands.host import PROFILE_HASH, write_file
+from rig.rollout.gate import GateJudge, Verdict, parse_probe
+
+from .util import fleet_of, stream
+
+
+@dataclass
+class Container:
+    name: str
+    state: str
+    service: str
+    tag: str
+    digest: str
+    profile_hash: str
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+@dataclass
+class RolloutFacts:
+    docker_active: bool = False
+    profile_hash: str | None = None
+    containers: dict[str, Container] = field(default_factory=dict)
+    state: dict = field(default_factory=dict)      # /var/lib/rig/state.json
+    lock: dict | None = None                       # /var/lib/rig/rollout.lock
+
+    def running(self, service: str) -> Container | None:
+        found = self.containers.get(cmd.current(service))
+        return found if found and found.running else None
+
+
+def parse_rollout_facts(lines: list[str]) -> RolloutFacts:
+    facts, section, chunks = RolloutFacts(), None, {"state": [], "lock": []}
+    for line in lines:
+        if line.startswith("--- "):
+            section = line[4:].strip()
+            continue
+        if section == "docker":
+            facts.docker_active = line.strip() == "active"
+        elif section == "profile" and line.strip():
+            facts.profile_hash = line.strip()
+        elif section == "containers" and line.strip():
+            parts = line.split("\t")
+            if len(parts) == 6:
+                facts.containers[parts[0]] = Container(*parts)
+        elif section in chunks:
+            chunks[section].append(line)
+    for name in ("state", "lock"):
+        text = "\n".join(chunks[name]).strip()
+        if text:
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = {"unreadable": text[:200]}
+            if name == "state":
+                facts.state = value if isinstance(value, dict) else {}
+            else:
+                facts.lock = value
+    return facts
+
+
+class RolloutState(FactBase):
+    """Engine state, profile hash, rig's containers, state.json and the lock: one round trip."""
+
+    def command(self) -> str:
+        return "; ".join([
+            "echo '--- docker'", "systemctl is-active docker 2>/dev/null || true",
+            "echo '--- profile'", f"cat {PROFILE_HASH} 2>/dev/null || true",
+            "echo '--- containers'", f"{cmd.containers_command()} 2>/dev/null || true",
+            "echo '--- state'", f"cat {cmd.STATE_FILE} 2>/dev/null || true",
+            "echo '--- lock'", f"cat {cmd.LOCK_FILE} 2>/dev/null || true",
+        ])
+
+    def process(self, output) -> RolloutFacts:
+        return parse_rollout_facts(list(output))
+
+
+# -- operations -------------------------------------------------------------------------------
+@operation()
+def release_running(release: cmd.Release):
+    """rig-<service> runs release.digest with the current profile; the container it replaces
+    is kept stopped as rig-<service>-prev until the rollout finishes.
+
+    + release: what to run
+    """
+    facts = host.get_fact(RolloutState)
+    running = facts.running(release.service)
+    if running and running.digest == release.digest and running.profile_hash == release.profile_hash:
+        host.noop(f"{release.service} already runs {release.tag}")
+        return
+    name = cmd.current(release.service)
+    yield from cmd.replace_commands(fleet_of(host), host.name, release,
+                                    has_current=name in facts.containers,
+                                    has_previous=cmd.previous(release.service) in facts.containers)
+
+
+@operation(is_idempotent=False)
+def health_gate(service: str, results: dict, allow_missing: bool = False):
+    """Probe the service on the host until the gate passes or fails (see rollout/gate.py).
+
+    + service: the service to gate
+    + results: (host, service) -> Verdict, filled in for the orchestration's report
+    + allow_missing: a service with no container passes (restored to "nothing")
+    """
+    yield FunctionCommand(_gate, (service, results, allow_missing), {})
+
+
+def _gate(state, host, service: str, results: dict, allow_missing: bool) -> bool:
+    fleet = fleet_of(host)
+    spec = fleet.services[service]
+    judge = GateJudge(spec.health, fleet.rollout.min_healthy)
+    started = time.time()  # host and control clocks differ: the first probe sets the origin
+    verdict: list[Verdict] = []
+    origin: list[float] = []
+
+    class Done(Exception):
+        pass
+
+    clock = time.monotonic()
+
+    def on_line(line: str) -> None:
+        probe = parse_probe(line, 0.0)
+        if probe is None:
+            if time.monotonic() - clock > judge.deadline:
+                verdict.append(Verdict(False, f"no usable probe within {judge.deadline:.0f} s",
+                                       line[:200]))
+                raise Done
+            return
+        if not origin:
+            origin.append(probe.t)
+        probe.t -= origin[0]
+        if probe.state == "missing" and allow_missing:
+            verdict.append(Verdict(True, "no container (none ran before)"))
+            raise Done
+        decided = judge.feed(probe)
+        if decided is not None:
+            verdict.append(decided)
+            raise Done
+
+    command = cmd.probe_loop(service, spec.port, spec.health.path, spec.health.interval,
+                             spec.health.timeout)
+    try:
+        code, last = stream(host, command, on_line, timeout=judge.deadline + 10)
+        verdict.append(Verdict(False, f"probe loop ended (exit {code}): {' '.join(last[-2:])}"))
+    except Done:
+        pass
+    except OSError as e:  # socket.timeout included: the host stopped sending probes
+        verdict.append(Verdict(False, f"probe connection lost: {e or 'timed out'}"))
+    result = verdict[0]
+    result.elapsed = round(time.time() - started, 2)
+    if not result.passed:
+        logs: list[str] = []
+        stream(host, cmd.logs_command(service), logs.append)
+        result.logs = logs
+    results[(host.name, service)] = result
+    return result.passed
+
+
+def needs_restore(facts: RolloutFacts, service: str, before: dict | None) -> bool:
+    """Whether a service is off the version it ran before the rollout (or was not running)."""
+    running = facts.running(service)
+    if before is None:
+        return cmd.current(service) in facts.containers
+    return running is None or running.digest != before["digest"]
+
+
+@operation()
+def release_restored(service: str, before: dict | None):
+    """rig-<service> runs what it ran before the rollout: the kept container (-prev) starts
+    again; with nothing before (a first rollout) the service is not running.
+
+    + service: the service to restore
+    + before: {tag, digest} it ran before, or None
+    """
+    facts = host.get_fact(RolloutState)
+    if not needs_restore(facts, service, before):
+        host.noop(f"{service} already runs its previous version")
+        return
+    has_previous = cmd.previous(service) in facts.containers
+    if before is not None and not has_previous:
+        yield cmd.fail(f"{service}: no kept container to go back to {before['tag']}")
+        return
+    yield from cmd.restore_commands(service, has_previous)
+
+
+@operation()
+def previous_removed(services: list[str]):
+    """No rig-<service>-prev containers are left once a rollout has finished.
+
+    + services: services whose kept containers go
+    """
+    facts = host.get_fact(RolloutState)
+    kept = [cmd.previous(s) for s in services if cmd.previous(s) in facts.containers]
+    if not kept:
+        host.noop("no previous containers kept")
+        return
+    yield f"docker rm -f {' '.join(kept)}"
+
+
+@operation(is_idempotent=False)
+def ledger_recorded(entries: list[dict], state_doc: dict):
+    """Append entries to /var/lib/rig/ledger.jsonl and write /var/lib/rig/state.json.
+
+    + entries: ledger lines for this host
+    + state_doc: the host's new current-state document
+    """
+    if not entries:
+        host.noop("nothing to record")
+        return
+    yield cmd.append_ledger(entries)
+    yield write_file(cmd.STATE_FILE, json.dumps(state_doc, indent=2, sort_keys=True) + "\n", "0644")
+
+
+# -- deploys the orchestration adds, one wave at a time ---------------------------------------
+@deploy("Roll out")
+def roll_out(releases: dict, results: dict):
+    for release in releases.get(host.name, []):
+        release_running(name=f"{release.service}: run {release.tag}", release=release)
+        health_gate(name=f"{release.service}: health gate", service=release.service, results=results)
+
+
+@deploy("Roll back")
+def roll_back(services: dict, results: dict):
+    """services: host -> {service: what it ran before (or None)}. Only services that are off
+    their previous version get operations (read now, after the failed wave)."""
+    wanted = services.get(host.name, {})
+    if not wanted:
+        return
+    facts = host.get_fact(RolloutState)
+    for service, before in wanted.items():
+        if not needs_restore(facts, service, before):
+            continue
+        release_restored(name=f"{service}: restore previous", service=service, before=before)
+        health_gate(name=f"{service}: health gate (restored)", service=service, results=results,
+                    allow_missing=before is None)
+
+
+@deploy("Record")
+def record(entries: dict, states: dict, finished: dict):
+    if host.name in finished:
+        previous_removed(name="remove kept containers", services=finished[host.name])
+    if host.name in entries:
+        ledger_recorded(name="ledger and state", entries=entries[host.name],
+                        state_doc=states[host.name])

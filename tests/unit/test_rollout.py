@@ -1,0 +1,233 @@
+"""Rollout logic without hosts: waves, the health gate's judgement, container commands, the
+ledger and state documents, the facts parser."""
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from rig.commands import container as cmd
+from rig.config import load_fleet
+from rig.config.images import HealthSpec
+from rig.errors import RigError
+from rig.ledger import entry, next_state
+from rig.plan import parse_batch, waves
+from rig.rollout.engine import describe_lock, host_problems
+from rig.rollout.gate import GateJudge, Probe, parse_probe
+from tasks.rollout import RolloutFacts, needs_restore, parse_rollout_facts
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    return load_fleet(REPO / "fleet.yml")
+
+
+@pytest.fixture(scope="module")
+def lab_fleet():
+    return load_fleet(REPO / "fleet.yml", REPO / "lab.yml")
+
+
+def eight_host_fleet(fleet):
+    hosts = {f"n{i}": fleet.hosts["pc2"] for i in range(1, 8)}
+    return fleet.model_copy(update={"hosts": {"mainpc": fleet.hosts["mainpc"], **hosts}})
+
+
+# -- waves --------------------------------------------------------------------------------------
+def test_canary_then_batches_of_one(fleet):
+    assert waves(fleet, ["pc2", "mainpc"]) == [["mainpc"], ["pc2"]]
+
+
+def test_batch_count_and_share_over_eight_hosts(fleet):
+    big = eight_host_fleet(fleet)
+    hosts = list(big.hosts)
+    assert waves(big, hosts, batch=2) == [["mainpc"], ["n1", "n2"], ["n3", "n4"], ["n5", "n6"], ["n7"]]
+    assert waves(big, hosts, batch="50%") == [["mainpc"], ["n1", "n2", "n3"], ["n4", "n5", "n6"], ["n7"]]
+    assert waves(big, hosts, batch="1%") == [["mainpc"]] + [[f"n{i}"] for i in range(1, 8)]
+
+
+def test_canary_override_and_untargeted_canary(fleet):
+    assert waves(fleet, ["mainpc", "pc2"], canary=["pc2"]) == [["pc2"], ["mainpc"]]
+    assert waves(fleet, ["pc2"]) == [["pc2"]]  # canary not targeted: the first host is
+    with pytest.raises(RigError, match="--canary: unknown host nope"):
+        waves(fleet, ["pc2"], canary=["nope"])
+
+
+def test_batch_option_parsing():
+    assert parse_batch("2") == 2 and parse_batch("25%") == "25%" and parse_batch(None) is None
+    for bad in ("0", "x", "150%", "-1"):
+        with pytest.raises(RigError, match="--batch"):
+            parse_batch(bad)
+
+
+# -- the health gate --------------------------------------------------------------------------
+HEALTH = HealthSpec(path="/health", expect={"status": "ok"}, start_period=5, interval=0.5,
+                    timeout=1, retries=3)
+OK = '{"status": "ok", "service": "x"}'
+
+
+def run_gate(probes, min_healthy=2.0):
+    judge = GateJudge(HEALTH, min_healthy)
+    for probe in probes:
+        verdict = judge.feed(probe)
+        if verdict:
+            return verdict, probe.t
+    return None, None
+
+
+def test_passes_after_min_healthy_of_good_answers():
+    probes = [Probe(t / 2, "running", 0, 200, OK) for t in range(10)]
+    verdict, at = run_gate(probes)
+    assert verdict.passed and at == 2.0
+
+
+def test_a_failure_restarts_the_min_healthy_clock():
+    probes = [Probe(0, "running", 0, 200, OK), Probe(1.5, "running", 0, 503, '{"status": "starting"}'),
+              *[Probe(2 + t / 2, "running", 0, 200, OK) for t in range(8)]]
+    verdict, at = run_gate(probes)
+    assert verdict.passed and at == 4.0
+
+
+def test_starting_answers_within_start_period_do_not_count():
+    starting = [Probe(t / 2, "running", 0, 503, '{"status": "starting"}') for t in range(8)]
+    good = [Probe(4 + t / 2, "running", 0, 200, OK) for t in range(6)]
+    verdict, _ = run_gate(starting + good)
+    assert verdict.passed
+
+
+def test_degraded_200_fails_even_during_start_period():
+    degraded = [Probe(t / 2, "running", 0, 200, '{"status": "degraded"}') for t in range(10)]
+    verdict, at = run_gate(degraded)
+    assert not verdict.passed and at == 1.0
+    assert verdict.answer == '200 {"status": "degraded"}'
+    assert verdict.reason == "unhealthy 3 times in a row"
+
+
+def test_exited_container_fails_at_once():
+    verdict, at = run_gate([Probe(0.0, "running", 0, 0, ""), Probe(0.5, "exited", 3, 0, "")])
+    assert not verdict.passed and at == 0.5
+    assert verdict.reason == "container exited (exit code 3)" and verdict.answer == "no answer"
+
+
+def test_no_answer_after_start_period_fails_after_retries():
+    probes = [Probe(t / 2, "running", 0, 0, "") for t in range(20)]
+    verdict, at = run_gate(probes)
+    assert not verdict.passed and at == 6.0  # 5.0, 5.5, 6.0
+
+
+def test_probe_lines_from_the_host():
+    body = base64.b64encode(b'{"status": "ok"}').decode()
+    probe = parse_probe(f"probe 1700000000.5 running:0 200 {body}", 1700000000.0)
+    assert probe == Probe(0.5, "running", 0, 200, '{"status": "ok"}')
+    assert parse_probe("probe 1700000000.5 missing:0 000 ", 1700000000.0).code == 0
+    assert parse_probe("garbage", 0) is None
+
+
+# -- commands -----------------------------------------------------------------------------------
+RELEASE = cmd.Release("model_ops_coordinator", "T1-mainpc", "10.77.0.1:5000/rig/model_ops_coordinator",
+                      "sha256:" + "a" * 64, "f" * 64)
+
+
+def test_run_argv_for_a_gpu_service(fleet, lab_fleet):
+    argv = cmd.run_argv(fleet, "mainpc", RELEASE)
+    assert argv == [
+        "docker", "run", "-d", "--name", "rig-model_ops_coordinator", "--network", "host",
+        "--restart", "unless-stopped", "--stop-timeout", "10",
+        "--env-file", "/etc/rig/machine.env",
+        "-v", "/etc/rig/machine-profile.json:/etc/rig/machine-profile.json:ro",
+        "-v", "rig-model-cache:/cache", "--gpus", "all",
+        "--label", "rig.service=model_ops_coordinator", "--label", "rig.tag=T1-mainpc",
+        "--label", "rig.digest=sha256:" + "a" * 64, "--label", "rig.profile-hash=" + "f" * 64,
+        "10.77.0.1:5000/rig/model_ops_coordinator@sha256:" + "a" * 64,
+    ]
+    assert "--gpus" not in cmd.run_argv(lab_fleet, "mainpc", RELEASE)  # NVIDIA disabled in the lab
+
+
+def test_replace_keeps_the_old_container_stopped(fleet):
+    commands = cmd.replace_commands(fleet, "mainpc", RELEASE, has_current=True, has_previous=True)
+    assert commands[:3] == [
+        "docker pull -q 10.77.0.1:5000/rig/model_ops_coordinator@sha256:" + "a" * 64,
+        "docker rm -f rig-model_ops_coordinator-prev",
+        "docker stop -t 10 rig-model_ops_coordinator && "
+        "docker rename rig-model_ops_coordinator rig-model_ops_coordinator-prev",
+    ]
+    assert commands[3].startswith("docker run -d --name rig-model_ops_coordinator ")
+    first = cmd.replace_commands(fleet, "mainpc", RELEASE, has_current=False, has_previous=False)
+    assert len(first) == 2
+
+
+def test_restore_commands():
+    assert cmd.restore_commands("svc", True) == [
+        "docker rm -f rig-svc >/dev/null 2>&1 || true",
+        "docker rename rig-svc-prev rig-svc && docker start rig-svc"]
+    assert cmd.restore_commands("svc", False) == ["docker rm -f rig-svc >/dev/null 2>&1 || true"]
+
+
+def test_lock_commands_never_clobber():
+    take = cmd.lock_take({"operator": "ops@ctl", "id": "ops@ctl-1"})
+    assert "( set -C; printf %s" in take and take.endswith("then echo TAKEN; else echo HELD; "
+                                                           "cat /var/lib/rig/rollout.lock; fi")
+    assert cmd.lock_release("ops@ctl-1") == (
+        "grep -q ops@ctl-1 /var/lib/rig/rollout.lock 2>/dev/null && rm -f /var/lib/rig/rollout.lock || true")
+
+
+def test_describe_lock_names_holder_and_staleness():
+    lock = {"operator": "ana@ctl", "since": 1_700_000_000, "action": "rollout", "tag": "T2", "pid": 42}
+    fresh = describe_lock(lock, 3600, 1_700_000_060)
+    assert fresh.startswith("locked by ana@ctl since 2023-11-14 22:13:20 UTC (rollout T2, pid 42)")
+    assert fresh.endswith("--break-lock if that rollout is dead")
+    assert describe_lock(lock, 3600, 1_700_000_000 + 7200).endswith(
+        "stale (2.0 h old): --break-lock removes it")
+
+
+# -- facts, ledger, state -------------------------------------------------------------------------
+FACT_LINES = [
+    "--- docker", "active", "--- profile", "f" * 64, "--- containers",
+    "rig-svc\trunning\tsvc\tT1\tsha256:1\t" + "f" * 64,
+    "rig-svc-prev\texited\tsvc\tT0\tsha256:0\t" + "f" * 64,
+    "--- state", '{"svc": {"tag": "T1", "digest": "sha256:1"}}', "--- lock",
+]
+
+
+def test_rollout_facts_parse():
+    facts = parse_rollout_facts(FACT_LINES)
+    assert facts.docker_active and facts.profile_hash == "f" * 64
+    assert facts.running("svc").digest == "sha256:1" and facts.running("other") is None
+    assert facts.state == {"svc": {"tag": "T1", "digest": "sha256:1"}} and facts.lock is None
+
+
+def test_needs_restore_only_when_off_the_previous_version():
+    facts = parse_rollout_facts(FACT_LINES)
+    assert not needs_restore(facts, "svc", {"tag": "T1", "digest": "sha256:1"})
+    assert needs_restore(facts, "svc", {"tag": "T0", "digest": "sha256:0"})
+    assert needs_restore(facts, "svc", None)  # first rollout: the new container must go
+    assert not needs_restore(RolloutFacts(), "svc", None)
+
+
+def test_host_problems_before_any_change(lab_fleet):
+    good = lab_fleet.profile_of("mainpc").content_hash()
+    facts = {"mainpc": RolloutFacts(docker_active=True, profile_hash=good),
+             "pc2": RolloutFacts(docker_active=False, profile_hash=None,
+                                 lock={"operator": "bo@x", "since": 100, "pid": 7})}
+    problems = host_problems(lab_fleet, facts, break_lock=False, now=200)
+    assert problems[0] == "pc2: the Docker engine is not running (run `rig bootstrap`)"
+    assert problems[1] == "pc2: machine profile missing (run `rig bootstrap`)"
+    assert problems[2].startswith("pc2: locked by bo@x since 1970-01-01 00:01:40 UTC")
+    assert len(host_problems(lab_fleet, facts, break_lock=True, now=200)) == 2
+
+
+def test_ledger_entry_and_next_state():
+    e = entry("2026-11-23T00:00:00Z", "ops@ctl", "rollout", "mainpc", RELEASE,
+              {"tag": "T0-mainpc", "digest": "sha256:0"}, "ok")
+    assert e == {"time": "2026-11-23T00:00:00Z", "operator": "ops@ctl", "action": "rollout",
+                 "host": "mainpc", "service": "model_ops_coordinator", "tag": "T1-mainpc",
+                 "digest": RELEASE.digest, "previous_tag": "T0-mainpc",
+                 "previous_digest": "sha256:0", "profile_hash": "f" * 64, "result": "ok"}
+    state = {"model_ops_coordinator": {"tag": "T0-mainpc", "digest": "sha256:0"}}
+    new = next_state(state, [e])
+    assert new["model_ops_coordinator"]["previous"] == {"tag": "T0-mainpc", "digest": "sha256:0"}
+    assert new["model_ops_coordinator"]["digest"] == RELEASE.digest
+    assert next_state(state, [{**e, "result": "failed"}]) == state
+    assert "token" not in json.dumps(new).lower()
