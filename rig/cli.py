@@ -573,13 +573,15 @@ def rollback(obj: Context, inventory: str, services: str | None, to_tag: str | N
                     continue
                 previous = (facts[host].state.get(service) or {}).get("previous")
                 if not previous or not previous.get("digest"):
-                    problems.append(f"{host} {service}: no previous version recorded "
-                                    "(use --to TAG)")
+                    click.echo(f"  {host} {service}: no previous version recorded; left as is")
                     continue
                 image = image_for(job.fleet, service, host, previous["tag"])
                 releases.setdefault(host, []).append(Release(
                     service, previous["tag"], image.repository, previous["digest"], profile_hash))
         label = "previous"
+        if not releases:
+            raise RigError("nothing to roll back: no service has a previous version recorded "
+                           "(use --to TAG)")
     click.echo(f"rollback to {label} on {', '.join(job.hosts)}:")
     execute(job, "rollback", label, releases, problems, break_lock, canary, batch, no_verify, obj)
 

@@ -23,6 +23,7 @@ class Probe:
     exit_code: int
     code: int          # HTTP status, 0 when no answer
     body: str
+    restarts: int = 0  # docker restarted it (restart policy): it exited at least once
 
 
 @dataclass
@@ -63,9 +64,12 @@ class GateJudge:
 
     def feed(self, probe: Probe) -> Verdict | None:
         self.last = probe
-        if probe.state in ("exited", "dead", "removing", "missing"):
-            return Verdict(False, f"container {probe.state} (exit code {probe.exit_code})",
-                           describe(probe))
+        if probe.state in ("exited", "dead", "removing", "missing", "restarting") or probe.restarts:
+            if probe.restarts and probe.state != "exited":
+                reason = f"container exited at start (docker restarted it {probe.restarts} times)"
+            else:
+                reason = f"container exited (exit code {probe.exit_code})"
+            return Verdict(False, reason, describe(probe))
         good = 200 <= probe.code < 300 and body_matches(probe.body, self.health.expect)
         if good:
             self.seen_ok, self.failures = True, 0
@@ -86,7 +90,7 @@ class GateJudge:
 
 
 def parse_probe(line: str, started: float) -> Probe | None:
-    """'probe <epoch> <state>:<exit> <http code> <base64 body>' from the host's loop."""
+    """'probe <epoch> <state>:<exit>:<restarts> <http code> <base64 body>' from the host."""
     import base64
 
     parts = line.split(" ")
@@ -94,9 +98,9 @@ def parse_probe(line: str, started: float) -> Probe | None:
         return None
     try:
         t = float(parts[1]) - started
-        state, _, exit_code = parts[2].partition(":")
+        state, exit_code, restarts = (parts[2].split(":") + ["0", "0"])[:3]
         code = int(parts[3]) if parts[3].isdigit() else 0
         body = base64.b64decode(parts[4]).decode(errors="replace") if len(parts) > 4 else ""
     except ValueError:
         return None
-    return Probe(t, state or "missing", int(exit_code or 0), code, body)
+    return Probe(t, state or "missing", int(exit_code or 0), code, body, int(restarts or 0))

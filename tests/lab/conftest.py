@@ -1,5 +1,7 @@
 """The real lab: `rig lab up` once per session from a clean slate, torn down at the end
-(RIG_LAB_KEEP=1 keeps it for debugging; `make test` tears it down regardless)."""
+(RIG_LAB_KEEP=1 keeps it for debugging; `make test` tears it down regardless).
+RIG_LAB_REUSE=1 runs on the lab as it is instead of a fresh one (for one module at a time;
+the bootstrap tests need bare hosts)."""
 
 from gevent import monkey
 
@@ -28,7 +30,8 @@ def rig(*args, env=None, check=True, cwd=REPO) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def lab():
-    rig("lab", "down")  # bootstrap tests need bare hosts: start from nothing
+    if os.environ.get("RIG_LAB_REUSE") != "1":
+        rig("lab", "down")  # bootstrap tests need bare hosts: start from nothing
     up = rig("lab", "up")
     print(up.stdout)
     try:
@@ -48,6 +51,7 @@ def copy_spec(target: Path) -> Path:
                         ignore=shutil.ignore_patterns("__pycache__"))
     (target / ".lab").symlink_to(REPO / ".lab")
     (target / "tasks").symlink_to(REPO / "tasks")
+    (target / "tests").symlink_to(REPO / "tests")  # the testinfra suite `rig verify` runs
     return target
 
 

@@ -111,6 +111,11 @@ def test_exited_container_fails_at_once():
     assert verdict.reason == "container exited (exit code 3)" and verdict.answer == "no answer"
 
 
+def test_restarted_container_fails_at_once():
+    verdict, _ = run_gate([Probe(0.0, "running", 3, 0, "", restarts=1)])
+    assert verdict.reason == "container exited at start (docker restarted it 1 times)"
+
+
 def test_no_answer_after_start_period_fails_after_retries():
     probes = [Probe(t / 2, "running", 0, 0, "") for t in range(20)]
     verdict, at = run_gate(probes)
@@ -119,9 +124,10 @@ def test_no_answer_after_start_period_fails_after_retries():
 
 def test_probe_lines_from_the_host():
     body = base64.b64encode(b'{"status": "ok"}').decode()
-    probe = parse_probe(f"probe 1700000000.5 running:0 200 {body}", 1700000000.0)
+    probe = parse_probe(f"probe 1700000000.5 running:0:0 200 {body}", 1700000000.0)
     assert probe == Probe(0.5, "running", 0, 200, '{"status": "ok"}')
-    assert parse_probe("probe 1700000000.5 missing:0 000 ", 1700000000.0).code == 0
+    assert parse_probe("probe 1700000000.5 missing:0:0 000 ", 1700000000.0).code == 0
+    assert parse_probe("probe 1700000000.5 running:3:2 000 ", 1700000000.0).restarts == 2
     assert parse_probe("garbage", 0) is None
 
 
