@@ -30,11 +30,15 @@ demo: $(STAMP)
 	$(RIG) bootstrap -i inventory/lab.py
 	@echo "--- a second bootstrap must change nothing:"
 	$(RIG) bootstrap -i inventory/lab.py
-	$(RIG) verify -i inventory/lab.py
-	$(RIG) build -i inventory/lab.py --push
-	@echo "--- a second build must build and push nothing:"
-	$(RIG) build -i inventory/lab.py --push
-	$(RIG) images verify -i inventory/lab.py
+	$(RIG) verify -i inventory/lab.py --suite bootstrap
+	@tag=$$($(RIG) tag) && set -x && \
+	$(RIG) build -i inventory/lab.py --push --tag $$tag && \
+	echo "--- a second build must build and push nothing:" && \
+	$(RIG) build -i inventory/lab.py --push --tag $$tag && \
+	$(RIG) images verify -i inventory/lab.py --tag $$tag && \
+	$(RIG) plan -i inventory/lab.py --tag $$tag && \
+	$(RIG) rollout -i inventory/lab.py --tag $$tag && \
+	$(RIG) status -i inventory/lab.py
 	$(RIG) lab status
 	@echo "The lab stays up to explore (ssh -i .lab/ssh/id_ed25519 root@10.77.0.11); 'make lab-down' removes it."
 

@@ -368,6 +368,18 @@ def show_images(registry, images) -> int:
     return sum(1 for row in rows if not row["digest"])
 
 
+@main.command("tag")
+@click.pass_obj
+@friendly
+def tag_command(obj: Context) -> None:
+    """Print the tag a build or rollout would use now: FORCE_IMAGE_TAG, else
+    YYYYMMDD-<8-char git sha> (UTC), with -dirty for a work tree with changes."""
+    from .tags import git_state, resolve_tag
+
+    click.echo(resolve_tag(None, dict(os.environ), __import__("datetime").datetime.now(UTC),
+                           git_state(obj.repo)))
+
+
 @main.group(context_settings=CONTEXT)
 def images() -> None:
     """Images in the registry."""
