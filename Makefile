@@ -7,7 +7,7 @@ RIG   := $(BIN)/rig
 STAMP := $(VENV)/.installed
 DEBS  := docker.io docker-registry debootstrap iproute2 openssh-client
 
-.PHONY: setup demo test test-unit test-lab lint lab-down clean
+.PHONY: setup demo test test-unit test-lab lint bench lab-down clean
 
 setup: $(STAMP)
 
@@ -53,11 +53,15 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
+# Not part of `make test`: minutes of wall time on an 8-host lab, figures as ratios (bench/bench.py).
+bench: $(STAMP)
+	$(BIN)/python bench/bench.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check rig tasks tests inventory group_data deploy.py dockerfiles
+	$(BIN)/ruff check rig tasks tests inventory group_data deploy.py dockerfiles bench
 
 lab-down: $(STAMP)
 	$(RIG) lab down
 
 clean: lab-down
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) *.egg-info .bench

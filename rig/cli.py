@@ -421,6 +421,7 @@ def services_option(func):
 
 
 def rollout_options(func):
+    func = limit_option(func)
     func = click.option("--canary", metavar="HOST,...", default=None,
                         help="Canary hosts for wave 1 (default: the spec's rollout.canary).")(func)
     func = click.option("--batch", metavar="N|P%", default=None,
@@ -435,7 +436,8 @@ def split(value: str | None) -> list[str] | None:
 class RolloutJob:
     """What rollout, rollback and plan share: spec, tag, targets, session, pre-flight."""
 
-    def __init__(self, obj: Context, inventory: str, services: str | None):
+    def __init__(self, obj: Context, inventory: str, services: str | None,
+                 limit: str | None = None):
         from .inventory import fleet_for
 
         self.repo = obj.importable()
@@ -448,6 +450,17 @@ class RolloutJob:
                            f"(services: {', '.join(self.fleet.services)})")
         self.hosts = [h for h in self.fleet.hosts
                       if any(not self.services or s in self.services for s in self.fleet.services_on(h))]
+        if limit:
+            wanted = split(limit)
+            known = set(self.fleet.hosts) | set(self.fleet.groups())
+            unknown = [h for h in wanted if h not in known]
+            if unknown:
+                raise RigError(f"--limit: unknown host or group {', '.join(unknown)} "
+                               f"(hosts: {', '.join(self.fleet.hosts)})")
+            chosen = set(self.fleet.resolve_hosts(wanted))
+            self.hosts = [h for h in self.hosts if h in chosen]
+        if not self.hosts:
+            raise RigError("no host runs the chosen services (check --services and --limit)")
 
     def tag(self, explicit: str | None) -> str:
         from .tags import git_state, resolve_tag
@@ -529,7 +542,7 @@ def execute(job: RolloutJob, action: str, tag: str, releases, problems, break_lo
 @click.pass_obj
 @friendly
 def rollout(obj: Context, inventory: str, tag: str | None, services: str | None, canary, batch,
-            break_lock: bool, no_verify: bool) -> None:
+            break_lock: bool, no_verify: bool, limit: str | None) -> None:
     """Roll out TAG: canary hosts first, a health gate per service, then batches.
 
     \b
@@ -541,7 +554,7 @@ def rollout(obj: Context, inventory: str, tag: str | None, services: str | None,
     from .registry import client_for
     from .rollout.engine import resolve_releases
 
-    job = RolloutJob(obj, inventory, services)
+    job = RolloutJob(obj, inventory, services, limit)
     tag = job.tag(tag)
     releases, problems = resolve_releases(job.fleet, job.hosts, job.services, tag,
                                           client_for(job.fleet))
@@ -560,7 +573,7 @@ def rollout(obj: Context, inventory: str, tag: str | None, services: str | None,
 @click.pass_obj
 @friendly
 def rollback(obj: Context, inventory: str, services: str | None, to_tag: str | None, canary,
-             batch, break_lock: bool, no_verify: bool) -> None:
+             batch, break_lock: bool, no_verify: bool, limit: str | None) -> None:
     """Go back to the previous known-good version (from each host's state.json), or to
     --to TAG, through the same waves and health gates as a rollout."""
     from .commands.container import Release
@@ -568,7 +581,7 @@ def rollback(obj: Context, inventory: str, services: str | None, to_tag: str | N
     from .registry import client_for
     from .rollout.engine import Rollout, resolve_releases
 
-    job = RolloutJob(obj, inventory, services)
+    job = RolloutJob(obj, inventory, services, limit)
     if to_tag:
         from .tags import check_tag
         releases, problems = resolve_releases(job.fleet, job.hosts, job.services,
@@ -605,13 +618,14 @@ def rollback(obj: Context, inventory: str, services: str | None, to_tag: str | N
 @rollout_options
 @click.pass_obj
 @friendly
-def plan(obj: Context, inventory: str, tag: str | None, services: str | None, canary, batch) -> None:
+def plan(obj: Context, inventory: str, tag: str | None, services: str | None, canary, batch,
+         limit: str | None) -> None:
     """What `rig rollout` would do, without doing it: the waves, per host and service the
     current and target tag and digest, what would change, and any pre-flight problem."""
     from .registry import client_for
     from .rollout.engine import Rollout, resolve_releases
 
-    job = RolloutJob(obj, inventory, services)
+    job = RolloutJob(obj, inventory, services, limit)
     tag = job.tag(tag)
     releases, problems = resolve_releases(job.fleet, job.hosts, job.services, tag,
                                           client_for(job.fleet))

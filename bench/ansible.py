@@ -1,0 +1,84 @@
+"""The same desired state as `rig bootstrap` (lab overlay, no GPU), for Ansible: an inventory
+with each host's rendered files, ansible.cfg (pipelining, ControlPersist, no fact gathering) and a
+playbook using only ansible.builtin modules. File contents come from rig's own renderers, so
+both tools converge to byte-identical files."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import yaml
+
+from rig.commands import host as cmd
+from rig.lab.layout import LabPaths
+from tasks.profile import profile_files
+
+PLAYBOOK = """\
+- hosts: all
+  gather_facts: false
+  handlers:
+    - name: restart docker
+      ansible.builtin.systemd_service: {name: docker, state: restarted}
+  tasks:
+    - name: daemon.json
+      ansible.builtin.copy: {dest: /etc/docker/daemon.json, content: "{{ daemon_json }}", mode: "0644"}
+      notify: restart docker
+    - name: engine packages
+      ansible.builtin.apt: {name: "{{ packages }}", state: present, install_recommends: false}
+    - name: docker service
+      ansible.builtin.systemd_service: {name: docker, enabled: true, state: started}
+    - name: registry CA
+      ansible.builtin.copy: {dest: "{{ ca_path }}", content: "{{ ca_pem }}", mode: "0644"}
+    - name: registry login
+      ansible.builtin.shell: >-
+        grep -q '"auth": "{{ auth_b64 }}"' /root/.docker/config.json 2>/dev/null && echo same ||
+        { printf %s "$RIG_TOKEN" | docker login -u {{ registry_user }} --password-stdin
+        {{ registry }} >/dev/null && echo changed; }
+      environment: {RIG_TOKEN: "{{ registry_token }}"}
+      register: login
+      changed_when: "'changed' in login.stdout"
+      no_log: true
+    - name: docker group
+      ansible.builtin.user: {name: ops, groups: docker, append: true}
+    - name: machine profile
+      ansible.builtin.copy: {dest: "{{ item.key }}", content: "{{ item.value }}", mode: "0644"}
+      loop: "{{ profile_files | dict2items }}"
+      loop_control: {label: "{{ item.key }}"}
+"""
+
+
+def write(folder: Path, repo: Path, fleet, hosts: dict[str, str], token: str) -> Path:
+    """Write ansible.cfg, inventory.yml, vars (token, 0600) and the playbook; return the folder."""
+    paths = LabPaths.for_repo(repo)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cp").mkdir(exist_ok=True)
+    (folder / "ansible.cfg").write_text(
+        "[defaults]\ninventory = inventory.yml\ngathering = explicit\nhost_key_checking = True\n"
+        "interpreter_python = /usr/bin/python3\nforks = 20\nretry_files_enabled = False\n"
+        "[ssh_connection]\npipelining = True\n"
+        f"control_path_dir = {folder / 'cp'}\n"
+        f"ssh_args = -o ControlMaster=auto -o ControlPersist=120s -o IdentitiesOnly=yes "
+        f"-o UserKnownHostsFile={paths.ssh_dir / 'known_hosts'}\n")
+    reg = fleet.registry
+    common = {
+        "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(paths.ssh_dir / "id_ed25519"),
+        "daemon_json": cmd.daemon_json(fleet.bootstrap.daemon, False),
+        "packages": list(cmd.engine_packages(fleet, "debian", "13")),
+        "ca_path": f"/etc/docker/certs.d/{reg.host}/ca.crt",
+        "ca_pem": fleet.path(reg.ca_file).read_text(),
+        "registry": reg.host, "registry_user": reg.username,
+    }
+    inventory = {"all": {"vars": common, "hosts": {
+        name: {"ansible_host": address, "profile_files": profile_files(fleet.profile_of(name))}
+        for name, address in hosts.items()}}}
+    (folder / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=True))
+    secret = folder / "secret.json"
+    secret.touch(mode=0o600)
+    secret.write_text(json.dumps({  # the token and its login form: a 0600 file, never argv
+        "registry_token": token,
+        "auth_b64": base64.b64encode(f"{reg.username}:{token}".encode()).decode()}))
+    (folder / "bootstrap.yml").write_text(PLAYBOOK)
+    return folder

@@ -1,0 +1,264 @@
+"""`make bench`: rig against the floor and a peer, measured in one run on the lab.
+
+Every figure is the median of RIG_BENCH_RUNS (default 5) runs with min and max, and every
+comparison is a ratio of two figures taken in this run, on the same hosts:
+  1. no-change converge of mainpc+pc2: `rig bootstrap` vs the same state with Ansible
+  2. rollout of one service to one host vs the floor (docker pull by digest, stop, run, first
+     healthy answer, rm, by hand in one ssh session), and where rig's extra time goes
+  3. scale: no-change converge and a one-service rollout (canary 1, batch 2) on 2, 4, 8 hosts
+  4. `rig build --push` when every image is already in the registry
+Writes bench/results.json. Leaves the lab up (8 hosts); `make lab-down` removes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+RUNS = int(os.environ.get("RIG_BENCH_RUNS", "5"))
+WORK = REPO / ".bench"
+RIG = [str(REPO / ".venv/bin/rig")]
+SERVICE, PORT = "affective_processing_center", 6560
+HOSTS8 = ["mainpc", "pc2", "node3", "node4", "node5", "node6", "node7", "node8"]
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def run(argv, cwd=REPO, env=None, check=True) -> subprocess.CompletedProcess:
+    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True,
+                            env={**os.environ, **(env or {})}, timeout=1800)
+    if check and result.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(map(str, argv[:6]))} failed ({result.returncode}):\n"
+                         f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return result
+
+
+def timed(argv, cwd=REPO, env=None, expect: str | None = None) -> float:
+    started = time.perf_counter()
+    result = run(argv, cwd, env)
+    elapsed = time.perf_counter() - started
+    if expect and not re.search(expect, result.stdout + result.stderr):
+        raise SystemExit(f"bench: {' '.join(map(str, argv[:6]))}: expected /{expect}/ in output:\n"
+                         f"{result.stdout[-1500:]}")
+    return elapsed
+
+
+def stats(samples: list[float]) -> dict:
+    return {"median": round(statistics.median(samples), 3), "min": round(min(samples), 3),
+            "max": round(max(samples), 3), "runs": [round(s, 3) for s in samples]}
+
+
+def ssh(host: str, command: str) -> str:
+    from rig.lab.layout import LabPaths
+    from rig.lab.state import LabState
+
+    paths = LabPaths.for_repo(REPO)
+    address = LabState.load(paths).hosts[host]
+    return run(["ssh", "-i", str(paths.ssh_dir / "id_ed25519"), "-o", "BatchMode=yes",
+                "-o", f"UserKnownHostsFile={paths.ssh_dir / 'known_hosts'}", f"root@{address}",
+                command]).stdout
+
+
+# -- setup ------------------------------------------------------------------------------------
+def spec_copy() -> Path:
+    """The spec with rollout.min_healthy 0s, so a rollout and the floor both stop at the first
+    healthy answer (the policy's extra wait is not overhead)."""
+    folder = WORK / "spec"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for name in ("fleet.yml", "lab.yml"):
+        shutil.copy(REPO / name, folder / name)
+    for name in ("profiles", "inventory", "group_data", "dockerfiles"):
+        shutil.copytree(REPO / name, folder / name)
+    for name in (".lab", "tasks", "tests"):
+        (folder / name).symlink_to(REPO / name)
+    fleet = (folder / "fleet.yml").read_text()
+    (folder / "fleet.yml").write_text(fleet.replace("min_healthy: 2s", "min_healthy: 0s"))
+    return folder
+
+
+def setup() -> tuple[Path, dict]:
+    say("setup: lab with 8 hosts, bootstrapped, images bench-1 and bench-2 in the registry")
+    run([*RIG, "lab", "up", "--hosts", "8"])
+    run([*RIG, "bootstrap"])
+    spec = spec_copy()
+    rig_spec = [*RIG, "-c", str(spec / "fleet.yml")]
+    run([*rig_spec, "build", "--push", "--tag", "bench-1"], cwd=spec)
+    run([*rig_spec, "build", "--push", "--tag", "bench-2", "--build-arg", f"{SERVICE}:FAULT=none"],
+        cwd=spec)
+    run([*rig_spec, "rollout", "--tag", "bench-1", "--canary", "mainpc", "--batch", "4",
+         "--no-verify"], cwd=spec)
+    digests = {}
+    for tag in ("bench-1", "bench-2"):
+        rows = json.loads(run([*rig_spec, "images", "verify", "--tag", tag, "--json"], cwd=spec).stdout)
+        digests[tag] = next(r["digest"] for r in rows["images"] if f"/{SERVICE}:" in r["image"])
+    return spec, digests
+
+
+# -- 1. converge vs Ansible -------------------------------------------------------------------
+def ansible_venv() -> Path:
+    venv = WORK / "ansible-venv"
+    if not (venv / "bin" / "ansible-playbook").exists():
+        say("  creating .bench/ansible-venv (ansible-core from PyPI)")
+        run([sys.executable, "-m", "venv", str(venv)])
+        run([str(venv / "bin/pip"), "install", "-q", "ansible-core==2.21.5"])
+    return venv
+
+
+def bench_converge(hosts: list[str]) -> dict:
+    from bench import ansible
+    from rig.inventory import lab_fleet
+    from rig.lab.layout import LabPaths
+    from rig.lab.state import LabState
+    from rig.secrets import registry_token
+
+    say(f"1. no-change converge of {', '.join(hosts)}: rig bootstrap vs ansible-playbook")
+    for host in hosts:  # Ansible's modules need a full python3 on the host; rig needs none
+        ssh(host, "command -v python3 >/dev/null && python3 -c 'import json' 2>/dev/null || "
+                  "(apt-get update -qq && apt-get install -y -qq python3 >/dev/null)")
+    fleet = lab_fleet(REPO)
+    addresses = LabState.load(LabPaths.for_repo(REPO)).hosts
+    folder = ansible.write(WORK / "ansible", REPO, fleet, {h: addresses[h] for h in hosts},
+                           registry_token(fleet))
+    playbook = [str(ansible_venv() / "bin/ansible-playbook"), "bootstrap.yml",
+                "-e", "@secret.json"]
+    env = {"ANSIBLE_CONFIG": str(folder / "ansible.cfg")}
+    first = run(playbook, cwd=folder, env=env)
+    say(f"  ansible warm-up: {first.stdout.strip().splitlines()[-1].strip()}")
+    limit = ",".join(hosts)
+    rig_times = [timed([*RIG, "bootstrap", "--limit", limit], expect=r"\b0 changes on") for _ in range(RUNS)]
+    ansible_times = [timed(playbook, cwd=folder, env=env, expect=r"changed=0 .*\n.*changed=0 ")
+                     for _ in range(RUNS)]
+    result = {"rig": stats(rig_times), "ansible": stats(ansible_times)}
+    result["ansible_over_rig"] = round(result["ansible"]["median"] / result["rig"]["median"], 2)
+    return result
+
+
+# -- 2. rollout overhead vs the floor --------------------------------------------------------
+def floor_script(repository: str, digest: str, old: str, new: str) -> str:
+    """By hand, on the host: pull by digest, stop the old container, start the new one, poll
+    (every 20 ms) until the first healthy answer, remove the old one. Prints seconds."""
+    return (
+        "s=$(date +%s.%N); "
+        f"docker pull -q {repository}@{digest} >/dev/null; docker stop -t 10 {old} >/dev/null; "
+        f"docker run -d --name {new} --network host --env-file /etc/rig/machine.env "
+        f"-v /etc/rig/machine-profile.json:/etc/rig/machine-profile.json:ro "
+        f"{repository}@{digest} >/dev/null; "
+        f"until curl -s -m 1 localhost:{PORT}/health | grep -q '\"status\": \"ok\"'; do sleep 0.02; done; "
+        f"h=$(date +%s.%N); docker rm {old} >/dev/null; e=$(date +%s.%N); "
+        "echo \"$s $h $e\"")
+
+
+def bench_rollout(spec: Path, digests: dict) -> dict:
+    say(f"2. rollout of {SERVICE} to mainpc vs the floor by hand (min_healthy 0s for both)")
+    rig_spec = [*RIG, "-c", str(spec / "fleet.yml")]
+    times, gates = [], []
+    for i in range(RUNS):
+        tag = ("bench-2", "bench-1")[i % 2]
+        started = time.perf_counter()
+        out = run([*rig_spec, "rollout", "--tag", tag, "--services", SERVICE, "--limit", "mainpc",
+                   "--no-verify"], cwd=spec).stdout
+        times.append(time.perf_counter() - started)
+        gates.append(float(re.search(r"\(([\d.]+) s in health gates\)", out).group(1)))
+    startup = [timed([*RIG, "--version"]) for _ in range(RUNS)]
+    repository = f"10.77.0.1:5000/rig/{SERVICE}"
+    ssh("mainpc", f"docker stop rig-{SERVICE} >/dev/null; docker rm -f floor-a floor-b >/dev/null 2>&1; "
+                  f"docker run -d --name floor-a --network host --env-file /etc/rig/machine.env "
+                  f"-v /etc/rig/machine-profile.json:/etc/rig/machine-profile.json:ro "
+                  f"{repository}@{digests['bench-1']} >/dev/null")
+    floors, floor_healthy = [], []
+    try:
+        for i in range(RUNS):
+            old, new = ("floor-a", "floor-b") if i % 2 == 0 else ("floor-b", "floor-a")
+            digest = digests[("bench-2", "bench-1")[i % 2]]
+            s, h, e = map(float, ssh("mainpc", floor_script(repository, digest, old, new)).split())
+            floors.append(e - s)
+            floor_healthy.append(h - s)
+    finally:
+        ssh("mainpc", f"docker rm -f floor-a floor-b >/dev/null 2>&1; docker start rig-{SERVICE} >/dev/null")
+    result = {"rig": stats(times), "floor": stats(floors), "floor_to_healthy": stats(floor_healthy),
+              "rig_gate": stats(gates), "rig_startup": stats(startup)}
+    result["rig_over_floor"] = round(result["rig"]["median"] / result["floor"]["median"], 2)
+    rest = result["rig"]["median"] - result["rig_gate"]["median"] - result["rig_startup"]["median"]
+    result["rig_other"] = round(rest, 3)  # connect, facts, lock, pull/stop/run, ledger
+    return result
+
+
+# -- 3. scale ---------------------------------------------------------------------------------
+def bench_scale(spec: Path) -> dict:
+    say("3. scale: no-change converge and one-service rollout on 2, 4, 8 hosts")
+    rig_spec = [*RIG, "-c", str(spec / "fleet.yml")]
+    result = {}
+    for count in (2, 4, 8):
+        limit = ",".join(HOSTS8[:count])
+        converge = [timed([*RIG, "bootstrap", "--limit", limit], expect=r"\b0 changes on")
+                    for _ in range(RUNS)]
+        rollouts = []
+        for i in range(RUNS):
+            tag = ("bench-2", "bench-1")[i % 2]
+            rollouts.append(timed([*rig_spec, "rollout", "--tag", tag, "--services", SERVICE,
+                                   "--limit", limit, "--canary", "mainpc", "--batch", "2",
+                                   "--no-verify"], cwd=spec, expect="done in"))
+        result[str(count)] = {"converge": stats(converge), "rollout": stats(rollouts)}
+    return result
+
+
+# -- 4. no-change build -----------------------------------------------------------------------
+def bench_build(spec: Path) -> dict:
+    say("4. rig build --push with every image already in the registry")
+    rig_spec = [*RIG, "-c", str(spec / "fleet.yml")]
+    times = [timed([*rig_spec, "build", "--push", "--tag", "bench-1"], cwd=spec,
+                   expect="built 0, tagged 0, present 5") for _ in range(RUNS)]
+    return {"rig": stats(times)}
+
+
+def table(results: dict) -> str:
+    c, r, s, b = (results[k] for k in ("converge", "rollout", "scale", "build"))
+    fmt = lambda x: f"{x['median']:.2f} s ({x['min']:.2f}-{x['max']:.2f})"  # noqa: E731
+    lines = [f"rig bench, {RUNS} runs each, median (min-max)", "",
+             "1. no-change converge, mainpc + pc2",
+             f"   rig bootstrap        {fmt(c['rig'])}",
+             f"   ansible-playbook     {fmt(c['ansible'])}",
+             f"   Ansible / rig        {c['ansible_over_rig']:.2f}x", "",
+             "2. rollout of one service to one host",
+             f"   rig rollout          {fmt(r['rig'])}",
+             f"   floor (by hand)      {fmt(r['floor'])}   (to first healthy answer "
+             f"{r['floor_to_healthy']['median']:.2f} s)",
+             f"   rig / floor          {r['rig_over_floor']:.2f}x",
+             f"   rig's time: start-up {r['rig_startup']['median']:.2f} s, health gate "
+             f"{r['rig_gate']['median']:.2f} s, the rest {r['rig_other']:.2f} s "
+             "(connect, facts, lock, pull/stop/run, ledger)", "",
+             "3. scale (canary 1, batch 2)      converge            rollout"]
+    for count, row in s.items():
+        lines.append(f"   {count} hosts              {fmt(row['converge']):<22} {fmt(row['rollout'])}")
+    lines += ["", "4. no-change build", f"   rig build --push     {fmt(b['rig'])}"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    started = time.monotonic()
+    spec, digests = setup()
+    results = {"runs": RUNS, "tcp_nodelay": os.environ.get("RIG_TCP_NODELAY", "1") != "0"}
+    results["converge"] = bench_converge(["mainpc", "pc2"])
+    results["rollout"] = bench_rollout(spec, digests)
+    results["scale"] = bench_scale(spec)
+    results["build"] = bench_build(spec)
+    (REPO / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    say("")
+    say(table(results))
+    say(f"\nbench/results.json written; {time.monotonic() - started:.0f} s in all")
+
+
+if __name__ == "__main__":
+    main()
