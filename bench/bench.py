@@ -125,7 +125,7 @@ def bench_converge(hosts: list[str]) -> dict:
 
     say(f"1. no-change converge of {', '.join(hosts)}: rig bootstrap vs ansible-playbook")
     for host in hosts:  # Ansible's modules need a full python3 on the host; rig needs none
-        ssh(host, "command -v python3 >/dev/null && python3 -c 'import json' 2>/dev/null || "
+        ssh(host, "dpkg-query -W -f='${Status}' python3 2>/dev/null | grep -q 'ok installed' || "
                   "(apt-get update -qq && apt-get install -y -qq python3 >/dev/null)")
     fleet = lab_fleet(REPO)
     addresses = LabState.load(LabPaths.for_repo(REPO)).hosts
