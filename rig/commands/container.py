@@ -86,21 +86,27 @@ def restore_commands(service: str, has_previous: bool) -> list[str]:
     return commands
 
 
+FAST_POLL = 0.1    # seconds between probes until the first 2xx answer ...
+FAST_PROBES = 30   # ... for at most this many probes (3 s), then the spec's interval
+
+
 def probe_loop(service: str, port: int, path: str, interval: float, timeout: float) -> str:
-    """The host-side half of the health gate: every interval, the container's state and one
-    GET of the health endpoint, as
+    """The host-side half of the health gate: the container's state and one GET of the health
+    endpoint per probe (every FAST_POLL until the first 2xx, so a service that comes up is seen
+    within 0.1 s; then every interval), as
     `probe <epoch> <state>:<exit code>:<restarts> <http code> <base64 body>`.
     It runs until rig closes the connection (rig decides; see rollout/gate.py)."""
     url = f"http://127.0.0.1:{port}{path}"
     inspect = (f"docker inspect -f '{{{{.State.Status}}}}:{{{{.State.ExitCode}}}}:{{{{.RestartCount}}}}' "
                f"{current(service)} 2>/dev/null | head -n 1")
     return (
-        f"f=$(mktemp) && trap 'rm -f $f' EXIT && while :; do "
+        f"f=$(mktemp) && trap 'rm -f $f' EXIT && i=0 && w={min(FAST_POLL, interval):g} && while :; do "
         f"s=$({inspect}); [ -n \"$s\" ] || s=missing:0:0; "
         f"c=$(curl -s -o $f -m {timeout:g} -w '%{{http_code}}' {shlex.quote(url)} || true); "
         # rig closes the connection once it has decided: the next echo fails and the loop ends
         f"echo \"probe $(date +%s.%N) $s $c $(head -c 4096 $f | base64 -w0)\" || exit 0; "
-        f"sleep {interval:g}; done"
+        f"i=$((i+1)); case $c in 2??) w={interval:g};; esac; "
+        f"[ $i -ge {FAST_PROBES} ] && w={interval:g}; sleep $w; done"
     )
 
 

@@ -109,12 +109,14 @@ class Rollout:
         self.locked: list = []
         self.stop = threading.Event()
         self._last_gates: dict = {}
+        self.last_facts: dict = {}
 
     # -- hosts ----------------------------------------------------------------------------------
     def facts(self) -> dict:
         from tasks.rollout import RolloutState
 
-        return gather(self.session, lambda host: host.get_fact(RolloutState))
+        self.last_facts = gather(self.session, lambda host: host.get_fact(RolloutState))
+        return self.last_facts
 
     def _run(self, host, command: str) -> tuple[bool, str]:
         from pyinfra.context import ctx_host, ctx_state
@@ -149,11 +151,14 @@ class Rollout:
         self.locked = []
 
     # -- waves ----------------------------------------------------------------------------------
-    def run(self, waves: list[list[str]], changes: dict[str, list[Change]]) -> Outcome:
+    def run(self, waves: list[list[str]], changes: dict[str, list[Change]],
+            facts: dict | None = None) -> Outcome:
+        """facts: what pre-flight read (nothing has changed since: the hosts are locked)."""
         from tasks.rollout import record, roll_back, roll_out
 
-        facts = self.facts()
+        facts = facts or self.facts()
         states = {h.name: facts[h.name].state for h in self.session.hosts}
+        deferred: dict = {}  # the last wave's ledger lines go with the final clean-up
         touched: list[str] = []
         outcome = Outcome(ok=True)
         previous_handler = signal.signal(signal.SIGINT, lambda *_: self._interrupt())
@@ -181,7 +186,10 @@ class Rollout:
                 if not failed:
                     entries = {h: [entry(now, self.who, self.action, h, c.release, c.before, "ok")
                                    for c in changes[h] if c.needed] for h in pending}
-                    self._record(entries, states)
+                    if any(c.needed for w in waves[number:] for h in w for c in changes.get(h, [])):
+                        self._record(entries, states)
+                    else:
+                        deferred = entries
                     touched.extend(pending)
                     for host, gate_list in _by_host(gates).items():
                         for service, verdict in gate_list:
@@ -197,7 +205,10 @@ class Rollout:
                 break
             finished = {h: [c.release.service for c in changes.get(h, []) if c.needed]
                         for h in touched}
-            self.session.run(record, entries={}, states={}, finished=finished)
+            for host, host_entries in deferred.items():
+                states[host] = next_state(states.get(host, {}), host_entries)
+            if finished or deferred:
+                self.session.run(record, entries=deferred, states=states, finished=finished)
         finally:
             signal.signal(signal.SIGINT, previous_handler)
         return outcome

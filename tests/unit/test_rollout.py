@@ -237,3 +237,12 @@ def test_ledger_entry_and_next_state():
     assert new["model_ops_coordinator"]["digest"] == RELEASE.digest
     assert next_state(state, [{**e, "result": "failed"}]) == state
     assert "token" not in json.dumps(new).lower()
+
+
+def test_probe_loop_polls_fast_until_the_first_2xx_then_at_the_interval():
+    loop = cmd.probe_loop("svc", 6560, "/health", 0.5, 2)
+    assert loop.startswith("f=$(mktemp) && trap 'rm -f $f' EXIT && i=0 && w=0.1 && while :; do ")
+    assert "curl -s -o $f -m 2 -w '%{http_code}' http://127.0.0.1:6560/health" in loop
+    assert loop.endswith("i=$((i+1)); case $c in 2??) w=0.5;; esac; "
+                         "[ $i -ge 30 ] && w=0.5; sleep $w; done")
+    assert "|| exit 0" in loop  # ends when rig closes the connection
