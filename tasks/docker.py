@@ -5,6 +5,8 @@ otherwise it says why nothing was done with host.noop()."""
 
 from __future__ import annotations
 
+import functools
+
 from pyinfra import host
 from pyinfra.api import FunctionCommand, deploy, operation
 
@@ -31,13 +33,46 @@ def watched_files(fleet: Fleet) -> list[str]:
     return files
 
 
+# HostState is read once per host and reused until an operation on that host changes
+# something: pyinfra 3 re-runs a fact's command on every call, and this one command (dpkg,
+# systemctl, buildx, hashes) was most of a no-change converge's time (make bench). The cache
+# lives on pyinfra's State, so it ends with the run.
+def _cache() -> dict:
+    state = host.state
+    if not hasattr(state, "rig_host_state"):
+        state.rig_host_state = {}
+    return state.rig_host_state
+
+
 def state_of(fleet: Fleet):
-    users = [fleet.bootstrap.deploy_user] if fleet.bootstrap.deploy_user else []
-    return host.get_fact(HostState, paths=watched_files(fleet), registry=fleet.registry.host,
-                         users=users)
+    cache = _cache()
+    if host.name not in cache:
+        users = [fleet.bootstrap.deploy_user] if fleet.bootstrap.deploy_user else []
+        cache[host.name] = host.get_fact(HostState, paths=watched_files(fleet),
+                                         registry=fleet.registry.host, users=users)
+    return cache[host.name]
+
+
+def forget_state() -> None:
+    _cache().pop(host.name, None)
+
+
+def changes_host(op):
+    """For operation bodies: before the first command runs, forget the cached HostState, so
+    the operations after it read the host as this one leaves it."""
+    @functools.wraps(op)
+    def body(*args, **kwargs):
+        first = True
+        for command in op(*args, **kwargs):
+            if first:
+                forget_state()
+                first = False
+            yield command
+    return body
 
 
 @operation()
+@changes_host
 def daemon_config(content: str):
     """/etc/docker/daemon.json has exactly `content`. Written before the engine is installed
     (the package starts dockerd at once); a change to a running engine restarts it once.
@@ -54,6 +89,7 @@ def daemon_config(content: str):
 
 
 @operation()
+@changes_host
 def engine_packages(packages: dict, repo_commands: list):
     """Engine and buildx packages installed at the pinned versions (any version if unpinned).
 
@@ -73,6 +109,7 @@ def engine_packages(packages: dict, repo_commands: list):
 
 
 @operation()
+@changes_host
 def engine_service():
     """docker.service enabled and running."""
     facts = state_of(fleet_of(host))
@@ -83,6 +120,7 @@ def engine_service():
 
 
 @operation()
+@changes_host
 def buildx_binary(url: str, sha256: str, version: str):
     """The buildx CLI plugin at `version` from a pinned URL, checked against its sha256.
 
@@ -98,6 +136,7 @@ def buildx_binary(url: str, sha256: str, version: str):
 
 
 @operation()
+@changes_host
 def registry_trust(ca_pem: str, path: str):
     """The registry's CA at /etc/docker/certs.d/<registry>/ca.crt (read per pull: no restart).
 
@@ -112,6 +151,7 @@ def registry_trust(ca_pem: str, path: str):
 
 
 @operation()
+@changes_host
 def registry_login(registry: str, username: str, token: str):
     """Logged in to `registry`: the stored auth matches the current token (compared by hash).
     The token goes to `docker login --password-stdin` on stdin: never in argv or output.
@@ -129,6 +169,7 @@ def registry_login(registry: str, username: str, token: str):
 
 
 @operation()
+@changes_host
 def docker_group_member(user: str):
     """`user` is in the docker group.
 

@@ -10,7 +10,7 @@ from pyinfra.api import deploy, operation
 
 from rig.commands import host as cmd
 
-from .docker import state_of
+from .docker import changes_host, state_of
 from .facts import Gpu, NvidiaGpus
 from .util import fleet_of, host_name
 
@@ -29,6 +29,7 @@ def gpu_problem(gpus: list[Gpu], profile) -> str | None:
 
 
 @operation()
+@changes_host
 def toolkit(repo_url: str):
     """nvidia-container-toolkit installed from NVIDIA's apt repository.
 

@@ -9,6 +9,7 @@ from pyinfra.api import deploy, operation
 
 from rig.commands import host as cmd
 
+from .docker import changes_host
 from .util import fleet_of, host_name
 
 PROFILE_FILES = [cmd.PROFILE_JSON, cmd.PROFILE_ENV, cmd.PROFILE_HASH]
@@ -24,6 +25,7 @@ def profile_files(profile) -> dict[str, str]:
 
 
 @operation()
+@changes_host
 def machine_profile(files: dict):
     """Each of /etc/rig/machine-profile.json, machine.env and machine-profile.sha256 has the
     rendered content, mode 0644.

@@ -4,6 +4,7 @@ Covers the paths the lab cannot reach (docker-ce repository, buildx binary URL, 
 real GPUs) with recorded nvidia-smi outputs for a 4090, a 3060 and no GPU."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pyinfra.api import FunctionCommand
@@ -39,6 +40,7 @@ class FakeHost:
         self.data = FakeData(rig_fleet=fleet, rig_host=name)
         self._facts = {HostState: facts, NvidiaGpus: gpus or []}
         self.noops: list[str] = []
+        self.state = SimpleNamespace()  # where tasks cache HostState for the run
 
     def get_fact(self, fact, **kwargs):
         return self._facts[fact]
