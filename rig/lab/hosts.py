@@ -51,8 +51,16 @@ def ensure_host(engine: Engine, host: str, address: str, public_key: bytes) -> t
     _wait_booted(container)
     _put_file(container, "/root", ".ssh/authorized_keys", public_key, 0o600)
     _exec(container, "chmod 700 /root/.ssh && chown -R root:root /root/.ssh")
-    keys = _exec(container, "cat /etc/ssh/ssh_host_*_key.pub")
-    known = [f"{address} {' '.join(line.split()[:2])}" for line in keys.splitlines() if line]
+    known: list[str] = []
+    deadline = time.monotonic() + 20
+    while not known:  # seen once on a loaded machine: no key read back; never write a host out
+        keys = _exec(container, "cat /etc/ssh/ssh_host_*_key.pub 2>/dev/null || true")
+        known = [f"{address} {' '.join(line.split()[:2])}" for line in keys.splitlines()
+                 if line.startswith(("ssh-", "ecdsa-"))]
+        if not known and time.monotonic() > deadline:
+            raise RigError(f"{container.name}: no SSH host keys to put in known_hosts")
+        if not known:
+            time.sleep(0.5)
     return action, known
 
 
