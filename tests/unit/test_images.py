@@ -21,16 +21,6 @@ SHA = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
 NOW = datetime(2026, 11, 23, 23, 30, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def fleet():
-    return load_fleet(REPO / "fleet.yml")
-
-
-@pytest.fixture(scope="module")
-def lab_fleet():
-    return load_fleet(REPO / "fleet.yml", REPO / "lab.yml")
-
-
 # -- tags ---------------------------------------------------------------------------------------
 def test_tag_is_utc_date_and_eight_char_sha():
     assert computed_tag(NOW, GitState(SHA, dirty=False)) == "20261123-1a2b3c4d"

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from rig.commands import container as cmd
-from rig.config import load_fleet
 from rig.config.images import HealthSpec
 from rig.errors import RigError
 from rig.ledger import entry, next_state
@@ -18,16 +17,6 @@ from rig.rollout.gate import GateJudge, Probe, parse_probe
 from tasks.rollout import RolloutFacts, needs_restore, parse_rollout_facts
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def fleet():
-    return load_fleet(REPO / "fleet.yml")
-
-
-@pytest.fixture(scope="module")
-def lab_fleet():
-    return load_fleet(REPO / "fleet.yml", REPO / "lab.yml")
 
 
 def eight_host_fleet(fleet):
