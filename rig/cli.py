@@ -511,14 +511,20 @@ def execute(job: RolloutJob, action: str, tag: str, releases, problems, break_lo
         plan_waves, changes = prepare(job, session, engine, releases, problems, break_lock,
                                       canary, batch)
         print_plan(plan_waves, changes)
+        checked = time.monotonic()
         lock_problems = engine.take_locks(break_lock)
         if lock_problems:
             raise RigError(*lock_problems, "pre-flight failed: no host was changed")
+        locked = time.monotonic()
         try:
             outcome = engine.run(plan_waves, changes, engine.last_facts)
         finally:
+            ran = time.monotonic()
             engine.release_locks()
     elapsed = time.monotonic() - started
+    phases = (f"connect and pre-flight {checked - started:.2f} s, locks "
+              f"{locked - checked + time.monotonic() - ran:.2f} s, waves {ran - locked:.2f} s "
+              f"with {outcome.gate_seconds:.2f} s in health gates")
     for line in outcome.lines:
         click.echo(line, err=not outcome.ok)
     if outcome.interrupted:
@@ -526,7 +532,7 @@ def execute(job: RolloutJob, action: str, tag: str, releases, problems, break_lo
         sys.exit(130)
     if not outcome.ok:
         raise RigError(f"{action} {tag} failed after {elapsed:.1f} s")
-    click.echo(f"{action} {tag} done in {elapsed:.1f} s ({outcome.gate_seconds:.1f} s in health gates)")
+    click.echo(f"{action} {tag} done in {elapsed:.1f} s ({phases})")
     if not no_verify and any(c.needed for cs in changes.values() for c in cs):
         click.echo("verify (testinfra, services):")
         if run_verify(obj, job.inventory, "services", ("--no-header",)) != 0:
