@@ -83,7 +83,11 @@ def main(ctx: click.Context, config: str) -> None:
       rig lab up                       start the local lab (engine, registry, hosts)
       rig bootstrap -i inventory/lab.py  install Docker, buildx, daemon.json, profiles
       rig build --push                 build family and service images, push them
-      rig rollout --tag T              canary first, health gate, then batches
+      rig images verify                every expected image is in the registry
+      rig plan                         what a rollout would change, wave by wave
+      rig rollout                      canary first, health gate, then batches
+      rig status                       what runs where, healthy or not
+    The tag defaults to YYYYMMDD-<git sha> (`rig tag`); --tag or FORCE_IMAGE_TAG override it.
     """
     ctx.obj = Context(config)
 
