@@ -138,11 +138,9 @@ class SshExecutor:
         self.host, self.name = host, host.name
 
     def run(self, command: str) -> tuple[bool, str, list[str]]:
-        from pyinfra.context import ctx_host
+        from tasks.util import run_on
 
-        with ctx_host.use(self.host):
-            ok, output = self.host.run_shell_command(command)
-        return ok, output.stdout, output.stderr_lines
+        return run_on(self.host, command)
 
     def upload(self, data: bytes, path: str) -> bool:
         from pyinfra.context import ctx_host

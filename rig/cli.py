@@ -261,15 +261,13 @@ def parse_build_args(values: tuple[str, ...], fleet) -> dict[str, dict[str, str]
 
 
 def resolve_images(obj: Context, inventory: str, tag: str | None, build_args=()):
-    from datetime import datetime
-
     from .images import expected_images
     from .inventory import fleet_for
-    from .tags import git_state, resolve_tag
+    from .tags import current_tag, git_state
 
     fleet = fleet_for(obj.repo, inventory)
     git = git_state(obj.repo)
-    tag = resolve_tag(tag, dict(os.environ), datetime.now(UTC), git)
+    tag = current_tag(obj.repo, tag)
     images = expected_images(fleet, tag, parse_build_args(build_args, fleet))
     return fleet, git, tag, images
 
@@ -367,7 +365,11 @@ def say_line(message: str) -> None:
 def show_images(registry, images) -> int:
     from .build import verify_rows
 
-    rows = verify_rows(registry, images)
+    return print_image_rows(verify_rows(registry, images))
+
+
+def print_image_rows(rows: list[dict]) -> int:
+    """One line per expected image: its digest or MISSING. Returns how many are missing."""
     for row in rows:
         click.echo(f"  {row['image']:<72} {row['digest'] or 'MISSING'}")
     return sum(1 for row in rows if not row["digest"])
@@ -379,10 +381,9 @@ def show_images(registry, images) -> int:
 def tag_command(obj: Context) -> None:
     """Print the tag a build or rollout would use now: FORCE_IMAGE_TAG, else
     YYYYMMDD-<8-char git sha> (UTC), with -dirty for a work tree with changes."""
-    from .tags import git_state, resolve_tag
+    from .tags import current_tag
 
-    click.echo(resolve_tag(None, dict(os.environ), __import__("datetime").datetime.now(UTC),
-                           git_state(obj.repo)))
+    click.echo(current_tag(obj.repo))
 
 
 @main.group(context_settings=CONTEXT)
@@ -412,8 +413,7 @@ def images_verify(obj: Context, inventory: str, tag: str | None, as_json: bool) 
                                "missing": len(missing)}, indent=2))
     else:
         click.echo(f"images at {tag} in {fleet.registry.host}:")
-        for row in rows:
-            click.echo(f"  {row['image']:<72} {row['digest'] or 'MISSING'}")
+        print_image_rows(rows)
         click.echo(f"{len(rows) - len(missing)} of {len(rows)} present")
     if missing:
         sys.exit(1)
@@ -468,10 +468,9 @@ class RolloutJob:
             raise RigError("no host runs the chosen services (check --services and --limit)")
 
     def tag(self, explicit: str | None) -> str:
-        from .tags import git_state, resolve_tag
+        from .tags import current_tag
 
-        return resolve_tag(explicit, dict(os.environ), __import__("datetime").datetime.now(UTC),
-                           git_state(self.repo))
+        return current_tag(self.repo, explicit)
 
     def session(self):
         from .runner import Session
@@ -662,6 +661,8 @@ def status(obj: Context, inventory: str, as_json: bool) -> None:
     """What runs where: host x service with tag, digest, health now, and since when."""
     import json
 
+    from tasks.util import run_on
+
     from .commands.container import status_probe
     from .rollout.engine import Rollout
     from .rollout.gate import body_matches
@@ -673,7 +674,7 @@ def status(obj: Context, inventory: str, as_json: bool) -> None:
         facts = engine.facts()
         for host in session.hosts:
             services = job.fleet.services_on(host.name)
-            ok, out = engine._run(host, status_probe(job.fleet, services))
+            _, out, _ = run_on(host, status_probe(job.fleet, services))
             answers = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
             for service in services:
                 running = facts[host.name].running(service)

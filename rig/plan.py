@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 from .config import Fleet
+from .config.rollout import PERCENT
 from .errors import RigError
-
-_PERCENT = re.compile(r"^(\d{1,3})%$")
 
 
 def parse_batch(value: str | int | None) -> int | str | None:
@@ -17,16 +14,10 @@ def parse_batch(value: str | int | None) -> int | str | None:
     value = value.strip()
     if value.isdigit() and int(value) >= 1:
         return int(value)
-    match = _PERCENT.match(value)
+    match = PERCENT.match(value)
     if match and 1 <= int(match.group(1)) <= 100:
         return value
     raise RigError(f"--batch {value!r}: expected a count such as 2 or a share such as 50%")
-
-
-def batch_size(batch: int | str, remaining: int) -> int:
-    if isinstance(batch, int):
-        return batch
-    return max(1, remaining * int(batch.rstrip("%")) // 100)
 
 
 def waves(fleet: Fleet, hosts: list[str], canary: list[str] | None = None,
@@ -44,5 +35,5 @@ def waves(fleet: Fleet, hosts: list[str], canary: list[str] | None = None,
     chosen = canary if canary is not None else fleet.rollout.canary
     first = [h for h in ordered if h in chosen] or ordered[:1]
     rest = [h for h in ordered if h not in first]
-    size = batch_size(batch if batch is not None else fleet.rollout.batch, len(rest))
+    size = fleet.batch_size(len(rest), batch)
     return [first] + [rest[i:i + size] for i in range(0, len(rest), size)]

@@ -5,6 +5,7 @@ which asks git about the work tree."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -65,3 +66,8 @@ def git_state(repo: Path) -> GitState | None:
         return None
     status = git("status", "--porcelain", "--untracked-files=normal")
     return GitState(sha=head.stdout.strip(), dirty=bool(status.stdout.strip()))
+
+
+def current_tag(repo: Path, explicit: str | None = None) -> str:
+    """The tag for now: --tag, FORCE_IMAGE_TAG, else from the checkout at repo and today (UTC)."""
+    return resolve_tag(explicit, dict(os.environ), datetime.now(UTC), git_state(repo))

@@ -20,6 +20,16 @@ def host_name(host) -> str:
     return host.data.get("rig_host") or host.name
 
 
+def run_on(host, command: str) -> tuple[bool, str, list[str]]:
+    """Run one command on a connected inventory host, outside any operation:
+    (ok, stdout, stderr lines)."""
+    from pyinfra.context import ctx_host, ctx_state
+
+    with ctx_state.use(host.state), ctx_host.use(host):
+        ok, output = host.run_shell_command(command)
+    return ok, output.stdout, output.stderr_lines
+
+
 def _channel(host, command: str):
     """A paramiko channel on the host's pyinfra SSH connection, or None without one."""
     client = getattr(host.connector, "client", None)

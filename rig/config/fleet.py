@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from pydantic import Field, PrivateAttr
@@ -14,9 +13,7 @@ from .hosts import HostSpec
 from .images import FamilySpec, ServiceSpec
 from .profiles import ProfileSpec
 from .registry import RegistrySpec
-from .rollout import RolloutSpec
-
-_PERCENT = re.compile(r"^(\d{1,3})%$")
+from .rollout import PERCENT, RolloutSpec
 
 
 class Fleet(StrictModel):
@@ -74,10 +71,11 @@ class Fleet(StrictModel):
         """True when rig manages a GPU on this host (profile has one and NVIDIA is enabled)."""
         return self.bootstrap.nvidia.enabled and self.profile_of(host).gpu is not None
 
-    def batch_size(self, remaining: int) -> int:
-        """Hosts per wave after the canary: a count, or a share of the remaining hosts."""
-        batch = self.rollout.batch
+    def batch_size(self, remaining: int, batch: int | str | None = None) -> int:
+        """Hosts per wave after the canary: a count, or a share of the remaining hosts (at
+        least one). `batch` overrides the spec's rollout.batch (rig rollout --batch)."""
+        batch = self.rollout.batch if batch is None else batch
         if isinstance(batch, int):
             return batch
-        percent = int(_PERCENT.match(batch).group(1))  # shape checked by RolloutSpec
+        percent = int(PERCENT.match(batch).group(1))  # shape checked by RolloutSpec / parse_batch
         return max(1, (remaining * percent) // 100)

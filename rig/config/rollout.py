@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from .base import Duration, Name, StrictModel
 
-_PERCENT = re.compile(r"^(\d{1,3})%$")
+PERCENT = re.compile(r"^(\d{1,3})%$")  # a batch share: "50%"
 
 
 class RolloutSpec(StrictModel):
@@ -42,7 +42,7 @@ class RolloutSpec(StrictModel):
             if batch < 1:
                 raise ValueError("batch must be at least 1")
             return batch
-        match = _PERCENT.match(batch.strip())
+        match = PERCENT.match(batch.strip())
         if not match or not 1 <= int(match.group(1)) <= 100:
             raise ValueError("batch must be a count such as 2 or a percentage such as '50%'")
         return batch.strip()

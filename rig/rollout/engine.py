@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -105,7 +106,7 @@ class Rollout:
         self.action, self.tag = action, tag
         self.who = operator()
         self.lock = {"operator": self.who, "since": time.time(), "action": action, "tag": tag,
-                     "pid": __import__("os").getpid(), "id": f"{self.who}-{time.time_ns()}"}
+                     "pid": os.getpid(), "id": f"{self.who}-{time.time_ns()}"}
         self.locked: list = []
         self.stop = threading.Event()
         self._last_gates: dict = {}
@@ -119,11 +120,10 @@ class Rollout:
         return self.last_facts
 
     def _run(self, host, command: str) -> tuple[bool, str]:
-        from pyinfra.context import ctx_host, ctx_state
+        from tasks.util import run_on
 
-        with ctx_state.use(self.session.state), ctx_host.use(host):
-            ok, output = host.run_shell_command(command)
-        return ok, output.stdout
+        ok, stdout, _ = run_on(host, command)
+        return ok, stdout
 
     def take_locks(self, break_lock: bool) -> list[str]:
         problems = []
