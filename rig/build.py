@@ -9,21 +9,25 @@ push only when every target built, and verify every expected image in the regist
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
+import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .commands import bake as bake_cmd
+from .commands.base import Cmd
 from .config import Fleet
 from .errors import RigError
 from .images import Image, source_tag
 
-REMOTE_DIR = "/var/tmp/rig-build"
 SECRET_PATH = ".secrets/pip_ca"
 
 
@@ -115,13 +119,6 @@ class BakeProgress:
             self.say(line[:200])
 
 
-def remote_commands(extract_dir: str) -> str:
-    """Replace the build folder with the uploaded archive's contents."""
-    return (f"rm -rf {extract_dir} && mkdir -p {extract_dir} && "
-            f"tar -xzf {REMOTE_DIR}/context.tar.gz -C {extract_dir} && "
-            f"rm -f {REMOTE_DIR}/context.tar.gz")
-
-
 # -- running it ---------------------------------------------------------------------------------
 @dataclass
 class BuildOptions:
@@ -132,56 +129,68 @@ class BuildOptions:
 
 
 class SshExecutor:
-    """Runs build commands on an inventory host over its pyinfra SSH connection."""
+    """Builds on an inventory host through rig's session (pyinfra, the host's sudo and
+    deadlines), in a private folder made fresh for this build and removed afterwards."""
 
-    def __init__(self, host):
-        self.host, self.name = host, host.name
+    def __init__(self, session, name: str):
+        self.session, self.name = session, name
 
-    def run(self, command: str) -> tuple[bool, str, list[str]]:
-        from tasks.util import run_on
+    def run(self, command) -> tuple[bool, str, list[str]]:
+        result = self.session.shell(self.name, command, timeout=120)
+        return result.ok, result.stdout, result.stderr
 
-        return run_on(self.host, command)
+    def prepare(self, archive: bytes) -> str:
+        made = self.session.shell(self.name, bake_cmd.build_dir_create(), timeout=60)
+        if not made.ok or not made.stdout.strip():
+            raise RigError(f"{self.name}: could not make a build folder", *made.stderr[-3:])
+        workdir = made.stdout.strip().splitlines()[-1]
+        data = base64.encodebytes(archive).decode()
+        unpacked = self.session.shell(self.name, bake_cmd.unpack_context(workdir), stdin=data,
+                                      timeout=300)
+        if not unpacked.ok:
+            self.cleanup(workdir)
+            raise RigError(f"{self.name}: could not unpack the build context", *unpacked.stderr[-3:])
+        return workdir
 
-    def upload(self, data: bytes, path: str) -> bool:
-        from pyinfra.context import ctx_host
+    def follow(self, command, workdir: str, on_line) -> tuple[int, list[str]]:
+        return self.session.follow(self.name, command, workdir, on_line)
 
-        with ctx_host.use(self.host):
-            return self.host.put_file(io.BytesIO(data), path)
-
-    def stream(self, command: str, on_line) -> tuple[int, list[str]]:
-        from tasks.util import stream
-
-        return stream(self.host, command, on_line)
+    def cleanup(self, workdir: str) -> None:
+        self.session.shell(self.name, bake_cmd.build_dir_remove(workdir), timeout=120)
 
 
 class LocalExecutor:
-    """Runs build commands on the control machine (build.host empty in the spec)."""
+    """Builds on the control machine (build.host empty in the spec), in a private temp folder."""
 
     name = "this machine"
 
-    def run(self, command: str) -> tuple[bool, str, list[str]]:
-        result = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+    def run(self, command) -> tuple[bool, str, list[str]]:
+        result = subprocess.run(["sh", "-c", str(command)], capture_output=True, text=True)
         return result.returncode == 0, result.stdout, result.stderr.splitlines()
 
-    def upload(self, data: bytes, path: str) -> bool:
-        with open(path, "wb") as f:
-            f.write(data)
-        return True
+    def prepare(self, archive: bytes) -> str:
+        workdir = tempfile.mkdtemp(prefix="rig-build-")
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            tar.extractall(Path(workdir) / "ctx", filter="data")
+        return workdir
 
-    def stream(self, command: str, on_line) -> tuple[int, list[str]]:
-        process = subprocess.Popen(["sh", "-c", command], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
+    def follow(self, command, workdir: str, on_line) -> tuple[int, list[str]]:
+        process = subprocess.Popen(["sh", "-c", str(command)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, cwd=workdir)
         last: list[str] = []
         for line in process.stdout:
             last = (last + [line.rstrip("\n")])[-40:]
             on_line(line.rstrip("\n"))
         return process.wait(), last
 
+    def cleanup(self, workdir: str) -> None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
 
 def run_build(fleet: Fleet, plan: BuildPlan, options: BuildOptions, executor, say) -> dict:
     """Build plan.build with the executor (build host or this machine), then push. Returns
     timings and the cache mode used. Raises RigError, with nothing pushed, when any target
-    fails to build."""
+    fails to build. The build folder is private and removed afterwards, whatever happened."""
     where = executor.name
     ok, driver, _ = executor.run(bake_cmd.builder_driver_command())
     driver = driver.strip()
@@ -190,32 +199,34 @@ def run_build(fleet: Fleet, plan: BuildPlan, options: BuildOptions, executor, sa
                        "installed? (`rig bootstrap` installs it)")
     mode, why = bake_cmd.cache_mode(fleet.build.cache, driver)
     say(f"cache: {mode} ({why})")
+    started = time.monotonic()
     needed = plan.needed()
-    secret = f"{REMOTE_DIR}/ctx/{SECRET_PATH}" if fleet.build.ca_bundle else None
+    # the secret's path is only known once the folder exists: the bake file names it relative
     bake = bake_cmd.bake_file(fleet, needed, plan.hashes, build=plan.build,
                               revision=options.revision, created=options.created,
-                              cache=mode, secret_src=secret)
+                              cache=mode, secret_src=SECRET_PATH if fleet.build.ca_bundle else None)
+    archive = context_archive(fleet, needed, bake)
+    workdir = executor.prepare(archive)
+    try:
+        say(f"context: {len(archive) // 1024} KiB to {where}:{workdir} "
+            f"in {time.monotonic() - started:.1f} s")
+        return _build_and_push(fleet, plan, options, executor, workdir, bake, mode, say)
+    finally:
+        executor.cleanup(workdir)
+
+
+def _build_and_push(fleet, plan, options, executor, workdir, bake, mode, say) -> dict:
+    where, folder = executor.name, f"{workdir}/ctx"
     timings: dict = {"cache": mode}
     started = time.monotonic()
-    archive = context_archive(fleet, needed, bake)
-    executor.run(f"mkdir -p {REMOTE_DIR}")
-    if not executor.upload(archive, f"{REMOTE_DIR}/context.tar.gz"):
-        raise RigError(f"{where}: could not upload the build context")
-    ok, _, errors = executor.run(remote_commands(f"{REMOTE_DIR}/ctx"))
-    if not ok:
-        raise RigError(f"{where}: could not unpack the build context", *errors[-3:])
-    say(f"context: {len(archive) // 1024} KiB synced to {where}:{REMOTE_DIR}/ctx "
-        f"in {time.monotonic() - started:.1f} s")
-    started = time.monotonic()
     progress = BakeProgress(lambda line: say(f"  {line}"))
-    folder = f"{REMOTE_DIR}/ctx"
     if fleet.build.network == "default":
         command = bake_cmd.bake_command(folder, plan.build)
     else:
         say(f"network {fleet.build.network}: running the bake targets as `docker buildx build "
             f"--network {fleet.build.network}` (bake files cannot set a network before buildx 0.18)")
         command = " && ".join(bake_cmd.build_commands(bake, folder, fleet.build.network))
-    code, last = executor.stream(command, progress)
+    code, last = executor.follow(Cmd(command), workdir, progress)
     timings["build_s"] = round(time.monotonic() - started, 1)
     if code != 0:
         raise RigError(f"build failed on {where} (exit {code}); nothing was pushed",
@@ -226,7 +237,7 @@ def run_build(fleet: Fleet, plan: BuildPlan, options: BuildOptions, executor, sa
         started = time.monotonic()
         refs = [ref for target in plan.build
                 for ref in bake_cmd.push_refs(fleet, plan.image(target), plan.hashes[target], mode)]
-        code, last = executor.stream(bake_cmd.push_command(refs), lambda line: None)
+        code, last = executor.follow(Cmd(bake_cmd.push_command(refs)), workdir, lambda line: None)
         if code != 0:
             raise RigError(f"push failed on {where} (exit {code})",
                            *[f"  {line}" for line in last[-8:]])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pyinfra.context import ctx_host, ctx_state
-
 from .errors import RigError
 
 SUPPORTED = {"debian": 12, "ubuntu": 22}
@@ -23,16 +21,6 @@ def release_problem(facts) -> str | None:
         return (f"{facts.os_id} {facts.os_version} is not supported "
                 f"(need {family} {SUPPORTED[family]} or newer)")
     return None
-
-
-def gather(session, fact_for_host) -> dict[str, object]:
-    """Collect one fact per active host (cached by pyinfra for the operations that follow)."""
-    results = {}
-    with ctx_state.use(session.state):
-        for host in session.hosts:
-            with ctx_host.use(host):
-                results[host.name] = fact_for_host(host)
-    return results
 
 
 def check_releases(facts_by_host: dict) -> None:

@@ -1,7 +1,16 @@
-"""Drive pyinfra through its Python API: load an inventory file (with group_data), connect,
-run @deploy functions, and report per host what changed, read from pyinfra's own results.
+"""Drive pyinfra through its public API: build an Inventory from rig's targets, connect, read
+facts, run one-off commands, run @deploy functions, and report per host what changed.
 
-This is the one place rig talks to pyinfra's engine; tasks/ holds what runs on hosts."""
+    with Session(targets) as s:            # connect_all on a control State (facts, commands)
+        s.facts(RolloutState)              # {host: fact}, read in parallel
+        s.shell("mainpc", "docker ps")     # one command, honouring the host's sudo and a deadline
+        s.run(roll_out, hosts=[...], ...)  # a fresh Inventory + State: add_deploy, run_ops
+
+Every run step gets its own State (pyinfra's State is built for one add-ops-then-run pass),
+so nothing here subclasses State or writes to its attributes. This is the one place rig talks
+to pyinfra's engine; tasks/ holds what runs on hosts. The one workaround on pyinfra's internals
+(TCP_NODELAY on the SSH socket) is isolated in `_tcp_nodelay` and guarded by a contract test.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +19,24 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from pyinfra.api import BaseStateCallback, Config, State
+import gevent
+from pyinfra.api import BaseStateCallback, Config, Inventory, State
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.deploy import add_deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operations import run_ops
-from pyinfra.context import ctx_config, ctx_inventory, ctx_state
+from pyinfra.context import ctx_host, ctx_state
 
+from tasks.util import Shell, host_shell
+
+from .commands import jobs
+from .commands.base import Cmd
 from .errors import RigError
+from .inventory import Target
 
 
 @dataclass
@@ -31,10 +46,11 @@ class HostResult:
     unchanged: int = 0
     failed: list[str] = field(default_factory=list)
     not_run: int = 0
+    unreachable: str | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.unreachable
 
 
 def tcp_nodelay_enabled() -> bool:
@@ -42,8 +58,20 @@ def tcp_nodelay_enabled() -> bool:
     return os.environ.get("RIG_TCP_NODELAY", "1") != "0"
 
 
+def _tcp_nodelay(host) -> bool:
+    """THE workaround on pyinfra internals: the SSH connector's paramiko client (pyinfra sets
+    no socket options, so Nagle and delayed ACKs hold every small packet). Returns whether it
+    was applied; tests/unit/test_runner.py fails when pyinfra moves the attribute."""
+    client = getattr(host.connector, "client", None)
+    transport = client.get_transport() if client is not None else None
+    if transport is None:
+        return False
+    transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return True
+
+
 class _Progress(BaseStateCallback):
-    """Prints one line per operation per host, and remembers why a host could not connect."""
+    """One line per changed or failed operation per host; remembers why a host did not connect."""
 
     def __init__(self, say: Callable[[str, str], None] | None):
         self.say = say
@@ -51,44 +79,27 @@ class _Progress(BaseStateCallback):
 
     def host_connect(self, state, host):
         if tcp_nodelay_enabled():
-            client = getattr(host.connector, "client", None)
-            transport = client.get_transport() if client else None
-            if transport is not None:
-                transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _tcp_nodelay(host)
 
     def host_connect_error(self, state, host, error):
         message = str(error.args[0] if getattr(error, "args", None) else error)
         self.connect_errors[host.name] = message.splitlines()[0] if message else repr(error)
 
-    def operation_end(self, state, op_hash):
-        """After an operation ran on every host (results are complete only then)."""
-        if not self.say:
-            return
-        for host in state.inventory:
-            data = state.ops[host].get(op_hash)
-            if data is None or not data.operation_meta.is_complete():
-                continue
-            meta = data.operation_meta
-            if meta.did_error():
-                self.say(host.name, f"FAILED   {_op_name(state, op_hash)}")
-            elif meta.did_change():
-                self.say(host.name, f"changed  {_op_name(state, op_hash)}")
+    def operation_host_success(self, state, host, op_hash, retry_count=0):
+        data = state.get_op_data_for_host(host, op_hash)
+        if self.say and data.operation_meta.did_change():
+            self.say(host.name, f"changed  {_op_name(state, op_hash)}")
 
-
-class _State(State):
-    """A State that can be run more than once: operations that already ran are not run again
-    (rollouts add one wave's operations, run them, look at the results, then add the next)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.done: set[str] = set()
-
-    def get_op_order(self):
-        return [op for op in super().get_op_order() if op not in self.done]
+    def operation_host_error(self, state, host, op_hash, retry_count=0, max_retries=0):
+        if self.say:
+            self.say(host.name, f"FAILED   {_op_name(state, op_hash)}")
 
 
 def _op_name(state: State, op_hash: str) -> str:
     return ", ".join(sorted(state.get_op_meta(op_hash).names))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class _PyinfraLog(logging.Handler):
@@ -99,121 +110,217 @@ class _PyinfraLog(logging.Handler):
         if "executed 0 commands" in message:
             return  # a FunctionCommand that said no (a health gate): rig reports why itself
         for line in message.splitlines():
-            print(f"      {_strip_ansi(line)}", file=sys.stderr)
+            print("      " + _ANSI.sub("", line), file=sys.stderr)
 
 
-def _strip_ansi(text: str) -> str:
-    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+def _quiet_pyinfra_logger() -> logging.Logger:
+    logger = logging.getLogger("pyinfra")
+    logger.handlers[:] = [_PyinfraLog(logging.WARNING)]
+    logger.propagate = False
+    return logger
+
+
+def _make_inventory(targets: Iterable[Target]) -> Inventory:
+    targets = list(targets)
+    groups: dict[str, list[str]] = {}
+    for t in targets:
+        for group in t.data.get("rig_groups", ()):
+            groups.setdefault(group, []).append(t.name)
+    return Inventory(([(t.name, dict(t.data)) for t in targets], {}),
+                     **{g: (names, {}) for g, names in groups.items()})
+
+
+def _new_state(targets: list[Target], parallel: int | None, progress: _Progress,
+               connect_timeout: int) -> State:
+    inventory = _make_inventory(targets)
+    config = Config(PARALLEL=parallel or 0, FAIL_PERCENT=None, CONNECT_TIMEOUT=connect_timeout)
+    state = State(inventory, config, check_for_changes=False)
+    state.add_callback_handler(progress)
+    logger = _quiet_pyinfra_logger()
+    logger.setLevel(logging.CRITICAL)  # rig reports unreachable hosts itself, one line each
+    try:
+        with ctx_state.use(state):
+            connect_all(state)
+    except PyinfraError:
+        pass  # every host failed: the caller reports each with its reason
+    finally:
+        logger.setLevel(logging.WARNING)
+    return state
 
 
 class Session:
-    """with Session(repo, 'inventory/lab.py') as s: s.run(deploy) -> {host: HostResult}."""
+    """with Session(targets) as s: s.facts(...), s.shell(...), s.run(deploy) -> results."""
 
-    def __init__(self, repo: Path, inventory: str, limit: list[str] | None = None,
-                 say: Callable[[str, str], None] | None = None, parallel: int | None = None):
-        self.repo, self.inventory_file, self.limit, self.say = repo, inventory, limit, say
-        self.parallel = parallel
+    def __init__(self, targets: list[Target], say: Callable[[str, str], None] | None = None,
+                 parallel: int | None = None, connect_timeout: int = 10,
+                 describe_connect_error: Callable[[Target, str], list[str]] | None = None):
+        if not targets:
+            raise RigError("no hosts selected")
+        self.targets = list(targets)
+        self.say, self.parallel, self.connect_timeout = say, parallel, connect_timeout
+        self.describe = describe_connect_error or (lambda t, m: [f"{t.name}: unreachable: {m}"])
         self.state: State | None = None
+        self.progress = _Progress(say)
+        self.lost: dict[str, str] = {}   # hosts that stopped answering during this session
 
     def __enter__(self) -> Session:
-        from pyinfra_cli.inventory import make_inventory
-
-        inventory_path = (self.repo / self.inventory_file) if not Path(self.inventory_file).is_absolute() \
-            else Path(self.inventory_file)
-        if not inventory_path.is_file():
-            raise RigError(f"{self.inventory_file}: inventory file not found")
-        logger = logging.getLogger("pyinfra")
-        logger.handlers[:] = [_PyinfraLog(logging.WARNING)]
-        logger.propagate = False
-
-        state = _State(check_for_changes=False)
-        state.cwd = str(self.repo)
-        ctx_state.set(state)
-        config = Config(PARALLEL=self.parallel or 0, FAIL_PERCENT=None)
-        ctx_config.set(config)
-        if str(self.repo) not in sys.path:
-            sys.path.insert(0, str(self.repo))
-        inventory = make_inventory(str(inventory_path), cwd=str(self.repo),
-                                   group_data_directories=[str(self.repo / "group_data")])
-        ctx_inventory.set(inventory)
-        limit = None
-        if self.limit:
-            names = {h.name for h in inventory}
-            unknown = [h for h in self.limit if h not in names and not inventory.get_group(h, None)]
-            if unknown:
-                raise RigError(f"--limit: unknown host or group {', '.join(unknown)} "
-                               f"(hosts: {', '.join(sorted(names))})")
-            limit = [h for h in inventory if h.name in self.limit
-                     or any(g in self.limit for g in h.groups)]
-        state.init(inventory, config, initial_limit=limit)
-        self.progress = _Progress(self.say)
-        state.add_callback_handler(self.progress)
-        self.state = state
-        logger.setLevel(logging.CRITICAL)  # rig reports unreachable hosts itself, one line each
-        try:
-            connect_all(state)
-        except PyinfraError:
-            pass  # every host failed: reported below with the reason for each
-        finally:
-            logger.setLevel(logging.WARNING)
-        if state.failed_hosts:
-            lines = [f"{h.name}: unreachable: {self.progress.connect_errors.get(h.name, 'no reason given')}"
-                     for h in sorted(state.failed_hosts, key=lambda h: h.name)]
-            self._disconnect()
+        self.state = _new_state(self.targets, self.parallel, self.progress, self.connect_timeout)
+        failed = [t for t in self.targets if not self._connected(t.name)]
+        if failed:
+            lines = [line for t in failed for line in
+                     self.describe(t, self.progress.connect_errors.get(t.name, "no reason given"))]
+            self.close()
             raise RigError(*lines)
+        self._check_sudo()
         return self
 
-    @property
-    def hosts(self):
-        return sorted(self.state.active_hosts, key=lambda h: list(self.state.inventory).index(h))
+    def _connected(self, name: str) -> bool:
+        return any(h.name == name for h in self.state.activated_hosts)
 
-    def run(self, deploy_func, *args, **kwargs) -> dict[str, HostResult]:
-        """Run a @deploy on every active host; per host what changed, from pyinfra's results."""
-        state = self.state
-        before = {h: set(state.ops[h]) for h in state.inventory}
-        # In API mode pyinfra names an operation by its index in the host's list. After a run
-        # in which hosts got different numbers of operations, the next operation on a shorter
-        # host would reuse a name that already ran elsewhere; equal lengths keep names new.
-        longest = max((h.op_hash_order for h in state.inventory), key=len)
-        for h in state.inventory:
-            h.op_hash_order.extend(longest[len(h.op_hash_order):])
-        state.is_executing = False  # run_ops leaves it set; then pyinfra would run new ops at once
-        add_deploy(state, deploy_func, *args, **kwargs)
-        try:
-            run_ops(state)
-        except PyinfraError:
-            pass  # failed hosts are reported from the per-op results below
-        results: dict[str, HostResult] = {}
-        for host in state.inventory:
-            if host not in state.activated_hosts:
-                continue
-            result = HostResult(host.name)
-            for op_hash in state.get_op_order():
-                if op_hash not in state.ops[host] or op_hash in before[host]:
-                    continue
-                meta = state.ops[host][op_hash].operation_meta
-                name = _op_name(state, op_hash)
-                if not meta.is_complete():
-                    result.not_run += 1
-                elif meta.did_error():
-                    result.failed.append(name)
-                elif meta.did_change():
-                    result.changed.append(name)
-                else:
-                    result.unchanged += 1
-            results[host.name] = result
-        state.done.update(state.get_op_order())
+    def _check_sudo(self) -> None:
+        """Hosts reached as a user with sudo: sudo must not ask for a password."""
+        problems = []
+        for host in self.hosts:
+            if host.data.get("_sudo"):
+                result = host_shell(host, "true", timeout=20)
+                if not result.ok:
+                    user = host.data.get("ssh_user") or "the SSH user"
+                    problems.append(f"{host.name}: sudo failed for {user} "
+                                    f"({(result.stderr or ['no output'])[-1].strip()}); rig needs "
+                                    f"passwordless sudo: `{user} ALL=(ALL) NOPASSWD: ALL` in "
+                                    "/etc/sudoers.d/ (see README)")
+        if problems:
+            self.close()
+            raise RigError(*problems, "nothing was changed")
+
+    @property
+    def hosts(self) -> list:
+        """Connected pyinfra hosts, in target order."""
+        order = {t.name: i for i, t in enumerate(self.targets)}
+        return sorted(self.state.activated_hosts, key=lambda h: order[h.name])
+
+    def host(self, name: str):
+        return next(h for h in self.hosts if h.name == name)
+
+    def names(self) -> list[str]:
+        return [h.name for h in self.hosts]
+
+    # -- reading and one-off commands ----------------------------------------------------------
+    def facts(self, fact_cls, hosts: list[str] | None = None, **kwargs) -> dict[str, object]:
+        """One fact per host, read in parallel; a host that fails gives None (see .lost)."""
+        chosen = [h for h in self.hosts if hosts is None or h.name in hosts]
+
+        def read(host):
+            with ctx_state.use(self.state), ctx_host.use(host):
+                return host.get_fact(fact_cls, **kwargs)
+
+        jobs = {host.name: gevent.spawn(read, host) for host in chosen}
+        gevent.joinall(list(jobs.values()))
+        results = {}
+        for name, job in jobs.items():
+            if job.successful():
+                results[name] = job.value
+            else:
+                self.lost[name] = f"could not read {fact_cls.__name__}: {job.exception}"
+                results[name] = None
         return results
 
-    def revive(self, names) -> None:
-        """Make failed hosts active again (to roll them back after a failed wave)."""
-        hosts = {h for h in self.state.failed_hosts if h.name in set(names)}
-        self.state.failed_hosts -= hosts
-        self.state.active_hosts |= hosts
+    def shell(self, name: str, command: Cmd | str, stdin: str | None = None,
+              timeout: float | None = None) -> Shell:
+        return host_shell(self.host(name), command, stdin=stdin, timeout=timeout)
 
-    def _disconnect(self) -> None:
+    def shell_all(self, commands: dict[str, Cmd | str], timeout: float | None = None
+                  ) -> dict[str, Shell]:
+        """One command per host, run on all of them at once."""
+        jobs = {name: gevent.spawn(self.shell, name, c, None, timeout)
+                for name, c in commands.items()}
+        gevent.joinall(list(jobs.values()))
+        return {name: job.value if job.successful() else Shell(False, "", [str(job.exception)])
+                for name, job in jobs.items()}
+
+    def follow(self, name: str, command: Cmd, workdir: str, on_line: Callable[[str], None],
+               timeout: float = 3600, interval: float = 0.5) -> tuple[int, list[str]]:
+        """A long command (a build, a push) run as a background job in `workdir` on the host and
+        followed by short polls (commands/jobs.py); lines go to on_line as they come. Returns
+        (exit code, last lines); the job is stopped if rig is interrupted or the deadline passes."""
+        started = self.shell(name, jobs.job_start(command, workdir), timeout=60)
+        if not started.ok:
+            return 255, started.stderr[-5:]
+        deadline, offset, partial, last = time.monotonic() + timeout, 0, b"", []
+        finished = False
+        try:
+            while time.monotonic() < deadline:
+                result = self.shell(name, jobs.job_poll(workdir, offset), timeout=60)
+                if not result.ok:
+                    return 255, result.stderr[-5:] or ["lost the host while following"]
+                code, offset, data = jobs.parse_poll(result.stdout)
+                *lines, partial = (partial + data).split(b"\n")
+                for raw in lines:
+                    line = raw.decode(errors="replace")
+                    last = (last + [line])[-40:]
+                    on_line(line)
+                if code is not None:
+                    finished = True
+                    if partial:
+                        on_line(partial.decode(errors="replace"))
+                    return code, last
+                gevent.sleep(interval)
+            return 124, last + [f"still running after {timeout:.0f} s: stopped"]
+        finally:
+            if not finished:
+                self.shell(name, jobs.job_stop(workdir), timeout=20)
+
+    # -- deploys --------------------------------------------------------------------------------
+    def run(self, deploy_func, *args, hosts: list[str] | None = None,
+            **kwargs) -> dict[str, HostResult]:
+        """Run a @deploy on the chosen hosts (default: every connected host) on a fresh State;
+        per host what changed, read from pyinfra's results."""
+        chosen = [t for t in self.targets if (hosts is None or t.name in hosts)
+                  and self._connected(t.name)]
+        if not chosen:
+            return {}
+        state = _new_state(chosen, self.parallel, self.progress, self.connect_timeout)
+        results: dict[str, HostResult] = {}
+        try:
+            for t in chosen:
+                if not any(h.name == t.name for h in state.activated_hosts):
+                    message = self.progress.connect_errors.get(t.name, "did not connect")
+                    self.lost[t.name] = message
+                    results[t.name] = HostResult(t.name, unreachable=message)
+            with ctx_state.use(state):
+                add_deploy(state, deploy_func, *args, **kwargs)
+                try:
+                    run_ops(state)
+                except PyinfraError:
+                    pass  # failed hosts are reported from the per-op results below
+            for host in state.activated_hosts:
+                results[host.name] = _host_result(state, host)
+        finally:
+            disconnect_all(state)
+        return {t.name: results[t.name] for t in chosen if t.name in results}
+
+    def close(self) -> None:
         if self.state is not None:
             disconnect_all(self.state)
+            self.state = None
 
     def __exit__(self, *exc) -> None:
-        self._disconnect()
+        self.close()
+
+
+def _host_result(state: State, host) -> HostResult:
+    result = HostResult(host.name)
+    for op_hash in state.get_op_order():
+        data = state.get_op_data_for_host(host, op_hash) if op_hash in host.op_hash_order else None
+        if data is None:
+            continue
+        meta, name = data.operation_meta, _op_name(state, op_hash)
+        if not meta.is_complete():
+            result.not_run += 1
+        elif meta.did_error():
+            result.failed.append(name)
+        elif meta.did_change():
+            result.changed.append(name)
+        else:
+            result.unchanged += 1
+    return result

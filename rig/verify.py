@@ -1,7 +1,8 @@
-"""`rig verify`: the testinfra suite in tests/verify, run against any inventory's hosts.
+"""`rig verify`: the testinfra suite in tests/verify, run against an environment's hosts.
 
-Hosts, addresses and the spec come from the inventory file through pyinfra (group_data
-included), so the same checks run on the lab and on MainPC/PC2."""
+Hosts, addresses and the spec come from the same loader and inventory rig uses (RIG_CONFIG,
+RIG_ENV, RIG_LIMIT set by `rig verify`), so the same checks run on the lab and on MainPC/PC2,
+through the same user and sudo."""
 
 from __future__ import annotations
 
@@ -22,55 +23,58 @@ class Target:
     sudo: bool
 
 
-def load_targets(repo: Path, inventory_file: str):
-    """(fleet, [Target]) from an inventory file, the way `rig bootstrap` reads it."""
-    import sys
+def load_targets(environ=os.environ):
+    """(fleet, [Target]) for the spec and environment `rig verify` names."""
+    from .inventory import load_spec, targets
 
-    from pyinfra.api import Config, State
-    from pyinfra.context import ctx_config, ctx_state
-    from pyinfra_cli.inventory import make_inventory
-
-    if str(repo) not in sys.path:
-        sys.path.insert(0, str(repo))
-    state = State()
-    ctx_state.set(state)
-    ctx_config.set(Config())
-    inventory = make_inventory(str(repo / inventory_file), cwd=str(repo),
-                               group_data_directories=[str(repo / "group_data")])
-    targets, fleet = [], None
-    for host in inventory:
-        data = host.data
-        fleet = data.rig_fleet
-        targets.append(Target(
-            name=data.get("rig_host") or host.name,
-            hostname=data.get("ssh_hostname") or host.name,
-            user=data.get("ssh_user") or "root",
-            port=int(data.get("ssh_port") or 22),
-            key=data.get("ssh_key"),
-            known_hosts=data.get("ssh_known_hosts_file"),
+    config = Path(environ.get("RIG_CONFIG", "fleet.yml"))
+    env = environ.get("RIG_ENV", "lab")
+    limit = [h for h in environ.get("RIG_LIMIT", "").split(",") if h]
+    fleet = load_spec(config, env)
+    result = []
+    for t in targets(fleet, env, environ):
+        if limit and t.name not in limit:
+            continue
+        data = t.data
+        result.append(Target(
+            name=t.name, hostname=data.get("ssh_hostname") or t.name,
+            user=data.get("ssh_user") or "root", port=int(data.get("ssh_port") or 22),
+            key=data.get("ssh_key"), known_hosts=data.get("ssh_known_hosts_file"),
             sudo=bool(data.get("_sudo")),
         ))
-    return fleet, targets
+    return fleet, result
 
 
-def ssh_config(targets: list[Target]) -> str:
+def _value(value: str) -> str:
+    """An ssh_config value: one line, no spaces or quotes that could add a directive."""
+    if any(c in value for c in "\r\n\t \"'#") or not value:
+        raise ValueError(f"ssh_config value {value!r}: must be one word")
+    return value
+
+
+def ssh_config(targets: list[Target], control_dir: str) -> str:
     """An ssh_config for testinfra's ssh backend: one Host block per target, strict host keys,
-    one multiplexed connection per host."""
+    one multiplexed connection per host, its socket in a private folder."""
     blocks = []
     for t in targets:
-        lines = [f"Host {t.name}", f"  HostName {t.hostname}", f"  User {t.user}",
-                 f"  Port {t.port}", "  StrictHostKeyChecking yes", "  BatchMode yes",
-                 "  ControlMaster auto", "  ControlPath /tmp/rig-verify-%C", "  ControlPersist 60"]
+        lines = [f"Host {_value(t.name)}", f"  HostName {_value(t.hostname)}",
+                 f"  User {_value(t.user)}", f"  Port {int(t.port)}",
+                 "  StrictHostKeyChecking yes", "  BatchMode yes",
+                 "  ControlMaster auto", f"  ControlPath {_value(control_dir)}/%C",
+                 "  ControlPersist 60"]
         if t.key:
-            lines += [f"  IdentityFile {t.key}", "  IdentitiesOnly yes"]
+            lines += [f"  IdentityFile {_value(t.key)}", "  IdentitiesOnly yes"]
         if t.known_hosts:
-            lines.append(f"  UserKnownHostsFile {t.known_hosts}")
+            lines.append(f"  UserKnownHostsFile {_value(t.known_hosts)}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
 
 def write_ssh_config(targets: list[Target]) -> str:
-    handle, path = tempfile.mkstemp(prefix="rig-verify-", suffix=".ssh_config")
-    with os.fdopen(handle, "w") as f:
-        f.write(ssh_config(targets))
+    """The config in a private (0700) folder that also holds the control sockets; a short path
+    (sockets are limited to ~108 bytes)."""
+    folder = tempfile.mkdtemp(prefix="rig-v-", dir="/tmp")
+    path = os.path.join(folder, "ssh_config")
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(ssh_config(targets, folder))
     return path

@@ -5,70 +5,13 @@ otherwise it says why nothing was done with host.noop()."""
 
 from __future__ import annotations
 
-import functools
-
 from pyinfra import host
 from pyinfra.api import FunctionCommand, deploy, operation
 
 from rig.commands import host as cmd
-from rig.config import Fleet
 
-from .facts import HostState
-from .util import fleet_of, run_with_stdin
-
-
-def certs_path(fleet: Fleet) -> str | None:
-    """Where the registry CA goes on a host, when the registry needs one."""
-    if not fleet.registry.ca_file:
-        return None
-    return f"/etc/docker/certs.d/{fleet.registry.host}/ca.crt"
-
-
-def watched_files(fleet: Fleet) -> list[str]:
-    from .profile import PROFILE_FILES
-
-    files = ["/etc/docker/daemon.json", *PROFILE_FILES]
-    if certs_path(fleet):
-        files.append(certs_path(fleet))
-    return files
-
-
-# HostState is read once per host and reused until an operation on that host changes
-# something: pyinfra 3 re-runs a fact's command on every call, and this one command (dpkg,
-# systemctl, buildx, hashes) was most of a no-change converge's time (make bench). The cache
-# lives on pyinfra's State, so it ends with the run.
-def _cache() -> dict:
-    state = host.state
-    if not hasattr(state, "rig_host_state"):
-        state.rig_host_state = {}
-    return state.rig_host_state
-
-
-def state_of(fleet: Fleet):
-    cache = _cache()
-    if host.name not in cache:
-        users = [fleet.bootstrap.deploy_user] if fleet.bootstrap.deploy_user else []
-        cache[host.name] = host.get_fact(HostState, paths=watched_files(fleet),
-                                         registry=fleet.registry.host, users=users)
-    return cache[host.name]
-
-
-def forget_state() -> None:
-    _cache().pop(host.name, None)
-
-
-def changes_host(op):
-    """For operation bodies: before the first command runs, forget the cached HostState, so
-    the operations after it read the host as this one leaves it."""
-    @functools.wraps(op)
-    def body(*args, **kwargs):
-        first = True
-        for command in op(*args, **kwargs):
-            if first:
-                forget_state()
-                first = False
-            yield command
-    return body
+from .state import certs_path, changes_host, state_of
+from .util import fleet_of, host_shell
 
 
 @operation()
@@ -164,8 +107,17 @@ def registry_login(registry: str, username: str, token: str):
     if facts.login_hash == cmd.registry_auth_hash(username, token):
         host.noop(f"logged in to {registry} as {username}")
         return
-    yield FunctionCommand(run_with_stdin, [cmd.login_command(registry, username), token,
-                                           f"docker login {registry}"], {})
+    yield FunctionCommand(_login, [cmd.login_command(registry, username), token, registry], {})
+
+
+def _login(state, host, command: str, token: str, registry: str) -> bool:
+    """docker login with the token on stdin (pyinfra's `_stdin`): never in argv or output."""
+    result = host_shell(host, command, stdin=token, timeout=60)
+    if not result.ok:
+        from pyinfra import logger
+
+        logger.error(f"{host.print_prefix}docker login {registry} failed: {result.stderr[-1:]}")
+    return result.ok
 
 
 @operation()

@@ -10,8 +10,8 @@ from pyinfra.api import deploy, operation
 
 from rig.commands import host as cmd
 
-from .docker import changes_host, state_of
 from .facts import Gpu, NvidiaGpus
+from .state import changes_host, state_of
 from .util import fleet_of, host_name
 
 

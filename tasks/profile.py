@@ -9,10 +9,8 @@ from pyinfra.api import deploy, operation
 
 from rig.commands import host as cmd
 
-from .docker import changes_host
+from .state import changes_host, state_of
 from .util import fleet_of, host_name
-
-PROFILE_FILES = [cmd.PROFILE_JSON, cmd.PROFILE_ENV, cmd.PROFILE_HASH]
 
 
 def profile_files(profile) -> dict[str, str]:
@@ -32,8 +30,6 @@ def machine_profile(files: dict):
 
     + files: path -> content
     """
-    from .docker import state_of
-
     facts = state_of(fleet_of(host))
     stale = [p for p, content in files.items() if facts.file_hashes.get(p) != cmd.sha256(content)]
     if not stale:

@@ -13,10 +13,10 @@ from pyinfra import host
 from pyinfra.api import FactBase, FunctionCommand, deploy, operation
 
 from rig.commands import container as cmd
-from rig.commands.host import PROFILE_HASH, write_file
+from rig.commands.base import write_file
 from rig.rollout.gate import GateJudge, Verdict, parse_probe
 
-from .util import fleet_of, stream
+from .util import fleet_of, host_shell
 
 
 @dataclass
@@ -80,13 +80,7 @@ class RolloutState(FactBase):
     """Engine state, profile hash, rig's containers, state.json and the lock: one round trip."""
 
     def command(self) -> str:
-        return "; ".join([
-            "echo '--- docker'", "systemctl is-active docker 2>/dev/null || true",
-            "echo '--- profile'", f"cat {PROFILE_HASH} 2>/dev/null || true",
-            "echo '--- containers'", f"{cmd.containers_command()} 2>/dev/null || true",
-            "echo '--- state'", f"cat {cmd.STATE_FILE} 2>/dev/null || true",
-            "echo '--- lock'", f"cat {cmd.LOCK_FILE} 2>/dev/null || true",
-        ])
+        return cmd.rollout_state_command()
 
     def process(self, output) -> RolloutFacts:
         return parse_rollout_facts(list(output))
@@ -123,52 +117,33 @@ def health_gate(service: str, results: dict, allow_missing: bool = False):
 
 
 def _gate(state, host, service: str, results: dict, allow_missing: bool) -> bool:
+    """Probe the service, one round trip per probe, until the judge decides."""
     fleet = fleet_of(host)
     spec = fleet.services[service]
     judge = GateJudge(spec.health, fleet.rollout.min_healthy)
-    started = time.time()  # host and control clocks differ: the first probe sets the origin
-    verdict: list[Verdict] = []
-    origin: list[float] = []
-
-    class Done(Exception):
-        pass
-
-    clock = time.monotonic()
-
-    def on_line(line: str) -> None:
-        probe = parse_probe(line, 0.0)
+    probe_cmd = cmd.probe_once(service, spec.port, spec.health.path, spec.health.timeout)
+    started, origin, fast = time.monotonic(), None, 0
+    result = None
+    while result is None:
+        answer = host_shell(host, probe_cmd, timeout=spec.health.timeout + 10)
+        probe = parse_probe(answer.stdout.strip(), 0.0) if answer.ok else None
         if probe is None:
-            if time.monotonic() - clock > judge.deadline:
-                verdict.append(Verdict(False, f"no usable probe within {judge.deadline:.0f} s",
-                                       line[:200]))
-                raise Done
-            return
-        if not origin:
-            origin.append(probe.t)
-        probe.t -= origin[0]
+            what = " ".join(answer.stderr[-2:]) or answer.stdout.strip()[:200] or "no output"
+            result = Verdict(False, f"probe failed on the host: {what}")
+            break
+        origin = probe.t if origin is None else origin  # host and control clocks differ
+        probe.t -= origin
         if probe.state == "missing" and allow_missing:
-            verdict.append(Verdict(True, "no container (none ran before)"))
-            raise Done
-        decided = judge.feed(probe)
-        if decided is not None:
-            verdict.append(decided)
-            raise Done
-
-    command = cmd.probe_loop(service, spec.port, spec.health.path, spec.health.interval,
-                             spec.health.timeout)
-    try:
-        code, last = stream(host, command, on_line, timeout=judge.deadline + 10)
-        verdict.append(Verdict(False, f"probe loop ended (exit {code}): {' '.join(last[-2:])}"))
-    except Done:
-        pass
-    except OSError as e:  # socket.timeout included: the host stopped sending probes
-        verdict.append(Verdict(False, f"probe connection lost: {e or 'timed out'}"))
-    result = verdict[0]
-    result.elapsed = round(time.time() - started, 2)
+            result = Verdict(True, "no container (none ran before)")
+            break
+        result = judge.feed(probe)
+        if result is None:
+            fast += 1
+            quick = probe.code // 100 != 2 and fast < cmd.FAST_PROBES
+            time.sleep(min(cmd.FAST_POLL, spec.health.interval) if quick else spec.health.interval)
+    result.elapsed = round(time.monotonic() - started, 2)
     if not result.passed:
-        logs: list[str] = []
-        stream(host, cmd.logs_command(service), logs.append)
-        result.logs = logs
+        result.logs = host_shell(host, cmd.logs_command(service), timeout=30).stdout.splitlines()
     results[(host.name, service)] = result
     return result.passed
 
@@ -211,7 +186,7 @@ def previous_removed(services: list[str]):
     if not kept:
         host.noop("no previous containers kept")
         return
-    yield f"docker rm -f {' '.join(kept)}"
+    yield cmd.remove_containers(kept)
 
 
 @operation(is_idempotent=False)

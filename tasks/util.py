@@ -1,18 +1,24 @@
-"""Helpers for tasks: the fleet a host carries, and running a command with data on stdin."""
+"""Helpers for tasks: the fleet a host carries, and one-off commands on a connected host.
+
+Every command goes through pyinfra's `host.run_shell_command`, with the host's sudo setting
+and a deadline: nothing here opens its own channel."""
 
 from __future__ import annotations
 
-import shlex
+from dataclasses import dataclass
 
-from pyinfra import logger
+from pyinfra.context import ctx_host, ctx_state
 
+from rig.commands.base import Cmd, render
 from rig.config import Fleet
+
+DEFAULT_TIMEOUT = 120  # seconds any one remote command may take unless the caller says
 
 
 def fleet_of(host) -> Fleet:
     fleet = host.data.get("rig_fleet")
     if fleet is None:
-        raise RuntimeError(f"{host.name}: host.data.rig_fleet missing (group_data/all.py loads it)")
+        raise RuntimeError(f"{host.name}: host.data.rig_fleet missing (the inventory sets it)")
     return fleet
 
 
@@ -20,70 +26,34 @@ def host_name(host) -> str:
     return host.data.get("rig_host") or host.name
 
 
-def run_on(host, command: str) -> tuple[bool, str, list[str]]:
-    """Run one command on a connected inventory host, outside any operation:
-    (ok, stdout, stderr lines)."""
-    from pyinfra.context import ctx_host, ctx_state
+@dataclass
+class Shell:
+    """What one command printed: ok (exit 0), stdout, stderr lines."""
 
-    with ctx_state.use(host.state), ctx_host.use(host):
-        ok, output = host.run_shell_command(command)
-    return ok, output.stdout, output.stderr_lines
+    ok: bool
+    stdout: str
+    stderr: list[str]
 
 
-def _channel(host, command: str):
-    """A paramiko channel on the host's pyinfra SSH connection, or None without one."""
-    client = getattr(host.connector, "client", None)
-    transport = client.get_transport() if client is not None else None
-    if transport is None:
-        return None
+def connection_args(host, timeout: float | None = None) -> dict:
+    """The connector arguments a one-off command takes from the host: sudo as the inventory
+    says, and a deadline (pyinfra's `_timeout`, raised as TimeoutError)."""
+    args: dict = {"_timeout": int(timeout) if timeout else DEFAULT_TIMEOUT}
     if host.data.get("_sudo"):
-        command = f"sudo -H -n sh -c {shlex.quote(command)}"
-    channel = transport.open_session()
-    return channel, command
+        args["_sudo"] = True
+    return args
 
 
-def stream(host, command: str, on_line, keep: int = 40,
-           timeout: float | None = None) -> tuple[int, list[str]]:
-    """Run a long command (a build, a push) over the host's SSH connection, calling on_line for
-    each output line (stdout and stderr merged) as it comes. Returns (exit code, last lines).
-    With a timeout, a host that goes quiet that long ends it (socket.timeout is raised)."""
-    opened = _channel(host, command)
-    if opened is None:
-        return 255, [f"{host.name}: needs an SSH connection"]
-    channel, command = opened
-    channel.set_combine_stderr(True)
-    if timeout:
-        channel.settimeout(timeout)
-    last: list[str] = []
-    try:
-        channel.exec_command(command)
-        for raw in channel.makefile("rb"):
-            line = raw.decode(errors="replace").rstrip("\n")
-            last = (last + [line])[-keep:]
-            on_line(line)
-        code = channel.recv_exit_status()
-    finally:
-        channel.close()
-    return code, last
-
-
-def run_with_stdin(state, host, command: str, data: str, what: str) -> bool:
-    """A FunctionCommand body: run `command` over the host's SSH connection and write `data`
-    to its stdin. For secrets: they never appear in argv, in a file, or in pyinfra's output."""
-    opened = _channel(host, command)
-    if opened is None:
-        logger.error(f"{host.print_prefix}{what}: needs an SSH connection")
-        return False
-    channel, command = opened
-    try:
-        channel.exec_command(command)
-        channel.sendall(data.encode())
-        channel.shutdown_write()
-        code = channel.recv_exit_status()
-        errors = channel.makefile_stderr("rb").read().decode(errors="replace").strip()
-    finally:
-        channel.close()
-    if code != 0:
-        logger.error(f"{host.print_prefix}{what} failed (exit {code}): {errors.splitlines()[-1:]}")
-        return False
-    return True
+def host_shell(host, command: Cmd | str | list, stdin: str | None = None,
+               timeout: float | None = None) -> Shell:
+    """One command on a connected pyinfra host, outside any operation or inside a
+    FunctionCommand. Secrets go on stdin: never in argv, never in pyinfra's output."""
+    args = connection_args(host, timeout)
+    if stdin is not None:
+        args["_stdin"] = stdin
+    with ctx_state.use(host.state), ctx_host.use(host):
+        try:
+            ok, output = host.run_shell_command(render(command), **args)
+        except TimeoutError:
+            return Shell(False, "", [f"no answer within {args['_timeout']} s"])
+    return Shell(ok, output.stdout, output.stderr_lines)

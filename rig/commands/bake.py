@@ -10,6 +10,7 @@ import shlex
 
 from ..config import Fleet
 from ..images import Image, source_tag
+from .base import Cmd, all_of, any_of, fail, pipe, sh
 
 BAKE_FILE = "docker-bake.json"
 OCI = "org.opencontainers.image"
@@ -98,6 +99,32 @@ def push_command(refs: list[str]) -> str:
 
 def builder_driver_command() -> str:
     return "docker buildx inspect 2>/dev/null | sed -n 's/^Driver: *//p' | head -n 1"
+
+
+BUILD_ROOT = "/var/lib/rig/build"
+
+
+def build_dir_create() -> Cmd:
+    """A fresh private build folder: mktemp -d under a root-owned 0700 folder (as root on the
+    build host, through sudo), so no other user can plant a symlink or swap a file in it.
+    Prints the folder's path."""
+    return all_of(
+        any_of(Cmd(f"[ ! -L {BUILD_ROOT} ]"), fail(f"{BUILD_ROOT} is a symlink: refusing it")),
+        sh("install", "-d", "-m", "0700", "-o", "root", "-g", "root", BUILD_ROOT),
+        sh("mktemp", "-d", f"{BUILD_ROOT}/XXXXXXXX"),
+    )
+
+
+def unpack_context(workdir: str) -> Cmd:
+    """The build context arrives as base64 of a tar.gz on stdin (no upload through /tmp)."""
+    return all_of(sh("mkdir", f"{workdir}/ctx"),
+                  pipe(sh("base64", "-d"), sh("tar", "-xz", "-C", f"{workdir}/ctx")))
+
+
+def build_dir_remove(workdir: str) -> Cmd:
+    if not workdir.startswith(BUILD_ROOT + "/") or ".." in workdir:
+        raise ValueError(f"not a build folder: {workdir!r}")
+    return sh("rm", "-rf", "--", workdir)
 
 
 def cache_mode(requested: str, driver: str) -> tuple[str, str]:

@@ -5,13 +5,13 @@ kept, stopped, as rig-<service>-prev; it goes when the rollout has finished."""
 
 from __future__ import annotations
 
-import base64
 import json
 import shlex
 from dataclasses import dataclass
 
 from ..config import Fleet
-from .host import PROFILE_ENV, PROFILE_JSON
+from .base import Cmd, all_of, capture, decode_to, no_stderr, ok, pipe, quiet, seq, sh, subshell
+from .host import PROFILE_ENV, PROFILE_HASH, PROFILE_JSON
 
 STATE_DIR = "/var/lib/rig"
 LEDGER = f"{STATE_DIR}/ledger.jsonl"
@@ -63,89 +63,113 @@ def run_argv(fleet: Fleet, host: str, release: Release) -> list[str]:
 
 
 def replace_commands(fleet: Fleet, host: str, release: Release, has_current: bool,
-                     has_previous: bool) -> list[str]:
+                     has_previous: bool) -> list[Cmd]:
     """Pull by digest, keep the running container as -prev (stopped), start the new one."""
     name, prev = current(release.service), previous(release.service)
-    commands = [f"docker pull -q {shlex.quote(release.pinned)}"]
+    commands = [sh("docker", "pull", "-q", release.pinned)]
     if has_previous:
-        commands.append(f"docker rm -f {prev}")
+        commands.append(sh("docker", "rm", "-f", prev))
     if has_current:
-        commands.append(f"docker stop -t {int(fleet.rollout.stop_timeout)} {name} && "
-                        f"docker rename {name} {prev}")
-    commands.append(" ".join(shlex.quote(a) for a in run_argv(fleet, host, release)))
+        commands.append(all_of(sh("docker", "stop", "-t", int(fleet.rollout.stop_timeout), name),
+                               sh("docker", "rename", name, prev)))
+    commands.append(sh(*run_argv(fleet, host, release)))
     return commands
 
 
-def restore_commands(service: str, has_previous: bool) -> list[str]:
+def restore_commands(service: str, has_previous: bool) -> list[Cmd]:
     """Back to the kept container: the failed one goes, the previous one starts again. With
     nothing kept (the first rollout of this service) the host goes back to running nothing."""
     name, prev = current(service), previous(service)
-    commands = [f"docker rm -f {name} >/dev/null 2>&1 || true"]
+    commands = [ok(quiet(sh("docker", "rm", "-f", name)))]
     if has_previous:
-        commands.append(f"docker rename {prev} {name} && docker start {name}")
+        commands.append(all_of(sh("docker", "rename", prev, name), sh("docker", "start", name)))
     return commands
+
+
+def remove_containers(names: list[str]) -> Cmd:
+    return sh("docker", "rm", "-f", *names)
 
 
 FAST_POLL = 0.1    # seconds between probes until the first 2xx answer ...
 FAST_PROBES = 30   # ... for at most this many probes (3 s), then the spec's interval
 
 
-def probe_loop(service: str, port: int, path: str, interval: float, timeout: float) -> str:
-    """The host-side half of the health gate: the container's state and one GET of the health
-    endpoint per probe (every FAST_POLL until the first 2xx, so a service that comes up is seen
-    within 0.1 s; then every interval), as
-    `probe <epoch> <state>:<exit code>:<restarts> <http code> <base64 body>`.
-    It runs until rig closes the connection (rig decides; see rollout/gate.py)."""
+def probe_once(service: str, port: int, path: str, timeout: float) -> Cmd:
+    """The host-side half of one health probe: the container's state and one GET of the health
+    endpoint, as one line `probe <epoch> <state>:<exit code>:<restarts> <http code> <base64 body>`.
+    rig runs it once per probe and judges the answers (rollout/gate.py)."""
     url = f"http://127.0.0.1:{port}{path}"
-    inspect = (f"docker inspect -f '{{{{.State.Status}}}}:{{{{.State.ExitCode}}}}:{{{{.RestartCount}}}}' "
-               f"{current(service)} 2>/dev/null | head -n 1")
-    return (
-        f"f=$(mktemp) && trap 'rm -f $f' EXIT && i=0 && w={min(FAST_POLL, interval):g} && while :; do "
-        f"s=$({inspect}); [ -n \"$s\" ] || s=missing:0:0; "
-        f"c=$(curl -s -o $f -m {timeout:g} -w '%{{http_code}}' {shlex.quote(url)} || true); "
-        # rig closes the connection once it has decided: the next echo fails and the loop ends
-        f"echo \"probe $(date +%s.%N) $s $c $(head -c 4096 $f | base64 -w0)\" || exit 0; "
-        f"i=$((i+1)); case $c in 2??) w={interval:g};; esac; "
-        f"[ $i -ge {FAST_PROBES} ] && w={interval:g}; sleep $w; done"
+    state = pipe(no_stderr(sh("docker", "inspect", "-f",
+                              "{{.State.Status}}:{{.State.ExitCode}}:{{.RestartCount}}",
+                              current(service))),
+                 sh("head", "-n", "1"))
+    fetch = ok(sh("curl", "-s", "-o", Cmd('"$f"'), "-m", f"{timeout:g}", "-w", "%{http_code}", url))
+    return seq(
+        Cmd("s=$(" + state.line + ")"), Cmd('[ -n "$s" ] || s=missing:0:0'),
+        Cmd("f=$(mktemp)"), Cmd("c=$(" + fetch.line + ")"),
+        Cmd('echo "probe $(date +%s.%N) $s $c $(head -c 4096 "$f" | base64 -w0)"'),
+        Cmd('rm -f "$f"'),
     )
 
 
-def logs_command(service: str, lines: int = 12) -> str:
-    return f"docker logs --tail {lines} {current(service)} 2>&1"
+def logs_command(service: str, lines: int = 12) -> Cmd:
+    return Cmd(f"{sh('docker', 'logs', '--tail', lines, current(service)).line} 2>&1")
 
 
-def containers_command() -> str:
+def containers_command() -> Cmd:
     """One line per rig container: name, state, and the labels rig set."""
-    fields = "\\t".join(["{{.Names}}", "{{.State}}", '{{.Label "rig.service"}}',
+    fields = "\t".join(["{{.Names}}", "{{.State}}", '{{.Label "rig.service"}}',
                          '{{.Label "rig.tag"}}', '{{.Label "rig.digest"}}',
                          '{{.Label "rig.profile-hash"}}'])
-    return f"docker ps -a --filter label=rig.service --format '{fields}'"
+    return sh("docker", "ps", "-a", "--filter", "label=rig.service", "--format", fields)
 
 
-def lock_take(holder: dict) -> str:
+def rollout_state_command() -> Cmd:
+    """The RolloutState fact: engine, profile hash, rig's containers, state.json, lock."""
+    def section(title: str, body: Cmd) -> Cmd:
+        return seq(sh("echo", f"--- {title}"), ok(no_stderr(body)))
+    return seq(section("docker", sh("systemctl", "is-active", "docker")),
+               section("profile", sh("cat", PROFILE_HASH)),
+               section("containers", containers_command()),
+               section("state", sh("cat", STATE_FILE)),
+               section("lock", sh("cat", LOCK_FILE)))
+
+
+def lock_take(holder: dict) -> Cmd:
     """Create the lock only if absent (noclobber); print TAKEN, or HELD and the holder."""
-    content = base64.b64encode(json.dumps(holder, sort_keys=True).encode()).decode()
-    return (f"install -d -m 0755 {STATE_DIR} && "
-            f"if ( set -C; printf %s {content} | base64 -d > {LOCK_FILE} ) 2>/dev/null; "
-            f"then echo TAKEN; else echo HELD; cat {LOCK_FILE}; fi")
+    content = json.dumps(holder, sort_keys=True).encode()
+    create = subshell(seq(Cmd("set -C"), decode_to(content, LOCK_FILE)))
+    return all_of(
+        sh("install", "-d", "-m", "0755", STATE_DIR),
+        Cmd(f"if {create.line} 2>/dev/null; then echo TAKEN; "
+            f"else echo HELD; {sh('cat', LOCK_FILE).line}; fi", compound=True),
+    )
 
 
-def lock_release(holder_id: str) -> str:
-    """Remove the lock only if it is ours."""
-    return (f"grep -q {shlex.quote(holder_id)} {LOCK_FILE} 2>/dev/null && rm -f {LOCK_FILE} || true")
+def lock_break() -> Cmd:
+    return sh("rm", "-f", LOCK_FILE)
 
 
-def append_ledger(entries: list[dict]) -> str:
+def lock_release(holder_id: str) -> Cmd:
+    """Remove the lock only if it is ours: the whole `"id": "<id>"` member lock_take wrote,
+    compared as a fixed string (json.dumps escapes the same way both times, so an operator
+    named `Zoë` or `ops [ci]` releases exactly their own lock)."""
+    member = json.dumps({"id": holder_id})[1:-1]  # "id": "<id>" exactly as json.dumps wrote it
+    return ok(all_of(sh("grep", "-qF", "--", member, LOCK_FILE), sh("rm", "-f", LOCK_FILE)))
+
+
+def append_ledger(entries: list[dict]) -> Cmd:
     lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)
-    encoded = base64.b64encode(lines.encode()).decode()
-    return f"install -d -m 0755 {STATE_DIR} && printf %s {encoded} | base64 -d >> {LEDGER}"
+    return all_of(sh("install", "-d", "-m", "0755", STATE_DIR),
+                  decode_to(lines.encode(), LEDGER, append=True))
 
 
-def status_probe(fleet: Fleet, services: list[str]) -> str:
+def status_probe(fleet: Fleet, services: list[str]) -> Cmd:
     """One GET of each service's health endpoint: `<service> <body>` lines."""
     parts = []
     for service in services:
         spec = fleet.services[service]
-        url = shlex.quote(f"http://127.0.0.1:{spec.port}{spec.health.path}")
-        parts.append(f"echo \"{service} $(curl -s -m 2 {url} | head -c 2048 | tr -d '\\n')\"")
-    return "; ".join(parts)
+        url = f"http://127.0.0.1:{spec.port}{spec.health.path}"
+        body = pipe(sh("curl", "-s", "-m", "2", url), sh("head", "-c", "2048"), sh("tr", "-d", "\n"))
+        parts.append(sh("echo", Cmd(shlex.quote(service) + " " + capture(body).line)))
+    return seq(*parts)

@@ -9,6 +9,7 @@ import shlex
 
 from ..config import Fleet
 from ..config.bootstrap import DaemonSpec
+from .base import fail, write_file  # noqa: F401  (re-exported: tasks use them from here)
 
 DOCKER_KEY_FINGERPRINT = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
 DOCKER_KEYRING = "/etc/apt/keyrings/docker.asc"
@@ -145,19 +146,3 @@ def profile_env(env: dict[str, str], profile_hash: str) -> str:
     lines = [f"{key}={value}" for key, value in sorted(env.items())]
     lines.append(f"RIG_PROFILE_HASH={profile_hash}")
     return "\n".join(lines) + "\n"
-
-
-def write_file(path: str, content: str, mode: str = "0644") -> str:
-    """Write content atomically in one round trip (no SFTP session): base64 inline, temp file,
-    chmod, rename. Only for non-secret content: the command line may be logged at -vv."""
-    encoded = base64.b64encode(content.encode()).decode()
-    folder = path.rsplit("/", 1)[0] or "/"
-    temp = f"{path}.rig-tmp"
-    return (f"install -d -m 0755 {shlex.quote(folder)} && printf %s {encoded} | base64 -d "
-            f"> {shlex.quote(temp)} && chmod {mode} {shlex.quote(temp)} && "
-            f"mv {shlex.quote(temp)} {shlex.quote(path)}")
-
-
-def fail(message: str) -> str:
-    """A command that stops this host with `message` on stderr (pyinfra reports the host failed)."""
-    return f"echo {shlex.quote('rig: ' + message)} >&2; exit 1"

@@ -12,7 +12,7 @@ from docker.errors import NotFound
 from ..errors import RigError
 from ..proc import run
 from .engine import Engine
-from .layout import LABEL, container_name, host_run_argv, volume_name
+from .layout import LABEL, OPERATOR, container_name, host_run_argv, volume_name
 
 
 def _put_file(container, folder: str, name: str, data: bytes, mode: int) -> None:
@@ -49,8 +49,7 @@ def ensure_host(engine: Engine, host: str, address: str, public_key: bytes) -> t
         container = client.containers.get(name)
         action = "created"
     _wait_booted(container)
-    _put_file(container, "/root", ".ssh/authorized_keys", public_key, 0o600)
-    _exec(container, "chmod 700 /root/.ssh && chown -R root:root /root/.ssh")
+    _make_operator(container, public_key)
     known: list[str] = []
     deadline = time.monotonic() + 20
     while not known:  # seen once on a loaded machine: no key read back; never write a host out
@@ -62,6 +61,25 @@ def ensure_host(engine: Engine, host: str, address: str, public_key: bytes) -> t
         if not known:
             time.sleep(0.5)
     return action, known
+
+
+OPERATOR_SETUP = " && ".join([
+    # the account rig logs in as, like MainPC's and PC2's: passwordless sudo, no root login
+    "id -u ops >/dev/null 2>&1 || useradd -m -s /bin/bash ops",
+    "install -d -m 0700 -o ops -g ops /home/ops/.ssh",
+    "echo 'ops ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/ops",
+    "chmod 0440 /etc/sudoers.d/ops",
+    "rm -f /root/.ssh/authorized_keys",
+    "echo 'PermitRootLogin no' > /etc/ssh/sshd_config.d/rig-lab.conf",
+    "systemctl reload ssh",
+])
+assert OPERATOR == "ops"  # the lines above name it
+
+
+def _make_operator(container, public_key: bytes) -> None:
+    _exec(container, OPERATOR_SETUP)
+    _put_file(container, "/home/ops/.ssh", "authorized_keys", public_key, 0o600)
+    _exec(container, "chown ops:ops /home/ops/.ssh/authorized_keys")
 
 
 def _wait_booted(container, timeout: float = 90) -> None:

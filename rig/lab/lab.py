@@ -22,6 +22,7 @@ from .layout import (
     HOST_IMAGE,
     LABEL,
     NETWORK,
+    OPERATOR,
     REGISTRY,
     REGISTRY_USER,
     SUBNET,
@@ -84,7 +85,7 @@ class Lab:
             known += lines
             state.hosts[host] = address
             state.save(self.paths)
-            say(f"host {host}", f"{action} {address} (ssh root@{address})")
+            say(f"host {host}", f"{action} {address} (ssh {OPERATOR}@{address}, sudo)")
         (self.paths.ssh_dir / "known_hosts").write_text("\n".join(known) + "\n")
         return state
 
@@ -189,7 +190,7 @@ class Lab:
         rows.append(("registry", registry_ok, f"https://{REGISTRY}"))
         for host, address in state.hosts.items():
             ok, detail = self._ssh_check(address)
-            rows.append((f"host {host}", ok, f"root@{address} {detail}"))
+            rows.append((f"host {host}", ok, f"{OPERATOR}@{address} {detail}"))
         return rows
 
     def _ssh_check(self, address: str) -> tuple[bool, str]:
@@ -197,7 +198,7 @@ class Lab:
         try:
             client.load_host_keys(str(self.paths.ssh_dir / "known_hosts"))
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
-            client.connect(address, username="root", key_filename=str(self.paths.ssh_dir / "id_ed25519"),
+            client.connect(address, username=OPERATOR, key_filename=str(self.paths.ssh_dir / "id_ed25519"),
                            timeout=5, allow_agent=False, look_for_keys=False)
             _, stdout, _ = client.exec_command("systemctl is-system-running", timeout=5)
             return True, f"ssh ok, systemd {stdout.read().decode().strip()}"

@@ -22,6 +22,7 @@ BASE_REPO = "rig/lab-base"
 BASE_TAG = SUITE
 BASE_IMAGE = f"{REGISTRY}/{BASE_REPO}:{BASE_TAG}"
 MAX_HOSTS = 20
+OPERATOR = "ops"  # lab hosts are reached as this user with sudo, never as root
 
 # debootstrap --include lists: what a lab host and the image base need (LAB-NOTES).
 HOST_PACKAGES = (

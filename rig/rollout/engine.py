@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -18,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from tasks.rollout import RolloutState, record, roll_back, roll_out
+
 from ..commands import container as cmd
 from ..config import Fleet
-from ..hosts import gather
 from ..images import image_for
 from ..ledger import entry, next_state, operator
 
@@ -50,25 +52,36 @@ class Outcome:
     gate_seconds: float = 0.0
 
 
-def resolve_releases(fleet: Fleet, hosts: list[str], services: list[str] | None, tag: str,
+def at_tag(tag: str):
+    """A target for resolve_releases: every service at `tag`, its digest from the registry."""
+    return lambda host, service: (tag, None)
+
+
+def resolve_releases(fleet: Fleet, hosts: list[str], services: list[str] | None, target,
                      registry) -> tuple[dict[str, list[cmd.Release]], list[str]]:
-    """host -> releases at tag, each image resolved to its digest in the registry."""
+    """host -> releases, each image resolved to its digest. `target(host, service)` says which
+    (tag, digest) to run: digest None means "look the tag up in the registry"; a None target
+    leaves the service out (rollback: nothing recorded to go back to)."""
     digests: dict[str, str | None] = {}
     releases: dict[str, list[cmd.Release]] = {}
     problems: list[str] = []
     for host in hosts:
         profile_hash = fleet.profile_of(host).content_hash()
         for service in fleet.services_on(host):
-            if services and service not in services:
+            wanted = target(host, service) if not services or service in services else None
+            if wanted is None:
                 continue
+            tag, digest = wanted
             image = image_for(fleet, service, host, tag)
-            if image.ref not in digests:
-                digests[image.ref] = registry.manifest_digest(image.path, image.tag)
-                if digests[image.ref] is None:
-                    problems.append(f"{image.ref}: not in the registry")
-            if digests[image.ref]:
+            if digest is None:
+                if image.ref not in digests:
+                    digests[image.ref] = registry.manifest_digest(image.path, image.tag)
+                    if digests[image.ref] is None:
+                        problems.append(f"{image.ref}: not in the registry")
+                digest = digests[image.ref]
+            if digest:
                 releases.setdefault(host, []).append(cmd.Release(
-                    service, image.tag, image.repository, digests[image.ref], profile_hash))
+                    service, image.tag, image.repository, digest, profile_hash))
     return releases, problems
 
 
@@ -114,50 +127,46 @@ class Rollout:
 
     # -- hosts ----------------------------------------------------------------------------------
     def facts(self) -> dict:
-        from tasks.rollout import RolloutState
-
-        self.last_facts = gather(self.session, lambda host: host.get_fact(RolloutState))
+        self.last_facts = self.session.facts(RolloutState)
         return self.last_facts
-
-    def _run(self, host, command: str) -> tuple[bool, str]:
-        from tasks.util import run_on
-
-        ok, stdout, _ = run_on(host, command)
-        return ok, stdout
 
     def take_locks(self, break_lock: bool) -> list[str]:
         problems = []
-        for host in self.session.hosts:
+        for host in self.session.names():
             if break_lock:
-                self._run(host, f"rm -f {cmd.LOCK_FILE}")
-            ok, out = self._run(host, cmd.lock_take(self.lock))
-            if ok and out.startswith("TAKEN"):
+                self.session.shell(host, cmd.lock_break())
+            result = self.session.shell(host, cmd.lock_take(self.lock))
+            if result.ok and result.stdout.startswith("TAKEN"):
                 self.locked.append(host)
+                continue
+            try:
+                holder = json.loads(result.stdout.split("\n", 1)[1]) if "\n" in result.stdout else {}
+            except ValueError:
+                holder = {}
+            if not result.ok:
+                problems.append(f"{host}: could not take the lock: {' '.join(result.stderr[-2:])}")
             else:
-                import json
-                try:
-                    holder = json.loads(out.split("\n", 1)[1]) if "\n" in out else {}
-                except ValueError:
-                    holder = {}
                 stale_after = self.fleet.rollout.lock_stale_after
-                problems.append(f"{host.name}: {describe_lock(holder, stale_after, time.time())}")
+                problems.append(f"{host}: {describe_lock(holder, stale_after, time.time())}")
         if problems:
             self.release_locks()
         return problems
 
-    def release_locks(self) -> None:
+    def release_locks(self) -> list[str]:
+        """Release every lock taken; returns the hosts where that failed."""
+        failed = []
         for host in self.locked:
-            self._run(host, cmd.lock_release(self.lock["id"]))
+            if not self.session.shell(host, cmd.lock_release(self.lock["id"])).ok:
+                failed.append(host)
         self.locked = []
+        return failed
 
     # -- waves ----------------------------------------------------------------------------------
     def run(self, waves: list[list[str]], changes: dict[str, list[Change]],
             facts: dict | None = None) -> Outcome:
         """facts: what pre-flight read (nothing has changed since: the hosts are locked)."""
-        from tasks.rollout import record, roll_back, roll_out
-
         facts = facts or self.facts()
-        states = {h.name: facts[h.name].state for h in self.session.hosts}
+        states = {h: facts[h].state for h in self.session.names()}
         deferred: dict = {}  # the last wave's ledger lines go with the final clean-up
         touched: list[str] = []
         outcome = Outcome(ok=True)
@@ -179,7 +188,8 @@ class Rollout:
                          f"{sum(len(r) for r in pending.values())} service(s) to start")
                 gates: dict = {}
                 self._last_gates = gates
-                results = self.session.run(roll_out, releases=pending, results=gates)
+                results = self.session.run(roll_out, hosts=list(pending), releases=pending,
+                                           results=gates)
                 outcome.gate_seconds += sum(v.elapsed for v in gates.values())
                 failed = sorted(h for h, r in results.items() if h in pending and not r.ok)
                 now = _now()
@@ -198,7 +208,7 @@ class Rollout:
                     continue
                 outcome.ok = False
                 outcome.lines += self._failure_lines(number, kind, failed, gates, pending)
-                self._revert(number, pending, touched, changes, states, outcome, roll_back)
+                self._revert(number, pending, touched, changes, states, outcome)
                 later = [h for w in waves[number:] for h in w]
                 if later:
                     outcome.lines.append(f"later waves not touched: {', '.join(later)}")
@@ -208,7 +218,8 @@ class Rollout:
             for host, host_entries in deferred.items():
                 states[host] = next_state(states.get(host, {}), host_entries)
             if finished or deferred:
-                self.session.run(record, entries=deferred, states=states, finished=finished)
+                self.session.run(record, hosts=sorted(set(finished) | set(deferred)),
+                                 entries=deferred, states=states, finished=finished)
         finally:
             signal.signal(signal.SIGINT, previous_handler)
         return outcome
@@ -219,11 +230,11 @@ class Rollout:
         self.stop.set()
 
     def _record(self, entries: dict, states: dict) -> None:
-        from tasks.rollout import record
-
         for host, host_entries in entries.items():
             states[host] = next_state(states.get(host, {}), host_entries)
-        self.session.run(record, entries=entries, states=states, finished={})
+        if entries:
+            self.session.run(record, hosts=list(entries), entries=entries, states=states,
+                             finished={})
 
     def _failure_lines(self, number, kind, failed, gates, pending) -> list[str]:
         lines = [f"wave {number} ({kind}) failed on {', '.join(failed)}"]
@@ -240,7 +251,7 @@ class Rollout:
                 lines += [f"    | {line}" for line in verdict.logs[-8:]]
         return lines
 
-    def _revert(self, number, pending, touched, changes, states, outcome, roll_back) -> None:
+    def _revert(self, number, pending, touched, changes, states, outcome) -> None:
         scope = self.fleet.rollout.auto_rollback
         failed_gates = dict(self._last_gates)
         entries: dict[str, list[dict]] = {}
@@ -260,10 +271,9 @@ class Rollout:
             return
         hosts = list(pending) + (touched if scope == "fleet" else [])
         services = {h: {c.release.service: c.before for c in changes[h] if c.needed} for h in hosts}
-        self.session.revive(hosts)
         gates: dict = {}
         self.say(f"rolling back {', '.join(hosts)} (auto_rollback: {scope})")
-        results = self.session.run(roll_back, services=services, results=gates)
+        results = self.session.run(roll_back, hosts=hosts, services=services, results=gates)
         for host in touched if scope == "fleet" else []:
             for c in changes[host]:
                 if c.needed and c.before:

@@ -6,7 +6,7 @@ import pytest
 
 from rig.config import load_fleet
 from rig.errors import RigError
-from rig.inventory import groups_for, parse_target, production_connection
+from rig.inventory import groups_for, parse_target, production_connection, resolve_env, targets
 from rig.lab.engine import dockerd_argv
 from rig.lab.layout import (
     LabPaths,
@@ -84,25 +84,64 @@ def test_production_inventory_names_what_is_missing(tmp_path):
     with pytest.raises(RigError) as caught:
         production_connection(tmp_path, fleet, environ={"RIG_HOST_MAINPC": "ops@10.0.0.5"})
     assert caught.value.lines == [
-        "inventory/production.py: no address for host 'pc2': set RIG_HOST_PC2=user@address[:port] "
+        "production: no address for host 'pc2': set RIG_HOST_PC2=user@address[:port] "
         "or add `pc2: {address: ...}` to inventory/hosts.local.yml"
     ]
+
+
+KNOWN = {"RIG_KNOWN_HOSTS": "/home/op/.ssh/known_hosts"}
+STRICT = {"ssh_strict_host_key_checking": "yes", "ssh_known_hosts_file": "/home/op/.ssh/known_hosts"}
 
 
 def test_production_inventory_from_environment_and_local_file(tmp_path):
     (tmp_path / "inventory").mkdir()
     (tmp_path / "inventory" / "hosts.local.yml").write_text(
-        "pc2: {address: 10.0.0.6, user: ops, sudo: true}\n")
+        "pc2: {address: 10.0.0.6, user: admin, sudo: false, key: /home/op/.ssh/id_pc2}\n")
     fleet = load_fleet(REPO / "fleet.yml")
-    connection = production_connection(tmp_path, fleet, environ={"RIG_HOST_MAINPC": "ops@10.0.0.5"})
+    connection = production_connection(tmp_path, fleet,
+                                       environ={"RIG_HOST_MAINPC": "ops@10.0.0.5", **KNOWN})
     assert connection == {
-        "mainpc": {"ssh_hostname": "10.0.0.5", "ssh_user": "ops"},
-        "pc2": {"ssh_hostname": "10.0.0.6", "ssh_user": "ops", "_sudo": True},
+        "mainpc": {**STRICT, "ssh_hostname": "10.0.0.5", "ssh_user": "ops", "_sudo": True},
+        "pc2": {**STRICT, "ssh_hostname": "10.0.0.6", "ssh_user": "admin", "_sudo": False,
+                "ssh_key": "/home/op/.ssh/id_pc2"},
     }
-    groups = groups_for(fleet, connection)
+
+
+def test_production_root_needs_no_sudo_and_keys_are_never_accepted_silently(tmp_path):
+    (tmp_path / "inventory").mkdir()
+    fleet = load_fleet(REPO / "fleet.yml")
+    connection = production_connection(tmp_path, fleet, environ={
+        "RIG_HOST_MAINPC": "root@10.0.0.5", "RIG_HOST_PC2": "10.0.0.6", **KNOWN})
+    assert connection["mainpc"]["_sudo"] is False and connection["pc2"]["_sudo"] is False
+    assert all(c["ssh_strict_host_key_checking"] == "yes" for c in connection.values())
+
+
+def test_a_newline_in_a_host_address_is_refused(tmp_path):
+    (tmp_path / "inventory").mkdir()
+    fleet = load_fleet(REPO / "fleet.yml")
+    with pytest.raises(RigError):
+        production_connection(tmp_path, fleet, environ={
+            "RIG_HOST_MAINPC": "ops@10.0.0.5\nProxyCommand sh", "RIG_HOST_PC2": "x", **KNOWN})
+
+
+def test_targets_carry_the_one_loaded_spec_and_groups(tmp_path):
+    fleet = load_fleet(REPO / "fleet.yml")
+    found = targets(fleet, "production", {"RIG_HOST_MAINPC": "ops@10.0.0.5",
+                                          "RIG_HOST_PC2": "ops@10.0.0.6", **KNOWN})
+    assert [t.name for t in found] == ["mainpc", "pc2"]
+    assert all(t.data["rig_fleet"] is fleet for t in found)
+    groups = groups_for(found)
     assert [h for h, _ in groups["canary"]] == ["mainpc"]
     assert [h for h, _ in groups["gpu"]] == ["mainpc", "pc2"]
-    assert groups["all"][1] == ("pc2", {**connection["pc2"], "rig_host": "pc2"})
+
+
+def test_environment_resolution():
+    assert resolve_env(None, None, {}) == "lab"
+    assert resolve_env(None, "inventory/production.py", {}) == "production"
+    assert resolve_env(None, None, {"RIG_ENV": "production"}) == "production"
+    assert resolve_env("lab", "inventory/production.py", {"RIG_ENV": "production"}) == "lab"
+    with pytest.raises(RigError):
+        resolve_env("staging", None, {})
 
 
 def test_registry_challenges():

@@ -162,10 +162,24 @@ def test_restore_commands():
 
 def test_lock_commands_never_clobber():
     take = cmd.lock_take({"operator": "ops@ctl", "id": "ops@ctl-1"})
-    assert "( set -C; printf %s" in take and take.endswith("then echo TAKEN; else echo HELD; "
-                                                           "cat /var/lib/rig/rollout.lock; fi")
+    assert take == (
+        "install -d -m 0755 /var/lib/rig && { if ( set -C; printf %s "
+        "eyJpZCI6ICJvcHNAY3RsLTEiLCAib3BlcmF0b3IiOiAib3BzQGN0bCJ9 | base64 -d > "
+        "/var/lib/rig/rollout.lock ) 2>/dev/null; then echo TAKEN; else echo HELD; "
+        "cat /var/lib/rig/rollout.lock; fi; }")
     assert cmd.lock_release("ops@ctl-1") == (
-        "grep -q ops@ctl-1 /var/lib/rig/rollout.lock 2>/dev/null && rm -f /var/lib/rig/rollout.lock || true")
+        """{ grep -qF -- '"id": "ops@ctl-1"' /var/lib/rig/rollout.lock && """
+        "rm -f /var/lib/rig/rollout.lock; } || true")
+
+
+def test_lock_release_matches_the_exact_holder_even_with_odd_names():
+    """`Zoë` and `ops [ci]` were never released by a regex grep of the raw name."""
+    release = cmd.lock_release("Zoë-ops [ci]-1")
+    assert "grep -qF -- '\"id\": \"Zo\\u00eb-ops [ci]-1\"'" in release
+    take = cmd.lock_take({"id": "Zoë-ops [ci]-1"})
+    encoded = take.split("printf %s ")[1].split(" ")[0]
+    import base64
+    assert '"id": "Zo\\u00eb-ops [ci]-1"' in base64.b64decode(encoded).decode()
 
 
 def test_describe_lock_names_holder_and_staleness():
@@ -228,10 +242,11 @@ def test_ledger_entry_and_next_state():
     assert "token" not in json.dumps(new).lower()
 
 
-def test_probe_loop_polls_fast_until_the_first_2xx_then_at_the_interval():
-    loop = cmd.probe_loop("svc", 6560, "/health", 0.5, 2)
-    assert loop.startswith("f=$(mktemp) && trap 'rm -f $f' EXIT && i=0 && w=0.1 && while :; do ")
-    assert "curl -s -o $f -m 2 -w '%{http_code}' http://127.0.0.1:6560/health" in loop
-    assert loop.endswith("i=$((i+1)); case $c in 2??) w=0.5;; esac; "
-                         "[ $i -ge 30 ] && w=0.5; sleep $w; done")
-    assert "|| exit 0" in loop  # ends when rig closes the connection
+def test_one_probe_is_one_line_of_state_code_and_body():
+    probe = cmd.probe_once("svc", 6560, "/health", 2)
+    assert probe == (
+        "s=$(docker inspect -f '{{.State.Status}}:{{.State.ExitCode}}:{{.RestartCount}}' "
+        "rig-svc 2>/dev/null | head -n 1); [ -n \"$s\" ] || s=missing:0:0; f=$(mktemp); "
+        "c=$(curl -s -o \"$f\" -m 2 -w '%{http_code}' http://127.0.0.1:6560/health || true); "
+        "echo \"probe $(date +%s.%N) $s $c $(head -c 4096 \"$f\" | base64 -w0)\"; rm -f \"$f\"")
+

@@ -4,7 +4,6 @@ Covers the paths the lab cannot reach (docker-ce repository, buildx binary URL, 
 real GPUs) with recorded nvidia-smi outputs for a 4090, a 3060 and no GPU."""
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from pyinfra.api import FunctionCommand
@@ -32,6 +31,10 @@ class FakeData(dict):
     __getattr__ = dict.get
 
 
+class _RunState:
+    """Stands for pyinfra's State: tasks key their per-run fact cache on it."""
+
+
 class FakeHost:
     """Just enough of pyinfra's host for an operation body: facts, data, noop."""
 
@@ -40,7 +43,7 @@ class FakeHost:
         self.data = FakeData(rig_fleet=fleet, rig_host=name)
         self._facts = {HostState: facts, NvidiaGpus: gpus or []}
         self.noops: list[str] = []
-        self.state = SimpleNamespace()  # where tasks cache HostState for the run
+        self.state = _RunState()  # the key of tasks' HostState cache for the run
 
     def get_fact(self, fact, **kwargs):
         return self._facts[fact]

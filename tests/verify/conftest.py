@@ -1,9 +1,10 @@
-"""testinfra suite for any inventory: `rig verify -i inventory/lab.py` (or production.py).
+"""testinfra suite for any environment: `rig verify` (lab) or `rig --env production verify`.
 
-RIG_INVENTORY names the inventory; hosts and expectations both come from it, so one property
-is checked per test, parametrised over hosts."""
+RIG_CONFIG and RIG_ENV (set by `rig verify`) name the spec and the hosts; hosts and
+expectations both come from them, so one property is checked per test, parametrised over
+hosts, through the same SSH user and sudo rig uses."""
 
-import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,7 @@ import testinfra
 
 from rig.verify import load_targets, write_ssh_config
 
-REPO = Path(__file__).resolve().parents[2]
-INVENTORY = os.environ.get("RIG_INVENTORY", "inventory/lab.py")
-FLEET, TARGETS = load_targets(REPO, INVENTORY)
+FLEET, TARGETS = load_targets()
 _CONFIG = write_ssh_config(TARGETS)
 
 
@@ -32,9 +31,8 @@ def fleet():
 
 @pytest.fixture
 def host(target):
-    return testinfra.get_host(f"ssh://{target.name}", ssh_config=_CONFIG,
-                              sudo=target.sudo)
+    return testinfra.get_host(f"ssh://{target.name}", ssh_config=_CONFIG, sudo=target.sudo)
 
 
 def pytest_sessionfinish(session, exitstatus):
-    Path(_CONFIG).unlink(missing_ok=True)
+    shutil.rmtree(Path(_CONFIG).parent, ignore_errors=True)

@@ -1,0 +1,54 @@
+"""`rig`: the command line. Each command parses its options, calls one function of rig.ops,
+and prints what it returns (or dumps it as JSON). No host selection, orchestration, verdicts or
+policy here. User mistakes and unreachable parts are RigError: plain lines, exit 1."""
+
+from __future__ import annotations
+
+# pyinfra runs hosts in gevent greenlets and its CLI module patches the standard library on
+# import; doing it first, before ssl is imported by requests, is what pyinfra's own CLI does.
+from gevent import monkey
+
+monkey.patch_all()
+
+import click  # noqa: E402
+
+from .common import CONTEXT, Context  # noqa: E402
+
+
+@click.group(context_settings=CONTEXT)
+@click.option("-c", "--config", default="fleet.yml", show_default=True, metavar="FILE",
+              help="The fleet spec; its folder holds profiles/, inventory/, tests/verify/ and "
+                   "the lab state. Works from any directory.")
+@click.option("-e", "--env", type=click.Choice(["lab", "production"]), default=None,
+              help="Which hosts: the local lab, or MainPC/PC2 (default: RIG_ENV, else the "
+                   "-i inventory's name, else lab).")
+@click.version_option(package_name="rig")
+@click.pass_context
+def main(ctx: click.Context, config: str, env: str | None) -> None:
+    """rig: provision and roll out a containerised GPU fleet, declaratively.
+
+    \b
+    Typical flow:
+      rig validate                       check fleet.yml and profiles/
+      rig lab up                         start the local lab (engine, registry, hosts)
+      rig bootstrap                      Docker, buildx, daemon.json, registry login, profiles
+      rig build --push                   build family and service images, push them
+      rig images verify                  every expected image is in the registry
+      rig plan                           what a rollout would change, wave by wave
+      rig rollout                        canary first, health gate, then batches
+      rig status                         what runs where, healthy or not
+    Production: `rig --env production ...` with RIG_HOST_MAINPC=ops@192.168.1.10 (see README).
+    The tag defaults to YYYYMMDD-<git sha> (`rig tag`); --tag or FORCE_IMAGE_TAG override it.
+    """
+    ctx.obj = Context(config, env)
+
+
+def _register() -> None:
+    from . import hosts, images, lab, rollout, spec
+
+    for module in (spec, lab, hosts, images, rollout):
+        for command in module.COMMANDS:
+            main.add_command(command)
+
+
+_register()

@@ -1,0 +1,97 @@
+"""What every command shares: the context (spec path, environment, the one loaded Job), the
+error handling, common options and small printers."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+import click
+
+from ..errors import RigError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class Context:
+    def __init__(self, config: str, env: str | None):
+        self.config, self.env_option = Path(config), env
+        self._job = None
+
+    @property
+    def repo(self) -> Path:
+        return self.config.resolve().parent
+
+    def job(self, inventory: str | None = None):
+        """The Job (spec loaded once per command) for the chosen environment."""
+        if self._job is None:
+            from ..inventory import resolve_env
+            from ..ops.job import Job
+
+            self._job = Job(self.config, resolve_env(self.env_option, inventory, default="lab"))
+        return self._job
+
+
+def friendly(func):
+    """RigError -> `rig: ...` lines on stderr and exit 1; Ctrl-C -> exit 130."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except RigError as e:
+            for i, line in enumerate(e.lines or [str(e)]):
+                click.echo(("rig: " if i == 0 else "     ") + line, err=True)
+            sys.exit(1)
+        except Exception as e:  # the docker SDK's errors, without importing it (0.3 s) up front
+            if not type(e).__module__.startswith("docker."):
+                raise
+            click.echo(f"rig: docker: {str(e).splitlines()[0]}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("rig: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def inventory_option(func):
+    return click.option(
+        "-i", "--inventory", default=None, metavar="FILE",
+        help="Legacy spelling of --env: inventory/lab.py or inventory/production.py.",
+    )(func)
+
+
+def limit_option(func):
+    return click.option("--limit", metavar="HOSTS", default=None,
+                        help="Comma-separated hosts or groups to act on (default: all).")(func)
+
+
+def json_option(func):
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(func)
+
+
+def say(part: str, message: str) -> None:
+    click.echo(f"  {part:<14} {message}")
+
+
+def host_say(host: str, message: str) -> None:
+    click.echo(f"  {host:<10} {message}")
+
+
+def say_line(message: str) -> None:
+    click.echo(f"  {message}")
+
+
+def dump(value) -> None:
+    """Dataclasses (and lists of them) as indented JSON."""
+    def plain(v):
+        if is_dataclass(v):
+            return asdict(v)
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        return v
+    click.echo(json.dumps(plain(value), indent=2, default=str))

@@ -1,0 +1,112 @@
+"""build and images verify: decide from the registry, build on the build host, push, check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ..build import BuildOptions, LocalExecutor, SshExecutor, plan_build, reuse, run_build, verify_rows
+from ..errors import RigError
+from ..images import Image, expected_images, source_hashes
+from ..tags import GitState, git_state
+from .job import Job
+
+
+@dataclass
+class BuildReport:
+    tag: str
+    registry: str
+    states: list[tuple[str, str]]              # (target, present | reuse <src> | build)
+    built: int
+    reused: int
+    present: int
+    pushed: bool
+    where: str
+    rows: list[dict] = field(default_factory=list)   # the registry check after a push
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def missing(self) -> int:
+        return sum(1 for row in self.rows if not row["digest"])
+
+
+def parse_build_args(values: tuple[str, ...] | list[str], fleet) -> dict[str, dict[str, str]]:
+    """('model_ops_coordinator:FAULT=degraded',) -> {service: {KEY: value}}."""
+    result: dict[str, dict[str, str]] = {}
+    for value in values:
+        service, _, assignment = value.partition(":")
+        key, eq, arg = assignment.partition("=")
+        if not eq or not key or service not in fleet.services:
+            raise RigError(f"--build-arg {value!r}: expected SERVICE:KEY=VALUE with a service "
+                           f"of the spec ({', '.join(fleet.services)})")
+        result.setdefault(service, {})[key] = arg
+    return result
+
+
+def images_at(job: Job, tag: str, build_args=()) -> list[Image]:
+    return expected_images(job.fleet, tag, parse_build_args(build_args, job.fleet))
+
+
+def bake_preview(job: Job, tag: str, build_args=()) -> dict:
+    """The bake file `rig build` would run (touches nothing)."""
+    from ..commands.bake import bake_file
+
+    fleet, images = job.fleet, images_at(job, tag, build_args)
+    cache = "registry" if fleet.build.cache == "registry" else "inline"
+    git = git_state(job.repo)
+    return bake_file(fleet, images, source_hashes(fleet, images), build=[i.target for i in images],
+                     revision=git.sha if git else "unknown", created=_now(), cache=cache,
+                     secret_src=fleet.build.ca_bundle)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _check_clean(git: GitState | None, tag: str, push: bool, allow_dirty: bool) -> None:
+    if push and git and git.dirty and not allow_dirty:
+        raise RigError(f"the work tree has uncommitted changes (tag {tag}): commit them, "
+                       "or pass --allow-dirty to push anyway")
+
+
+def build(job: Job, tag: str, push: bool, rebuild: bool, allow_dirty: bool, build_args, say,
+          on_plan=None) -> BuildReport:
+    """Per image: present -> nothing; same sources pushed -> tag in the registry; else build.
+    Pushes only once every target built; then checks every expected image in the registry."""
+    from ..registry import client_for
+
+    fleet, images = job.fleet, images_at(job, tag, build_args)
+    git = git_state(job.repo)
+    _check_clean(git, tag, push, allow_dirty)
+    hashes = source_hashes(fleet, images)
+    registry = client_for(fleet)
+    registry.ping()
+    plan = plan_build(images, hashes, tag, lambda image, t: registry.manifest_digest(image.path, t),
+                      rebuild)
+    states = [(i.target, "present" if i.target in plan.present else
+               f"reuse    {plan.reuse[i.target]}" if i.target in plan.reuse else "build")
+              for i in images]
+    if on_plan:
+        on_plan(states)
+    where = fleet.build.host or "this machine"
+    report = BuildReport(tag, fleet.registry.host, states, len(plan.build), len(plan.reuse),
+                         len(plan.present), push, where)
+    if plan.build:
+        options = BuildOptions(push=push, rebuild=rebuild, revision=git.sha if git else "unknown",
+                               created=_now())
+        if fleet.build.host:
+            with job.session([fleet.build.host]) as session:
+                report.timings = run_build(fleet, plan, options, SshExecutor(session, where), say)
+        else:
+            report.timings = run_build(fleet, plan, options, LocalExecutor(), say)
+    if push:
+        reuse(registry, plan, say)
+        report.rows = verify_rows(registry, images)
+    return report
+
+
+def verify_images(job: Job, tag: str) -> list[dict]:
+    """One row per expected image at tag: its digest in the registry, or None."""
+    from ..registry import client_for
+
+    return verify_rows(client_for(job.fleet), images_at(job, tag))

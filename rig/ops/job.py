@@ -1,0 +1,80 @@
+"""What every verb starts from: the spec, loaded once, in one environment; host selection;
+connected sessions whose connection errors say what to do (unknown host keys included)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from ..config import Fleet
+from ..errors import RigError
+from ..inventory import Target, load_spec, targets
+from ..runner import Session
+from . import hostkeys
+
+Say = Callable[[str, str], None]
+
+
+@dataclass
+class Job:
+    """The spec file and environment a command runs against. `fleet` is read from disk once."""
+
+    config: Path
+    env: str
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def repo(self) -> Path:
+        """The spec's folder: profiles/, inventory/, dockerfiles/, tests/verify/, .lab/."""
+        return self.config.resolve().parent
+
+    @cached_property
+    def fleet(self) -> Fleet:
+        return load_spec(self.config, self.env)
+
+    @cached_property
+    def targets(self) -> list[Target]:
+        return targets(self.fleet, self.env)
+
+    def session(self, hosts: list[str], say: Say | None = None) -> Session:
+        chosen = [t for t in self.targets if t.name in hosts]
+        return Session(chosen, say=say, describe_connect_error=hostkeys.describe_connect_error)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def split(value: str | None) -> list[str] | None:
+    """'a, b,c' -> ['a', 'b', 'c']; None or '' -> None."""
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def check_services(fleet: Fleet, services: list[str] | None) -> None:
+    unknown = [s for s in services or [] if s not in fleet.services]
+    if unknown:
+        raise RigError(f"--services: unknown service {', '.join(unknown)} "
+                       f"(services: {', '.join(fleet.services)})")
+
+
+def select_hosts(fleet: Fleet, limit: list[str] | None = None,
+                 services: list[str] | None = None) -> list[str]:
+    """The one host-selection rule every verb uses: hosts (in fleet order) that run any of
+    `services` (default: all hosts), narrowed by --limit host or group names."""
+    check_services(fleet, services)
+    hosts = list(fleet.hosts)
+    if services:
+        hosts = [h for h in hosts if any(s in services for s in fleet.services_on(h))]
+    if limit:
+        known = set(fleet.hosts) | set(fleet.groups())
+        unknown = [h for h in limit if h not in known]
+        if unknown:
+            raise RigError(f"--limit: unknown host or group {', '.join(unknown)} "
+                           f"(hosts: {', '.join(fleet.hosts)}; groups: {', '.join(fleet.groups())})")
+        chosen = set(fleet.resolve_hosts(limit))
+        hosts = [h for h in hosts if h in chosen]
+    if not hosts:
+        raise RigError("no host selected (check --services and --limit)")
+    return hosts

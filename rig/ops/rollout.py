@@ -1,0 +1,228 @@
+"""plan, rollout, rollback and status: one control flow, from host selection to the report.
+
+    select hosts -> resolve releases (digests) -> connect -> pre-flight facts -> waves
+    -> locks -> Rollout.run (rollout/engine.py) -> locks released -> report
+
+Each returns plain data; nothing here prints except through `say` (progress lines)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..errors import RigError
+from ..plan import parse_batch, waves
+from ..rollout.engine import Change, Rollout, at_tag, host_problems, resolve_releases
+from ..rollout.gate import body_matches
+from ..tags import check_tag
+from .job import Job, select_hosts, split
+
+
+@dataclass
+class Options:
+    """What rollout, rollback and plan take from the command line."""
+
+    services: list[str] | None = None
+    limit: list[str] | None = None
+    canary: list[str] | None = None
+    batch: str | None = None
+    break_lock: bool = False
+    verify: bool = True       # run the testinfra services suite after a rollout that changed
+
+
+@dataclass
+class PlanRow:
+    host: str
+    service: str
+    change: bool
+    running_tag: str | None
+    running_digest: str | None
+    tag: str
+    digest: str
+
+
+@dataclass
+class Plan:
+    label: str
+    hosts: list[str]
+    waves: list[list[str]]
+    rows: list[PlanRow]
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def changes(self) -> int:
+        return sum(r.change for r in self.rows)
+
+
+@dataclass
+class RolloutReport:
+    action: str
+    label: str
+    plan: Plan
+    ok: bool
+    interrupted: bool
+    lines: list[str]
+    seconds: float
+    phases: dict[str, float]
+    unreleased_locks: list[str] = field(default_factory=list)
+    verify_rc: int | None = None    # the services suite's exit code, when it ran
+
+
+def options_from(services=None, limit=None, canary=None, batch=None, break_lock=False,
+                 no_verify=False) -> Options:
+    return Options(split(services), split(limit), split(canary), batch, break_lock, not no_verify)
+
+
+def _registry(job: Job):
+    from ..registry import client_for
+
+    return client_for(job.fleet)
+
+
+def _plan(job: Job, label: str, hosts: list[str], releases, facts, opts: Options,
+          problems: list[str], skipped: list[str]) -> tuple[Plan, dict[str, list[Change]]]:
+    """Pre-flight on read facts: waves and changes, or a RigError naming every problem."""
+    lost = [f"{h}: did not answer the pre-flight read" for h in hosts if facts.get(h) is None]
+    problems = problems + lost + host_problems(
+        job.fleet, {h: f for h, f in facts.items() if f is not None}, opts.break_lock, time.time())
+    plan_waves = waves(job.fleet, hosts, opts.canary, parse_batch(opts.batch))
+    changes = {h: [Change(h, r, facts[h].running(r.service)) for r in releases.get(h, [])]
+               for h in hosts if facts.get(h) is not None}
+    if problems:
+        raise RigError(*problems, "pre-flight failed: no host was changed")
+    rows = [PlanRow(h, c.release.service, c.needed, c.running.tag if c.running else None,
+                    c.running.digest if c.running else None, c.release.tag, c.release.digest)
+            for wave in plan_waves for h in wave for c in changes.get(h, [])]
+    return Plan(label, hosts, plan_waves, rows, skipped), changes
+
+
+def plan(job: Job, tag: str, opts: Options, say) -> Plan:
+    """What `rig rollout` would do, touching nothing."""
+    hosts = select_hosts(job.fleet, opts.limit, opts.services)
+    releases, problems = resolve_releases(job.fleet, hosts, opts.services, at_tag(tag),
+                                          _registry(job))
+    with job.session(hosts) as session:
+        facts = Rollout(session, job.fleet, say, "plan", tag).facts()
+    try:
+        return _plan(job, tag, hosts, releases, facts, opts, problems, [])[0]
+    except RigError as e:
+        raise RigError(*(e.lines or [str(e)])[:-1], "pre-flight would fail") from None
+
+
+def rollout(job: Job, tag: str, opts: Options, say, on_plan=None) -> RolloutReport:
+    """Roll `tag` out: canary first, health gates, batches, rollback on failure."""
+    hosts = select_hosts(job.fleet, opts.limit, opts.services)
+    releases, problems = resolve_releases(job.fleet, hosts, opts.services, at_tag(tag),
+                                          _registry(job))
+    return _execute(job, "rollout", tag, hosts, lambda facts: (releases, problems, []), opts, say,
+                    on_plan)
+
+
+def previous_target(facts) -> Callable:
+    """Rollback's target: each service's previous {tag, digest} recorded in state.json."""
+    def target(host, service):
+        previous = (facts[host].state.get(service) or {}).get("previous") if facts.get(host) else None
+        if not previous or not previous.get("digest"):
+            return None
+        return previous["tag"], previous["digest"]
+    return target
+
+
+def rollback(job: Job, to_tag: str | None, opts: Options, say, on_plan=None) -> RolloutReport:
+    """Back to each service's previous version on each host (or to --to TAG), through the same
+    waves and gates as a rollout."""
+    hosts = select_hosts(job.fleet, opts.limit, opts.services)
+    registry = _registry(job)
+
+    def resolve(facts):
+        target = at_tag(check_tag(to_tag)) if to_tag else previous_target(facts)
+        releases, problems = resolve_releases(job.fleet, hosts, opts.services, target, registry)
+        skipped = [] if to_tag else [
+            f"{h} {s}: no previous version recorded; left as is"
+            for h in hosts for s in job.fleet.services_on(h)
+            if (not opts.services or s in opts.services) and facts.get(h) is not None
+            and not any(r.service == s for r in releases.get(h, []))]
+        if not to_tag and not releases:
+            raise RigError("nothing to roll back: no service has a previous version recorded "
+                           "(use --to TAG)")
+        return releases, problems, skipped
+
+    return _execute(job, "rollback", to_tag or "previous", hosts, resolve, opts, say, on_plan)
+
+
+def _execute(job: Job, action: str, label: str, hosts: list[str], resolve, opts: Options,
+             say, on_plan=None) -> RolloutReport:
+    """The one control flow of rollout and rollback, from connect to released locks."""
+    started = time.monotonic()
+    with job.session(hosts) as session:
+        engine = Rollout(session, job.fleet, say, action, label)
+        facts = engine.facts()
+        releases, problems, skipped = resolve(facts)
+        the_plan, changes = _plan(job, label, hosts, releases, facts, opts, problems, skipped)
+        if on_plan:
+            on_plan(the_plan)
+        checked = time.monotonic()
+        lock_problems = engine.take_locks(opts.break_lock)
+        if lock_problems:
+            raise RigError(*lock_problems, "pre-flight failed: no host was changed")
+        locked = time.monotonic()
+        try:
+            outcome = engine.run(the_plan.waves, changes, facts)
+        finally:
+            ran = time.monotonic()
+            unreleased = engine.release_locks()
+    phases = {"connect_and_preflight": checked - started,
+              "locks": locked - checked + time.monotonic() - ran,
+              "waves": ran - locked, "health_gates": outcome.gate_seconds}
+    report = RolloutReport(action, label, the_plan, outcome.ok, outcome.interrupted,
+                           outcome.lines, time.monotonic() - started, phases, unreleased)
+    if report.ok and opts.verify and the_plan.changes:
+        from .hosts import verify
+
+        say("verify (testinfra, services):")
+        report.verify_rc = verify(job, "services", ("--no-header",), hosts)
+    return report
+
+
+# -- status -------------------------------------------------------------------------------------
+@dataclass
+class StatusRow:
+    host: str
+    service: str
+    tag: str | None
+    digest: str | None
+    health: str
+    since: str | None
+
+
+def health_word(body: str, expect: dict, running: bool) -> str:
+    """ok, down (no answer), BAD <body> (an answer that is not the expected one)."""
+    if not running:
+        return "not running"
+    if body_matches(body, expect):
+        return "ok"
+    return "down" if not body.strip() else "BAD " + body.strip()[:40]
+
+
+def status(job: Job, limit: list[str] | None, say) -> list[StatusRow]:
+    """What runs where: host x service with tag, digest, health now, and since when."""
+    from ..commands.container import status_probe
+
+    hosts = select_hosts(job.fleet, limit)
+    rows = []
+    with job.session(hosts) as session:
+        facts = Rollout(session, job.fleet, say, "status", "").facts()
+        probes = session.shell_all({h: status_probe(job.fleet, job.fleet.services_on(h))
+                                    for h in hosts}, timeout=30)
+    for host in hosts:
+        answers = dict(line.split(" ", 1) for line in probes[host].stdout.splitlines() if " " in line)
+        for service in job.fleet.services_on(host):
+            running = facts[host].running(service) if facts.get(host) else None
+            recorded = (facts[host].state.get(service) or {}) if facts.get(host) else {}
+            health = health_word(answers.get(service, ""), job.fleet.services[service].health.expect,
+                                 running is not None)
+            rows.append(StatusRow(host, service, running.tag if running else None,
+                                  running.digest if running else None, health,
+                                  recorded.get("since")))
+    return rows
