@@ -5,7 +5,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 RIG   := $(BIN)/rig
 STAMP := $(VENV)/.installed
-DEBS  := docker.io docker-registry debootstrap iproute2 openssh-client
+DEBS  := docker.io docker-registry debootstrap iproute2 openssh-client sudo
 # rig is installed into the venv as an operator installs it (not editable): tests and the demo
 # run the installed `rig` and its installed rig/ and tasks/ packages, never the checkout.
 SOURCES := pyproject.toml $(shell find rig tasks -name '*.py' 2>/dev/null)

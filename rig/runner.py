@@ -34,7 +34,7 @@ from pyinfra.context import ctx_host, ctx_state
 from tasks.util import Shell, host_shell
 
 from .commands import jobs
-from .commands.base import Cmd
+from .commands.base import Cmd  # noqa: F401  (re-exported for callers of follow)
 from .errors import RigError
 from .inventory import Target
 
@@ -85,14 +85,22 @@ class _Progress(BaseStateCallback):
         message = str(error.args[0] if getattr(error, "args", None) else error)
         self.connect_errors[host.name] = message.splitlines()[0] if message else repr(error)
 
-    def operation_host_success(self, state, host, op_hash, retry_count=0):
-        data = state.get_op_data_for_host(host, op_hash)
-        if self.say and data.operation_meta.did_change():
-            self.say(host.name, f"changed  {_op_name(state, op_hash)}")
-
     def operation_host_error(self, state, host, op_hash, retry_count=0, max_retries=0):
         if self.say:
             self.say(host.name, f"FAILED   {_op_name(state, op_hash)}")
+
+    def operation_end(self, state, op_hash):
+        """After an operation ran on every host (its results are complete only then)."""
+        if not self.say:
+            return
+        for host in state.activated_hosts:
+            if op_hash not in host.op_hash_order:
+                continue
+            meta = state.get_op_data_for_host(host, op_hash).operation_meta
+            if not meta.is_complete():
+                continue
+            if not meta.did_error() and meta.did_change():
+                self.say(host.name, f"changed  {_op_name(state, op_hash)}")
 
 
 def _op_name(state: State, op_hash: str) -> str:

@@ -16,7 +16,7 @@ from .base import Cmd, all_of, sh
 
 
 def job_start(command: Cmd, workdir: str) -> Cmd:
-    script = f"{{ {command.line}; }} >out 2>&1; echo $? >rc.tmp && mv rc.tmp rc"
+    script = f"( {command.line} ) >out 2>&1; echo $? >rc.tmp && mv rc.tmp rc"
     return all_of(sh("cd", workdir), sh("rm", "-f", "out", "rc", "rc.tmp", "pid"),
                   Cmd("touch out"),
                   Cmd(f"{{ setsid nohup sh -c {shlex.quote(script)} </dev/null >/dev/null 2>&1 & "

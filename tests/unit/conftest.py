@@ -1,10 +1,16 @@
 """Shared fixtures: the real spec, as production and as the lab sees it."""
 
-from pathlib import Path
+# pyinfra's API runs hosts in gevent greenlets and needs the standard library patched first,
+# as pyinfra's CLI and rig's do (the runner's contract tests drive real connectors).
+from gevent import monkey
 
-import pytest
+monkey.patch_all()
 
-from rig.config import load_fleet
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from rig.config import load_fleet  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 

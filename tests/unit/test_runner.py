@@ -1,0 +1,125 @@
+"""Contract tests of rig's runner on pyinfra's @local connector: what rig relies on from
+pyinfra's public API holds (several runs in one process, per-host results, a failed
+operation, sudo and deadlines passed through), and the one workaround on its internals is
+still where rig expects it. These fail when pyinfra changes under rig (make test-unit
+PYINFRA=latest runs them on the newest 3.x)."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+from pyinfra import host
+from pyinfra.api import deploy, operation
+from pyinfra.facts.files import File
+from pyinfra.operations import server
+
+import rig
+import tasks
+from rig import runner
+from rig.inventory import Target
+from rig.runner import Session
+
+LOCAL = Target("@local", {"rig_groups": ["canary"]})
+
+
+@operation()
+def marker_present(path: str):
+    """A file exists (a fact decides: the second run changes nothing)."""
+    if host.get_fact(File, path=path):
+        host.noop(f"{path} exists")
+        return
+    yield f"touch {path}"
+
+
+@deploy("mark")
+def mark(path: str):
+    marker_present(name="marker", path=path)
+
+
+@deploy("fail")
+def fail_then_more(path: str):
+    server.shell(name="fails", commands=["false"])
+    marker_present(name="after the failure", path=path)
+
+
+def test_several_runs_in_one_process_report_changed_then_unchanged(tmp_path):
+    path = str(tmp_path / "m")
+    with Session([LOCAL]) as session:
+        first = session.run(mark, path=path)
+        second = session.run(mark, path=path)
+        third = session.run(mark, hosts=[], path=path)
+    assert first["@local"].changed == ["mark | marker"] and first["@local"].ok
+    assert second["@local"].changed == [] and second["@local"].unchanged == 1
+    assert third == {}
+    assert Path(path).exists()
+
+
+def test_a_failed_operation_is_reported_and_later_ones_do_not_run(tmp_path):
+    said: list[tuple[str, str]] = []
+    with Session([LOCAL], say=lambda h, m: said.append((h, m))) as session:
+        result = session.run(fail_then_more, path=str(tmp_path / "never"))["@local"]
+        again = session.run(mark, path=str(tmp_path / "m"))["@local"]
+    assert result.failed == ["fail | fails"] and not result.ok
+    assert result.not_run == 1 and not (tmp_path / "never").exists()
+    assert again.ok and again.changed == ["mark | marker"]  # the next step starts clean
+    assert said == [("@local", "FAILED   fail | fails"), ("@local", "changed  mark | marker")]
+
+
+def test_facts_and_one_off_commands_with_a_deadline():
+    with Session([LOCAL]) as session:
+        facts = session.facts(File, path="/etc/hostname")
+        assert set(facts) == {"@local"}
+        ok = session.shell("@local", "echo hello")
+        slow = session.shell("@local", "sleep 5", timeout=1)
+        fed = session.shell("@local", "cat", stdin="from stdin")
+    assert ok.ok and ok.stdout == "hello"
+    assert not slow.ok and slow.stderr == ["no answer within 1 s"]
+    assert fed.ok and fed.stdout == "from stdin"
+
+
+def test_sudo_from_the_host_data_reaches_every_one_off_command():
+    probe = "echo ${SUDO_UID:-no-sudo}"
+    with Session([Target("@local", {"_sudo": True})]) as session:
+        assert session.shell("@local", probe).stdout == "0"
+    with Session([LOCAL]) as session:
+        assert session.shell("@local", probe).stdout == "no-sudo"
+
+
+def test_follow_streams_a_background_job_and_returns_its_exit_code(tmp_path):
+    lines: list[str] = []
+    command = "for i in 1 2 3; do echo line $i; sleep 0.2; done; printf tail; exit 3"
+    with Session([LOCAL]) as session:
+        code, last = session.follow("@local", runner.Cmd(command), str(tmp_path), lines.append,
+                                    interval=0.1)
+    assert code == 3
+    assert lines == ["line 1", "line 2", "line 3", "tail"] and last == lines[:3]
+
+
+def test_tcp_nodelay_workaround_still_finds_the_ssh_client():
+    """The one place rig reaches into pyinfra: the SSH connector keeps its paramiko client in
+    `.client` (set in connect). If this fails, pyinfra moved it: update runner._tcp_nodelay."""
+    from pyinfra.connectors.ssh import SSHConnector
+
+    assert "self.client" in inspect.getsource(SSHConnector)
+    assert "get_transport" in inspect.getsource(runner._tcp_nodelay)
+
+
+PRIVATE = [
+    r"\.is_executing\s*=", r"\.failed_hosts\s*[-+|&]?=", r"\.active_hosts\s*[-+|&]?=",
+    r"op_hash_order\.(extend|append)", r"def get_op_order", r"class \w+\(State\)",
+    r"get_transport\(\)\.open_session", r"\.open_session\(", r"sys\.path",
+]
+
+
+@pytest.mark.parametrize("pattern", PRIVATE)
+def test_no_private_pyinfra_state_is_touched(pattern):
+    """No module writes pyinfra's State/Host attributes, subclasses State, opens raw channels,
+    or edits sys.path (the runner's TCP_NODELAY workaround is the single, tested exception)."""
+    roots = [Path(rig.__file__).parent, Path(tasks.__file__).parent]
+    offenders = [f"{p}:{i}" for root in roots for p in root.rglob("*.py")
+                 for i, line in enumerate(p.read_text().splitlines(), 1)
+                 if re.search(pattern, line)]
+    assert offenders == []
