@@ -116,7 +116,7 @@ def _login(state, host, command: str, token: str, registry: str) -> bool:
     if not result.ok:
         from pyinfra import logger
 
-        logger.error(f"{host.print_prefix}docker login {registry} failed: {result.stderr[-1:]}")
+        logger.error(f"{host.print_prefix}registry login to {registry} failed: {result.stderr[-1:]}")
     return result.ok
 
 
@@ -135,7 +135,7 @@ def docker_group_member(user: str):
         # A missing user is a mistake in the spec for this host, not something to create.
         yield cmd.fail(f"deploy_user {user!r} does not exist on this host")
         return
-    yield f"usermod -aG docker {user}"
+    yield cmd.docker_group_add(user)
 
 
 @deploy("Docker engine")

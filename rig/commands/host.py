@@ -146,3 +146,7 @@ def profile_env(env: dict[str, str], profile_hash: str) -> str:
     lines = [f"{key}={value}" for key, value in sorted(env.items())]
     lines.append(f"RIG_PROFILE_HASH={profile_hash}")
     return "\n".join(lines) + "\n"
+
+
+def docker_group_add(user: str) -> str:
+    return f"usermod -aG docker {shlex.quote(user)}"

@@ -1,0 +1,230 @@
+"""The rollout's control flow without hosts: the engine and the ops layer against a fake
+session that records the deploys it is asked to run and answers with scripted facts and gate
+results. Waves, the canary, what counts as a change, rollback scope, Ctrl-C between waves,
+locks on every path, ledger rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from rig.commands import container as cmd
+from rig.errors import RigError
+from rig.ops import rollout as ops
+from rig.rollout.engine import Change, Rollout
+from rig.rollout.gate import Verdict
+from rig.runner import HostResult
+from tasks.rollout import Container, RolloutFacts, record, roll_back, roll_out
+from tasks.util import Shell
+
+SERVICE = "affective_processing_center"  # runs on every host
+
+
+def three_hosts(fleet, auto_rollback="wave"):
+    hosts = {"mainpc": fleet.hosts["mainpc"], "pc2": fleet.hosts["pc2"], "node3": fleet.hosts["pc2"]}
+    rollout = fleet.rollout.model_copy(update={"auto_rollback": auto_rollback})
+    return fleet.model_copy(update={"hosts": hosts, "rollout": rollout})
+
+
+def release(fleet, host, digest="sha256:new", tag="T2"):
+    return cmd.Release(SERVICE, tag, "reg/affective", digest, fleet.profile_of(host).content_hash())
+
+
+def running(fleet, host, digest="sha256:old", tag="T1", profile_hash=None):
+    return Container(cmd.current(SERVICE), "running", SERVICE, tag, digest,
+                     profile_hash or fleet.profile_of(host).content_hash())
+
+
+class FakeSession:
+    """Records run(deploy, hosts, ...) calls; gates fail for the (host, service) in `failing`."""
+
+    def __init__(self, fleet, hosts, failing=(), held=()):
+        self.hosts, self.failing, self.held = list(hosts), set(failing), set(held)
+        self.facts_by_host = {h: RolloutFacts(docker_active=True,
+                                              profile_hash=fleet.profile_of(h).content_hash())
+                              for h in hosts}
+        self.runs: list[tuple[str, list[str], dict]] = []
+        self.commands: list[tuple[str, str]] = []
+        self.locks: set[str] = set()
+        self.after_run = None
+
+    def names(self):
+        return list(self.hosts)
+
+    def facts(self, fact_cls):
+        return dict(self.facts_by_host)
+
+    def shell(self, name, command, stdin=None, timeout=None):
+        self.commands.append((name, str(command)))
+        if "set -C" in command:
+            if name in self.held:
+                return Shell(True, 'HELD\n{"operator": "bo@x", "since": 1, "pid": 7}', [])
+            self.locks.add(name)
+            return Shell(True, "TAKEN", [])
+        if "grep -qF" in command:
+            self.locks.discard(name)
+        return Shell(True, "", [])
+
+    def run(self, deploy, hosts=None, **kwargs):
+        name = {roll_out: "roll_out", roll_back: "roll_back", record: "record"}[deploy]
+        self.runs.append((name, list(hosts), kwargs))
+        results = {}
+        for host in hosts:
+            ok = True
+            if name == "roll_out":
+                for r in kwargs["releases"].get(host, []):
+                    passed = (host, r.service) not in self.failing
+                    kwargs["results"][(host, r.service)] = Verdict(passed, "judged", "200 {}")
+                    ok = ok and passed
+            elif name == "roll_back":
+                for service in kwargs["services"].get(host, {}):
+                    kwargs["results"][(host, service)] = Verdict(True, "restored")
+            results[host] = HostResult(host, failed=[] if ok else ["health gate"])
+        if self.after_run:
+            self.after_run(self)
+        return results
+
+    def deploys(self):
+        return [(name, hosts) for name, hosts, _ in self.runs]
+
+
+def changes_for(fleet, session, digest="sha256:new"):
+    return {h: [Change(h, release(fleet, h, digest), session.facts_by_host[h].running(SERVICE))]
+            for h in session.hosts}
+
+
+def engine(fleet, session):
+    return Rollout(session, fleet, lambda line: None, "rollout", "T2")
+
+
+def test_canary_first_then_batches_and_ledger_ok_rows(fleet):
+    fleet = three_hosts(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"])
+    outcome = engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert outcome.ok
+    assert session.deploys() == [("roll_out", ["mainpc"]), ("record", ["mainpc"]),
+                                 ("roll_out", ["pc2"]), ("record", ["pc2"]),
+                                 ("roll_out", ["node3"]), ("record", ["mainpc", "node3", "pc2"])]
+    entries = session.runs[1][2]["entries"]["mainpc"]
+    assert [(e["host"], e["service"], e["tag"], e["result"]) for e in entries] == [
+        ("mainpc", SERVICE, "T2", "ok")]
+
+
+@pytest.mark.parametrize("what", ["digest", "profile_hash"])
+def test_a_container_differing_in_digest_or_profile_is_a_change(fleet, what):
+    same = running(fleet, "mainpc", digest="sha256:new", tag="T2")
+    assert not Change("mainpc", release(fleet, "mainpc"), same).needed
+    other = {"digest": "sha256:old", "profile_hash": "0" * 64}[what]
+    differs = running(fleet, "mainpc", **{"digest": "sha256:new", "tag": "T2", what: other})
+    assert Change("mainpc", release(fleet, "mainpc"), differs).needed
+    assert Change("mainpc", release(fleet, "mainpc"), None).needed
+
+
+def test_hosts_already_running_the_release_get_no_deploy(fleet):
+    fleet = three_hosts(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"])
+    session.facts_by_host["pc2"].containers = {
+        cmd.current(SERVICE): running(fleet, "pc2", "sha256:new", "T2")}
+    outcome = engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert outcome.ok
+    assert ("roll_out", ["pc2"]) not in session.deploys()
+
+
+def test_failed_canary_rolls_back_the_wave_only_and_stops(fleet):
+    fleet = three_hosts(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"], failing={("mainpc", SERVICE)})
+    outcome = engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert not outcome.ok and not outcome.interrupted
+    assert session.deploys() == [("roll_out", ["mainpc"]), ("roll_back", ["mainpc"]),
+                                 ("record", ["mainpc"])]
+    assert "later waves not touched: pc2, node3" in outcome.lines
+    (entry,) = session.runs[2][2]["entries"]["mainpc"]
+    assert entry["result"] == "failed"
+
+
+def test_fleet_scope_rolls_back_every_touched_host(fleet):
+    fleet = three_hosts(fleet, auto_rollback="fleet")
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"], failing={("pc2", SERVICE)})
+    outcome = engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert not outcome.ok
+    rollbacks = [hosts for name, hosts in session.deploys() if name == "roll_back"]
+    assert rollbacks == [["pc2", "mainpc"]]
+    assert ("roll_out", ["node3"]) not in session.deploys()
+
+
+def test_wave_scope_leaves_earlier_waves_on_the_new_version(fleet):
+    fleet = three_hosts(fleet, auto_rollback="wave")
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"], failing={("pc2", SERVICE)})
+    engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert [hosts for name, hosts in session.deploys() if name == "roll_back"] == [["pc2"]]
+
+
+def test_ctrl_c_stops_between_waves(fleet):
+    fleet = three_hosts(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"])
+    rollout = engine(fleet, session)
+    session.after_run = lambda s: rollout._interrupt()
+    outcome = rollout.run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert outcome.interrupted and not outcome.ok
+    assert [n for n, h in session.deploys() if n == "roll_out"] == ["roll_out"]
+    assert any("interrupted before wave 2" in line for line in outcome.lines)
+
+
+# -- the ops layer: locks on every path ---------------------------------------------------------
+class FakeJob:
+    def __init__(self, fleet, session):
+        self.fleet, self._session = fleet, session
+
+    def session(self, hosts, say=None):
+        session = self._session
+
+        class Ctx:
+            def __enter__(self):
+                return session
+
+            def __exit__(self, *exc):
+                return False
+        return Ctx()
+
+
+def execute(fleet, session, resolve=None, opts=None):
+    rel = {h: [release(fleet, h)] for h in session.hosts}
+    resolve = resolve or (lambda facts: (rel, [], []))
+    return ops._execute(FakeJob(fleet, session), "rollout", "T2", session.hosts, resolve,
+                        opts or ops.Options(verify=False), lambda line: None)
+
+
+def test_locks_are_released_after_success_and_after_failure(fleet):
+    fleet = three_hosts(fleet)
+    ok_session = FakeSession(fleet, ["mainpc", "pc2", "node3"])
+    assert execute(fleet, ok_session).ok and ok_session.locks == set()
+    bad_session = FakeSession(fleet, ["mainpc", "pc2", "node3"], failing={("mainpc", SERVICE)})
+    assert not execute(fleet, bad_session).ok and bad_session.locks == set()
+
+
+def test_locks_are_released_when_the_engine_raises(fleet, monkeypatch):
+    fleet = three_hosts(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"])
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("host vanished")
+    monkeypatch.setattr(Rollout, "run", boom)
+    with pytest.raises(RuntimeError):
+        execute(fleet, session)
+    assert session.locks == set()
+
+
+def test_a_held_lock_fails_pre_flight_and_releases_the_others(fleet):
+    fleet = three_hosts(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"], held={"pc2"})
+    with pytest.raises(RigError) as caught:
+        execute(fleet, session)
+    assert caught.value.lines[0].startswith("pc2: locked by bo@x")
+    assert session.locks == set() and session.runs == []
+
+
+def test_rollback_resolves_the_previous_version_from_state(fleet):
+    facts = {"mainpc": RolloutFacts(state={SERVICE: {"previous": {"tag": "T1", "digest": "sha256:1"}}}),
+             "pc2": RolloutFacts(state={SERVICE: {"previous": None}})}
+    target = ops.previous_target(facts)
+    assert target("mainpc", SERVICE) == ("T1", "sha256:1")
+    assert target("pc2", SERVICE) is None
