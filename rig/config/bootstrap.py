@@ -6,7 +6,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import Name, StrictModel
+from .base import ImageRef, Name, StrictModel, Url, Word
+
+APT_VERSION = r"^[A-Za-z0-9][A-Za-z0-9.+~:-]*$"
 
 
 class DockerEngineSpec(StrictModel):
@@ -16,11 +18,14 @@ class DockerEngineSpec(StrictModel):
     )
     version: str | None = Field(
         default=None,
+        pattern=APT_VERSION,
+        max_length=255,
         description="Pinned docker-ce package version (apt version string); docker-ce only",
     )
-    repo_url: str = Field(
+    repo_url: Url = Field(
         default="https://download.docker.com/linux",
-        description="Docker apt repository base (an internal mirror for air-gapped hosts)",
+        description="Docker apt repository base (an internal mirror for air-gapped hosts); "
+        "http(s), no spaces or quotes: it becomes a field of an apt source line",
     )
 
     @model_validator(mode="after")
@@ -36,9 +41,10 @@ class BuildxSpec(StrictModel):
         description="distro: docker-buildx; docker-ce: docker-buildx-plugin; binary: url+sha256",
     )
     version: str | None = Field(
-        default=None, description="Expected version (e.g. 0.13.1); a different one is replaced"
+        default=None, pattern=APT_VERSION, max_length=255,
+        description="Expected version (e.g. 0.13.1); a different one is replaced",
     )
-    url: str | None = Field(default=None, description="Binary URL, for source binary")
+    url: Url | None = Field(default=None, description="Binary URL, for source binary")
     sha256: str | None = Field(
         default=None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the binary at url"
     )
@@ -51,12 +57,12 @@ class BuildxSpec(StrictModel):
 
 
 class DaemonSpec(StrictModel):
-    log_driver: str = Field(default="json-file", description="Container log driver")
-    log_max_size: str = Field(default="10m", pattern=r"^\d+[kmg]$", description="Per log file")
-    log_max_file: int = Field(default=3, ge=1, description="Rotated log files kept")
-    storage_driver: str | None = Field(default=None, description="e.g. overlay2; empty = default")
-    registry_mirrors: list[str] = Field(default_factory=list, description="Pull-through mirrors")
-    bridge: str | None = Field(default=None, description="'none' disables the default bridge")
+    log_driver: Word = Field(default="json-file", description="Container log driver")
+    log_max_size: str = Field(default="10m", pattern=r"^[0-9]{1,9}[kmg]$", description="Per log file")
+    log_max_file: int = Field(default=3, ge=1, le=1000, description="Rotated log files kept")
+    storage_driver: Word | None = Field(default=None, description="e.g. overlay2; empty = default")
+    registry_mirrors: list[Url] = Field(default_factory=list, description="Pull-through mirrors")
+    bridge: Word | None = Field(default=None, description="'none' disables the default bridge")
     iptables: bool | None = Field(default=None, description="false stops dockerd's iptables")
     live_restore: bool = Field(default=True, description="Keep containers up across restarts")
 
@@ -67,11 +73,11 @@ class NvidiaSpec(StrictModel):
         description="Install the NVIDIA container toolkit on hosts whose profile has a GPU, "
         "and run GPU services with --gpus all",
     )
-    repo_url: str = Field(
+    repo_url: Url = Field(
         default="https://nvidia.github.io/libnvidia-container",
         description="NVIDIA container toolkit apt repository",
     )
-    smoke_image: str | None = Field(
+    smoke_image: ImageRef | None = Field(
         default=None, description="If set, `docker run --rm --gpus all <image> nvidia-smi` once"
     )
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, PrivateAttr
 
+from ..errors import RigError
 from .base import Name, StrictModel
 from .bootstrap import BootstrapSpec
 from .build import BuildSpec
@@ -14,6 +15,14 @@ from .images import FamilySpec, ServiceSpec
 from .profiles import ProfileSpec
 from .registry import RegistrySpec
 from .rollout import PERCENT, RolloutSpec
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """True when path, with symlinks and `..` resolved, is folder or below it."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
 
 
 class Fleet(StrictModel):
@@ -36,9 +45,17 @@ class Fleet(StrictModel):
         return self._base_dir
 
     def path(self, relative: str) -> Path:
-        """A path from the spec, resolved against the folder fleet.yml lives in."""
+        """A path from the spec, resolved against the folder fleet.yml lives in.
+
+        The models let only build.ca_bundle be absolute; a relative path that leads out of the
+        folder (`..`, or a symlink placed after loading) is refused here as well."""
         p = Path(relative)
-        return p if p.is_absolute() else self._base_dir / p
+        if p.is_absolute():
+            return p
+        full = self._base_dir / p
+        if not is_inside(full, self._base_dir):
+            raise RigError(f"{relative}: leads out of the spec's folder {self._base_dir}")
+        return full
 
     # -- hosts and groups ---------------------------------------------------------------------
     def groups(self) -> dict[str, list[str]]:

@@ -2,34 +2,57 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
-from .base import Duration, EnvName, Name, StrictModel
+from .base import (
+    Duration,
+    EnvName,
+    ImageRef,
+    Line,
+    Name,
+    SpecPath,
+    StrictModel,
+    Text,
+    check_json_value,
+)
+
+JsonObject = Annotated[dict[Line, Any], AfterValidator(check_json_value)]
 
 
 class FamilySpec(StrictModel):
-    context: str = Field(description="Build context holding the Dockerfile, relative to the spec")
-    base_image: str = Field(description="Passed as ARG BASE_IMAGE, e.g. a CUDA runtime image")
-    description: str = Field(default="", description="What the family provides")
+    context: SpecPath = Field(
+        description="Build context holding the Dockerfile, relative to the spec and inside its folder"
+    )
+    base_image: ImageRef = Field(description="Passed as ARG BASE_IMAGE, e.g. a CUDA runtime image")
+    description: Text = Field(default="", description="What the family provides")
 
 
 class HealthSpec(StrictModel):
-    path: str = Field(default="/health", pattern=r"^/", description="HTTP path probed on the host")
-    expect: dict[str, Any] = Field(
+    path: str = Field(
+        default="/health",
+        pattern=r"^/[A-Za-z0-9._~!$&()*+,;=:@%/?-]*$",
+        max_length=1024,
+        description="HTTP path probed on the host (a URL path: no spaces or quotes)",
+    )
+    expect: JsonObject = Field(
         default_factory=lambda: {"status": "ok"},
         description="JSON body keys and values a healthy answer must contain",
     )
     start_period: Duration = Field(default=30.0, description="Grace time before failures count")
     interval: Duration = Field(default=1.0, gt=0, description="Time between probes")
     timeout: Duration = Field(default=2.0, gt=0, description="Time one probe may take")
-    retries: int = Field(default=3, ge=1, description="Consecutive failures that mean unhealthy")
+    retries: int = Field(default=3, ge=1, le=1000,
+                         description="Consecutive failures that mean unhealthy")
 
 
 class ServiceSpec(StrictModel):
     family: Name = Field(description="Family image the service builds on (FROM the family)")
-    context: str = Field(description="Build context with Dockerfile, app and requirements.lock")
+    context: SpecPath = Field(
+        description="Build context with Dockerfile, app and requirements.lock; relative to the "
+        "spec and inside its folder"
+    )
     port: int = Field(ge=1, le=65535, description="Port the service listens on (host network)")
     health: HealthSpec = Field(default_factory=HealthSpec, description="How health is judged")
     gpu: bool = Field(default=False, description="Run with --gpus all on GPU hosts")
@@ -38,8 +61,10 @@ class ServiceSpec(StrictModel):
         default=False,
         description="Build one image per machine profile (ARG MACHINE) instead of one for all",
     )
-    env: dict[EnvName, str] = Field(default_factory=dict, description="Extra environment")
-    volumes: list[str] = Field(
+    env: dict[EnvName, Line] = Field(
+        default_factory=dict, description="Extra environment (one line per value)"
+    )
+    volumes: list[Line] = Field(
         default_factory=list,
         description="Mounts as src:dst[:ro], e.g. rig-hf-cache:/cache (caches, logs)",
     )
@@ -53,4 +78,6 @@ class ServiceSpec(StrictModel):
                 raise ValueError(f"volume {volume!r} should look like src:/dst or src:/dst:ro")
             if len(parts) == 3 and parts[2] not in ("ro", "rw"):
                 raise ValueError(f"volume {volume!r}: mode must be ro or rw")
+            if any(c.isspace() or c in "'\"\\,$`" for c in volume):
+                raise ValueError(f"volume {volume!r}: no spaces, quotes, commas or $ in a mount")
         return volumes

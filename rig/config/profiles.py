@@ -7,28 +7,33 @@ import json
 
 from pydantic import Field, model_validator
 
-from .base import EnvName, Name, StrictModel
+from .base import EnvName, Line, Name, StrictModel, Text
 
 
 class GpuSpec(StrictModel):
-    model: str = Field(description="Name as nvidia-smi prints it, e.g. NVIDIA GeForce RTX 4090")
-    compute_cap: str = Field(pattern=r"^\d+\.\d+$", description="Compute capability, e.g. 8.9")
-    memory_mib: int = Field(gt=0, description="Memory as nvidia-smi reports it, in MiB")
+    model: Line = Field(description="Name as nvidia-smi prints it, e.g. NVIDIA GeForce RTX 4090")
+    compute_cap: str = Field(pattern=r"^[0-9]{1,2}\.[0-9]{1,2}$",
+                             description="Compute capability, e.g. 8.9")
+    memory_mib: int = Field(gt=0, le=2**31, description="Memory as nvidia-smi reports it, in MiB")
 
 
 class ProfileSpec(StrictModel):
     name: Name = Field(description="Must match the file name")
-    description: str = Field(default="", description="Human summary of the machine")
+    description: Text = Field(default="", description="Human summary of the machine")
     gpu: GpuSpec | None = Field(default=None, description="The GPU; empty for CPU-only machines")
     cuda_arch: str | None = Field(
-        default=None, pattern=r"^\d+\.\d+$", description="CUDA arch built for (sm_XY as X.Y)"
+        default=None, pattern=r"^[0-9]{1,2}\.[0-9]{1,2}$",
+        description="CUDA arch built for (sm_XY as X.Y)",
     )
     threads: int = Field(ge=1, le=1024, description="CPU threads services may use")
     workers: int = Field(ge=1, le=256, description="Worker processes per service")
-    build_args: dict[EnvName, str] = Field(
-        default_factory=dict, description="Extra build args for per-machine builds"
+    build_args: dict[EnvName, Line] = Field(
+        default_factory=dict, description="Extra build args for per-machine builds (one line each)"
     )
-    env: dict[EnvName, str] = Field(default_factory=dict, description="Extra container env")
+    env: dict[EnvName, Line] = Field(
+        default_factory=dict,
+        description="Extra container env, written to /etc/rig/machine.env (one line per value)",
+    )
 
     @model_validator(mode="after")
     def _gpu_and_arch_agree(self) -> ProfileSpec:

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from .base import Duration, Name, StrictModel
 
-PERCENT = re.compile(r"^(\d{1,3})%$")  # a batch share: "50%"
+PERCENT = re.compile(r"^([0-9]{1,3})%\Z")  # a batch share: "50%"
 
 
 class RolloutSpec(StrictModel):
@@ -39,10 +39,10 @@ class RolloutSpec(StrictModel):
         if isinstance(batch, bool):
             raise ValueError("batch must be a count such as 2 or a percentage such as '50%'")
         if isinstance(batch, int):
-            if batch < 1:
-                raise ValueError("batch must be at least 1")
+            if not 1 <= batch <= 10000:
+                raise ValueError("batch must be between 1 and 10000 hosts")
             return batch
-        match = PERCENT.match(batch.strip())
+        match = PERCENT.match(batch.strip()) if len(batch) < 16 else None
         if not match or not 1 <= int(match.group(1)) <= 100:
             raise ValueError("batch must be a count such as 2 or a percentage such as '50%'")
         return batch.strip()

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .fleet import Fleet
+from .fleet import Fleet, is_inside
 
 Problem = tuple[tuple, str]
 
 
 def check(fleet: Fleet) -> list[Problem]:
     problems: list[Problem] = []
-    for rule in (_groups, _canary, _families, _service_hosts, _ports, _build_host):
+    for rule in (_groups, _canary, _families, _service_hosts, _ports, _build_host, _paths):
         problems.extend(rule(fleet))
     return problems
 
@@ -74,6 +74,21 @@ def _ports(fleet: Fleet) -> Iterator[Problem]:
 def _build_host(fleet: Fleet) -> Iterator[Problem]:
     if fleet.build.host and fleet.build.host not in fleet.hosts:
         yield ("build", "host"), f"build host {fleet.build.host!r} is not in hosts"
+
+
+def _paths(fleet: Fleet) -> Iterator[Problem]:
+    """Every spec path, symlinks resolved, stays in the spec's folder (the models already refuse
+    absolute paths and `..` on their own; build.ca_bundle may be absolute)."""
+    fields: list[tuple[tuple, str | None]] = [
+        (("registry", "token_file"), fleet.registry.token_file),
+        (("registry", "ca_file"), fleet.registry.ca_file),
+        (("build", "ca_bundle"), fleet.build.ca_bundle),
+    ]
+    fields += [(("families", name, "context"), f.context) for name, f in fleet.families.items()]
+    fields += [(("services", name, "context"), s.context) for name, s in fleet.services.items()]
+    for loc, value in fields:
+        if value and not value.startswith("/") and not is_inside(fleet.base_dir / value, fleet.base_dir):
+            yield loc, f"{value!r} leads out of the spec's folder (through a symlink)"
 
 
 def _names(items) -> str:
