@@ -8,6 +8,7 @@ from gevent import monkey
 monkey.patch_all()  # as pyinfra's CLI does, before ssl is imported
 
 import os  # noqa: E402
+import shlex  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -16,7 +17,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-RIG = [sys.executable, "-m", "rig.cli"]
+# the installed console script (make setup: pip install ., not editable), as operators run it
+RIG = [str(Path(sys.executable).with_name("rig"))]
 
 
 def rig(*args, env=None, check=True, cwd=REPO) -> subprocess.CompletedProcess:
@@ -43,14 +45,13 @@ def lab():
 
 def copy_spec(target: Path) -> Path:
     """The spec, inventories and dockerfiles in a folder a test may edit (not a git checkout, so
-    builds there take --tag); .lab and tasks/ are the real ones."""
+    builds there take --tag); .lab is the real one, tests/ holds the verify suite."""
     for name in ("fleet.yml", "lab.yml"):
         shutil.copy(REPO / name, target / name)
     for folder in ("profiles", "inventory", "group_data", "dockerfiles"):
         shutil.copytree(REPO / folder, target / folder,
                         ignore=shutil.ignore_patterns("__pycache__"))
     (target / ".lab").symlink_to(REPO / ".lab")
-    (target / "tasks").symlink_to(REPO / "tasks")
     (target / "tests").symlink_to(REPO / "tests")  # the testinfra suite `rig verify` runs
     return target
 
@@ -67,15 +68,24 @@ def bootstrapped(lab):
     return lab
 
 
-def ssh(host: str, command: str, check=True) -> subprocess.CompletedProcess:
-    """Run a command on a lab host as an operator would (plain ssh, the lab's key)."""
+def lab_address(host: str) -> str:
+    from rig.lab.layout import LabPaths
+    from rig.lab.state import LabState
+
+    return LabState.load(LabPaths.for_repo(REPO)).hosts[host]
+
+
+def ssh(host: str, command: str, check=True, user="ops", sudo=True) -> subprocess.CompletedProcess:
+    """Run a command on a lab host as an operator would: plain ssh as `ops` with the lab's key,
+    and sudo (root login is refused on lab hosts, as on MainPC and PC2)."""
     from rig.lab.layout import LabPaths
     from rig.lab.state import LabState
 
     paths = LabPaths.for_repo(REPO)
     address = LabState.load(paths).hosts[host]
     argv = ["ssh", "-i", str(paths.ssh_dir / "id_ed25519"), "-o", "BatchMode=yes",
-            "-o", f"UserKnownHostsFile={paths.ssh_dir / 'known_hosts'}", f"root@{address}", command]
+            "-o", f"UserKnownHostsFile={paths.ssh_dir / 'known_hosts'}", f"{user}@{address}",
+            f"sudo -n sh -c {shlex.quote(command)}" if sudo else command]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     if check and result.returncode != 0:
         raise AssertionError(f"{host}: {command} exited {result.returncode}: {result.stderr}")

@@ -1,19 +1,20 @@
 """On the real lab: the lab itself, a converge over SSH, bootstrap from bare and again,
 the verify suite, one profile change, and the pre-flight refusals."""
 
+import json
 import time
 
 import testinfra
 from pyinfra.api import deploy
 from pyinfra.operations import files
 
-from rig.inventory import lab_fleet
-from rig.runner import Session
+from rig.inventory import load_spec
+from rig.ops.job import Job
 from rig.secrets import registry_token
 from rig.verify import load_targets, write_ssh_config
 from tasks.bootstrap import bootstrap
 
-from .conftest import REPO, rig
+from .conftest import REPO, rig, ssh
 
 PROBE = "/etc/rig-lab-probe"
 
@@ -24,14 +25,19 @@ def probe(present: bool = True):
 
 
 def converge(repo, deploy_func, **kwargs):
-    with Session(repo, "inventory/lab.py") as session:
+    job = Job(repo / "fleet.yml", "lab")
+    with job.session(list(job.fleet.hosts)) as session:
         return session.run(deploy_func, **kwargs)
 
 
+def lab_fleet(repo):
+    return load_spec(repo / "fleet.yml", "lab")
+
+
 def lab_hosts(repo=REPO):
-    _, targets = load_targets(repo, "inventory/lab.py")
+    _, targets = load_targets({"RIG_CONFIG": str(repo / "fleet.yml"), "RIG_ENV": "lab"})
     config = write_ssh_config(targets)
-    return {t.name: testinfra.get_host(f"ssh://{t.name}", ssh_config=config)
+    return {t.name: testinfra.get_host(f"ssh://{t.name}", ssh_config=config, sudo=True)
             for t in targets}
 
 
@@ -48,6 +54,13 @@ def test_lab_status_reports_every_part_answering(lab):
     for part in ("engine", "network", "registry", "host mainpc", "host pc2"):
         assert any(line.split()[:len(part.split())] == part.split() and " ok " in line
                    for line in output.splitlines()), output
+
+
+def test_root_login_is_refused_and_ops_has_passwordless_sudo(lab):
+    as_root = ssh("mainpc", "true", check=False, user="root", sudo=False)
+    assert as_root.returncode == 255 and "Permission denied" in as_root.stderr
+    assert ssh("mainpc", "id -u").stdout.strip() == "0"                      # via sudo -n
+    assert ssh("mainpc", "id -un", sudo=False).stdout.strip() == "ops"
 
 
 def test_trivial_converge_over_ssh_then_read_back_with_testinfra(lab):
@@ -135,3 +148,39 @@ def subprocess_restart_ssh():
     subprocess.run(["docker", "exec", "rig-lab-pc2", "systemctl", "start", "ssh.service"],
                    env={"DOCKER_HOST": state.docker_host, "PATH": "/usr/local/bin:/usr/bin:/bin"},
                    check=True, capture_output=True)
+
+
+def test_unknown_production_host_key_fails_pre_flight_until_trusted(lab, tmp_path):
+    """Production checks host keys strictly against the operator's known_hosts: an unknown
+    key is refused with its fingerprint and the command that trusts it; nothing is changed."""
+    import re
+    import subprocess
+
+    from rig.lab.layout import LabPaths
+
+    paths = LabPaths.for_repo(REPO)
+    known = tmp_path / "known_hosts"
+    env = {"RIG_HOST_MAINPC": "ops@10.77.0.11", "RIG_HOST_PC2": "ops@10.77.0.12",
+           "RIG_KNOWN_HOSTS": str(known), "RIG_SSH_KEY": str(paths.ssh_dir / "id_ed25519"),
+           "GHCR_TOKEN": "not-a-real-token"}
+    refused = rig("--env", "production", "bootstrap", "--limit", "mainpc", env=env, check=False)
+    assert refused.returncode == 1, refused.stdout
+    first = refused.stderr.splitlines()[0]
+    match = re.match(r"rig: mainpc: unknown host key \(it offers ssh-ed25519 (SHA256:\S+)\); "
+                     r"nothing was changed$", first)
+    assert match, refused.stderr
+    assert "rig hosts trust mainpc --fingerprint" in refused.stderr
+    lab_keys = subprocess.run(["ssh-keygen", "-lf", str(paths.ssh_dir / "known_hosts")],
+                              capture_output=True, text=True, check=True).stdout
+    assert f"{match.group(1)} 10.77.0.11 (ED25519)" in lab_keys  # the real key, checked out of band
+    assert not known.exists()
+
+    wrong = rig("--env", "production", "hosts", "trust", "mainpc", "--fingerprint",
+                "SHA256:" + "A" * 43, env=env, check=False)
+    assert wrong.returncode == 1 and "nothing was trusted" in wrong.stderr
+    trusted = rig("--env", "production", "hosts", "trust", "mainpc", "--fingerprint",
+                  match.group(1), env=env)
+    assert f"mainpc: ssh-ed25519 {match.group(1)} added to {known}" in trusted.stdout
+    status = rig("--env", "production", "status", "--limit", "mainpc", "--json", env=env)
+    assert {row["host"] for row in json.loads(status.stdout)} == {"mainpc"}
+
