@@ -49,6 +49,13 @@ PLAYBOOK = """\
 """
 
 
+def short_control_dir() -> str:
+    """A private, short folder for ControlPath sockets (unix socket paths max ~108 bytes)."""
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="rig-ab-", dir="/tmp")
+
+
 def write(folder: Path, repo: Path, fleet, hosts: dict[str, str], token: str) -> Path:
     """Write ansible.cfg, inventory.yml, vars (token, 0600) and the playbook; return the folder."""
     paths = LabPaths.for_repo(repo)
@@ -58,12 +65,12 @@ def write(folder: Path, repo: Path, fleet, hosts: dict[str, str], token: str) ->
         "[defaults]\ninventory = inventory.yml\ngathering = explicit\nhost_key_checking = True\n"
         "interpreter_python = /usr/bin/python3\nforks = 20\nretry_files_enabled = False\n"
         "[ssh_connection]\npipelining = True\n"
-        f"control_path_dir = {folder / 'cp'}\n"
+        f"control_path = {short_control_dir()}/%%C\n"
         f"ssh_args = -o ControlMaster=auto -o ControlPersist=120s -o IdentitiesOnly=yes "
         f"-o UserKnownHostsFile={paths.ssh_dir / 'known_hosts'}\n")
     reg = fleet.registry
     common = {
-        "ansible_user": "root",
+        "ansible_user": "ops", "ansible_become": True,  # as rig: ops with passwordless sudo
         "ansible_ssh_private_key_file": str(paths.ssh_dir / "id_ed25519"),
         "daemon_json": cmd.daemon_json(fleet.bootstrap.daemon, False),
         "packages": list(cmd.engine_packages(fleet, "debian", "13")),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -22,7 +23,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 RUNS = int(os.environ.get("RIG_BENCH_RUNS", "5"))
 WORK = REPO / ".bench"
@@ -66,8 +66,8 @@ def ssh(host: str, command: str) -> str:
     paths = LabPaths.for_repo(REPO)
     address = LabState.load(paths).hosts[host]
     return run(["ssh", "-i", str(paths.ssh_dir / "id_ed25519"), "-o", "BatchMode=yes",
-                "-o", f"UserKnownHostsFile={paths.ssh_dir / 'known_hosts'}", f"root@{address}",
-                command]).stdout
+                "-o", f"UserKnownHostsFile={paths.ssh_dir / 'known_hosts'}", f"ops@{address}",
+                "sudo -n sh -c " + shlex.quote(command)]).stdout
 
 
 # -- setup ------------------------------------------------------------------------------------
@@ -121,8 +121,9 @@ def ansible_venv() -> Path:
 
 
 def bench_converge(hosts: list[str]) -> dict:
-    from bench import ansible
-    from rig.inventory import lab_fleet
+    import ansible  # bench/ansible.py, beside this file (python puts the script's folder first)
+
+    from rig.inventory import load_spec
     from rig.lab.layout import LabPaths
     from rig.lab.state import LabState
     from rig.secrets import registry_token
@@ -131,7 +132,7 @@ def bench_converge(hosts: list[str]) -> dict:
     for host in hosts:  # Ansible's modules need a full python3 on the host; rig needs none
         ssh(host, "dpkg-query -W -f='${Status}' python3 2>/dev/null | grep -q 'ok installed' || "
                   "(apt-get update -qq && apt-get install -y -qq python3 >/dev/null)")
-    fleet = lab_fleet(REPO)
+    fleet = load_spec(REPO / "fleet.yml", "lab")
     addresses = LabState.load(LabPaths.for_repo(REPO)).hosts
     folder = ansible.write(WORK / "ansible", REPO, fleet, {h: addresses[h] for h in hosts},
                            registry_token(fleet))

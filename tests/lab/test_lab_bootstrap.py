@@ -138,6 +138,31 @@ def test_unreachable_host_is_named_in_one_line(lab):
     assert "Traceback" not in result.stderr
 
 
+def test_a_sudo_that_asks_for_a_password_fails_pre_flight_in_one_line(lab):
+    ssh("pc2", "mv /etc/sudoers.d/ops /etc/rig-lab-sudoers.off")
+    try:
+        result = rig("bootstrap", check=False)
+    finally:
+        docker_exec("pc2", "mv /etc/rig-lab-sudoers.off /etc/sudoers.d/ops")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("rig: pc2: sudo failed for ops ("), result.stderr
+    assert "NOPASSWD" in lines[0] and lines[-1].strip() == "nothing was changed"
+    assert "Traceback" not in result.stderr
+
+
+def docker_exec(host: str, command: str):
+    import subprocess
+
+    from rig.lab.layout import LabPaths
+    from rig.lab.state import LabState
+
+    state = LabState.load(LabPaths.for_repo(REPO))
+    subprocess.run(["docker", "exec", f"rig-lab-{host}", "sh", "-c", command],
+                   env={"DOCKER_HOST": state.docker_host, "PATH": "/usr/local/bin:/usr/bin:/bin"},
+                   check=True, capture_output=True)
+
+
 def subprocess_restart_ssh():
     import subprocess
 
