@@ -15,7 +15,8 @@ from pathlib import Path
 from .errors import RigError
 
 # Docker's tag grammar; rig adds "-<machine>" for per-machine images, so leave room for it.
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+# \Z, not $: `$` also matches before a final newline, which let "abc\n" through.
+TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\Z")
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,8 @@ def computed_tag(now: datetime, git: GitState) -> str:
 
 
 def check_tag(tag: str, source: str = "--tag") -> str:
-    if not TAG_RE.match(tag):
-        raise RigError(f"{source}: {tag!r} is not a valid image tag "
+    if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
+        raise RigError(f"{source}: {str(tag)[:120]!r} is not a valid image tag "
                        "(letters, digits, _ . -; at most 100 characters; not starting with . or -)")
     return tag
 
