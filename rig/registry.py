@@ -2,12 +2,28 @@
 
 Handles both auth schemes met in practice: HTTP basic (the lab's htpasswd registry) and the
 bearer-token exchange GHCR and Docker Hub use (401 with `WWW-Authenticate: Bearer realm=...`,
-then GET realm?service=...&scope=repository:<repo>:pull with basic credentials)."""
+then GET realm?service=...&scope=repository:<repo>:pull with basic credentials).
+
+What it does not trust in a registry's answers:
+
+- the bearer `realm` receives the credentials, so it must be https and on the configured
+  host (or, for a few well-known registries, their own token host: TOKEN_HOSTS);
+- a 429 or 5xx answer is retried with exponential backoff (a Retry-After of up to
+  `max_retry_after` seconds is honoured), all within `deadline` seconds per call;
+- an answer body is read with a size cap (MAX_BODY) and the same deadline;
+- anything unexpected (a token answer that is not JSON, no token in it) is a one-line
+  RigError naming the registry and what it answered. The password and tokens never appear
+  in a repr or an error message.
+"""
 
 from __future__ import annotations
 
+import base64
 import re
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import requests
 
@@ -22,6 +38,17 @@ MANIFEST_TYPES = ", ".join(
     ]
 )
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]+")  # RFC 6750 b64token: safe in a header
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+TOKEN_HOSTS: dict[str, tuple[str, ...]] = {
+    "ghcr.io": ("ghcr.io",),
+    "docker.io": ("auth.docker.io",),
+    "registry-1.docker.io": ("auth.docker.io",),
+}
+"""Token hosts a registry may send credentials to besides itself (its `realm`)."""
+
+MAX_BODY = 4 * 1024 * 1024  # the OCI distribution spec's manifest limit; tokens are far smaller
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -30,13 +57,25 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), dict(_CHALLENGE_PARAM.findall(params))
 
 
+def _retryable(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
 @dataclass
 class RegistryClient:
     host: str
     username: str
-    password: str
+    password: str = field(repr=False)
     ca_file: str | None = None
     timeout: float = 10.0
+    deadline: float = 60.0
+    """Seconds one call (ping, manifest_digest, copy_manifest) may take, retries included."""
+    retries: int = 4
+    """Retries of a 429 or 5xx answer, waiting backoff, 2*backoff, 4*backoff... in between."""
+    backoff: float = 0.5
+    max_retry_after: float = 10.0
+    """A Retry-After up to this long is waited for; a longer one ends the call with an error."""
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._session = requests.Session()
@@ -51,99 +90,219 @@ class RegistryClient:
 
     def ping(self) -> None:
         """Raise RigError unless the registry answers and accepts the credentials."""
-        response = self._request("GET", self.base, scope="")
+        response = self._request("GET", self.base, scope="", until=self._until())
         if response.status_code != 200:
-            raise RigError(f"registry {self.host}: GET /v2/ answered {response.status_code}")
+            raise self._error(f"GET /v2/ answered {_status(response)}")
 
     def manifest_digest(self, repository: str, tag: str) -> str | None:
         """Docker-Content-Digest of repository:tag, or None when the tag does not exist."""
         url = f"{self.base}{repository}/manifests/{tag}"
-        response = self._request(
-            "HEAD", url, scope=f"repository:{repository}:pull", headers={"Accept": MANIFEST_TYPES}
-        )
+        response = self._request("HEAD", url, scope=f"repository:{repository}:pull",
+                                 headers={"Accept": MANIFEST_TYPES}, until=self._until())
         if response.status_code == 404:
             return None
         if response.status_code != 200:
-            raise RigError(f"registry {self.host}: HEAD {repository}:{tag} -> {response.status_code}")
+            raise self._error(f"HEAD {repository}:{tag} -> {_status(response)}")
         digest = response.headers.get("Docker-Content-Digest")
         if not digest:
-            raise RigError(f"registry {self.host}: no Docker-Content-Digest for {repository}:{tag}")
+            raise self._error(f"no Docker-Content-Digest for {repository}:{tag}")
         return digest
 
     def copy_manifest(self, repository: str, source_tag: str, target_tag: str) -> str:
         """Give the manifest at source_tag a second tag, inside the registry (no layers move).
         Returns its digest."""
+        until = self._until()
         scope = f"repository:{repository}:pull,push"
         url = f"{self.base}{repository}/manifests/"
-        got = self._request("GET", url + source_tag, scope=scope, headers={"Accept": MANIFEST_TYPES})
+        got = self._request("GET", url + source_tag, scope=scope,
+                            headers={"Accept": MANIFEST_TYPES}, until=until)
         if got.status_code != 200:
-            raise RigError(f"registry {self.host}: GET {repository}:{source_tag} -> {got.status_code}")
+            raise self._error(f"GET {repository}:{source_tag} -> {_status(got)}")
         media_type = got.headers.get("Content-Type", "application/vnd.oci.image.manifest.v1+json")
         put = self._request("PUT", url + target_tag, scope=scope,
-                            headers={"Content-Type": media_type}, data=got.content)
+                            headers={"Content-Type": media_type}, data=got.content, until=until)
         if put.status_code not in (200, 201):
-            raise RigError(f"registry {self.host}: PUT {repository}:{target_tag} -> {put.status_code}")
+            raise self._error(f"PUT {repository}:{target_tag} -> {_status(put)}")
         return put.headers.get("Docker-Content-Digest") or got.headers.get("Docker-Content-Digest", "")
 
     # -- auth ---------------------------------------------------------------------------------
-    def _request(self, method: str, url: str, scope: str, headers=None, data=None) -> requests.Response:
+    def _request(self, method: str, url: str, scope: str, until: float, headers=None,
+                 data=None) -> requests.Response:
         headers = dict(headers or {})
         token = self._tokens.get(scope)
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        response = self._send(method, url, headers, data=data)
+        response = self._send(method, url, headers, until, data=data)
         if response.status_code != 401:
             return response
         scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
         if scheme == "basic":
-            return self._send(method, url, headers, auth=(self.username, self.password), data=data)
+            response = self._send(method, url, headers, until,
+                                  auth=(self.username, self.password), data=data)
+            if response.status_code == 401:
+                raise self._error(f"credentials refused for {self.username}")
+            return response
         if scheme == "bearer":
-            self._tokens[scope] = self._fetch_token(params, scope)
+            self._tokens[scope] = self._fetch_token(params, scope, until)
             headers["Authorization"] = f"Bearer {self._tokens[scope]}"
-            return self._send(method, url, headers, data=data)
-        raise RigError(f"registry {self.host}: unsupported auth challenge {scheme!r}")
+            return self._send(method, url, headers, until, data=data)
+        raise self._error(f"unsupported auth challenge {_show(scheme)}")
 
-    def _fetch_token(self, params: dict[str, str], scope: str) -> str:
+    def _fetch_token(self, params: dict[str, str], scope: str, until: float) -> str:
+        realm = params.get("realm")
+        if not realm:
+            raise self._error("bearer challenge without realm")
+        self._check_realm(realm)
         query = {"service": params.get("service", "")}
         if scope:
             query["scope"] = scope
-        try:
-            response = self._session.get(
-                params["realm"], params=query, auth=(self.username, self.password),
-                timeout=self.timeout, verify=self._verify,
-            )
-        except KeyError:
-            raise RigError(f"registry {self.host}: bearer challenge without realm") from None
-        except requests.RequestException as e:
-            raise RigError(f"registry {self.host}: token request failed: {_one_line(e)}") from None
+        response = self._send("GET", realm, {}, until, auth=(self.username, self.password),
+                              params=query, redirects=False, what="token request")
+        if response.status_code in (401, 403):
+            raise self._error(f"token request refused ({response.status_code}); "
+                              "check the username and token")
         if response.status_code != 200:
-            raise RigError(
-                f"registry {self.host}: token request refused ({response.status_code}); "
-                "check the username and token"
-            )
-        body = response.json()
-        token = body.get("token") or body.get("access_token")
+            raise self._error(f"token request answered {_status(response)}")
+        try:
+            body = response.json()
+        except ValueError:
+            raise self._error(f"token request answered {_status(response)} with something that "
+                              f"is not JSON ({_excerpt(response)})") from None
+        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
         if not token:
-            raise RigError(f"registry {self.host}: token response without a token")
+            raise self._error("token response without a token")
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+            raise self._error("token response holds a token that is not a plain string")
         return token
 
-    def _send(self, method, url, headers, auth=None, data=None) -> requests.Response:
+    def _check_realm(self, realm: str) -> None:
+        """The realm gets our basic credentials: https, no user info, and an allowed host."""
         try:
-            response = self._session.request(
-                method, url, headers=headers, auth=auth, data=data, timeout=self.timeout,
-                verify=self._verify,
-            )
-        except requests.exceptions.SSLError as e:
-            raise RigError(f"registry {self.host}: TLS verification failed: {_one_line(e)}") from None
-        except requests.RequestException as e:
-            raise RigError(f"registry {self.host}: no answer: {_one_line(e)}") from None
-        if response.status_code == 401 and auth is not None:
-            raise RigError(f"registry {self.host}: credentials refused for {self.username}")
-        return response
+            parts = urlsplit(realm)
+            port = parts.port
+        except ValueError:
+            raise self._error(f"bearer realm {_show(realm)} is not a URL") from None
+        if parts.scheme != "https":
+            raise self._error(f"bearer realm {_show(realm)} is not https; "
+                              "credentials are not sent there")
+        if parts.username is not None or parts.password is not None:
+            raise self._error(f"bearer realm {_show(realm)} has user info; "
+                              "credentials are not sent there")
+        netloc = _netloc(parts.hostname or "", port)
+        own = _netloc(*_split_host(self.host))
+        allowed = (own, *TOKEN_HOSTS.get(own, ()))
+        if netloc not in allowed:
+            raise self._error(f"bearer realm {_show(realm)} is not on {' or '.join(allowed)}; "
+                              "credentials are not sent there")
+
+    # -- transport ------------------------------------------------------------------------------
+    def _until(self) -> float:
+        return time.monotonic() + self.deadline
+
+    def _send(self, method: str, url: str, headers: dict, until: float, auth=None, data=None,
+              params=None, redirects: bool = True, what: str = "") -> requests.Response:
+        """One request, retried on 429 and 5xx while retries and the deadline last."""
+        what = what or f"{method} {urlsplit(url).path}"
+        for attempt in range(1, max(self.retries, 0) + 2):
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                raise self._error(f"{what}: no answer within {self.deadline:g} s")
+            wait = min(self.timeout, remaining)
+            try:
+                response = self._session.request(
+                    method, url, headers=headers, auth=auth, data=data, params=params,
+                    timeout=wait, verify=self._verify, allow_redirects=redirects, stream=True,
+                )
+                self._read_body(response, until, what)
+            except requests.exceptions.SSLError as e:
+                raise self._error(f"TLS verification failed: {_one_line(e)}") from None
+            except (requests.RequestException, ValueError, UnicodeError) as e:
+                raise self._error(f"{what}: no answer: {_one_line(e)}") from None
+            if not _retryable(response.status_code):
+                return response
+            delay, why = self._retry_delay(response, attempt, until)
+            if delay is None:
+                raise self._error(f"{what} answered {_status(response)} "
+                                  f"({attempt} {'try' if attempt == 1 else 'tries'}{why})")
+            _close(response)
+            self.sleep(delay)
+        raise AssertionError("unreachable")  # the last attempt returns or raises
+
+    def _retry_delay(self, response: requests.Response, attempt: int,
+                     until: float) -> tuple[float | None, str]:
+        """Seconds to wait before the next attempt, or None (and why) to stop."""
+        if attempt > self.retries:
+            return None, ""
+        delay = self.backoff * 2 ** (attempt - 1)
+        asked = response.headers.get("Retry-After", "").strip()
+        if asked.isdigit():
+            if int(asked) > self.max_retry_after:
+                return None, f"; it asks to wait {int(asked)} s"
+            delay = float(asked)
+        if time.monotonic() + delay >= until:
+            return None, f"; the {self.deadline:g} s deadline is near"
+        return delay, ""
+
+    def _read_body(self, response: requests.Response, until: float, what: str) -> None:
+        """Read the body now, at most MAX_BODY bytes, within the deadline."""
+        if getattr(response, "_content", False) is not False:
+            return  # already in memory (a transport adapter that is not a socket)
+        chunks, size = [], 0
+        for chunk in response.iter_content(64 * 1024):
+            size += len(chunk)
+            if size > MAX_BODY:
+                _close(response)
+                raise self._error(f"{what}: answer larger than {MAX_BODY} bytes")
+            if time.monotonic() > until:
+                _close(response)
+                raise self._error(f"{what}: answer not complete within {self.deadline:g} s")
+            chunks.append(chunk)
+        response._content = b"".join(chunks)
+
+    def _error(self, message: str) -> RigError:
+        """A one-line RigError naming the registry, with any secret replaced by ***."""
+        secrets = [self.password, *self._tokens.values()]
+        if self.password:
+            pair = f"{self.username}:{self.password}".encode()
+            secrets.append(base64.b64encode(pair).decode())
+        for secret in secrets:
+            if secret:
+                message = message.replace(secret, "***")
+        return RigError(_UNPRINTABLE.sub("?", f"registry {self.host}: {message}")[:400])
+
+
+def _close(response: requests.Response) -> None:
+    if response.raw is not None:
+        response.close()
+
+
+def _split_host(host: str) -> tuple[str, int | None]:
+    name, _, port = host.lower().partition(":")
+    return name, int(port) if port.isdigit() else None
+
+
+def _netloc(hostname: str, port: int | None) -> str:
+    return hostname.lower() if port in (None, 443) else f"{hostname.lower()}:{port}"
+
+
+def _status(response: requests.Response) -> str:
+    return f"{response.status_code} {_UNPRINTABLE.sub('', response.reason or '')[:60]}".strip()
+
+
+def _show(text: str, width: int = 80) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= width else shown[: width - 3] + "..."
+
+
+def _excerpt(response: requests.Response) -> str:
+    kind = _UNPRINTABLE.sub("", response.headers.get("Content-Type", "no content type"))[:60]
+    start = " ".join(response.content[:200].decode("utf-8", "replace").split())[:60]
+    return f"{kind}, {len(response.content)} bytes" + (f": {_show(start)}" if start else "")
 
 
 def _one_line(error: Exception) -> str:
-    return str(error).splitlines()[0][:200]
+    text = str(error).splitlines()
+    return text[0][:200] if text else type(error).__name__
 
 
 def client_for(fleet) -> RegistryClient:
