@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import shlex
 
 from ..config import Fleet
@@ -87,9 +88,23 @@ def apt_install(packages: dict[str, str | None], update: bool = True) -> list[st
     return commands
 
 
+_APT_URL = re.compile(r"https?://[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]+")
+_APT_WORD = re.compile(r"[a-z0-9][a-z0-9.+_-]*")
+
+
 def docker_ce_repo(repo_url: str, distro: str, codename: str) -> list[str]:
-    """Docker's apt repository with its key, refusing a key whose fingerprint is not Docker's."""
+    """Docker's apt repository with its key, refusing a key whose fingerprint is not Docker's.
+
+    The source line is a line of fields: repo_url must be one URL (no spaces, quotes or line
+    breaks) and distro/codename single words, else ValueError (the spec model refuses such a
+    repo_url already; distro and codename come from the host). Every value is shell-quoted."""
+    if not _APT_URL.fullmatch(repo_url):
+        raise ValueError(f"docker apt repository URL {repo_url!r} is not a plain http(s) URL")
+    for what, word in (("distribution", distro), ("codename", codename)):
+        if not _APT_WORD.fullmatch(word):
+            raise ValueError(f"{what} {word!r} is not a plain apt word")
     base = f"{repo_url.rstrip('/')}/{distro}"
+    source = f"deb [arch=amd64 signed-by={DOCKER_KEYRING}] {base} {codename} stable"
     return [
         f"{APT_ENV} apt-get update -qq && {APT_ENV} apt-get install -y -qq ca-certificates curl gnupg",
         "install -m 0755 -d /etc/apt/keyrings",
@@ -98,8 +113,7 @@ def docker_ce_repo(repo_url: str, distro: str, codename: str) -> list[str]:
         f"'^fpr:*{DOCKER_KEY_FINGERPRINT}:' "
         f"|| {{ echo 'Docker repo key fingerprint mismatch' >&2; rm -f {DOCKER_KEYRING}.new; exit 1; }}",
         f"mv {DOCKER_KEYRING}.new {DOCKER_KEYRING} && chmod a+r {DOCKER_KEYRING}",
-        f"echo 'deb [arch=amd64 signed-by={DOCKER_KEYRING}] {base} {codename} stable' "
-        "> /etc/apt/sources.list.d/docker.list",
+        f"echo {shlex.quote(source)} > /etc/apt/sources.list.d/docker.list",
     ]
 
 
@@ -141,9 +155,24 @@ def login_command(registry: str, username: str) -> str:
     return f"docker login --username {shlex.quote(username)} --password-stdin {shlex.quote(registry)}"
 
 
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# An env file is one KEY=value per line, read literally (no quotes, no escapes): a value may
+# hold anything but a line break (\n, \r and the Unicode ones) or another control character.
+_NOT_IN_ENV_VALUE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def profile_env(env: dict[str, str], profile_hash: str) -> str:
-    """The env file service containers load (docker run --env-file): KEY=value lines."""
-    lines = [f"{key}={value}" for key, value in sorted(env.items())]
+    """The env file service containers load (docker run --env-file): KEY=value lines.
+
+    ValueError for a key that is not a variable name or a value with a line break or control
+    character: it would add variables of its own (the spec model refuses these already)."""
+    env = {**env, "RIG_PROFILE_HASH": profile_hash}
+    for key, value in env.items():
+        if not _ENV_KEY.fullmatch(key):
+            raise ValueError(f"environment name {key!r} is not a variable name")
+        if _NOT_IN_ENV_VALUE.search(value):
+            raise ValueError(f"environment value of {key} holds a line break or control character")
+    lines = [f"{key}={value}" for key, value in sorted(env.items()) if key != "RIG_PROFILE_HASH"]
     lines.append(f"RIG_PROFILE_HASH={profile_hash}")
     return "\n".join(lines) + "\n"
 
