@@ -45,14 +45,22 @@ def lab():
 
 def copy_spec(target: Path) -> Path:
     """The spec, inventories and dockerfiles in a folder a test may edit (not a git checkout, so
-    builds there take --tag); .lab is the real one, tests/ holds the verify suite."""
+    builds there take --tag). Its .lab/ holds copies of the lab's state, keys, CA and token (rig
+    refuses spec paths that lead out of the spec's folder, symlinks included); tests/ holds
+    the verify suite."""
     for name in ("fleet.yml", "lab.yml"):
         shutil.copy(REPO / name, target / name)
-    for folder in ("profiles", "inventory", "group_data", "dockerfiles"):
+    for folder in ("profiles", "inventory", "group_data", "dockerfiles", "tests"):
         shutil.copytree(REPO / folder, target / folder,
                         ignore=shutil.ignore_patterns("__pycache__"))
-    (target / ".lab").symlink_to(REPO / ".lab")
-    (target / "tests").symlink_to(REPO / "tests")  # the testinfra suite `rig verify` runs
+    lab = REPO / ".lab"
+    for part in ("state.json", "ssh", "ca/ca.crt", "registry/token"):
+        source, copy = lab / part, target / ".lab" / part
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, copy)
+        else:
+            shutil.copy2(source, copy)
     return target
 
 

@@ -138,3 +138,18 @@ def test_the_shell_check_would_see_one():
         assert shell_fstrings(sample) == ["shell_sample.txt:2: 'docker rm -f '"]
     finally:
         sample.unlink()
+
+
+def test_the_cli_stays_thin():
+    """No CLI module over 250 lines, no CLI function over 40: the logic lives in rig/ops."""
+    too_big = []
+    for module, path in modules().items():
+        if not module.startswith("rig.cli"):
+            continue
+        text = path.read_text()
+        if len(text.splitlines()) > 250:
+            too_big.append(f"{module}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 40:
+                too_big.append(f"{module}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert too_big == []
