@@ -40,6 +40,7 @@ class RolloutFacts:
     containers: dict[str, Container] = field(default_factory=dict)
     state: dict = field(default_factory=dict)      # /var/lib/rig/state.json
     lock: dict | None = None                       # /var/lib/rig/rollout.lock
+    warnings: list[str] = field(default_factory=list)
 
     def running(self, service: str) -> Container | None:
         found = self.containers.get(cmd.current(service))
@@ -70,10 +71,25 @@ def parse_rollout_facts(lines: list[str]) -> RolloutFacts:
             except ValueError:
                 value = {"unreadable": text[:200]}
             if name == "state":
-                facts.state = value if isinstance(value, dict) else {}
+                facts.state = value if _state_shape(value) else _from_labels(facts, text)
             else:
                 facts.lock = value
     return facts
+
+
+def _state_shape(value) -> bool:
+    return isinstance(value, dict) and "unreadable" not in value and all(
+        isinstance(v, dict) and isinstance(v.get("digest"), str) for v in value.values())
+
+
+def _from_labels(facts: RolloutFacts, text: str) -> dict:
+    """state.json unreadable: rebuilt from what runs (the containers' labels), with a warning;
+    the next record writes it whole again."""
+    facts.warnings.append(f"state.json was unreadable ({text[:60]!r}...): rebuilt from the "
+                          "running containers' labels")
+    return {c.service: {"tag": c.tag, "digest": c.digest, "profile_hash": c.profile_hash,
+                        "since": None, "previous": None}
+            for name, c in facts.containers.items() if c.running and name == cmd.current(c.service)}
 
 
 class RolloutState(FactBase):

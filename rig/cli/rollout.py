@@ -57,7 +57,7 @@ def print_report(report) -> None:
                    "`--break-lock` once the host answers", err=True)
     if report.interrupted:
         click.echo(f"rig: {report.action} interrupted after {report.seconds:.1f} s", err=True)
-        sys.exit(130)
+        sys.exit(128 + (report.signal or 2))  # 130 SIGINT, 143 SIGTERM, 129 SIGHUP
     if not report.ok:
         raise RigError(f"{report.action} {report.label} failed after {report.seconds:.1f} s")
     p = report.phases

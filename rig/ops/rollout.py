@@ -67,6 +67,8 @@ class RolloutReport:
     phases: dict[str, float]
     unreleased_locks: list[str] = field(default_factory=list)
     verify_rc: int | None = None    # the services suite's exit code, when it ran
+    signal: int | None = None       # the signal that interrupted it
+    warnings: list[str] = field(default_factory=list)
 
 
 def options_from(services=None, limit=None, canary=None, batch=None, break_lock=False,
@@ -87,7 +89,8 @@ def _plan(job: Job, label: str, hosts: list[str], releases, facts, opts: Options
     problems = problems + lost + host_problems(
         job.fleet, {h: f for h, f in facts.items() if f is not None}, opts.break_lock, time.time())
     plan_waves = waves(job.fleet, hosts, opts.canary, parse_batch(opts.batch))
-    changes = {h: [Change(h, r, facts[h].running(r.service)) for r in releases.get(h, [])]
+    changes = {h: [Change(h, r, facts[h].running(r.service), facts[h].state.get(r.service))
+                   for r in releases.get(h, [])]
                for h in hosts if facts.get(h) is not None}
     if problems:
         raise RigError(*problems, "pre-flight failed: no host was changed")
@@ -158,16 +161,19 @@ def _execute(job: Job, action: str, label: str, hosts: list[str], resolve, opts:
     with job.session(hosts) as session:
         engine = Rollout(session, job.fleet, say, action, label)
         facts = engine.facts()
+        for host, host_facts in facts.items():
+            for warning in host_facts.warnings if host_facts else []:
+                say(f"{host}: warning: {warning}")
         releases, problems, skipped = resolve(facts)
         the_plan, changes = _plan(job, label, hosts, releases, facts, opts, problems, skipped)
         if on_plan:
             on_plan(the_plan)
         checked = time.monotonic()
-        lock_problems = engine.take_locks(opts.break_lock)
-        if lock_problems:
-            raise RigError(*lock_problems, "pre-flight failed: no host was changed")
-        locked = time.monotonic()
-        try:
+        try:  # locks are taken inside the try that releases them (a Ctrl-C while taking them)
+            lock_problems = engine.take_locks(opts.break_lock)
+            if lock_problems:
+                raise RigError(*lock_problems, "pre-flight failed: no host was changed")
+            locked = time.monotonic()
             outcome = engine.run(the_plan.waves, changes, facts)
         finally:
             ran = time.monotonic()
@@ -176,7 +182,8 @@ def _execute(job: Job, action: str, label: str, hosts: list[str], resolve, opts:
               "locks": locked - checked + time.monotonic() - ran,
               "waves": ran - locked, "health_gates": outcome.gate_seconds}
     report = RolloutReport(action, label, the_plan, outcome.ok, outcome.interrupted,
-                           outcome.lines, time.monotonic() - started, phases, unreleased)
+                           outcome.lines, time.monotonic() - started, phases, unreleased,
+                           signal=outcome.signal)
     if report.ok and opts.verify and the_plan.changes:
         from .hosts import verify
 

@@ -32,15 +32,31 @@ class Change:
     host: str
     release: cmd.Release
     running: object | None          # tasks.rollout.Container or None
+    recorded: dict | None = None    # what state.json says the host runs (written on a passed gate)
 
     @property
-    def needed(self) -> bool:
+    def differs(self) -> bool:
         r = self.running
         return r is None or r.digest != self.release.digest \
             or r.profile_hash != self.release.profile_hash
 
     @property
+    def unfinished(self) -> bool:
+        """The right container runs, but no passed gate was recorded for it (a rollout killed
+        mid-gate): it is gated again, and replaced or rolled back by the policy."""
+        return not self.differs and (self.recorded or {}).get("digest") != self.running.digest
+
+    @property
+    def needed(self) -> bool:
+        return self.differs or self.unfinished
+
+    @property
     def before(self) -> dict | None:
+        """What the host ran before this change: what runs, or for an unfinished change what
+        was last recorded as healthy."""
+        if self.unfinished:
+            r = self.recorded
+            return {"tag": r.get("tag"), "digest": r["digest"]} if r and r.get("digest") else None
         return {"tag": self.running.tag, "digest": self.running.digest} if self.running else None
 
 
@@ -48,6 +64,7 @@ class Change:
 class Outcome:
     ok: bool
     interrupted: bool = False
+    signal: int | None = None       # what interrupted it: SIGINT, SIGTERM, SIGHUP
     lines: list[str] = field(default_factory=list)
     gate_seconds: float = 0.0
 
@@ -122,6 +139,7 @@ class Rollout:
                      "pid": os.getpid(), "id": f"{self.who}-{time.time_ns()}"}
         self.locked: list = []
         self.stop = threading.Event()
+        self.signal: int | None = None
         self._last_gates: dict = {}
         self.last_facts: dict = {}
 
@@ -170,7 +188,8 @@ class Rollout:
         deferred: dict = {}  # the last wave's ledger lines go with the final clean-up
         touched: list[str] = []
         outcome = Outcome(ok=True)
-        previous_handler = signal.signal(signal.SIGINT, lambda *_: self._interrupt())
+        handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        previous = {s: signal.signal(s, lambda number, _: self._interrupt(number)) for s in handled}
         try:
             for number, wave in enumerate(waves, start=1):
                 kind = "canary" if number == 1 else "batch"
@@ -180,7 +199,7 @@ class Rollout:
                     self.say(f"wave {number}/{len(waves)} ({kind}) {', '.join(wave)}: nothing to change")
                     continue
                 if self.stop.is_set():
-                    outcome.ok, outcome.interrupted = False, True
+                    outcome.ok, outcome.interrupted, outcome.signal = False, True, self.signal
                     outcome.lines.append(f"interrupted before wave {number}: {', '.join(wave)} not "
                                          "touched; run the same command again to finish")
                     break
@@ -221,12 +240,17 @@ class Rollout:
                 self.session.run(record, hosts=sorted(set(finished) | set(deferred)),
                                  entries=deferred, states=states, finished=finished)
         finally:
-            signal.signal(signal.SIGINT, previous_handler)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
         return outcome
 
-    def _interrupt(self) -> None:
+    def _interrupt(self, number: int = signal.SIGINT) -> None:
+        """SIGINT, SIGTERM (a CI runner) or SIGHUP (a dropped terminal): finish the current
+        wave (its gates decide, rollback per policy), record, release locks, then stop."""
         if not self.stop.is_set():
-            self.say("interrupt: finishing the current wave (its gates decide), then stopping")
+            self.signal = number
+            self.say(f"{signal.Signals(number).name}: finishing the current wave (its gates "
+                     "decide), then stopping")
         self.stop.set()
 
     def _record(self, entries: dict, states: dict) -> None:

@@ -88,7 +88,8 @@ class FakeSession:
 
 
 def changes_for(fleet, session, digest="sha256:new"):
-    return {h: [Change(h, release(fleet, h, digest), session.facts_by_host[h].running(SERVICE))]
+    return {h: [Change(h, release(fleet, h, digest), session.facts_by_host[h].running(SERVICE),
+                       session.facts_by_host[h].state.get(SERVICE))]
             for h in session.hosts}
 
 
@@ -112,10 +113,11 @@ def test_canary_first_then_batches_and_ledger_ok_rows(fleet):
 @pytest.mark.parametrize("what", ["digest", "profile_hash"])
 def test_a_container_differing_in_digest_or_profile_is_a_change(fleet, what):
     same = running(fleet, "mainpc", digest="sha256:new", tag="T2")
-    assert not Change("mainpc", release(fleet, "mainpc"), same).needed
+    ok = {"tag": "T2", "digest": "sha256:new"}  # state.json: its gate passed
+    assert not Change("mainpc", release(fleet, "mainpc"), same, ok).needed
     other = {"digest": "sha256:old", "profile_hash": "0" * 64}[what]
     differs = running(fleet, "mainpc", **{"digest": "sha256:new", "tag": "T2", what: other})
-    assert Change("mainpc", release(fleet, "mainpc"), differs).needed
+    assert Change("mainpc", release(fleet, "mainpc"), differs, ok).needed
     assert Change("mainpc", release(fleet, "mainpc"), None).needed
 
 
@@ -124,6 +126,7 @@ def test_hosts_already_running_the_release_get_no_deploy(fleet):
     session = FakeSession(fleet, ["mainpc", "pc2", "node3"])
     session.facts_by_host["pc2"].containers = {
         cmd.current(SERVICE): running(fleet, "pc2", "sha256:new", "T2")}
+    session.facts_by_host["pc2"].state = {SERVICE: {"tag": "T2", "digest": "sha256:new"}}
     outcome = engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
     assert outcome.ok
     assert ("roll_out", ["pc2"]) not in session.deploys()
@@ -228,3 +231,62 @@ def test_rollback_resolves_the_previous_version_from_state(fleet):
     target = ops.previous_target(facts)
     assert target("mainpc", SERVICE) == ("T1", "sha256:1")
     assert target("pc2", SERVICE) is None
+
+
+# -- faults: re-runs, signals, corrupt state ----------------------------------------------------
+def test_a_container_never_gated_to_the_end_is_gated_again(fleet):
+    """A rollout killed mid-gate left the right digest running with no `ok` recorded: a re-run
+    must not call that done; the 'before' to go back to is what was last recorded healthy."""
+    new = running(fleet, "mainpc", digest="sha256:new", tag="T2")
+    unfinished = Change("mainpc", release(fleet, "mainpc"), new,
+                        recorded={"tag": "T1", "digest": "sha256:old"})
+    assert unfinished.needed and unfinished.unfinished
+    assert unfinished.before == {"tag": "T1", "digest": "sha256:old"}
+    first_install = Change("mainpc", release(fleet, "mainpc"), new, recorded=None)
+    assert first_install.needed and first_install.before is None
+    done = Change("mainpc", release(fleet, "mainpc"), new,
+                  recorded={"tag": "T2", "digest": "sha256:new"})
+    assert not done.needed
+
+
+def test_sigterm_and_sighup_stop_between_waves_like_ctrl_c(fleet):
+    import signal
+
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        fleet3 = three_hosts(fleet)
+        session = FakeSession(fleet3, ["mainpc", "pc2", "node3"])
+        rollout = engine(fleet3, session)
+        session.after_run = lambda s, r=rollout, n=number: r._interrupt(n)
+        outcome = rollout.run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet3, session))
+        assert outcome.interrupted and outcome.signal == number
+        assert signal.getsignal(number) is not None and signal.getsignal(number) != rollout._interrupt
+
+
+def test_ctrl_c_while_taking_locks_releases_those_taken(fleet):
+    fleet = three_hosts(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"])
+    taken = session.shell
+
+    def shell(name, command, stdin=None, timeout=None):
+        if "set -C" in command and name == "pc2":
+            raise KeyboardInterrupt
+        return taken(name, command, stdin, timeout)
+    session.shell = shell
+    with pytest.raises(KeyboardInterrupt):
+        execute(fleet, session)
+    assert session.locks == set()
+
+
+def test_a_corrupt_state_json_is_rebuilt_from_the_labels():
+    from tasks.rollout import parse_rollout_facts
+
+    lines = ["--- docker", "active", "--- containers",
+             f"rig-{SERVICE}\trunning\t{SERVICE}\tT1\tsha256:1\tph",
+             f"rig-{SERVICE}-prev\texited\t{SERVICE}\tT0\tsha256:0\tph",
+             "--- state", '{"half": ', "--- lock"]
+    facts = parse_rollout_facts(lines)
+    assert facts.state == {SERVICE: {"tag": "T1", "digest": "sha256:1", "profile_hash": "ph",
+                                     "since": None, "previous": None}}
+    assert facts.warnings and "rebuilt from the running containers' labels" in facts.warnings[0]
+    odd = parse_rollout_facts(["--- state", '{"svc": "not a mapping"}'])
+    assert odd.state == {} and odd.warnings
