@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 
 from pyinfra.api import FactBase
 
-from rig.commands.facts import WATCHED_PACKAGES, host_facts_command, nvidia_gpus_command
-
+from rig.commands.facts import host_facts_command, nvidia_gpus_command
 
 
 @dataclass
