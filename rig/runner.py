@@ -34,6 +34,7 @@ from pyinfra.context import ctx_host, ctx_state
 from tasks.util import Shell, host_shell
 
 from .commands import jobs
+from .commands.host import sudo_check as cmd_sudo_check
 from .commands.base import Cmd  # noqa: F401  (re-exported for callers of follow)
 from .errors import RigError
 from .inventory import Target
@@ -58,15 +59,20 @@ def tcp_nodelay_enabled() -> bool:
     return os.environ.get("RIG_TCP_NODELAY", "1") != "0"
 
 
-def _tcp_nodelay(host) -> bool:
-    """THE workaround on pyinfra internals: the SSH connector's paramiko client (pyinfra sets
-    no socket options, so Nagle and delayed ACKs hold every small packet). Returns whether it
-    was applied; tests/unit/test_runner.py fails when pyinfra moves the attribute."""
+KEEPALIVE = 15  # seconds: an SSH keepalive, so a dropped link is noticed (and a NAT keeps it)
+
+
+def _tcp_nodelay(host, nodelay: bool = True) -> bool:
+    """THE workaround on pyinfra internals: the SSH connector's paramiko client. pyinfra sets
+    no socket options, so Nagle and delayed ACKs hold every small packet, and no keepalive.
+    Returns whether it was applied; tests/unit/test_runner.py fails when pyinfra moves it."""
     client = getattr(host.connector, "client", None)
     transport = client.get_transport() if client is not None else None
     if transport is None:
         return False
-    transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    transport.set_keepalive(KEEPALIVE)
+    if nodelay:
+        transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return True
 
 
@@ -78,8 +84,7 @@ class _Progress(BaseStateCallback):
         self.connect_errors: dict[str, str] = {}
 
     def host_connect(self, state, host):
-        if tcp_nodelay_enabled():
-            _tcp_nodelay(host)
+        _tcp_nodelay(host, nodelay=tcp_nodelay_enabled())
 
     def host_connect_error(self, state, host, error):
         message = str(error.args[0] if getattr(error, "args", None) else error)
@@ -186,17 +191,19 @@ class Session:
         return any(h.name == name for h in self.state.activated_hosts)
 
     def _check_sudo(self) -> None:
-        """Hosts reached as a user with sudo: sudo must not ask for a password."""
+        """Hosts reached as a user with sudo: sudo must not ask for a password. Checked as the
+        plain SSH user with sudo's own complaint silenced: through pyinfra's sudo, a password
+        prompt would make pyinfra ask for one on the terminal."""
         problems = []
         for host in self.hosts:
             if host.data.get("_sudo"):
-                result = host_shell(host, "true", timeout=20)
-                if not result.ok:
+                result = host_shell(host, cmd_sudo_check(), timeout=20, sudo=False)
+                if not result.ok or result.stdout.strip() != "sudo-ok":
                     user = host.data.get("ssh_user") or "the SSH user"
-                    problems.append(f"{host.name}: sudo failed for {user} "
-                                    f"({(result.stderr or ['no output'])[-1].strip()}); rig needs "
-                                    f"passwordless sudo: `{user} ALL=(ALL) NOPASSWD: ALL` in "
-                                    "/etc/sudoers.d/ (see README)")
+                    problems.append(f"{host.name}: sudo failed for {user} (it asks for a "
+                                    f"password, or {user} may not use it); rig needs passwordless "
+                                    f"sudo: `{user} ALL=(ALL) NOPASSWD: ALL` in /etc/sudoers.d/ "
+                                    "(see README)")
         if problems:
             self.close()
             raise RigError(*problems, "nothing was changed")

@@ -35,20 +35,20 @@ class Shell:
     stderr: list[str]
 
 
-def connection_args(host, timeout: float | None = None) -> dict:
+def connection_args(host, timeout: float | None = None, sudo: bool | None = None) -> dict:
     """The connector arguments a one-off command takes from the host: sudo as the inventory
-    says, and a deadline (pyinfra's `_timeout`, raised as TimeoutError)."""
+    says (unless `sudo` overrides it), and a deadline (pyinfra's `_timeout`)."""
     args: dict = {"_timeout": int(timeout) if timeout else DEFAULT_TIMEOUT}
-    if host.data.get("_sudo"):
+    if host.data.get("_sudo") if sudo is None else sudo:
         args["_sudo"] = True
     return args
 
 
 def host_shell(host, command: Cmd | str | list, stdin: str | None = None,
-               timeout: float | None = None) -> Shell:
+               timeout: float | None = None, sudo: bool | None = None) -> Shell:
     """One command on a connected pyinfra host, outside any operation or inside a
     FunctionCommand. Secrets go on stdin: never in argv, never in pyinfra's output."""
-    args = connection_args(host, timeout)
+    args = connection_args(host, timeout, sudo)
     if stdin is not None:
         args["_stdin"] = stdin
     with ctx_state.use(host.state), ctx_host.use(host):

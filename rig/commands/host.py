@@ -179,3 +179,9 @@ def profile_env(env: dict[str, str], profile_hash: str) -> str:
 
 def docker_group_add(user: str) -> str:
     return f"usermod -aG docker {shlex.quote(user)}"
+
+
+def sudo_check() -> str:
+    """Prints sudo-ok when the SSH user may run anything as root without a password (sudo -n),
+    and nothing a tool could mistake for a password prompt otherwise."""
+    return "sudo -n true >/dev/null 2>&1 && echo sudo-ok || echo sudo-refused"
