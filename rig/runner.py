@@ -34,8 +34,8 @@ from pyinfra.context import ctx_host, ctx_state
 from tasks.util import Shell, host_shell
 
 from .commands import jobs
-from .commands.host import sudo_check as cmd_sudo_check
 from .commands.base import Cmd  # noqa: F401  (re-exported for callers of follow)
+from .commands.host import sudo_check as cmd_sudo_check
 from .errors import RigError
 from .inventory import Target
 
