@@ -20,15 +20,24 @@ def operator() -> str:
     return os.environ.get("RIG_OPERATOR") or f"{getpass.getuser()}@{socket.gethostname()}"
 
 
+RESULTS = ("ok", "failed", "rolled_back", "rollback_failed", "interrupted")
+
+
 def entry(now: str, who: str, action: str, host: str, release: Release, before: dict | None,
-          result: str) -> dict:
+          result: str, reason: str | None = None) -> dict:
+    """One ledger line: one attempt on one host and service, written once its outcome is known.
+    A release with no digest means "back to running nothing" (a reverted first install)."""
+    assert result in RESULTS, result
     before = before or {}
-    return {
+    line = {
         "time": now, "operator": who, "action": action, "host": host,
-        "service": release.service, "tag": release.tag, "digest": release.digest,
+        "service": release.service, "tag": release.tag or None, "digest": release.digest or None,
         "previous_tag": before.get("tag"), "previous_digest": before.get("digest"),
         "profile_hash": release.profile_hash, "result": result,
     }
+    if reason:
+        line["reason"] = reason
+    return line
 
 
 def next_state(state: dict, entries: list[dict]) -> dict:
@@ -36,6 +45,9 @@ def next_state(state: dict, entries: list[dict]) -> dict:
     new = {service: dict(value) for service, value in state.items()}
     for e in entries:
         if e["result"] != "ok":
+            continue
+        if not e["digest"]:  # back to running nothing
+            new.pop(e["service"], None)
             continue
         old = new.get(e["service"], {})
         new[e["service"]] = {

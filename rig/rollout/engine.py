@@ -141,6 +141,8 @@ class Rollout:
         self.stop = threading.Event()
         self.signal: int | None = None
         self._last_gates: dict = {}
+        self._last_results: dict = {}
+        self.record_failures: list[str] = []
         self.last_facts: dict = {}
 
     # -- hosts ----------------------------------------------------------------------------------
@@ -209,6 +211,7 @@ class Rollout:
                 self._last_gates = gates
                 results = self.session.run(roll_out, hosts=list(pending), releases=pending,
                                            results=gates)
+                self._last_results = results
                 outcome.gate_seconds += sum(v.elapsed for v in gates.values())
                 failed = sorted(h for h, r in results.items() if h in pending and not r.ok)
                 now = _now()
@@ -234,11 +237,10 @@ class Rollout:
                 break
             finished = {h: [c.release.service for c in changes.get(h, []) if c.needed]
                         for h in touched}
-            for host, host_entries in deferred.items():
-                states[host] = next_state(states.get(host, {}), host_entries)
-            if finished or deferred:
-                self.session.run(record, hosts=sorted(set(finished) | set(deferred)),
-                                 entries=deferred, states=states, finished=finished)
+            self._record(deferred, states, finished)
+            if self.record_failures:
+                outcome.ok = False
+                outcome.lines += self.record_failures
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
@@ -253,12 +255,23 @@ class Rollout:
                      "decide), then stopping")
         self.stop.set()
 
-    def _record(self, entries: dict, states: dict) -> None:
+    def _record(self, entries: dict, states: dict, finished: dict | None = None) -> None:
+        """Ledger lines and state.json on each host (and the kept containers removed where a
+        rollout finished). A host where that fails is remembered: the command exits non-zero."""
         for host, host_entries in entries.items():
             states[host] = next_state(states.get(host, {}), host_entries)
-        if entries:
-            self.session.run(record, hosts=list(entries), entries=entries, states=states,
-                             finished={})
+        hosts = sorted(set(entries) | set(finished or {}))
+        if not hosts:
+            return
+        results = self.session.run(record, hosts=hosts, entries=entries, states=states,
+                                   finished=finished or {})
+        for host in hosts:
+            r = results.get(host)
+            if r is None or not r.ok:
+                why = (r.unreachable or ", ".join(r.failed)) if r else "did not answer"
+                self.record_failures.append(f"{host}: could not write the ledger/state.json "
+                                            f"({why}); `rig history` and `rig status` may be "
+                                            "behind until the next run")
 
     def _failure_lines(self, number, kind, failed, gates, pending) -> list[str]:
         lines = [f"wave {number} ({kind}) failed on {', '.join(failed)}"]
@@ -276,46 +289,66 @@ class Rollout:
         return lines
 
     def _revert(self, number, pending, touched, changes, states, outcome) -> None:
+        """Roll back per policy, then write one ledger line per attempt with its real outcome:
+        failed (and why), rolled_back, rollback_failed; every touched host's line under
+        `fleet`. Written after the rollback, so the ledger says what happened."""
         scope = self.fleet.rollout.auto_rollback
-        failed_gates = dict(self._last_gates)
-        entries: dict[str, list[dict]] = {}
-        now = _now()
-        for host in pending:  # what was tried in the failed wave
-            for c in changes[host]:
-                gate = failed_gates.get((host, c.release.service))
-                if c.needed and gate is not None:
-                    result = "ok" if gate.passed else "failed"
-                    if scope != "none" and gate.passed:
-                        result = "reverted"
-                    entries.setdefault(host, []).append(
-                        entry(now, self.who, self.action, host, c.release, c.before, result))
+        tried_gates, tried_results = dict(self._last_gates), dict(self._last_results)
+        hosts = [] if scope == "none" else list(pending) + (touched if scope == "fleet" else [])
+        gates: dict = {}
+        results: dict = {}
+        if hosts:
+            services = {h: {c.release.service: c.before for c in changes[h] if c.needed}
+                        for h in hosts}
+            self.say(f"rolling back {', '.join(hosts)} (auto_rollback: {scope})")
+            results = self.session.run(roll_back, hosts=hosts, services=services, results=gates)
+        restored = {h: results.get(h) is not None and results[h].ok
+                    and all(g.passed for (gh, _), g in gates.items() if gh == h) for h in hosts}
         if scope == "none":
             outcome.lines.append("auto_rollback: none, so the wave's hosts were left as they are")
-            self._record(entries, states)
-            return
-        hosts = list(pending) + (touched if scope == "fleet" else [])
-        services = {h: {c.release.service: c.before for c in changes[h] if c.needed} for h in hosts}
-        gates: dict = {}
-        self.say(f"rolling back {', '.join(hosts)} (auto_rollback: {scope})")
-        results = self.session.run(roll_back, hosts=hosts, services=services, results=gates)
+        now, entries = _now(), {}
+        for host in pending:
+            for c in (c for c in changes[host] if c.needed):
+                result, reason = _attempt(tried_gates.get((host, c.release.service)),
+                                          tried_results.get(host), scope)
+                if host in restored and not restored[host]:
+                    result, reason = "rollback_failed", f"{reason}; the rollback failed too"
+                entries.setdefault(host, []).append(entry(
+                    now, self.who, self.action, host, c.release, c.before, result, reason))
         for host in touched if scope == "fleet" else []:
-            for c in changes[host]:
-                if c.needed and c.before:
-                    back = cmd.Release(c.release.service, c.before["tag"], c.release.repository,
-                                       c.before["digest"], c.release.profile_hash)
-                    entries.setdefault(host, []).append(entry(
-                        now, self.who, "auto-rollback", host, back,
-                        {"tag": c.release.tag, "digest": c.release.digest}, "ok"))
+            for c in (c for c in changes[host] if c.needed):
+                back = cmd.Release(c.release.service, (c.before or {}).get("tag") or "",
+                                   c.release.repository, (c.before or {}).get("digest") or "",
+                                   c.release.profile_hash)
+                entries.setdefault(host, []).append(entry(
+                    now, self.who, "auto-rollback", host, back,
+                    {"tag": c.release.tag, "digest": c.release.digest},
+                    "ok" if restored[host] else "rollback_failed",
+                    f"wave {number} failed (auto_rollback: fleet)"))
         for host in hosts:
-            restored = [s for (h, s), gate in sorted(gates.items()) if h == host and gate.passed]
-            ok = results.get(host) is not None and results[host].ok
+            ok = restored[host]
             state = "serving its previous version" if ok else "ROLLBACK FAILED: check it by hand"
+            back = [s for (h, s), gate in sorted(gates.items()) if h == host and gate.passed]
             outcome.lines.append(f"  {host}: {state}"
-                                 + (f" (restored and healthy: {', '.join(restored)})" if restored else ""))
+                                 + (f" (restored and healthy: {', '.join(back)})" if back else ""))
             for (h, s), gate in sorted(gates.items()):
                 if h == host and not gate.passed:
                     outcome.lines.append(f"    {s}: restore gate: {gate.reason}; {gate.answer}")
+            if results.get(host) is not None and results[host].unreachable:
+                outcome.lines.append(f"    {host} did not answer: {results[host].unreachable}")
         self._record(entries, states)
+
+
+def _attempt(gate, host_result, scope: str) -> tuple[str, str]:
+    """(result, reason) of one service's attempt in a failed wave, before the rollback's own."""
+    if gate is None:
+        why = (host_result.unreachable or ", ".join(host_result.failed)) if host_result else ""
+        return "failed", f"not started: {why or 'an earlier step failed'}"
+    if not gate.passed:
+        return "failed", f"{gate.reason}; answered: {gate.answer or 'nothing'}"
+    if scope == "none":
+        return "ok", "healthy; the wave failed on another host or service"
+    return "rolled_back", "healthy, rolled back with its wave"
 
 
 def _by_host(gates: dict) -> dict:

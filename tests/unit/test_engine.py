@@ -37,8 +37,9 @@ def running(fleet, host, digest="sha256:old", tag="T1", profile_hash=None):
 class FakeSession:
     """Records run(deploy, hosts, ...) calls; gates fail for the (host, service) in `failing`."""
 
-    def __init__(self, fleet, hosts, failing=(), held=()):
+    def __init__(self, fleet, hosts, failing=(), held=(), pull_fails=(), record_fails=()):
         self.hosts, self.failing, self.held = list(hosts), set(failing), set(held)
+        self.pull_fails, self.record_fails = set(pull_fails), set(record_fails)
         self.facts_by_host = {h: RolloutFacts(docker_active=True,
                                               profile_hash=fleet.profile_of(h).content_hash())
                               for h in hosts}
@@ -70,6 +71,12 @@ class FakeSession:
         results = {}
         for host in hosts:
             ok = True
+            if name == "roll_out" and host in self.pull_fails:
+                results[host] = HostResult(host, failed=[f"Roll out | {SERVICE}: run T2"])
+                continue
+            if name == "record" and host in self.record_fails:
+                results[host] = HostResult(host, unreachable="No route to host")
+                continue
             if name == "roll_out":
                 for r in kwargs["releases"].get(host, []):
                     passed = (host, r.service) not in self.failing
@@ -290,3 +297,54 @@ def test_a_corrupt_state_json_is_rebuilt_from_the_labels():
     assert facts.warnings and "rebuilt from the running containers' labels" in facts.warnings[0]
     odd = parse_rollout_facts(["--- state", '{"svc": "not a mapping"}'])
     assert odd.state == {} and odd.warnings
+
+
+# -- the ledger tells the truth -----------------------------------------------------------------
+def recorded_entries(session) -> dict:
+    found: dict = {}
+    for name, _, kwargs in session.runs:
+        if name == "record":
+            for host, lines in kwargs["entries"].items():
+                found.setdefault(host, []).extend(lines)
+    return found
+
+
+def test_a_failed_pull_gets_its_ledger_line_with_the_reason(fleet):
+    fleet = three_hosts(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"], pull_fails={"mainpc"})
+    outcome = engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert not outcome.ok
+    (line,) = recorded_entries(session)["mainpc"]
+    assert line["result"] == "failed"
+    assert line["reason"] == f"not started: Roll out | {SERVICE}: run T2"
+
+
+def test_healthy_services_of_a_failed_wave_are_recorded_as_rolled_back(fleet):
+    fleet = three_hosts(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"], failing={("pc2", SERVICE)})
+    two = {h: [*changes_for(fleet, session)[h]] for h in ("mainpc", "pc2", "node3")}
+    engine(fleet, session).run([["mainpc"], ["pc2", "node3"]], two)
+    entries = recorded_entries(session)
+    assert [e["result"] for e in entries["pc2"]] == ["failed"]
+    assert [e["result"] for e in entries["node3"]] == ["rolled_back"]
+    assert entries["mainpc"][0]["result"] == "ok"      # wave 1 finished; scope is the wave
+
+
+def test_fleet_rollback_of_a_first_install_leaves_state_naming_nothing(fleet):
+    fleet = three_hosts(fleet, auto_rollback="fleet")
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"], failing={("pc2", SERVICE)})
+    rollout = engine(fleet, session)
+    rollout.run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    back = [e for e in recorded_entries(session)["mainpc"] if e["action"] == "auto-rollback"]
+    assert [(e["result"], e["digest"]) for e in back] == [("ok", None)]
+    final_states = [kw["states"]["mainpc"] for n, _, kw in session.runs if n == "record"][-1]
+    assert SERVICE not in final_states
+
+
+def test_a_ledger_write_that_fails_fails_the_command(fleet):
+    fleet = three_hosts(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"], record_fails={"node3"})
+    outcome = engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert not outcome.ok
+    assert any(line.startswith("node3: could not write the ledger/state.json (No route to host)")
+               for line in outcome.lines)
