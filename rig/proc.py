@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Mapping, Sequence
 
@@ -41,3 +42,19 @@ def run(
 def tail(output: bytes | str, lines: int = 5) -> list[str]:
     text = output.decode(errors="replace") if isinstance(output, bytes) else output
     return ["  " + line for line in text.strip().splitlines()[-lines:]]
+
+
+def pid_running(pid: int) -> bool:
+    """Whether a process with this pid is alive on this machine (a zombie is not: PID 1 here
+    does not always reap what it should)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True

@@ -12,9 +12,10 @@ from .common import CONTEXT, Context, friendly, host_say, inventory_option, limi
 @click.command()
 @inventory_option
 @limit_option
+@click.option("--break-lock", is_flag=True, help="Remove a rollout lock left by a dead rollout.")
 @click.pass_obj
 @friendly
-def bootstrap(obj: Context, inventory: str | None, limit: str | None) -> None:
+def bootstrap(obj: Context, inventory: str | None, limit: str | None, break_lock: bool) -> None:
     """Bring hosts to ready: Docker engine, buildx, daemon.json, registry CA and login, docker
     group, NVIDIA toolkit on GPU hosts, machine profile. Idempotent: a second run changes nothing.
 
@@ -28,7 +29,8 @@ def bootstrap(obj: Context, inventory: str | None, limit: str | None) -> None:
     from ..ops.job import split
 
     report = run(obj.job(inventory), split(limit), host_say,
-                 on_start=lambda hosts: click.echo(f"bootstrap {', '.join(hosts)}:"))
+                 on_start=lambda hosts: click.echo(f"bootstrap {', '.join(hosts)}:"),
+                 break_lock=break_lock)
     print_converge(report)
 
 

@@ -173,4 +173,34 @@ def status(obj: Context, inventory, limit, as_json) -> None:
                    f"{(r.digest or '-')[7:19] or '-':<14} {r.health:<12} {r.since or '-'}")
 
 
-COMMANDS = [plan, rollout, rollback, status]
+@click.command()
+@inventory_option
+@click.option("--host", "--limit", "limit", metavar="HOSTS", default=None,
+              help="Only these hosts or groups (default: all).")
+@click.option("--service", metavar="S", default=None, help="Only this service.")
+@click.option("-n", "--lines", "count", default=20, show_default=True, type=click.IntRange(1, 10000),
+              help="How many of the newest lines.")
+@json_option
+@click.pass_obj
+@friendly
+def history(obj: Context, inventory, limit, service, count, as_json) -> None:
+    """Who deployed what, where and when: every host's ledger, merged by time (newest last),
+    with each attempt's result (ok, failed and why, rolled_back, rollback_failed).
+
+    \b
+    Example:
+      rig history --host pc2 --service model_ops_coordinator -n 5"""
+    from ..ops.history import history as run
+    from ..ops.job import split
+
+    rows = run(obj.job(inventory), split(limit), service, count, say_line)
+    if as_json:
+        dump(rows)
+        return
+    for r in rows:
+        click.echo(f"{r.get('time', '?')[:19]}  {r['host']:<8} {r.get('service', '?'):<28} "
+                   f"{r.get('action', '?'):<13} {r.get('tag') or '-':<26} {r.get('result', '?'):<15} "
+                   f"{r.get('operator', '?')}" + (f"  ({r['reason']})" if r.get("reason") else ""))
+
+
+COMMANDS = [plan, rollout, rollback, status, history]

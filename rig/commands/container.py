@@ -146,6 +146,15 @@ def lock_take(holder: dict) -> Cmd:
     )
 
 
+def lock_refresh(holder: dict) -> Cmd:
+    """Rewrite our own lock (same id) with a new heartbeat; someone else's is left alone."""
+    member = json.dumps({"id": holder["id"]})[1:-1]
+    content = json.dumps(holder, sort_keys=True).encode()
+    return ok(all_of(sh("grep", "-qF", "--", member, LOCK_FILE),
+                     decode_to(content, LOCK_FILE + ".new"),
+                     sh("mv", LOCK_FILE + ".new", LOCK_FILE)))
+
+
 def lock_break() -> Cmd:
     return sh("rm", "-f", LOCK_FILE)
 
@@ -156,6 +165,11 @@ def lock_release(holder_id: str) -> Cmd:
     named `Zoë` or `ops [ci]` releases exactly their own lock)."""
     member = json.dumps({"id": holder_id})[1:-1]  # "id": "<id>" exactly as json.dumps wrote it
     return ok(all_of(sh("grep", "-qF", "--", member, LOCK_FILE), sh("rm", "-f", LOCK_FILE)))
+
+
+def ledger_tail(lines: int) -> Cmd:
+    """The last lines of the host's ledger (nothing when it has none)."""
+    return ok(no_stderr(sh("tail", "-n", int(lines), LEDGER)))
 
 
 def append_ledger(entries: list[dict]) -> Cmd:

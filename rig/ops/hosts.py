@@ -13,6 +13,7 @@ from tasks.state import host_state_args
 
 from ..errors import RigError
 from ..hosts import check_releases
+from ..rollout.locks import HostLocks
 from ..runner import HostResult
 from ..secrets import registry_token
 from . import hostkeys
@@ -33,17 +34,26 @@ class ConvergeReport:
         return [name for name, r in self.results.items() if not r.ok]
 
 
-def bootstrap(job: Job, limit: list[str] | None, say, on_start=None) -> ConvergeReport:
+def bootstrap(job: Job, limit: list[str] | None, say, on_start=None,
+              break_lock: bool = False) -> ConvergeReport:
     """Engine, buildx, daemon.json, registry CA and login, docker group, NVIDIA toolkit on GPU
     hosts, machine profile. Pre-flight (nothing changes if any fails): the registry token is
-    set, every host answers, sudo works, and it runs a supported Debian or Ubuntu."""
+    set, every host answers, sudo works, it runs a supported Debian or Ubuntu, and no rollout
+    holds its lock (bootstrap may restart Docker under it): bootstrap takes the same lock."""
     hosts = select_hosts(job.fleet, limit)
     token = registry_token(job.fleet)
     with job.session(hosts, say=say) as session:
         check_releases(session.facts(HostState, **host_state_args(job.fleet)))
-        if on_start:
-            on_start(session.names())
-        results = session.run(bootstrap_deploy, token=token)
+        locks = HostLocks(session, job.fleet.rollout.lock_stale_after, "bootstrap", "")
+        try:
+            problems = locks.take(break_lock)
+            if problems:
+                raise RigError(*problems, "nothing was changed")
+            if on_start:
+                on_start(session.names())
+            results = session.run(bootstrap_deploy, token=token)
+        finally:
+            locks.release()
     return ConvergeReport(results, job.elapsed())
 
 

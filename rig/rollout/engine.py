@@ -10,11 +10,8 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +22,7 @@ from ..commands import container as cmd
 from ..config import Fleet
 from ..images import image_for
 from ..ledger import entry, next_state, operator
+from .locks import HostLocks, describe_lock
 
 
 @dataclass
@@ -117,27 +115,12 @@ def host_problems(fleet: Fleet, facts_by_host: dict, break_lock: bool, now: floa
     return problems
 
 
-def describe_lock(lock: dict, stale_after: float, now: float) -> str:
-    since = lock.get("since", 0)
-    age = now - since if isinstance(since, (int, float)) else 0
-    when = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if since else "?"
-    text = (f"locked by {lock.get('operator', '?')} since {when} "
-            f"({lock.get('action', 'rollout')} {lock.get('tag', '')}, pid {lock.get('pid', '?')})")
-    if age > stale_after:
-        text += f"; stale ({age / 3600:.1f} h old): --break-lock removes it"
-    else:
-        text += "; wait for it, or --break-lock if that rollout is dead"
-    return text
-
-
 class Rollout:
     def __init__(self, session, fleet: Fleet, say: Callable[[str], None], action: str, tag: str):
         self.session, self.fleet, self.say = session, fleet, say
         self.action, self.tag = action, tag
         self.who = operator()
-        self.lock = {"operator": self.who, "since": time.time(), "action": action, "tag": tag,
-                     "pid": os.getpid(), "id": f"{self.who}-{time.time_ns()}"}
-        self.locked: list = []
+        self.locks = HostLocks(session, fleet.rollout.lock_stale_after, action, tag)
         self.stop = threading.Event()
         self.signal: int | None = None
         self._last_gates: dict = {}
@@ -151,35 +134,11 @@ class Rollout:
         return self.last_facts
 
     def take_locks(self, break_lock: bool) -> list[str]:
-        problems = []
-        for host in self.session.names():
-            if break_lock:
-                self.session.shell(host, cmd.lock_break())
-            result = self.session.shell(host, cmd.lock_take(self.lock))
-            if result.ok and result.stdout.startswith("TAKEN"):
-                self.locked.append(host)
-                continue
-            try:
-                holder = json.loads(result.stdout.split("\n", 1)[1]) if "\n" in result.stdout else {}
-            except ValueError:
-                holder = {}
-            if not result.ok:
-                problems.append(f"{host}: could not take the lock: {' '.join(result.stderr[-2:])}")
-            else:
-                stale_after = self.fleet.rollout.lock_stale_after
-                problems.append(f"{host}: {describe_lock(holder, stale_after, time.time())}")
-        if problems:
-            self.release_locks()
-        return problems
+        return self.locks.take(break_lock)
 
     def release_locks(self) -> list[str]:
         """Release every lock taken; returns the hosts where that failed."""
-        failed = []
-        for host in self.locked:
-            if not self.session.shell(host, cmd.lock_release(self.lock["id"])).ok:
-                failed.append(host)
-        self.locked = []
-        return failed
+        return self.locks.release()
 
     # -- waves ----------------------------------------------------------------------------------
     def run(self, waves: list[list[str]], changes: dict[str, list[Change]],
@@ -207,6 +166,8 @@ class Rollout:
                     break
                 self.say(f"wave {number}/{len(waves)} ({kind}) {', '.join(wave)}: "
                          f"{sum(len(r) for r in pending.values())} service(s) to start")
+                if number > 1:
+                    self.locks.heartbeat()
                 gates: dict = {}
                 self._last_gates = gates
                 results = self.session.run(roll_out, hosts=list(pending), releases=pending,

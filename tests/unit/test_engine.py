@@ -348,3 +348,18 @@ def test_a_ledger_write_that_fails_fails_the_command(fleet):
     assert not outcome.ok
     assert any(line.startswith("node3: could not write the ledger/state.json (No route to host)")
                for line in outcome.lines)
+
+
+def test_history_merges_every_hosts_ledger_by_time_and_skips_torn_lines():
+    from rig.ops.history import merge
+
+    ledgers = {
+        "mainpc": '{"time": "2026-11-23T10:00:00Z", "service": "a", "result": "ok"}\n'
+                  '{"time": "2026-11-23T12:00:00Z", "service": "b", "result": "failed"}\n{"tor',
+        "pc2": '{"time": "2026-11-23T11:00:00Z", "service": "a", "result": "ok"}\n',
+    }
+    rows = merge(ledgers, None, 10)
+    assert [(r["host"], r["time"][11:13]) for r in rows] == [("mainpc", "10"), ("pc2", "11"),
+                                                             ("mainpc", "12")]
+    assert [r["host"] for r in merge(ledgers, "a", 10)] == ["mainpc", "pc2"]
+    assert [r["service"] for r in merge(ledgers, None, 1)] == ["b"]

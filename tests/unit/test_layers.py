@@ -26,7 +26,7 @@ RANKS = [
     ("tasks", 2),
     ("rig.lab", 3), ("rig.inventory", 3), ("rig.verify", 3),
     ("rig.runner", 4),
-    ("rig.build", 5), ("rig.rollout.engine", 5), ("rig.ops", 5),
+    ("rig.build", 5), ("rig.rollout.engine", 5), ("rig.rollout.locks", 5), ("rig.ops", 5),
     ("rig.cli", 6),
     ("rig", 0),
 ]

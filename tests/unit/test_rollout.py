@@ -12,8 +12,9 @@ from rig.config.images import HealthSpec
 from rig.errors import RigError
 from rig.ledger import entry, next_state
 from rig.plan import parse_batch, waves
-from rig.rollout.engine import describe_lock, host_problems
+from rig.rollout.engine import host_problems
 from rig.rollout.gate import GateJudge, Probe, parse_probe
+from rig.rollout.locks import describe_lock
 from tasks.rollout import RolloutFacts, needs_restore, parse_rollout_facts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -188,7 +189,24 @@ def test_describe_lock_names_holder_and_staleness():
     assert fresh.startswith("locked by ana@ctl since 2023-11-14 22:13:20 UTC (rollout T2, pid 42)")
     assert fresh.endswith("--break-lock if that rollout is dead")
     assert describe_lock(lock, 3600, 1_700_000_000 + 7200).endswith(
-        "stale (2.0 h old): --break-lock removes it")
+        "stale (no heartbeat for 2.0 h): --break-lock removes it")
+
+
+def test_a_live_holder_with_a_fresh_heartbeat_is_not_stale_and_a_dead_one_is_named():
+    lock = {"operator": "ana@ctl", "since": 1_000, "heartbeat": 9_000, "pid": 4242,
+            "machine": "ctl", "action": "rollout", "tag": "T2"}
+    live = describe_lock(lock, 3600, 10_000, machine="ctl", alive=lambda pid: True)
+    assert live.endswith("wait for it, or --break-lock if that rollout is dead")
+    dead = describe_lock(lock, 3600, 10_000, machine="ctl", alive=lambda pid: False)
+    assert dead.endswith("holder pid 4242 on this machine is not running: --break-lock is safe")
+    elsewhere = describe_lock(lock, 3600, 10_000, machine="other", alive=lambda pid: False)
+    assert "not running" not in elsewhere
+
+
+def test_lock_refresh_rewrites_only_our_own_lock():
+    refresh = cmd.lock_refresh({"id": "ops@ctl-1", "heartbeat": 5})
+    assert refresh.startswith("""{ grep -qF -- '"id": "ops@ctl-1"' /var/lib/rig/rollout.lock && """)
+    assert refresh.endswith("mv /var/lib/rig/rollout.lock.new /var/lib/rig/rollout.lock; } || true")
 
 
 # -- facts, ledger, state -------------------------------------------------------------------------
