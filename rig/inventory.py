@@ -65,7 +65,11 @@ def targets(fleet: Fleet, env: str, environ=os.environ) -> list[Target]:
                   else production_connection(fleet.base_dir, fleet, environ))
     groups = fleet.groups()
     retries = {"ssh_connect_retries": 1, "ssh_connect_retry_min_delay": 0.5,
-               "ssh_connect_retry_max_delay": 1}
+               "ssh_connect_retry_max_delay": 1,
+               # every operation's commands get the spec's deadline (pyinfra's `_timeout`), and
+               # the SSH handshake its own (a frozen host accepts TCP but never answers)
+               "_timeout": int(fleet.rollout.host_timeout),
+               "ssh_paramiko_connect_kwargs": {"banner_timeout": 10, "auth_timeout": 10}}
     return [Target(h, {**retries, **connection[h], "rig_fleet": fleet, "rig_host": h,
                        "rig_groups": [g for g, members in groups.items() if h in members]})
             for h in fleet.hosts if h in connection]

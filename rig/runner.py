@@ -59,6 +59,7 @@ def tcp_nodelay_enabled() -> bool:
     return os.environ.get("RIG_TCP_NODELAY", "1") != "0"
 
 
+LIVENESS_TIMEOUT = 10  # seconds a host whose step failed has to answer `true` before it is lost
 KEEPALIVE = 15  # seconds: an SSH keepalive, so a dropped link is noticed (and a NAT keeps it)
 
 
@@ -242,7 +243,14 @@ class Session:
 
     def shell(self, name: str, command: Cmd | str, stdin: str | None = None,
               timeout: float | None = None) -> Shell:
-        return host_shell(self.host(name), command, stdin=stdin, timeout=timeout)
+        """One command; a host already lost in this session is not waited for again, and one
+        that passes its deadline is lost from then on."""
+        if name in self.lost:
+            return Shell(False, "", [f"{name}: lost earlier in this run ({self.lost[name]})"])
+        result = host_shell(self.host(name), command, stdin=stdin, timeout=timeout)
+        if not result.ok and result.stderr[-1:] and result.stderr[-1].startswith("no answer within"):
+            self.lost[name] = result.stderr[-1]
+        return result
 
     def shell_all(self, commands: dict[str, Cmd | str], timeout: float | None = None
                   ) -> dict[str, Shell]:
@@ -290,12 +298,15 @@ class Session:
             **kwargs) -> dict[str, HostResult]:
         """Run a @deploy on the chosen hosts (default: every connected host) on a fresh State;
         per host what changed, read from pyinfra's results."""
-        chosen = [t for t in self.targets if (hosts is None or t.name in hosts)
+        wanted = [t for t in self.targets if (hosts is None or t.name in hosts)
                   and self._connected(t.name)]
+        results: dict[str, HostResult] = {
+            t.name: HostResult(t.name, unreachable=f"lost earlier in this run ({self.lost[t.name]})")
+            for t in wanted if t.name in self.lost}
+        chosen = [t for t in wanted if t.name not in self.lost]
         if not chosen:
-            return {}
+            return results
         state = _new_state(chosen, self.parallel, self.progress, self.connect_timeout)
-        results: dict[str, HostResult] = {}
         try:
             for t in chosen:
                 if not any(h.name == t.name for h in state.activated_hosts):
@@ -312,7 +323,12 @@ class Session:
                 results[host.name] = _host_result(state, host)
         finally:
             disconnect_all(state)
-        return {t.name: results[t.name] for t in chosen if t.name in results}
+        for name, result in results.items():  # failed: an answer, or a host that went away?
+            if result.failed and name not in self.lost:
+                self.shell(name, "true", timeout=LIVENESS_TIMEOUT)
+            if name in self.lost and not result.unreachable:
+                result.unreachable = f"stopped answering: {self.lost[name]}"
+        return {t.name: results[t.name] for t in wanted if t.name in results}
 
     def close(self) -> None:
         if self.state is not None:

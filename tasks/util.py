@@ -38,7 +38,7 @@ class Shell:
 def connection_args(host, timeout: float | None = None, sudo: bool | None = None) -> dict:
     """The connector arguments a one-off command takes from the host: sudo as the inventory
     says (unless `sudo` overrides it), and a deadline (pyinfra's `_timeout`)."""
-    args: dict = {"_timeout": int(timeout) if timeout else DEFAULT_TIMEOUT}
+    args: dict = {"_timeout": int(timeout or host.data.get("_timeout") or DEFAULT_TIMEOUT)}
     if host.data.get("_sudo") if sudo is None else sudo:
         args["_sudo"] = True
     return args

@@ -30,7 +30,12 @@ class RolloutSpec(StrictModel):
     )
     stop_timeout: Duration = Field(default=10.0, description="docker stop -t for old containers")
     lock_stale_after: Duration = Field(
-        default=3600.0, description="A lock older than this is reported as stale"
+        default=3600.0, description="A lock whose heartbeat is older than this is reported as stale"
+    )
+    host_timeout: Duration = Field(
+        default=120.0, gt=0,
+        description="Deadline for any one remote step (pull, stop, run, ledger, lock); a host "
+        "that passes it is failed with the reason, like a failed gate",
     )
 
     @field_validator("batch")

@@ -296,8 +296,19 @@ class Rollout:
                 if h == host and not gate.passed:
                     outcome.lines.append(f"    {s}: restore gate: {gate.reason}; {gate.answer}")
             if results.get(host) is not None and results[host].unreachable:
-                outcome.lines.append(f"    {host} did not answer: {results[host].unreachable}")
+                outcome.lines += _lost_lines(host, results[host].unreachable, changes[host],
+                                             self.action, self.tag)
         self._record(entries, states)
+
+
+def _lost_lines(host: str, why: str, changes: list[Change], action: str, tag: str) -> list[str]:
+    """What rig knows of a host it lost, and what to run when it is back."""
+    seen = ", ".join(f"{c.release.service} {(c.before or {}).get('tag') or 'nothing'} -> "
+                     f"{c.release.tag} (unknown which)" for c in changes if c.needed)
+    again = f"rig {action} --tag {tag}" if action == "rollout" else f"rig {action}"
+    return [f"    {host} LOST: {why}",
+            f"    last seen: {seen or 'nothing to change'}; its lock is still held",
+            f"    when it answers again: `rig status`, then `{again} --break-lock` finishes the job"]
 
 
 def _attempt(gate, host_result, scope: str) -> tuple[str, str]:

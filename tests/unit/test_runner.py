@@ -73,11 +73,16 @@ def test_facts_and_one_off_commands_with_a_deadline():
         facts = session.facts(File, path="/etc/hostname")
         assert set(facts) == {"@local"}
         ok = session.shell("@local", "echo hello")
-        slow = session.shell("@local", "sleep 5", timeout=1)
         fed = session.shell("@local", "cat", stdin="from stdin")
+        slow = session.shell("@local", "sleep 5", timeout=1)
+        after = session.shell("@local", "echo again")
+        skipped = session.run(mark, path="/nonexistent/never")
     assert ok.ok and ok.stdout == "hello"
-    assert not slow.ok and slow.stderr == ["no answer within 1 s"]
     assert fed.ok and fed.stdout == "from stdin"
+    assert not slow.ok and slow.stderr == ["no answer within 1 s"]
+    # a host that passed its deadline is lost for the rest of the run: not waited for again
+    assert not after.ok and after.stderr == ["@local: lost earlier in this run (no answer within 1 s)"]
+    assert skipped["@local"].unreachable == "lost earlier in this run (no answer within 1 s)"
 
 
 def test_sudo_from_the_host_data_reaches_every_one_off_command():
