@@ -1,0 +1,160 @@
+"""Faults on the real lab, each judged from the hosts afterwards (containers, health, ledger,
+state.json, locks): a rollout killed with SIGKILL mid-gate and re-run, SIGTERM mid-wave, a host
+frozen mid-wave, a corrupt state.json, an operator name with non-ASCII and regex characters.
+Every scenario must end with every host serving a known-good, healthy version."""
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from .conftest import RIG, copy_spec, rig, ssh
+from .test_lab_rollout import SERVICES, assert_serves
+
+HOSTS = ("mainpc", "pc2")
+
+
+@pytest.fixture(scope="module")
+def spec(bootstrapped, tmp_path_factory):
+    """Images ro-t1, ro-t2 (one service changed) and ro-bad (degraded model_ops_coordinator);
+    sources already pushed are only tagged. Hosts start on ro-t1; host_timeout is 15 s."""
+    spec = copy_spec(tmp_path_factory.mktemp("faults"))
+    _set_host_timeout(spec, "15s")
+
+    def build(tag, *args):
+        rig("-c", str(spec / "fleet.yml"), "build", "--push", "--tag", tag, *args, cwd=spec)
+
+    build("ro-t1")
+    build("ro-bad", "--build-arg", "model_ops_coordinator:FAULT=degraded")
+    main = spec / "dockerfiles/services/affective_processing_center/app/main.py"
+    main.write_text(main.read_text().replace('"calm": (0.6, -0.7)', '"calm": (0.65, -0.7)'))
+    build("ro-t2")
+    result = rollout(spec, "--tag", "ro-t1", "--break-lock")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return spec
+
+
+def _set_host_timeout(spec, value):
+    fleet = spec / "fleet.yml"
+    text = fleet.read_text()
+    assert "\nrollout:\n" in text
+    fleet.write_text(text.replace("\nrollout:\n", f"\nrollout:\n  host_timeout: {value}\n", 1))
+
+
+def rollout(spec, *args, env=None):
+    return rig("-c", str(spec / "fleet.yml"), "rollout", "--no-verify", *args, check=False,
+               cwd=spec, env=env)
+
+
+def start(spec, *args, env=None) -> subprocess.Popen:
+    import os
+
+    return subprocess.Popen([*RIG, "-c", str(spec / "fleet.yml"), "rollout", "--no-verify", *args],
+                            cwd=spec, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def wait_for_line(process: subprocess.Popen, text: str) -> list[str]:
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if text in line:
+            return seen
+    raise AssertionError(f"never saw {text!r}: {''.join(seen)}")
+
+
+def clean(host):
+    """No lock left, no kept -prev container, state.json agreeing with what runs."""
+    assert ssh(host, "test -e /var/lib/rig/rollout.lock", check=False).returncode == 1, host
+    names = ssh(host, "docker ps -a --filter label=rig.service --format '{{.Names}}'").stdout.split()
+    assert sorted(names) == sorted(f"rig-{s}" for s in SERVICES), names
+    state = json.loads(ssh(host, "cat /var/lib/rig/state.json").stdout)
+    labels = ssh(host, "docker ps --filter label=rig.service --format "
+                       "'{{.Label \"rig.service\"}} {{.Label \"rig.digest\"}}'").stdout
+    assert {s: v["digest"] for s, v in state.items()} == dict(line.split() for line in labels.splitlines())
+
+
+def ledger(host) -> list[dict]:
+    return [json.loads(line) for line in ssh(host, "cat /var/lib/rig/ledger.jsonl").stdout.splitlines()]
+
+
+def test_sigkill_mid_gate_then_the_same_command_never_calls_a_degraded_canary_done(spec):
+    run = start(spec, "--tag", "ro-bad")
+    wait_for_line(run, "wave 1/2 (canary) mainpc")
+    for _ in range(200):  # the degraded container is up and being gated
+        tags = ssh("mainpc", "docker ps --filter name=rig-model_ops_coordinator --format "
+                             "'{{.Label \"rig.tag\"}}'").stdout.split()
+        if tags == ["ro-bad-mainpc"]:
+            break
+        time.sleep(0.05)
+    run.kill()
+    run.communicate(timeout=60)
+    again = rollout(spec, "--tag", "ro-bad", "--break-lock")
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "wave 1 (canary) failed on mainpc" in again.stderr
+    for host in HOSTS:
+        assert_serves(spec, host, "ro-t1")
+        clean(host)
+    last = [e for e in ledger("mainpc") if e["service"] == "model_ops_coordinator"][-1]
+    assert (last["tag"], last["result"]) == ("ro-bad-mainpc", "failed") and last["reason"]
+
+
+def test_sigterm_mid_wave_finishes_the_wave_and_stops_then_the_same_command_finishes(spec):
+    run = start(spec, "--tag", "ro-t2")
+    wait_for_line(run, "wave 1/2 (canary) mainpc")
+    run.send_signal(signal.SIGTERM)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 143, out + err
+    assert "interrupted before wave 2: pc2 not touched" in err
+    assert_serves(spec, "mainpc", "ro-t2")
+    assert_serves(spec, "pc2", "ro-t1")
+    for host in HOSTS:
+        clean(host)
+    again = rollout(spec, "--tag", "ro-t2")
+    assert again.returncode == 0, again.stderr
+    for host in HOSTS:
+        assert_serves(spec, host, "ro-t2")
+        clean(host)
+
+
+def test_a_host_frozen_mid_wave_is_failed_within_its_deadline(spec):
+    from rig.lab.layout import LabPaths
+    from rig.lab.state import LabState
+
+    from .conftest import REPO
+
+    docker_host = {"DOCKER_HOST": LabState.load(LabPaths.for_repo(REPO)).docker_host}
+    engine = ["docker", "-H", docker_host["DOCKER_HOST"]]
+    run = start(spec, "--tag", "ro-t1")
+    started = time.monotonic()
+    wait_for_line(run, "wave 2/2 (batch) pc2")
+    subprocess.run([*engine, "pause", "rig-lab-pc2"], check=True, capture_output=True)
+    try:
+        out, err = run.communicate(timeout=15 + 30 + 30)
+        elapsed = time.monotonic() - started
+    finally:
+        subprocess.run([*engine, "unpause", "rig-lab-pc2"], check=True, capture_output=True)
+    print(f"frozen host: rig exited {run.returncode} after {elapsed:.1f} s\n{out}\n{err}")
+    assert run.returncode == 1, out + err
+    assert elapsed < 15 + 30, elapsed
+    assert "pc2 LOST" in err and "--break-lock finishes the job" in err
+    assert_serves(spec, "mainpc", "ro-t1")   # wave 1 passed; auto_rollback: wave
+    clean("mainpc")
+    again = rollout(spec, "--tag", "ro-t1", "--break-lock")
+    assert again.returncode == 0, again.stdout + again.stderr
+    for host in HOSTS:
+        assert_serves(spec, host, "ro-t1")
+        clean(host)
+
+
+def test_a_corrupt_state_json_and_an_odd_operator_name(spec):
+    ssh("mainpc", "printf '{\"half\": ' > /var/lib/rig/state.json")
+    result = rollout(spec, "--tag", "ro-t2", env={"RIG_OPERATOR": "Zoë [ci] .*"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "mainpc: warning: state.json was unreadable" in result.stdout
+    for host in HOSTS:
+        assert_serves(spec, host, "ro-t2")
+        clean(host)  # the lock of `Zoë [ci] .*` was released, state.json agrees again
+        assert ledger(host)[-1]["operator"] == "Zoë [ci] .*"
