@@ -246,7 +246,7 @@ def _walk(node: yaml.Node, path: tuple, shown: str, prefix: int, out: Locations,
     expanded: the composer bounds how many values this visits, MAX_NODES)."""
 
     def problem(line: int, where: tuple, message: str) -> None:
-        problems.append(f"{shown}:{line}: {_dotted(where[prefix:])}: {message}")
+        problems.append(f"{shown}:{line}: {_dotted(where[prefix:]) or '(top level)'}: {message}")
 
     if depth > MAX_DEPTH:
         raise _Refusal(node.start_mark.line + 1, path[prefix:],
