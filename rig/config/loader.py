@@ -3,6 +3,10 @@
 Every value remembers where it was written (file and line), so a pydantic error on
 `services.model_ops_coordinator.port` becomes
 `fleet.yml:14: services.model_ops_coordinator.port: Input should be less than or equal to 65535`.
+
+Reading is bounded (MAX_BYTES, MAX_NODES with aliases expanded, MAX_ALIASES, MAX_DEPTH) and
+checked before anything walks or constructs the document; what rig refuses and why is listed
+in rig/config/__init__.py.
 """
 
 from __future__ import annotations
