@@ -288,7 +288,9 @@ class Rollout:
                     f"wave {number} failed (auto_rollback: fleet)"))
         for host in hosts:
             ok = restored[host]
-            state = "serving its previous version" if ok else "ROLLBACK FAILED: check it by hand"
+            lost = results.get(host) is not None and results[host].unreachable
+            state = ("serving its previous version" if ok else
+                     "LOST, not rolled back" if lost else "ROLLBACK FAILED: check it by hand")
             back = [s for (h, s), gate in sorted(gates.items()) if h == host and gate.passed]
             outcome.lines.append(f"  {host}: {state}"
                                  + (f" (restored and healthy: {', '.join(back)})" if back else ""))
