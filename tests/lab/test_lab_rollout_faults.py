@@ -158,3 +158,41 @@ def test_a_corrupt_state_json_and_an_odd_operator_name(spec):
         assert_serves(spec, host, "ro-t2")
         clean(host)  # the lock of `Zoë [ci] .*` was released, state.json agrees again
         assert ledger(host)[-1]["operator"] == "Zoë [ci] .*"
+
+
+def test_a_taken_port_under_fleet_rollback_from_an_empty_fleet_leaves_nothing_running(spec):
+    """pc2's port 6560 is taken: its new container cannot bind and exits. With
+    auto_rollback: fleet every touched host goes back to what it ran before (nothing), and
+    state.json names nothing that does not run."""
+    fleet = spec / "fleet.yml"
+    original = fleet.read_text()
+    fleet.write_text(original.replace("auto_rollback: wave", "auto_rollback: fleet", 1))
+    for host in HOSTS:
+        ssh(host, "docker rm -f $(docker ps -aq --filter label=rig.service) 2>/dev/null; "
+                  "rm -rf /var/lib/rig", check=False)
+    image = ssh("pc2", "docker images --format '{{.Repository}}@{{.Digest}}' "
+                       "| grep affective_processing_center | head -n 1").stdout.strip()
+    ssh("pc2", f"docker run -d --name squatter --network host --entrypoint python3 {image} "
+               "-m http.server 6560")  # any program on the service's port
+    ssh("pc2", "for i in $(seq 50); do curl -s -o /dev/null localhost:6560 && exit 0; "
+               "sleep 0.1; done; exit 1")
+    try:
+        result = rollout(spec, "--tag", "ro-t2", "--services", "affective_processing_center")
+    finally:
+        ssh("pc2", "docker rm -f squatter", check=False)
+        fleet.write_text(original)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "wave 2 (batch) failed on pc2" in result.stderr
+    assert "container exited" in result.stderr
+    for host in HOSTS:
+        assert ssh(host, "docker ps -aq --filter label=rig.service").stdout.strip() == ""
+        assert json.loads(ssh(host, "cat /var/lib/rig/state.json").stdout) == {}
+        assert ssh(host, "test -e /var/lib/rig/rollout.lock", check=False).returncode == 1
+    assert [(e["action"], e["result"]) for e in ledger("mainpc")] == [
+        ("rollout", "ok"), ("auto-rollback", "ok")]
+    assert [e["result"] for e in ledger("pc2")] == ["failed"]
+    again = rollout(spec, "--tag", "ro-t2")   # with the port free, the same command finishes
+    assert again.returncode == 0, again.stdout + again.stderr
+    for host in HOSTS:
+        assert_serves(spec, host, "ro-t2")
+        clean(host)
