@@ -122,17 +122,21 @@ def release_running(release: cmd.Release):
 
 
 @operation(is_idempotent=False)
-def health_gate(service: str, results: dict, allow_missing: bool = False):
+def health_gate(service: str, results: dict, allow_missing: bool = False, abort=None):
     """Probe the service on the host until the gate passes or fails (see rollout/gate.py).
 
     + service: the service to gate
     + results: (host, service) -> Verdict, filled in for the orchestration's report
     + allow_missing: a service with no container passes (restored to "nothing")
+    + abort: an Event; once set (a second Ctrl-C) the gate fails at its next probe
     """
-    yield FunctionCommand(_gate, (service, results, allow_missing), {})
+    yield FunctionCommand(_gate, (service, results, allow_missing, abort), {})
 
 
-def _gate(state, host, service: str, results: dict, allow_missing: bool) -> bool:
+STOPPED = "stopped by a second signal"
+
+
+def _gate(state, host, service: str, results: dict, allow_missing: bool, abort=None) -> bool:
     """Probe the service, one round trip per probe, until the judge decides."""
     fleet = fleet_of(host)
     spec = fleet.services[service]
@@ -141,6 +145,9 @@ def _gate(state, host, service: str, results: dict, allow_missing: bool) -> bool
     started, origin, fast = time.monotonic(), None, 0
     result = None
     while result is None:
+        if abort is not None and abort.is_set():  # the operator insists: no more waiting
+            result = Verdict(False, STOPPED)
+            break
         answer = host_shell(host, probe_cmd, timeout=spec.health.timeout + 10)
         probe = parse_probe(answer.stdout.strip(), 0.0) if answer.ok else None
         if probe is None:
@@ -221,10 +228,11 @@ def ledger_recorded(entries: list[dict], state_doc: dict):
 
 # -- deploys the orchestration adds, one wave at a time ---------------------------------------
 @deploy("Roll out")
-def roll_out(releases: dict, results: dict):
+def roll_out(releases: dict, results: dict, abort=None):
     for release in releases.get(host.name, []):
         release_running(name=f"{release.service}: run {release.tag}", release=release)
-        health_gate(name=f"{release.service}: health gate", service=release.service, results=results)
+        health_gate(name=f"{release.service}: health gate", service=release.service, results=results,
+                    abort=abort)
 
 
 @deploy("Roll back")

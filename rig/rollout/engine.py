@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from tasks.rollout import RolloutState, record, roll_back, roll_out
+from tasks.rollout import STOPPED, RolloutState, record, roll_back, roll_out
 
 from ..commands import container as cmd
 from ..config import Fleet
@@ -122,6 +122,7 @@ class Rollout:
         self.who = operator()
         self.locks = HostLocks(session, fleet.rollout.lock_stale_after, action, tag)
         self.stop = threading.Event()
+        self.abort = threading.Event()  # a second signal: stop gating, roll the wave back now
         self.signal: int | None = None
         self._last_gates: dict = {}
         self._last_results: dict = {}
@@ -171,7 +172,7 @@ class Rollout:
                 gates: dict = {}
                 self._last_gates = gates
                 results = self.session.run(roll_out, hosts=list(pending), releases=pending,
-                                           results=gates)
+                                           results=gates, abort=self.abort)
                 self._last_results = results
                 outcome.gate_seconds += sum(v.elapsed for v in gates.values())
                 failed = sorted(h for h, r in results.items() if h in pending and not r.ok)
@@ -190,6 +191,8 @@ class Rollout:
                                      f"({verdict.elapsed:.1f} s)")
                     continue
                 outcome.ok = False
+                if self.abort.is_set():
+                    outcome.interrupted, outcome.signal = True, self.signal
                 outcome.lines += self._failure_lines(number, kind, failed, gates, pending)
                 self._revert(number, pending, touched, changes, states, outcome)
                 later = [h for w in waves[number:] for h in w]
@@ -213,7 +216,10 @@ class Rollout:
         if not self.stop.is_set():
             self.signal = number
             self.say(f"{signal.Signals(number).name}: finishing the current wave (its gates "
-                     "decide), then stopping")
+                     "decide), then stopping; again to stop the gates and roll the wave back now")
+        elif not self.abort.is_set():
+            self.say(f"{signal.Signals(number).name} again: stopping the gates, rolling the wave back")
+            self.abort.set()
         self.stop.set()
 
     def _record(self, entries: dict, states: dict, finished: dict | None = None) -> None:
@@ -318,6 +324,8 @@ def _attempt(gate, host_result, scope: str) -> tuple[str, str]:
     if gate is None:
         why = (host_result.unreachable or ", ".join(host_result.failed)) if host_result else ""
         return "failed", f"not started: {why or 'an earlier step failed'}"
+    if not gate.passed and gate.reason == STOPPED:
+        return "interrupted", STOPPED
     if not gate.passed:
         return "failed", f"{gate.reason}; answered: {gate.answer or 'nothing'}"
     if scope == "none":

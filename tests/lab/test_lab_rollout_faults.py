@@ -196,3 +196,26 @@ def test_a_taken_port_under_fleet_rollback_from_an_empty_fleet_leaves_nothing_ru
     for host in HOSTS:
         assert_serves(spec, host, "ro-t2")
         clean(host)
+
+
+def test_a_second_ctrl_c_stops_the_gates_and_rolls_the_canary_back(spec):
+    """Hosts serve ro-t2; the canary starts ro-t1 and is interrupted twice while it is gated."""
+    run = start(spec, "--tag", "ro-t1")
+    wait_for_line(run, "wave 1/2 (canary) mainpc")
+    for _ in range(200):  # the new container is up: its gate is running
+        tags = ssh("mainpc", "docker ps --filter name=rig-affective_processing_center --format "
+                             "'{{.Label \"rig.tag\"}}'").stdout.split()
+        if tags == ["ro-t1"]:
+            break
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 130, out + err
+    assert "SIGINT again: stopping the gates, rolling the wave back" in out
+    for host in HOSTS:
+        assert_serves(spec, host, "ro-t2")
+        clean(host)
+    last = [e for e in ledger("mainpc") if e["service"] == "affective_processing_center"][-1]
+    assert (last["tag"], last["result"]) == ("ro-t1", "interrupted")

@@ -363,3 +363,47 @@ def test_history_merges_every_hosts_ledger_by_time_and_skips_torn_lines():
                                                              ("mainpc", "12")]
     assert [r["host"] for r in merge(ledgers, "a", 10)] == ["mainpc", "pc2"]
     assert [r["service"] for r in merge(ledgers, None, 1)] == ["b"]
+
+
+def test_a_second_signal_stops_the_gates_and_rolls_the_wave_back_as_interrupted(fleet):
+    import signal
+
+    from tasks.rollout import STOPPED
+
+    fleet = three_hosts(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"])
+    rollout = engine(fleet, session)
+    real_run = session.run
+
+    def run(deploy, hosts=None, **kwargs):  # both signals arrive while the canary is gated
+        if deploy is roll_out:
+            rollout._interrupt(signal.SIGINT)
+            rollout._interrupt(signal.SIGINT)
+            assert kwargs["abort"].is_set()
+            for r in kwargs["releases"]["mainpc"]:
+                kwargs["results"][("mainpc", r.service)] = Verdict(False, STOPPED)
+            return {"mainpc": HostResult("mainpc", failed=["health gate"])}
+        return real_run(deploy, hosts, **kwargs)
+    session.run = run
+    outcome = rollout.run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert outcome.interrupted and outcome.signal == signal.SIGINT and not outcome.ok
+    assert [h for n, h, _ in session.runs if n == "roll_back"] == [["mainpc"]]
+    assert [e["result"] for e in recorded_entries(session)["mainpc"]] == ["interrupted"]
+
+
+def test_the_gate_stops_at_its_next_probe_once_aborted(monkeypatch, lab_fleet):
+    import threading
+
+    import tasks.rollout as tr
+
+    calls = []
+    monkeypatch.setattr(tr, "host_shell", lambda *a, **k: calls.append(a) or Shell(True, "", []))
+
+    class Host:
+        name = "mainpc"
+        data = {"rig_fleet": lab_fleet}
+    abort, results = threading.Event(), {}
+    abort.set()
+    assert tr._gate(None, Host(), SERVICE, results, False, abort) is False
+    assert results[("mainpc", SERVICE)].reason == tr.STOPPED
+    assert len(calls) == 1  # only the container's logs, no probe
