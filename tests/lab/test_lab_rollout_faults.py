@@ -170,8 +170,9 @@ def test_a_taken_port_under_fleet_rollback_from_an_empty_fleet_leaves_nothing_ru
     for host in HOSTS:
         ssh(host, "docker rm -f $(docker ps -aq --filter label=rig.service) 2>/dev/null; "
                   "rm -rf /var/lib/rig", check=False)
-    image = ssh("pc2", "docker images --format '{{.Repository}}@{{.Digest}}' "
-                       "| grep affective_processing_center | head -n 1").stdout.strip()
+    image = ssh("pc2", "docker images --format '{{.Repository}} {{.ID}}' "
+                       "| grep affective_processing_center | head -n 1 | cut -d' ' -f2").stdout.strip()
+    assert image, "pc2 has no affective_processing_center image to squat with"
     ssh("pc2", f"docker run -d --name squatter --network host --entrypoint python3 {image} "
                "-m http.server 6560")  # any program on the service's port
     ssh("pc2", "for i in $(seq 50); do curl -s -o /dev/null localhost:6560 && exit 0; "
