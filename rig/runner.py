@@ -248,7 +248,8 @@ class Session:
         if name in self.lost:
             return Shell(False, "", [f"{name}: lost earlier in this run ({self.lost[name]})"])
         result = host_shell(self.host(name), command, stdin=stdin, timeout=timeout)
-        if not result.ok and result.stderr[-1:] and result.stderr[-1].startswith("no answer within"):
+        if not result.ok and result.stderr[-1:] and result.stderr[-1].startswith(
+                ("no answer within", "connection lost")):
             self.lost[name] = result.stderr[-1]
         return result
 

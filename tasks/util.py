@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from paramiko import SSHException
 from pyinfra.context import ctx_host, ctx_state
 
 from rig.commands.base import Cmd, render
@@ -56,4 +57,6 @@ def host_shell(host, command: Cmd | str | list, stdin: str | None = None,
             ok, output = host.run_shell_command(render(command), **args)
         except TimeoutError:
             return Shell(False, "", [f"no answer within {args['_timeout']} s"])
+        except (OSError, EOFError, SSHException) as e:  # the link dropped (sshd killed, reset)
+            return Shell(False, "", [f"connection lost: {e or type(e).__name__}"])
     return Shell(ok, output.stdout, output.stderr_lines)

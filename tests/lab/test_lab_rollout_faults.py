@@ -220,3 +220,36 @@ def test_a_second_ctrl_c_stops_the_gates_and_rolls_the_canary_back(spec):
         clean(host)
     last = [e for e in ledger("mainpc") if e["service"] == "affective_processing_center"][-1]
     assert (last["tag"], last["result"]) == ("ro-t1", "interrupted")
+
+
+def test_sshd_killed_mid_wave_fails_the_host_at_once_and_the_others_follow_the_policy(spec):
+    """Hosts serve ro-t2; pc2's sshd dies (every session with it) while its wave runs."""
+    from rig.lab.layout import LabPaths
+    from rig.lab.state import LabState
+
+    from .conftest import REPO
+
+    engine = ["docker", "-H", LabState.load(LabPaths.for_repo(REPO)).docker_host]
+    run = start(spec, "--tag", "ro-t1")
+    started = time.monotonic()
+    wait_for_line(run, "wave 2/2 (batch) pc2")
+    subprocess.run([*engine, "exec", "rig-lab-pc2", "sh", "-c",
+                    "systemctl stop ssh.socket ssh.service; pkill -KILL sshd"], capture_output=True)
+    try:
+        out, err = run.communicate(timeout=15 + 30 + 30)
+        elapsed = time.monotonic() - started
+    finally:
+        subprocess.run([*engine, "exec", "rig-lab-pc2", "systemctl", "start", "ssh.service"],
+                       check=True, capture_output=True)
+    print(f"sshd killed: rig exited {run.returncode} after {elapsed:.1f} s\n{out}\n{err}")
+    assert run.returncode == 1, out + err
+    assert elapsed < 15 + 30, elapsed
+    assert "Traceback" not in err
+    assert "pc2: LOST, not rolled back" in err
+    assert_serves(spec, "mainpc", "ro-t1")
+    clean("mainpc")
+    again = rollout(spec, "--tag", "ro-t1", "--break-lock")
+    assert again.returncode == 0, again.stdout + again.stderr
+    for host in HOSTS:
+        assert_serves(spec, host, "ro-t1")
+        clean(host)
