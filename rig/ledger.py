@@ -2,8 +2,8 @@
 
 /var/lib/rig/ledger.jsonl is append-only, one JSON object per service change:
     time, operator, action, host, service, tag, digest, previous_tag, previous_digest,
-    profile_hash, result
-/var/lib/rig/state.json is the current state: service -> tag, digest, profile_hash, since,
+    profile_hash, config_hash, result
+/var/lib/rig/state.json is the current state: service -> tag, digest, profile_hash, config_hash, since,
 previous {tag, digest} (what `rig rollback` returns to). Neither holds a secret."""
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def entry(now: str, who: str, action: str, host: str, release: Release, before: 
         "time": now, "operator": who, "action": action, "host": host,
         "service": release.service, "tag": release.tag or None, "digest": release.digest or None,
         "previous_tag": before.get("tag"), "previous_digest": before.get("digest"),
-        "profile_hash": release.profile_hash, "result": result,
+        "profile_hash": release.profile_hash, "config_hash": release.config_hash or None,
+        "result": result,
     }
     if reason:
         line["reason"] = reason
@@ -52,6 +53,7 @@ def next_state(state: dict, entries: list[dict]) -> dict:
         old = new.get(e["service"], {})
         new[e["service"]] = {
             "tag": e["tag"], "digest": e["digest"], "profile_hash": e["profile_hash"],
+            "config_hash": e.get("config_hash"),
             "since": e["time"],
             "previous": {"tag": old.get("tag"), "digest": old.get("digest")} if old else None,
         }

@@ -58,3 +58,84 @@ def _checked(token: str, source: str) -> str:
         raise RigError(f"registry token from {source} is empty or holds line breaks, control "
                        "characters or non-ASCII characters")
     return token
+
+
+# -- service secrets ----------------------------------------------------------------------------
+MAX_SECRET_BYTES = 64 * 1024
+
+
+class Secret:
+    """A secret value that does not show itself: repr and str say where it came from. The value
+    is read only by the code that sends it on stdin (`.value`)."""
+
+    __slots__ = ("value", "source")
+
+    def __init__(self, value: str, source: str):
+        self.value, self.source = value, source
+
+    def __repr__(self) -> str:
+        return f"<secret from {self.source}>"
+
+    __str__ = __repr__
+
+
+def service_secrets(fleet: Fleet, service: str) -> dict[str, Secret]:
+    """Every secret a service declares, read on the control machine: the environment variable
+    first, else the 0600 file. A missing or unreadable one is an error naming the service, the
+    secret and where rig looked (never the value)."""
+    found: dict[str, Secret] = {}
+    for name, source in fleet.services[service].secrets.items():
+        where = f"services.{service}.secrets.{name}"
+        if source.env and os.environ.get(source.env):
+            found[name] = _secret_text(os.environ[source.env], f"${source.env}", where)
+            continue
+        if source.file:
+            path = fleet.path(source.file)
+            if path.is_file():
+                found[name] = _secret_text(_read_secret_file(path, where), str(source.file), where)
+                continue
+        looked = " or ".join(part for part in (
+            source.env and f"the environment variable {source.env}",
+            source.file and f"the file {source.file}") if part)
+        raise RigError(f"{where}: not set: rig looked in {looked}")
+    return found
+
+
+def _read_secret_file(path, where: str) -> str:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise RigError(f"{where}: {path} is readable by others (mode {mode:o}); chmod 600 it")
+        with path.open("rb") as f:
+            raw = f.read(MAX_SECRET_BYTES + 1)
+    except OSError as e:
+        raise RigError(f"{where}: cannot read {path}: {e.strerror}") from None
+    if len(raw) > MAX_SECRET_BYTES:
+        raise RigError(f"{where}: {path} is larger than {MAX_SECRET_BYTES} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RigError(f"{where}: {path} is not UTF-8 text") from None
+
+
+def _secret_text(value: str, source: str, where: str) -> Secret:
+    """One trailing newline (an editor's) is not part of the secret; an empty one is refused."""
+    value = value[:-1] if value.endswith("\n") else value
+    if not value.strip():
+        raise RigError(f"{where}: {source} is empty")
+    if "\0" in value:
+        raise RigError(f"{where}: {source} holds a NUL byte")
+    return Secret(value, source)
+
+
+class SecretStore:
+    """The secrets of one command, each read once (plan, hash and write agree on one value)."""
+
+    def __init__(self, fleet: Fleet):
+        self.fleet = fleet
+        self._read: dict[str, dict[str, Secret]] = {}
+
+    def of(self, service: str) -> dict[str, Secret]:
+        if service not in self._read:
+            self._read[service] = service_secrets(self.fleet, service)
+        return self._read[service]

@@ -5,6 +5,7 @@ wave get no operations."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ class Container:
     tag: str
     digest: str
     profile_hash: str
+    config_hash: str = ""
+    config: str = ""
 
     @property
     def running(self) -> bool:
@@ -58,8 +61,8 @@ def parse_rollout_facts(lines: list[str]) -> RolloutFacts:
         elif section == "profile" and line.strip():
             facts.profile_hash = line.strip()
         elif section == "containers" and line.strip():
-            parts = line.split("\t")
-            if len(parts) == 6:
+            parts = line.rstrip("\n").split("\t")
+            if 6 <= len(parts) <= 8:  # labels rig did not set print as nothing
                 facts.containers[parts[0]] = Container(*parts)
         elif section in chunks:
             chunks[section].append(line)
@@ -88,7 +91,7 @@ def _from_labels(facts: RolloutFacts, text: str) -> dict:
     facts.warnings.append(f"state.json was unreadable ({text[:60]!r}...): rebuilt from the "
                           "running containers' labels")
     return {c.service: {"tag": c.tag, "digest": c.digest, "profile_hash": c.profile_hash,
-                        "since": None, "previous": None}
+                        "config_hash": c.config_hash or None, "since": None, "previous": None}
             for name, c in facts.containers.items() if c.running and name == cmd.current(c.service)}
 
 
@@ -104,21 +107,38 @@ class RolloutState(FactBase):
 
 # -- operations -------------------------------------------------------------------------------
 @operation()
-def release_running(release: cmd.Release):
-    """rig-<service> runs release.digest with the current profile; the container it replaces
-    is kept stopped as rig-<service>-prev until the rollout finishes.
+def release_running(release: cmd.Release, secrets: dict | None = None):
+    """rig-<service> runs release.digest with the current profile and settings (config hash);
+    the container it replaces is kept stopped as rig-<service>-prev until the rollout finishes.
+    The service's secrets are written first, each value on stdin.
 
     + release: what to run
+    + secrets: name -> rig.secrets.Secret
     """
     facts = host.get_fact(RolloutState)
     running = facts.running(release.service)
-    if running and running.digest == release.digest and running.profile_hash == release.profile_hash:
+    if running and running.digest == release.digest and running.profile_hash == release.profile_hash \
+            and running.config_hash == release.config_hash:
         host.noop(f"{release.service} already runs {release.tag}")
         return
     name = cmd.current(release.service)
+    for secret_name, secret in sorted((secrets or {}).items()):
+        yield FunctionCommand(_write_secret, (release.service, secret_name, secret), {})
     yield from cmd.replace_commands(fleet_of(host), host.name, release,
                                     has_current=name in facts.containers,
                                     has_previous=cmd.previous(release.service) in facts.containers)
+
+
+def _write_secret(state, host, service: str, name: str, secret) -> bool:
+    """One secret to /etc/rig/secrets/<service>/<name>: the value on stdin, never in argv."""
+    encoded = base64.b64encode(secret.value.encode()).decode()
+    result = host_shell(host, cmd.write_secret(service, name), stdin=encoded, timeout=30)
+    if not result.ok:
+        from pyinfra import logger
+
+        logger.error(f"{host.print_prefix}could not write secret {name} of {service}: "
+                     f"{' '.join(result.stderr[-1:])}")
+    return result.ok
 
 
 @operation(is_idempotent=False)
@@ -176,7 +196,8 @@ def needs_restore(facts: RolloutFacts, service: str, before: dict | None) -> boo
     running = facts.running(service)
     if before is None:
         return cmd.current(service) in facts.containers
-    return running is None or running.digest != before["digest"]
+    return running is None or running.digest != before["digest"] or (
+        before.get("config_hash") is not None and running.config_hash != before["config_hash"])
 
 
 @operation()
@@ -228,9 +249,11 @@ def ledger_recorded(entries: list[dict], state_doc: dict):
 
 # -- deploys the orchestration adds, one wave at a time ---------------------------------------
 @deploy("Roll out")
-def roll_out(releases: dict, results: dict, abort=None):
+def roll_out(releases: dict, results: dict, abort=None, secrets: dict | None = None):
+    """secrets: service -> {name: Secret}, for the services that have any."""
     for release in releases.get(host.name, []):
-        release_running(name=f"{release.service}: run {release.tag}", release=release)
+        release_running(name=f"{release.service}: run {release.tag}", release=release,
+                        secrets=(secrets or {}).get(release.service))
         health_gate(name=f"{release.service}: health gate", service=release.service, results=results,
                     abort=abort)
 

@@ -41,7 +41,8 @@ def print_plan(plan) -> None:
                 continue
             now = f"{r.running_tag} {r.running_digest[7:19]}" if r.running_digest else "(not running)"
             mark = "change" if r.change else "same  "
-            click.echo(f"  {host:<10} {r.service:<30} {mark} {now} -> {r.tag} {r.digest[7:19]}")
+            why = f" ({'; '.join(r.why)})" if r.why else ""
+            click.echo(f"  {host:<10} {r.service:<30} {mark} {now} -> {r.tag} {r.digest[7:19]}{why}")
     for line in plan.skipped:
         click.echo(f"  {line}")
 
@@ -74,10 +75,13 @@ def print_report(report) -> None:
 @services_option
 @wave_options
 @change_options
+@click.option("--start-stopped", is_flag=True,
+              help="Also start services an operator stopped with `rig stop` (default: leave "
+                   "them stopped, and say so).")
 @click.pass_obj
 @friendly
 def rollout(obj: Context, inventory, tag, services, canary, batch, limit, break_lock,
-            no_verify) -> None:
+            no_verify, start_stopped) -> None:
     """Roll out TAG: canary hosts first, a health gate per service, then batches.
 
     \b
@@ -91,7 +95,7 @@ def rollout(obj: Context, inventory, tag, services, canary, batch, limit, break_
     from ..ops import rollout as ops
 
     job, tag = obj.job(inventory), resolve_tag(obj, tag)
-    opts = ops.options_from(services, limit, canary, batch, break_lock, no_verify)
+    opts = ops.options_from(services, limit, canary, batch, break_lock, no_verify, start_stopped)
     click.echo(f"rollout {tag}:")
     print_report(ops.rollout(job, tag, opts, say_line, on_plan=print_plan))
 

@@ -5,18 +5,35 @@ kept, stopped, as rig-<service>-prev; it goes when the rollout has finished."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from dataclasses import dataclass
 
 from ..config import Fleet
-from .base import Cmd, all_of, capture, decode_to, no_stderr, ok, pipe, quiet, seq, sh, subshell
+from .base import (
+    Cmd,
+    all_of,
+    capture,
+    decode_to,
+    no_stderr,
+    ok,
+    pipe,
+    quiet,
+    seq,
+    sh,
+    subshell,
+    to_file,
+)
 from .host import PROFILE_ENV, PROFILE_HASH, PROFILE_JSON
 
 STATE_DIR = "/var/lib/rig"
 LEDGER = f"{STATE_DIR}/ledger.jsonl"
 STATE_FILE = f"{STATE_DIR}/state.json"
 LOCK_FILE = f"{STATE_DIR}/rollout.lock"
+SECRETS_DIR = "/etc/rig/secrets"       # <service>/<name>: 0400, owned by the service's user
+SERVICE_USER = "10001:10001"
+CACHE_MOUNT, LOG_MOUNT = "/cache", "/logs"
 
 
 def current(service: str) -> str:
@@ -35,31 +52,155 @@ class Release:
     repository: str
     digest: str
     profile_hash: str
+    config: str = ""    # container_config(): everything that shapes the container, as JSON
 
     @property
     def pinned(self) -> str:
         return f"{self.repository}@{self.digest}"
 
+    @property
+    def config_hash(self) -> str:
+        return hashlib.sha256(self.config.encode()).hexdigest()[:16] if self.config else ""
+
+
+def secret_hash(service: str, name: str, value: str) -> str:
+    """What a label may say about a secret: a hash that changes when the value does."""
+    material = "\0".join(("rig-secret", service, name, value)).encode()
+    return hashlib.sha256(material).hexdigest()[:16]
+
+
+def service_env(fleet: Fleet, host: str, service: str) -> dict[str, str]:
+    """The service's env plus what its runtime implies (cache and log locations)."""
+    runtime, env = fleet.runtime(service, host), {}
+    if runtime.cache_volume:
+        env.update(HF_HOME=f"{CACHE_MOUNT}/huggingface", TORCH_HOME=f"{CACHE_MOUNT}/torch",
+                   RIG_MODEL_CACHE=CACHE_MOUNT)
+    if runtime.log_volume:
+        env["RIG_LOG_DIR"] = LOG_MOUNT
+    if fleet.gpu_enabled(host) and runtime.gpus == "none":
+        env["NVIDIA_VISIBLE_DEVICES"] = "void"     # nvidia is the default runtime: hide them all
+    elif fleet.gpu_enabled(host) and isinstance(runtime.gpus, list):
+        env["NVIDIA_VISIBLE_DEVICES"] = ",".join(str(i) for i in runtime.gpus)
+    env.update(fleet.services[service].env)
+    return env
+
+
+def container_config(fleet: Fleet, host: str, service: str, digest: str, profile_hash: str,
+                     secret_hashes: dict[str, str]) -> str:
+    """Everything that decides how the container runs, as canonical JSON: the image digest,
+    the machine profile, resources and security, env, volumes, and a hash of each secret.
+    A container whose label differs from this is replaced; `rig plan` shows the difference."""
+    spec = fleet.services[service]
+    settings = {"image": digest, "profile": profile_hash,
+                **fleet.runtime(service, host).describe()}
+    settings.update({f"env {k}": v for k, v in service_env(fleet, host, service).items()})
+    if spec.volumes:
+        settings["volumes"] = ",".join(spec.volumes)
+    settings.update({f"secret {k}": v for k, v in secret_hashes.items()})
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"))
+
+
+def config_changes(old: str, new: str) -> list[str]:
+    """What differs between two container_config() documents, in words: `memory 8g -> 12g`,
+    `secret HF_TOKEN rotated`. A container started before rig labelled its config: `settings`."""
+    try:
+        before = json.loads(old) if old else None
+    except ValueError:
+        before = None
+    after = json.loads(new)
+    if not isinstance(before, dict):
+        return ["settings (not labelled by this rig version)"]
+    lines = []
+    for key in sorted(set(before) | set(after)):
+        was, now = before.get(key), after.get(key)
+        if was == now or key == "image":
+            continue
+        if key.startswith("secret "):
+            lines.append(f"{key} " + ("rotated" if was and now else "added" if now else "removed"))
+        elif key == "profile":
+            lines.append("machine profile changed")
+        else:
+            lines.append(f"{key} {was if was is not None else '(unset)'} -> "
+                         f"{now if now is not None else '(unset)'}")
+    return lines
+
+
+def secret_path(service: str, name: str) -> str:
+    return f"{SECRETS_DIR}/{service}/{name}"
+
+
+def _gpu_args(fleet: Fleet, host: str, gpus) -> list[str]:
+    if not fleet.gpu_enabled(host) or gpus == "none":
+        return []
+    if gpus == "all":
+        return ["--gpus", "all"]
+    return ["--gpus", '"device=' + ",".join(str(i) for i in gpus) + '"']
+
+
+def _runtime_args(runtime) -> list[str]:
+    """Resources and security: docker run flags from a resolved Runtime."""
+    argv: list[str] = ["--user", SERVICE_USER, "--stop-timeout", str(int(runtime.stop_timeout))]
+    for flag, value in (("--memory", runtime.memory), ("--memory-reservation",
+                        runtime.memory_reservation), ("--shm-size", runtime.shm_size),
+                        ("--pids-limit", runtime.pids)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if runtime.cpus is not None:
+        argv += ["--cpus", f"{runtime.cpus:g}"]
+    for name, limit in sorted(runtime.ulimits.items()):
+        argv += ["--ulimit", f"{name}={limit.soft}:{limit.hard}"]
+    if runtime.read_only:
+        argv.append("--read-only")
+    for mount in runtime.tmpfs:
+        argv += ["--tmpfs", mount]
+    argv += [a for cap in runtime.cap_drop for a in ("--cap-drop", cap)]
+    argv += [a for cap in runtime.cap_add for a in ("--cap-add", cap)]
+    if runtime.no_new_privileges:
+        argv += ["--security-opt", "no-new-privileges"]
+    if runtime.cache_volume:
+        argv += ["-v", f"{runtime.cache_volume}:{CACHE_MOUNT}"]
+    if runtime.log_volume:
+        argv += ["-v", f"{runtime.log_volume}:{LOG_MOUNT}"]
+    return argv
+
 
 def run_argv(fleet: Fleet, host: str, release: Release) -> list[str]:
-    """docker run for a service: host network, the machine profile's env file and JSON, the
-    service's volumes and env, GPUs where rig manages one, labels saying what runs."""
+    """docker run for a service: host network, the machine profile's env file and JSON,
+    resources and security from the spec, volumes, env, secrets as read-only files under
+    /run/secrets, GPUs where rig manages one, labels saying what runs and how."""
     spec = fleet.services[release.service]
+    runtime = fleet.runtime(release.service, host)
     argv = ["docker", "run", "-d", "--name", current(release.service), "--network", "host",
-            "--restart", "unless-stopped",
-            "--stop-timeout", str(int(fleet.rollout.stop_timeout)),
+            "--restart", "unless-stopped", *_runtime_args(runtime),
             "--env-file", PROFILE_ENV, "-v", f"{PROFILE_JSON}:{PROFILE_JSON}:ro"]
-    for key, value in sorted(spec.env.items()):
+    for key, value in sorted(service_env(fleet, host, release.service).items()):
         argv += ["-e", f"{key}={value}"]
     for volume in spec.volumes:
         argv += ["-v", volume]
-    if spec.gpu and fleet.gpu_enabled(host):
-        argv += ["--gpus", "all"]
-    for key, value in (("rig.service", release.service), ("rig.tag", release.tag),
-                       ("rig.digest", release.digest), ("rig.profile-hash", release.profile_hash)):
+    for name in sorted(spec.secrets):
+        argv += ["-v", f"{secret_path(release.service, name)}:/run/secrets/{name}:ro"]
+    argv += _gpu_args(fleet, host, runtime.gpus)
+    labels = [("rig.service", release.service), ("rig.tag", release.tag),
+              ("rig.digest", release.digest), ("rig.profile-hash", release.profile_hash)]
+    if release.config:
+        labels += [("rig.config-hash", release.config_hash), ("rig.config", release.config)]
+    for key, value in labels:
         argv += ["--label", f"{key}={value}"]
     argv.append(release.pinned)
     return argv
+
+
+def write_secret(service: str, name: str) -> Cmd:
+    """The secret's value arrives on stdin as base64 (never in argv; a transport that ends stdin
+    with a newline cannot change it): decoded into a temporary file in a root-only 0700 folder,
+    made 0400 and owned by the service's user, then moved in place."""
+    folder, path = f"{SECRETS_DIR}/{service}", secret_path(service, name)
+    return all_of(sh("install", "-d", "-m", "0700", "-o", "root", "-g", "root",
+                     SECRETS_DIR, folder),
+                  subshell(seq(Cmd("umask 077"), to_file(sh("base64", "-d"), path + ".new"))),
+                  sh("chown", SERVICE_USER, path + ".new"),
+                  sh("chmod", "0400", path + ".new"),
+                  sh("mv", "-f", path + ".new", path))
 
 
 def replace_commands(fleet: Fleet, host: str, release: Release, has_current: bool,
@@ -70,7 +211,8 @@ def replace_commands(fleet: Fleet, host: str, release: Release, has_current: boo
     if has_previous:
         commands.append(sh("docker", "rm", "-f", prev))
     if has_current:
-        commands.append(all_of(sh("docker", "stop", "-t", int(fleet.rollout.stop_timeout), name),
+        timeout = int(fleet.runtime(release.service, host).stop_timeout)
+        commands.append(all_of(sh("docker", "stop", "-t", timeout, name),
                                sh("docker", "rename", name, prev)))
     commands.append(sh(*run_argv(fleet, host, release)))
     return commands
@@ -84,6 +226,15 @@ def restore_commands(service: str, has_previous: bool) -> list[Cmd]:
     if has_previous:
         commands.append(all_of(sh("docker", "rename", prev, name), sh("docker", "start", name)))
     return commands
+
+
+def control_command(verb: str, service: str, timeout: int) -> Cmd:
+    """docker stop|start|restart of rig-<service> (stop and restart wait `timeout` seconds)."""
+    if verb == "start":
+        return sh("docker", "start", current(service))
+    if verb in ("stop", "restart"):
+        return sh("docker", verb, "-t", int(timeout), current(service))
+    raise ValueError(f"unknown verb {verb!r}")
 
 
 def remove_containers(names: list[str]) -> Cmd:
@@ -120,7 +271,8 @@ def containers_command() -> Cmd:
     """One line per rig container: name, state, and the labels rig set."""
     fields = "\t".join(["{{.Names}}", "{{.State}}", '{{.Label "rig.service"}}',
                          '{{.Label "rig.tag"}}', '{{.Label "rig.digest"}}',
-                         '{{.Label "rig.profile-hash"}}'])
+                         '{{.Label "rig.profile-hash"}}', '{{.Label "rig.config-hash"}}',
+                         '{{.Label "rig.config"}}'])
     return sh("docker", "ps", "-a", "--filter", "label=rig.service", "--format", fields)
 
 

@@ -15,6 +15,7 @@ from .images import FamilySpec, ServiceSpec
 from .profiles import ProfileSpec
 from .registry import RegistrySpec
 from .rollout import PERCENT, RolloutSpec
+from .runtime import Runtime, RuntimeSpec, resolve
 
 
 def is_inside(path: Path, folder: Path) -> bool:
@@ -32,6 +33,8 @@ class Fleet(StrictModel):
     services: dict[Name, ServiceSpec] = Field(min_length=1, description="Service images")
     hosts: dict[Name, HostSpec] = Field(min_length=1, description="Machines and their profiles")
     rollout: RolloutSpec = Field(description="Canary, batches, rollback")
+    defaults: RuntimeSpec = Field(default_factory=RuntimeSpec,
+                                  description="Runtime settings every service starts from")
     bootstrap: BootstrapSpec = Field(default_factory=BootstrapSpec, description="Host setup")
     profiles: dict[Name, ProfileSpec] = Field(
         default_factory=dict, description="Loaded from profiles/<name>.yml, not written here"
@@ -87,6 +90,19 @@ class Fleet(StrictModel):
     def gpu_enabled(self, host: str) -> bool:
         """True when rig manages a GPU on this host (profile has one and NVIDIA is enabled)."""
         return self.bootstrap.nvidia.enabled and self.profile_of(host).gpu is not None
+
+    def runtime(self, service: str, host: str) -> Runtime:
+        """How `service` runs on `host`: defaults, the service's runtime, its by_profile entry
+        for the host's profile; gpus none where rig manages no GPU."""
+        spec = self.services[service]
+        layers = [self.defaults, spec.runtime]
+        profile = self.hosts[host].profile
+        if profile in spec.by_profile:
+            layers.append(spec.by_profile[profile])
+        resolved = resolve(layers, spec.gpu, self.rollout.stop_timeout)
+        if not self.gpu_enabled(host) and resolved.gpus != "none":
+            resolved = resolved.model_copy(update={"gpus": "none"})
+        return resolved
 
     def batch_size(self, remaining: int, batch: int | str | None = None) -> int:
         """Hosts per wave after the canary: a count, or a share of the remaining hosts (at

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, field_validator
 
 from .base import (
+    NAME_PATTERN,
     Duration,
     EnvName,
     ImageRef,
@@ -17,8 +18,11 @@ from .base import (
     Text,
     check_json_value,
 )
+from .checks import CheckSpec
+from .runtime import RuntimeSpec, SecretSource
 
 JsonObject = Annotated[dict[Line, Any], AfterValidator(check_json_value)]
+SecretName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
 
 
 class FamilySpec(StrictModel):
@@ -55,7 +59,7 @@ class ServiceSpec(StrictModel):
     )
     port: int = Field(ge=1, le=65535, description="Port the service listens on (host network)")
     health: HealthSpec = Field(default_factory=HealthSpec, description="How health is judged")
-    gpu: bool = Field(default=False, description="Run with --gpus all on GPU hosts")
+    gpu: bool = Field(default=False, description="Shorthand for runtime: {gpus: all} (GPU hosts)")
     hosts: list[Name] = Field(min_length=1, description="Host names or group names that run it")
     per_machine: bool = Field(
         default=False,
@@ -66,8 +70,18 @@ class ServiceSpec(StrictModel):
     )
     volumes: list[Line] = Field(
         default_factory=list,
-        description="Mounts as src:dst[:ro], e.g. rig-hf-cache:/cache (caches, logs)",
+        description="Extra mounts as src:dst[:ro] (caches and logs: runtime.cache_volume, "
+        "runtime.log_volume)",
     )
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec,
+                                 description="Resources, security, GPUs over the fleet's defaults")
+    by_profile: dict[Annotated[str, Field(pattern=NAME_PATTERN, max_length=63)], RuntimeSpec] = Field(
+        default_factory=dict, description="Runtime settings per machine profile, over `runtime`")
+    secrets: dict[SecretName, SecretSource] = Field(
+        default_factory=dict, description="name -> where the control machine reads it; mounted "
+        "read-only at /run/secrets/<name>, never in the environment or the spec")
+    checks: list[CheckSpec] = Field(
+        default_factory=list, description="Requests beyond /health the services suite sends")
 
     @field_validator("volumes")
     @classmethod

@@ -14,7 +14,8 @@ Problem = tuple[tuple, str]
 
 def check(fleet: Fleet) -> list[Problem]:
     problems: list[Problem] = []
-    for rule in (_groups, _canary, _families, _service_hosts, _ports, _build_host, _paths):
+    for rule in (_groups, _canary, _families, _service_hosts, _ports, _build_host, _paths,
+                 _by_profile, _capabilities):
         problems.extend(rule(fleet))
     return problems
 
@@ -86,9 +87,36 @@ def _paths(fleet: Fleet) -> Iterator[Problem]:
     ]
     fields += [(("families", name, "context"), f.context) for name, f in fleet.families.items()]
     fields += [(("services", name, "context"), s.context) for name, s in fleet.services.items()]
+    fields += [(("services", name, "secrets", key, "file"), source.file)
+               for name, s in fleet.services.items() for key, source in s.secrets.items()]
     for loc, value in fields:
         if value and not value.startswith("/") and not is_inside(fleet.base_dir / value, fleet.base_dir):
             yield loc, f"{value!r} leads out of the spec's folder (through a symlink)"
+
+
+def _by_profile(fleet: Fleet) -> Iterator[Problem]:
+    """by_profile names a profile of a host that runs the service (else it is a typo)."""
+    profiles = {spec.profile for spec in fleet.hosts.values()}
+    if not profiles <= set(fleet.profiles):
+        return  # a missing profile file is reported already
+    for name, service in fleet.services.items():
+        for profile in service.by_profile:
+            if profile not in profiles:
+                yield (("services", name, "by_profile", profile),
+                       f"no host has profile {profile!r} "
+                       f"(profiles: {_names(profiles)})")
+
+
+def _capabilities(fleet: Fleet) -> Iterator[Problem]:
+    """A capability both dropped and added by name is a contradiction (ALL then X is fine)."""
+    layers = [(("defaults",), fleet.defaults)]
+    for name, service in fleet.services.items():
+        layers.append((("services", name, "runtime"), service.runtime))
+        layers += [(("services", name, "by_profile", p), r) for p, r in service.by_profile.items()]
+    for loc, layer in layers:
+        both = sorted(set(layer.cap_drop or []) & set(layer.cap_add or []))
+        if both:
+            yield loc + ("cap_add",), f"{', '.join(both)} is both dropped and added"
 
 
 def _names(items) -> str:

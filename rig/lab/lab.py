@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -31,11 +32,12 @@ from .layout import (
     host_address,
     host_names,
 )
-from .pki import make_ca, make_ssh_key
+from .pki import make_ca, make_ssh_key, write_private
 from .state import LabState
 from .system import ensure_packages
 
 CONTROL_PACKAGES = ["docker.io", "docker-registry", "debootstrap"]
+LAB_SECRETS = ["HF_TOKEN"]  # files under .lab/secrets/ that lab.yml's services read
 
 
 @dataclass
@@ -75,6 +77,7 @@ class Lab:
         imported = ensure_imported(engine, "host", HOST_IMAGE, say)
         say("host image", ("imported " if imported else "up ") + HOST_IMAGE)
 
+        self._ensure_secrets()
         make_ssh_key(self.paths.ssh_dir)
         public_key = (self.paths.ssh_dir / "id_ed25519.pub").read_bytes()
         self._remove_hosts_beyond(engine, names, state, say)
@@ -88,6 +91,14 @@ class Lab:
             say(f"host {host}", f"{action} {address} (ssh {OPERATOR}@{address}, sudo)")
         (self.paths.ssh_dir / "known_hosts").write_text("\n".join(known) + "\n")
         return state
+
+    def _ensure_secrets(self) -> None:
+        """Random 0600 values for the secrets lab.yml reads from files (a model-hub token)."""
+        self.paths.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for name in LAB_SECRETS:
+            path = self.paths.secrets_dir / name
+            if not path.exists():
+                write_private(path, ("lab-" + secrets.token_hex(16) + "\n").encode())
 
     def _ensure_network(self, engine: Engine) -> bool:
         client = engine.client()

@@ -92,6 +92,11 @@ class LabPaths:
         return self.root / "registry"
 
     @property
+    def secrets_dir(self) -> Path:
+        """The lab's stand-ins for service secrets (lab.yml points services' secrets here)."""
+        return self.root / "secrets"
+
+    @property
     def ssh_dir(self) -> Path:
         return self.root / "ssh"
 

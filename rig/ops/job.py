@@ -13,6 +13,7 @@ from ..config import Fleet
 from ..errors import RigError
 from ..inventory import Target, load_spec, targets
 from ..runner import Session
+from ..secrets import SecretStore
 from . import hostkeys
 
 Say = Callable[[str, str], None]
@@ -34,6 +35,11 @@ class Job:
     @cached_property
     def fleet(self) -> Fleet:
         return load_spec(self.config, self.env)
+
+    @cached_property
+    def secrets(self) -> SecretStore:
+        """The services' secrets, each read once per command when first needed."""
+        return SecretStore(self.fleet)
 
     @cached_property
     def targets(self) -> list[Target]:

@@ -40,6 +40,7 @@ class PlanRow:
     running_digest: str | None
     tag: str
     digest: str
+    why: list[str] = field(default_factory=list)   # what changes, in words
 
 
 @dataclass
@@ -95,7 +96,8 @@ def _plan(job: Job, label: str, hosts: list[str], releases, facts, opts: Options
     if problems:
         raise RigError(*problems, "pre-flight failed: no host was changed")
     rows = [PlanRow(h, c.release.service, c.needed, c.running.tag if c.running else None,
-                    c.running.digest if c.running else None, c.release.tag, c.release.digest)
+                    c.running.digest if c.running else None, c.release.tag, c.release.digest,
+                    c.why if c.needed else [])
             for wave in plan_waves for h in wave for c in changes.get(h, [])]
     return Plan(label, hosts, plan_waves, rows, skipped), changes
 
@@ -104,7 +106,7 @@ def plan(job: Job, tag: str, opts: Options, say) -> Plan:
     """What `rig rollout` would do, touching nothing."""
     hosts = select_hosts(job.fleet, opts.limit, opts.services)
     releases, problems = resolve_releases(job.fleet, hosts, opts.services, at_tag(tag),
-                                          _registry(job))
+                                          _registry(job), job.secrets)
     with job.session(hosts) as session:
         facts = Rollout(session, job.fleet, say, "plan", tag).facts()
     try:
@@ -117,7 +119,7 @@ def rollout(job: Job, tag: str, opts: Options, say, on_plan=None) -> RolloutRepo
     """Roll `tag` out: canary first, health gates, batches, rollback on failure."""
     hosts = select_hosts(job.fleet, opts.limit, opts.services)
     releases, problems = resolve_releases(job.fleet, hosts, opts.services, at_tag(tag),
-                                          _registry(job))
+                                          _registry(job), job.secrets)
     return _execute(job, "rollout", tag, hosts, lambda facts: (releases, problems, []), opts, say,
                     on_plan)
 
@@ -140,7 +142,8 @@ def rollback(job: Job, to_tag: str | None, opts: Options, say, on_plan=None) -> 
 
     def resolve(facts):
         target = at_tag(check_tag(to_tag)) if to_tag else previous_target(facts)
-        releases, problems = resolve_releases(job.fleet, hosts, opts.services, target, registry)
+        releases, problems = resolve_releases(job.fleet, hosts, opts.services, target, registry,
+                                              job.secrets)
         skipped = [] if to_tag else [
             f"{h} {s}: no previous version recorded; left as is"
             for h in hosts for s in job.fleet.services_on(h)
@@ -159,7 +162,7 @@ def _execute(job: Job, action: str, label: str, hosts: list[str], resolve, opts:
     """The one control flow of rollout and rollback, from connect to released locks."""
     started = time.monotonic()
     with job.session(hosts) as session:
-        engine = Rollout(session, job.fleet, say, action, label)
+        engine = Rollout(session, job.fleet, say, action, label, job.secrets)
         facts = engine.facts()
         for host, host_facts in facts.items():
             for warning in host_facts.warnings if host_facts else []:

@@ -22,6 +22,7 @@ from ..commands import container as cmd
 from ..config import Fleet
 from ..images import image_for
 from ..ledger import entry, next_state, operator
+from ..secrets import SecretStore
 from .locks import HostLocks, describe_lock
 
 
@@ -36,13 +37,32 @@ class Change:
     def differs(self) -> bool:
         r = self.running
         return r is None or r.digest != self.release.digest \
-            or r.profile_hash != self.release.profile_hash
+            or r.profile_hash != self.release.profile_hash \
+            or r.config_hash != self.release.config_hash
+
+    @property
+    def why(self) -> list[str]:
+        """What would change, in words (image tag, settings, rotated secrets)."""
+        r = self.running
+        if r is None:
+            return ["not running"]
+        lines = [f"image {r.tag} -> {self.release.tag}"] if r.digest != self.release.digest else []
+        if r.config_hash != self.release.config_hash:
+            lines += cmd.config_changes(r.config, self.release.config)
+        elif r.profile_hash != self.release.profile_hash:
+            lines.append("machine profile changed")
+        if not lines and self.unfinished:
+            lines.append("not yet gated (an earlier rollout stopped mid-gate)")
+        return lines
 
     @property
     def unfinished(self) -> bool:
         """The right container runs, but no passed gate was recorded for it (a rollout killed
         mid-gate): it is gated again, and replaced or rolled back by the policy."""
-        return not self.differs and (self.recorded or {}).get("digest") != self.running.digest
+        recorded = self.recorded or {}
+        return not self.differs and (
+            recorded.get("digest") != self.running.digest
+            or recorded.get("config_hash", self.running.config_hash) != self.running.config_hash)
 
     @property
     def needed(self) -> bool:
@@ -54,8 +74,10 @@ class Change:
         was last recorded as healthy."""
         if self.unfinished:
             r = self.recorded
-            return {"tag": r.get("tag"), "digest": r["digest"]} if r and r.get("digest") else None
-        return {"tag": self.running.tag, "digest": self.running.digest} if self.running else None
+            return ({"tag": r.get("tag"), "digest": r["digest"],
+                     "config_hash": r.get("config_hash")} if r and r.get("digest") else None)
+        r = self.running
+        return {"tag": r.tag, "digest": r.digest, "config_hash": r.config_hash} if r else None
 
 
 @dataclass
@@ -73,10 +95,14 @@ def at_tag(tag: str):
 
 
 def resolve_releases(fleet: Fleet, hosts: list[str], services: list[str] | None, target,
-                     registry) -> tuple[dict[str, list[cmd.Release]], list[str]]:
-    """host -> releases, each image resolved to its digest. `target(host, service)` says which
-    (tag, digest) to run: digest None means "look the tag up in the registry"; a None target
-    leaves the service out (rollback: nothing recorded to go back to)."""
+                     registry, secrets: SecretStore | None = None
+                     ) -> tuple[dict[str, list[cmd.Release]], list[str]]:
+    """host -> releases, each image resolved to its digest and its container config (runtime,
+    env, secret hashes). `target(host, service)` says which (tag, digest) to run: digest None
+    means "look the tag up in the registry"; a None target leaves the service out (rollback:
+    nothing recorded to go back to). A secret that cannot be read raises RigError here,
+    before any host is touched."""
+    secrets = secrets or SecretStore(fleet)
     digests: dict[str, str | None] = {}
     releases: dict[str, list[cmd.Release]] = {}
     problems: list[str] = []
@@ -95,8 +121,11 @@ def resolve_releases(fleet: Fleet, hosts: list[str], services: list[str] | None,
                         problems.append(f"{image.ref}: not in the registry")
                 digest = digests[image.ref]
             if digest:
+                hashes = {name: cmd.secret_hash(service, name, secret.value)
+                          for name, secret in secrets.of(service).items()}
+                config = cmd.container_config(fleet, host, service, digest, profile_hash, hashes)
                 releases.setdefault(host, []).append(cmd.Release(
-                    service, image.tag, image.repository, digest, profile_hash))
+                    service, image.tag, image.repository, digest, profile_hash, config))
     return releases, problems
 
 
@@ -116,8 +145,10 @@ def host_problems(fleet: Fleet, facts_by_host: dict, break_lock: bool, now: floa
 
 
 class Rollout:
-    def __init__(self, session, fleet: Fleet, say: Callable[[str], None], action: str, tag: str):
+    def __init__(self, session, fleet: Fleet, say: Callable[[str], None], action: str, tag: str,
+                 secrets: SecretStore | None = None):
         self.session, self.fleet, self.say = session, fleet, say
+        self.secrets = secrets or SecretStore(fleet)
         self.action, self.tag = action, tag
         self.who = operator()
         self.locks = HostLocks(session, fleet.rollout.lock_stale_after, action, tag)
@@ -171,8 +202,10 @@ class Rollout:
                     self.locks.heartbeat()
                 gates: dict = {}
                 self._last_gates = gates
+                secrets = {r.service: self.secrets.of(r.service)
+                           for rs in pending.values() for r in rs}
                 results = self.session.run(roll_out, hosts=list(pending), releases=pending,
-                                           results=gates, abort=self.abort)
+                                           results=gates, abort=self.abort, secrets=secrets)
                 self._last_results = results
                 outcome.gate_seconds += sum(v.elapsed for v in gates.values())
                 failed = sorted(h for h, r in results.items() if h in pending and not r.ok)
@@ -181,7 +214,7 @@ class Rollout:
                     entries = {h: [entry(now, self.who, self.action, h, c.release, c.before, "ok")
                                    for c in changes[h] if c.needed] for h in pending}
                     if any(c.needed for w in waves[number:] for h in w for c in changes.get(h, [])):
-                        self._record(entries, states)
+                        self.record(entries, states)
                     else:
                         deferred = entries
                     touched.extend(pending)
@@ -201,7 +234,7 @@ class Rollout:
                 break
             finished = {h: [c.release.service for c in changes.get(h, []) if c.needed]
                         for h in touched}
-            self._record(deferred, states, finished)
+            self.record(deferred, states, finished)
             if self.record_failures:
                 outcome.ok = False
                 outcome.lines += self.record_failures
@@ -222,7 +255,7 @@ class Rollout:
             self.abort.set()
         self.stop.set()
 
-    def _record(self, entries: dict, states: dict, finished: dict | None = None) -> None:
+    def record(self, entries: dict, states: dict, finished: dict | None = None) -> None:
         """Ledger lines and state.json on each host (and the kept containers removed where a
         rollout finished). A host where that fails is remembered: the command exits non-zero."""
         for host, host_entries in entries.items():
@@ -306,7 +339,7 @@ class Rollout:
             if results.get(host) is not None and results[host].unreachable:
                 outcome.lines += _lost_lines(host, results[host].unreachable, changes[host],
                                              self.action, self.tag)
-        self._record(entries, states)
+        self.record(entries, states)
 
 
 def _lost_lines(host: str, why: str, changes: list[Change], action: str, tag: str) -> list[str]:

@@ -13,6 +13,7 @@ from rig.ops import rollout as ops
 from rig.rollout.engine import Change, Rollout
 from rig.rollout.gate import Verdict
 from rig.runner import HostResult
+from rig.secrets import SecretStore
 from tasks.rollout import Container, RolloutFacts, record, roll_back, roll_out
 from tasks.util import Shell
 
@@ -183,6 +184,7 @@ def test_ctrl_c_stops_between_waves(fleet):
 class FakeJob:
     def __init__(self, fleet, session):
         self.fleet, self._session = fleet, session
+        self.secrets = SecretStore(fleet)
 
     def session(self, hosts, say=None):
         session = self._session
@@ -248,7 +250,7 @@ def test_a_container_never_gated_to_the_end_is_gated_again(fleet):
     unfinished = Change("mainpc", release(fleet, "mainpc"), new,
                         recorded={"tag": "T1", "digest": "sha256:old"})
     assert unfinished.needed and unfinished.unfinished
-    assert unfinished.before == {"tag": "T1", "digest": "sha256:old"}
+    assert unfinished.before == {"tag": "T1", "digest": "sha256:old", "config_hash": None}
     first_install = Change("mainpc", release(fleet, "mainpc"), new, recorded=None)
     assert first_install.needed and first_install.before is None
     done = Change("mainpc", release(fleet, "mainpc"), new,
@@ -293,7 +295,7 @@ def test_a_corrupt_state_json_is_rebuilt_from_the_labels():
              "--- state", '{"half": ', "--- lock"]
     facts = parse_rollout_facts(lines)
     assert facts.state == {SERVICE: {"tag": "T1", "digest": "sha256:1", "profile_hash": "ph",
-                                     "since": None, "previous": None}}
+                                     "config_hash": None, "since": None, "previous": None}}
     assert facts.warnings and "rebuilt from the running containers' labels" in facts.warnings[0]
     odd = parse_rollout_facts(["--- state", '{"svc": "not a mapping"}'])
     assert odd.state == {} and odd.warnings

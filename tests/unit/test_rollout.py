@@ -130,15 +130,98 @@ def test_run_argv_for_a_gpu_service(fleet, lab_fleet):
     argv = cmd.run_argv(fleet, "mainpc", RELEASE)
     assert argv == [
         "docker", "run", "-d", "--name", "rig-model_ops_coordinator", "--network", "host",
-        "--restart", "unless-stopped", "--stop-timeout", "10",
+        "--restart", "unless-stopped", "--user", "10001:10001", "--stop-timeout", "10",
+        "--memory", str(12 * 2**30), "--memory-reservation", str(512 * 2**20),
+        "--shm-size", str(2 * 2**30), "--pids-limit", "512", "--cpus", "8",
+        "--ulimit", "memlock=-1:-1", "--ulimit", "nofile=65536:65536",
+        "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges",
+        "-v", "rig-model-cache:/cache", "-v", "rig-logs:/logs",
         "--env-file", "/etc/rig/machine.env",
         "-v", "/etc/rig/machine-profile.json:/etc/rig/machine-profile.json:ro",
-        "-v", "rig-model-cache:/cache", "--gpus", "all",
+        "-e", "HF_HOME=/cache/huggingface", "-e", "RIG_LOG_DIR=/logs",
+        "-e", "RIG_MODEL_CACHE=/cache", "-e", "TORCH_HOME=/cache/torch",
+        "-v", "/etc/rig/secrets/model_ops_coordinator/HF_TOKEN:/run/secrets/HF_TOKEN:ro",
+        "--gpus", "all",
         "--label", "rig.service=model_ops_coordinator", "--label", "rig.tag=T1-mainpc",
         "--label", "rig.digest=sha256:" + "a" * 64, "--label", "rig.profile-hash=" + "f" * 64,
         "10.77.0.1:5000/rig/model_ops_coordinator@sha256:" + "a" * 64,
     ]
     assert "--gpus" not in cmd.run_argv(lab_fleet, "mainpc", RELEASE)  # NVIDIA disabled in the lab
+
+
+def _release(fleet, host, service, secrets=None):
+    config = cmd.container_config(fleet, host, service, "sha256:1", "ph", secrets or {})
+    return cmd.Release(service, "T1", f"reg/{service}", "sha256:1", "ph", config)
+
+
+def _flag(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_a_service_without_a_gpu_sees_none_on_a_gpu_host(fleet):
+    """nvidia is the default runtime on GPU hosts and CUDA images set NVIDIA_VISIBLE_DEVICES=all:
+    a gpus: none service gets `void` (recorded from the real fleet's mainpc; no GPU here)."""
+    argv = cmd.run_argv(fleet, "mainpc", _release(fleet, "mainpc", "affective_processing_center"))
+    assert "--gpus" not in argv
+    assert "NVIDIA_VISIBLE_DEVICES=void" in _flag(argv, "-e")
+
+
+def test_a_device_list_exposes_only_those_devices(fleet):
+    """pc2's by_profile gives the audio pipeline gpus: [0]; mainpc's gets all of them."""
+    argv = cmd.run_argv(fleet, "pc2", _release(fleet, "pc2", "real_time_audio_pipeline"))
+    assert _flag(argv, "--gpus") == ['"device=0"']
+    assert "NVIDIA_VISIBLE_DEVICES=0" in _flag(argv, "-e")
+    assert cmd.sh(*argv).line.count("""--gpus '"device=0"'""") == 1  # CSV-quoted for docker
+    spec = fleet.services["real_time_audio_pipeline"]
+    two = fleet.model_copy(update={"services": {**fleet.services, "real_time_audio_pipeline":
+        spec.model_copy(update={"by_profile": {"pc2": spec.by_profile["pc2"].model_copy(
+            update={"gpus": [1, 3]})}})}})
+    argv = cmd.run_argv(two, "pc2", _release(two, "pc2", "real_time_audio_pipeline"))
+    assert _flag(argv, "--gpus") == ['"device=1,3"']
+    assert "NVIDIA_VISIBLE_DEVICES=1,3" in _flag(argv, "-e")
+    main = cmd.run_argv(fleet, "mainpc", _release(fleet, "mainpc", "real_time_audio_pipeline"))
+    assert _flag(main, "--gpus") == ["all"] and not any("NVIDIA" in e for e in _flag(main, "-e"))
+
+
+def test_pc2_gets_its_own_limits(fleet):
+    main = cmd.run_argv(fleet, "mainpc", _release(fleet, "mainpc", "model_ops_coordinator"))
+    pc2 = cmd.run_argv(fleet, "pc2", _release(fleet, "pc2", "model_ops_coordinator"))
+    assert (_flag(main, "--memory"), _flag(pc2, "--memory")) == ([str(12 * 2**30)], [str(6 * 2**30)])
+    assert (_flag(main, "--cpus"), _flag(pc2, "--cpus")) == (["8"], ["4"])
+    assert (_flag(main, "--shm-size"), _flag(pc2, "--shm-size")) == ([str(2**31)], [str(2**30)])
+    assert _flag(pc2, "--stop-timeout") == ["10"]
+    audio = cmd.run_argv(fleet, "pc2", _release(fleet, "pc2", "real_time_audio_pipeline"))
+    assert _flag(audio, "--stop-timeout") == ["5"]  # the service's own stop_timeout
+
+
+def test_config_labels_and_changes_say_what_differs_not_the_secret(fleet):
+    old = _release(fleet, "pc2", "model_ops_coordinator", {"HF_TOKEN": "aaaa"})
+    argv = cmd.run_argv(fleet, "pc2", old)
+    labels = dict(label.split("=", 1) for label in _flag(argv, "--label"))
+    assert labels["rig.config-hash"] == old.config_hash and len(old.config_hash) == 16
+    assert json.loads(labels["rig.config"])["secret HF_TOKEN"] == "aaaa"  # the hash we passed
+    bigger = fleet.services["model_ops_coordinator"].by_profile["pc2"].model_copy(
+        update={"memory": 12 * 2**30})
+    spec = fleet.services["model_ops_coordinator"].model_copy(update={"by_profile": {"pc2": bigger}})
+    changed = fleet.model_copy(update={"services": {**fleet.services, "model_ops_coordinator": spec}})
+    new = _release(changed, "pc2", "model_ops_coordinator", {"HF_TOKEN": "bbbb"})
+    assert cmd.config_changes(old.config, new.config) == ["memory 6g -> 12g", "secret HF_TOKEN rotated"]
+    assert cmd.config_changes(old.config, old.config) == []
+    assert cmd.config_changes("", new.config) == ["settings (not labelled by this rig version)"]
+    value = "hf_secret_value_123"
+    hashed = cmd.secret_hash("model_ops_coordinator", "HF_TOKEN", value)
+    assert value not in hashed and hashed != cmd.secret_hash("other", "HF_TOKEN", value)
+
+
+def test_write_secret_reads_the_value_from_stdin():
+    line = cmd.write_secret("svc", "API_KEY").line
+    assert line == (
+        "install -d -m 0700 -o root -g root /etc/rig/secrets /etc/rig/secrets/svc && "
+        "( umask 077; base64 -d > /etc/rig/secrets/svc/API_KEY.new ) && "
+        "chown 10001:10001 /etc/rig/secrets/svc/API_KEY.new && "
+        "chmod 0400 /etc/rig/secrets/svc/API_KEY.new && "
+        "mv -f /etc/rig/secrets/svc/API_KEY.new /etc/rig/secrets/svc/API_KEY")
 
 
 def test_replace_keeps_the_old_container_stopped(fleet):
@@ -251,7 +334,8 @@ def test_ledger_entry_and_next_state():
     assert e == {"time": "2026-11-23T00:00:00Z", "operator": "ops@ctl", "action": "rollout",
                  "host": "mainpc", "service": "model_ops_coordinator", "tag": "T1-mainpc",
                  "digest": RELEASE.digest, "previous_tag": "T0-mainpc",
-                 "previous_digest": "sha256:0", "profile_hash": "f" * 64, "result": "ok"}
+                 "previous_digest": "sha256:0", "profile_hash": "f" * 64, "config_hash": None,
+                 "result": "ok"}
     state = {"model_ops_coordinator": {"tag": "T0-mainpc", "digest": "sha256:0"}}
     new = next_state(state, [e])
     assert new["model_ops_coordinator"]["previous"] == {"tag": "T0-mainpc", "digest": "sha256:0"}

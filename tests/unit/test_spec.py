@@ -62,7 +62,14 @@ def test_lab_overlay_changes_only_what_differs():
     assert lab.bootstrap.daemon.bridge == "none" and lab.bootstrap.daemon.iptables is False
     assert lab.bootstrap.daemon.log_max_size == prod.bootstrap.daemon.log_max_size
     assert lab.gpu_enabled("mainpc") is False
-    assert lab.services == prod.services and lab.rollout == prod.rollout
+    assert lab.rollout == prod.rollout
+    for name, service in prod.services.items():  # the lab has 2 cores and a stand-in token file
+        same = {"runtime", "by_profile", "secrets"}
+        assert lab.services[name].model_dump(exclude=same) == service.model_dump(exclude=same)
+        assert lab.runtime(name, "pc2").memory == prod.runtime(name, "pc2").memory
+        assert lab.runtime(name, "pc2").cpus <= 2 and lab.defaults.cpus == 1
+    hf = lab.services["model_ops_coordinator"].secrets["HF_TOKEN"]
+    assert (hf.env, hf.file) == ("HF_TOKEN", ".lab/secrets/HF_TOKEN")
 
 
 def test_extra_hosts_join_groups_and_services():

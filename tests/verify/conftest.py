@@ -17,7 +17,12 @@ _CONFIG = write_ssh_config(TARGETS)
 
 
 def pytest_generate_tests(metafunc):
-    if "service" in metafunc.fixturenames:  # every service on every host that runs it
+    if "check" in metafunc.fixturenames:  # every check of every service on every host
+        triples = [(t, s, c) for t in TARGETS for s in FLEET.services_on(t.name)
+                   for c in FLEET.services[s].checks]
+        metafunc.parametrize(("target", "service", "check"), triples,
+                             ids=[f"{t.name}-{s}-{c.name}" for t, s, c in triples])
+    elif "service" in metafunc.fixturenames:  # every service on every host that runs it
         pairs = [(t, s) for t in TARGETS for s in FLEET.services_on(t.name)]
         metafunc.parametrize(("target", "service"), pairs, ids=[f"{t.name}-{s}" for t, s in pairs])
     elif "target" in metafunc.fixturenames:

@@ -3,6 +3,7 @@
 The expected digest is the one in /var/lib/rig/state.json (written by `rig rollout`); the
 checks read the container itself, so a container changed by hand fails them."""
 
+import hashlib
 import json
 import shlex
 
@@ -68,3 +69,59 @@ def test_service_health_body_ok(host, fleet, service):
     result = host.run(f"curl -s -m 3 {shlex.quote(url)}")
     assert result.rc == 0, f"no answer on port {spec.port}"
     assert body_matches(result.stdout, spec.health.expect), result.stdout
+
+
+# -- hardening and limits, as the spec says for this host's profile ------------------------------
+def test_service_runs_hardened(inspect):
+    config = inspect["HostConfig"]
+    assert config["ReadonlyRootfs"] is True
+    assert "ALL" in (config["CapDrop"] or [])
+    assert any(opt.startswith("no-new-privileges") for opt in config["SecurityOpt"] or [])
+    assert inspect["Config"]["User"] == "10001:10001"
+
+
+def test_service_limits_match_the_profile(inspect, fleet, target, service):
+    runtime, config = fleet.runtime(service, target.name), inspect["HostConfig"]
+    assert config["Memory"] == (runtime.memory or 0)
+    assert config["MemoryReservation"] == (runtime.memory_reservation or 0)
+    assert config["NanoCpus"] == round((runtime.cpus or 0) * 1e9)
+    assert config["PidsLimit"] == runtime.pids
+    if runtime.shm_size:
+        assert config["ShmSize"] == runtime.shm_size
+    ulimits = {u["Name"]: (u["Soft"], u["Hard"]) for u in config["Ulimits"] or []}
+    assert ulimits == {n: (u.soft, u.hard) for n, u in runtime.ulimits.items()}
+
+
+def test_root_filesystem_is_read_only(host, service):
+    result = host.run(f"docker exec {cmd.current(service)} touch /rig-write-test")
+    assert result.rc != 0 and "Read-only file system" in result.stderr, result.stderr
+    tmp = host.run(f"docker exec {cmd.current(service)} sh -c 'echo x > /tmp/rig-write-test'")
+    assert tmp.rc == 0, f"/tmp (tmpfs) should be writable: {tmp.stderr}"
+
+
+def test_secrets_are_files_not_environment(host, fleet, service, inspect):
+    """Each secret is /run/secrets/<name> (same sha256 as on this machine), readable by the
+    service's user; its value is in neither the container's env nor anything docker inspect
+    shows."""
+    from rig.secrets import service_secrets
+
+    secrets = service_secrets(fleet, service)
+    if not secrets:
+        pytest.skip(f"{service} has no secrets")
+    shown = json.dumps(inspect)
+    for name, secret in secrets.items():
+        digest = host.run(f"docker exec {cmd.current(service)} sha256sum /run/secrets/{name}")
+        assert digest.rc == 0, f"/run/secrets/{name} not readable as 10001: {digest.stderr}"
+        assert digest.stdout.split()[0] == hashlib.sha256(secret.value.encode()).hexdigest()
+        assert secret.value not in shown, f"secret {name} shows in docker inspect"
+
+
+def test_service_check(host, fleet, service, check):
+    """One request of the service's `checks:` beyond /health, sent inside the container."""
+    from rig.commands.checks import check_command, parse_results
+
+    port = fleet.services[service].port
+    result = host.run(check_command(cmd.current(service), port, [check]))
+    results = parse_results(result.stdout)
+    assert results, f"the check program printed nothing: {result.stderr[-500:]}"
+    assert results[0]["ok"], f"{check.name}: {results[0]['error']}; answered {results[0]['body']}"

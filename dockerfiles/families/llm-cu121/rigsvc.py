@@ -22,8 +22,38 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 PROFILE_FILE = os.environ.get("RIG_PROFILE_FILE", "/etc/rig/machine-profile.json")
 
 
+SECRETS_DIR = "/run/secrets"
+
+
 def log(service: str, message: str) -> None:
-    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {service}: {message}", flush=True)
+    """One line on stdout (docker logs) and, with a log volume (RIG_LOG_DIR), in its file."""
+    line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {service}: {message}"
+    print(line, flush=True)
+    folder = os.environ.get("RIG_LOG_DIR")
+    if folder:
+        try:
+            with open(os.path.join(folder, f"{service}.log"), "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        except OSError as e:  # a full or missing log volume must not stop the service
+            print(f"{service}: cannot write {folder}: {e}", flush=True)
+
+
+def secret(name: str) -> str | None:
+    """A secret rig mounted read-only at /run/secrets/<name> (never in the environment)."""
+    try:
+        with open(os.path.join(SECRETS_DIR, name), encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def secret_names() -> list[str]:
+    """Names of the secrets this container can read (for /health: names, never values)."""
+    try:
+        names = sorted(os.listdir(SECRETS_DIR))
+    except OSError:
+        return []
+    return [n for n in names if os.access(os.path.join(SECRETS_DIR, n), os.R_OK)]
 
 
 class Health:
@@ -75,7 +105,7 @@ def initialise(health: Health, init) -> None:
     except Exception as e:  # noqa: BLE001 - any init failure is reported by /health
         health.set("error", reason=str(e))
         return
-    detail = {"machine": profile["name"], **detail}
+    detail = {"machine": profile["name"], "secrets": secret_names(), **detail}
     health.set("degraded" if fault() == "degraded" else "ok", **detail)
 
 

@@ -26,7 +26,9 @@ def init(profile: dict) -> dict:
     os.unlink(probe)
     state["workers"] = int(profile["workers"])
     np.ones((64, 64)) @ np.ones((64, 64))  # the math library loads and works
-    return {"workers": state["workers"], "cuda_arch": profile.get("cuda_arch")}
+    token = rigsvc.secret("HF_TOKEN")  # the model-hub token, a file rig mounted; never logged
+    return {"workers": state["workers"], "cuda_arch": profile.get("cuda_arch"),
+            "model_hub": "token" if token else "anonymous"}
 
 
 def models(handler, request):
