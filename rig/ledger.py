@@ -4,6 +4,7 @@
     time, operator, action, host, service, tag, digest, previous_tag, previous_digest,
     profile_hash, config_hash, result
 /var/lib/rig/state.json is the current state: service -> tag, digest, profile_hash, config_hash, since,
+stopped (an operator ran `rig stop`),
 previous {tag, digest} (what `rig rollback` returns to). Neither holds a secret."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ def operator() -> str:
 
 
 RESULTS = ("ok", "failed", "rolled_back", "rollback_failed", "interrupted")
+CONTROL = ("stop", "start", "restart")  # actions that keep the version and flip `stopped`
 
 
 def entry(now: str, who: str, action: str, host: str, release: Release, before: dict | None,
@@ -46,6 +48,11 @@ def next_state(state: dict, entries: list[dict]) -> dict:
     new = {service: dict(value) for service, value in state.items()}
     for e in entries:
         if e["result"] != "ok":
+            continue
+        if e["action"] in CONTROL:  # an operator's stop/start: same version, stopped or not
+            if e["service"] in new:
+                new[e["service"]]["stopped"] = e["action"] == "stop"
+                new[e["service"]]["stopped_since" if e["action"] == "stop" else "since"] = e["time"]
             continue
         if not e["digest"]:  # back to running nothing
             new.pop(e["service"], None)

@@ -29,6 +29,7 @@ class Options:
     batch: str | None = None
     break_lock: bool = False
     verify: bool = True       # run the testinfra services suite after a rollout that changed
+    start_stopped: bool = False  # start services an operator stopped (rig stop) too
 
 
 @dataclass
@@ -73,8 +74,21 @@ class RolloutReport:
 
 
 def options_from(services=None, limit=None, canary=None, batch=None, break_lock=False,
-                 no_verify=False) -> Options:
-    return Options(split(services), split(limit), split(canary), batch, break_lock, not no_verify)
+                 no_verify=False, start_stopped=False) -> Options:
+    return Options(split(services), split(limit), split(canary), batch, break_lock, not no_verify,
+                   start_stopped)
+
+
+def _leave_stopped(changes: dict[str, list[Change]], facts, skipped: list[str]) -> None:
+    """Services an operator stopped stay stopped (and are named) unless --start-stopped."""
+    for host, host_changes in changes.items():
+        for change in list(host_changes):
+            recorded = facts[host].state.get(change.release.service) or {}
+            if recorded.get("stopped") and change.running is None:
+                host_changes.remove(change)
+                skipped.append(f"{host} {change.release.service}: stopped by an operator "
+                               f"since {recorded.get('stopped_since') or '?'}; left stopped "
+                               "(--start-stopped starts it)")
 
 
 def _registry(job: Job):
@@ -95,6 +109,9 @@ def _plan(job: Job, label: str, hosts: list[str], releases, facts, opts: Options
                for h in hosts if facts.get(h) is not None}
     if problems:
         raise RigError(*problems, "pre-flight failed: no host was changed")
+    skipped = list(skipped)
+    if not opts.start_stopped:
+        _leave_stopped(changes, facts, skipped)
     rows = [PlanRow(h, c.release.service, c.needed, c.running.tag if c.running else None,
                     c.running.digest if c.running else None, c.release.tag, c.release.digest,
                     c.why if c.needed else [])
@@ -206,10 +223,11 @@ class StatusRow:
     since: str | None
 
 
-def health_word(body: str, expect: dict, running: bool) -> str:
-    """ok, down (no answer), BAD <body> (an answer that is not the expected one)."""
+def health_word(body: str, expect: dict, running: bool, stopped: bool = False) -> str:
+    """ok, down (no answer), BAD <body> (an answer that is not the expected one); stopped
+    when an operator stopped it (rig stop), not running otherwise."""
     if not running:
-        return "not running"
+        return "stopped" if stopped else "not running"
     if body_matches(body, expect):
         return "ok"
     return "down" if not body.strip() else "BAD " + body.strip()[:40]
@@ -231,7 +249,7 @@ def status(job: Job, limit: list[str] | None, say) -> list[StatusRow]:
             running = facts[host].running(service) if facts.get(host) else None
             recorded = (facts[host].state.get(service) or {}) if facts.get(host) else {}
             health = health_word(answers.get(service, ""), job.fleet.services[service].health.expect,
-                                 running is not None)
+                                 running is not None, bool(recorded.get("stopped")))
             rows.append(StatusRow(host, service, running.tag if running else None,
                                   running.digest if running else None, health,
                                   recorded.get("since")))

@@ -1,0 +1,63 @@
+"""rig stop, start, restart: one service by hand, under the rollout lock, in the ledger."""
+
+from __future__ import annotations
+
+import click
+
+from .common import Context, friendly, inventory_option, say_line
+
+HOST_HELP = "Only these hosts or groups (default: every host that runs the service)."
+
+
+def _control(verb: str):
+    @click.command(verb)
+    @inventory_option
+    @click.argument("service")
+    @click.option("--host", "--limit", "limit", metavar="HOSTS", default=None, help=HOST_HELP)
+    @click.option("--break-lock", is_flag=True, help="Remove a rollout lock left by a dead rollout.")
+    @click.pass_obj
+    @friendly
+    def command(obj: Context, inventory, service, limit, break_lock) -> None:
+        from ..errors import RigError
+        from ..ops.job import split
+        from ..ops.service import control_service
+
+        click.echo(f"{verb} {service}:")
+        report = control_service(obj.job(inventory), verb, service, split(limit), break_lock,
+                                 say_line)
+        for line in report.lines:
+            click.echo(f"  {line}", err=not report.ok)
+        if report.unreleased_locks:
+            click.echo(f"rig: could not release the lock on {', '.join(report.unreleased_locks)}",
+                       err=True)
+        if not report.ok:
+            raise RigError(f"{verb} {service} failed after {report.seconds:.1f} s")
+        click.echo(f"{verb} {service} done in {report.seconds:.1f} s")
+
+    command.help = HELP[verb]
+    return command
+
+
+HELP = {
+    "stop": """Stop SERVICE's container (docker stop) on its hosts, e.g. to free the GPU for a
+    manual job. Takes the rollout lock and writes a ledger line; `rig status` then shows
+    `stopped`, and `rig rollout` leaves it stopped (and says so) unless given --start-stopped.
+
+    \b
+    Example:
+      rig stop model_ops_coordinator --host pc2""",
+    "start": """Start SERVICE's stopped container again, gated like a rollout: it must pass the
+    health gate, or the command fails with the gate's report. Lock and ledger line as for stop.
+
+    \b
+    Example:
+      rig start model_ops_coordinator --host pc2""",
+    "restart": """Restart SERVICE's container (docker restart), gated like a rollout; fails with
+    the gate's report when it does not come back healthy. Lock and ledger line as for stop.
+
+    \b
+    Example:
+      rig restart real_time_audio_pipeline""",
+}
+
+COMMANDS = [_control("stop"), _control("start"), _control("restart")]

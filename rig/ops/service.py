@@ -1,0 +1,94 @@
+"""rig stop | start | restart SERVICE: an operator's hand on one service, under the rollout lock.
+
+    select hosts -> connect -> pre-flight (bootstrapped, not locked) -> locks
+    -> docker stop/start/restart (start and restart gated like a rollout) -> ledger -> unlock
+
+state.json remembers a stop (`stopped: true`), so `rig status` says `stopped` and a later
+`rig rollout` leaves the service stopped unless it is given --start-stopped."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from tasks.control import VERBS, control
+
+from ..commands import container as cmd
+from ..errors import RigError
+from ..ledger import entry
+from ..rollout.engine import Rollout, host_problems
+from .job import Job, select_hosts
+
+
+@dataclass
+class ControlReport:
+    verb: str
+    service: str
+    ok: bool
+    lines: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    unreleased_locks: list[str] = field(default_factory=list)
+
+
+def control_service(job: Job, verb: str, service: str, limit: list[str] | None,
+                    break_lock: bool, say) -> ControlReport:
+    if verb not in VERBS:
+        raise RigError(f"unknown verb {verb!r} (stop, start, restart)")
+    started = time.monotonic()
+    hosts = select_hosts(job.fleet, limit, [service])
+    report = ControlReport(verb, service, ok=True)
+    with job.session(hosts) as session:
+        engine = Rollout(session, job.fleet, say, verb, "", job.secrets)
+        facts = engine.facts()
+        problems = [f"{h}: did not answer the pre-flight read" for h in hosts if facts.get(h) is None]
+        problems += host_problems(job.fleet, {h: f for h, f in facts.items() if f},
+                                  break_lock, time.time())
+        problems += [f"{h}: {service} was never rolled out here (no container rig-{service})"
+                     for h in hosts if facts.get(h) and cmd.current(service) not in facts[h].containers]
+        if problems:
+            raise RigError(*problems, f"rig {verb}: nothing was changed")
+        try:
+            lock_problems = engine.take_locks(break_lock)
+            if lock_problems:
+                raise RigError(*lock_problems, f"rig {verb}: nothing was changed")
+            gates: dict = {}
+            results = session.run(control, hosts=hosts, service=service, verb=verb, results=gates)
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            entries = {}
+            for host in hosts:
+                line, ok = _outcome(host, service, verb, results.get(host), gates.get((host, service)))
+                report.lines.append(line)
+                report.ok &= ok
+                entries[host] = [_ledger_line(now, engine.who, verb, host, facts[host], service,
+                                              ok, line)]
+            states = {h: facts[h].state for h in hosts}
+            engine.record(entries, states)
+            report.lines += engine.record_failures
+            report.ok &= not engine.record_failures
+        finally:
+            report.unreleased_locks = engine.release_locks()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _outcome(host: str, service: str, verb: str, result, gate) -> tuple[str, bool]:
+    if result is None or not result.ok:
+        why = (result.unreachable or ", ".join(result.failed)) if result else "did not answer"
+        return f"{host}: {service}: {verb} FAILED: {why}", False
+    if gate is not None and not gate.passed:
+        logs = "".join(f"\n    | {line}" for line in gate.logs[-8:])
+        return (f"{host}: {service}: {verb}ed but UNHEALTHY: {gate.reason}; answered: "
+                f"{gate.answer or 'nothing'}{logs}"), False
+    if gate is not None:
+        return f"{host}: {service}: {verb}ed, {gate.reason} ({gate.elapsed:.1f} s)", True
+    return f"{host}: {service}: stopped", True
+
+
+def _ledger_line(now, who, verb, host, facts, service, ok, line) -> dict:
+    """The ledger line of one host: the version the container holds, and what happened."""
+    found = facts.containers.get(cmd.current(service))
+    release = cmd.Release(service, found.tag if found else "", "", found.digest if found else "",
+                          found.profile_hash if found else "", found.config if found else "")
+    return entry(now, who, verb, host, release, None, "ok" if ok else "failed",
+                 None if ok else line.split(": ", 2)[-1][:300])

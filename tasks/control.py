@@ -1,0 +1,44 @@
+"""An operator's stop, start and restart of one service on a host (rig stop/start/restart).
+
+start and restart are gated like a rollout (tasks/rollout.py health_gate); stop is not."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy, operation
+
+from rig.commands import container as cmd
+
+from .rollout import RolloutState, health_gate
+from .util import fleet_of
+
+VERBS = ("stop", "start", "restart")
+
+
+@operation()
+def container_controlled(service: str, verb: str):
+    """rig-<service> is stopped (stop) or running (start); restart always restarts it.
+
+    + service: the service
+    + verb: stop, start or restart
+    """
+    facts = host.get_fact(RolloutState)
+    name = cmd.current(service)
+    found = facts.containers.get(name)
+    if found is None:
+        yield cmd.fail(f"{service} has no container on this host (never rolled out here)")
+        return
+    timeout = int(fleet_of(host).runtime(service, host.name).stop_timeout)
+    if verb == "stop" and not found.running:
+        host.noop(f"{service} is already stopped")
+    elif verb == "start" and found.running:
+        host.noop(f"{service} already runs")
+    else:
+        yield cmd.control_command(verb, service, timeout)
+
+
+@deploy("Control a service")
+def control(service: str, verb: str, results: dict):
+    container_controlled(name=f"{service}: {verb}", service=service, verb=verb)
+    if verb != "stop":
+        health_gate(name=f"{service}: health gate", service=service, results=results)
