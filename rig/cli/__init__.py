@@ -44,9 +44,9 @@ def main(ctx: click.Context, config: str, env: str | None) -> None:
 
 
 def _register() -> None:
-    from . import hosts, images, lab, rollout, service, spec
+    from . import deploy, hosts, images, lab, rollout, service, spec
 
-    for module in (spec, lab, hosts, images, rollout, service):
+    for module in (spec, lab, hosts, images, rollout, deploy, service):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -409,3 +409,36 @@ def test_the_gate_stops_at_its_next_probe_once_aborted(monkeypatch, lab_fleet):
     assert tr._gate(None, Host(), SERVICE, results, False, abort) is False
     assert results[("mainpc", SERVICE)].reason == tr.STOPPED
     assert len(calls) == 1  # only the container's logs, no probe
+
+
+def test_a_service_an_operator_stopped_is_left_stopped_and_named(fleet):
+    fleet = three_hosts(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"])
+    session.facts_by_host["pc2"].state = {SERVICE: {"tag": "T1", "digest": "sha256:old",
+                                                    "stopped": True, "stopped_since": "t0"}}
+    session.facts_by_host["pc2"].containers = {cmd.current(SERVICE): Container(
+        cmd.current(SERVICE), "exited", SERVICE, "T1", "sha256:old", "ph")}
+    report = execute(fleet, session)
+    started = [h for name, hosts, _ in session.runs if name == "roll_out" for h in hosts]
+    assert report.ok and started == ["mainpc", "node3"]
+    assert report.plan.skipped == [f"pc2 {SERVICE}: stopped by an operator since t0; left "
+                                   "stopped (--start-stopped starts it)"]
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"])
+    session.facts_by_host["pc2"].state = {SERVICE: {"stopped": True}}
+    report = execute(fleet, session, opts=ops.Options(verify=False, start_stopped=True))
+    started = [h for name, hosts, _ in session.runs if name == "roll_out" for h in hosts]
+    assert report.plan.skipped == [] and started == ["mainpc", "pc2", "node3"]
+
+
+def test_stop_and_start_flip_stopped_and_keep_the_version():
+    from rig.ledger import next_state
+
+    state = {SERVICE: {"tag": "T1", "digest": "sha256:1", "previous": {"tag": "T0"}}}
+    stop = {"time": "t1", "action": "stop", "service": SERVICE, "result": "ok", "digest": "sha256:1"}
+    after = next_state(state, [stop])
+    assert after[SERVICE] == {"tag": "T1", "digest": "sha256:1", "previous": {"tag": "T0"},
+                              "stopped": True, "stopped_since": "t1"}
+    start = {**stop, "time": "t2", "action": "start"}
+    assert next_state(after, [start])[SERVICE]["stopped"] is False
+    failed = {**start, "result": "failed"}
+    assert next_state(after, [failed])[SERVICE]["stopped"] is True
