@@ -41,4 +41,4 @@ def container_controlled(service: str, verb: str):
 def control(service: str, verb: str, results: dict):
     container_controlled(name=f"{service}: {verb}", service=service, verb=verb)
     if verb != "stop":
-        health_gate(name=f"{service}: health gate", service=service, results=results)
+        health_gate(name=f"{service}: health gate", services=[service], results=results)

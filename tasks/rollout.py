@@ -15,7 +15,7 @@ from pyinfra.api import FactBase, FunctionCommand, deploy, operation
 
 from rig.commands import container as cmd
 from rig.commands.base import write_file
-from rig.rollout.gate import GateJudge, Verdict, parse_probe
+from rig.rollout.gate import GateJudge, Verdict
 
 from .util import fleet_of, host_shell
 
@@ -142,53 +142,73 @@ def _write_secret(state, host, service: str, name: str, secret) -> bool:
 
 
 @operation(is_idempotent=False)
-def health_gate(service: str, results: dict, allow_missing: bool = False, abort=None):
-    """Probe the service on the host until the gate passes or fails (see rollout/gate.py).
+def health_gate(services: list[str], results: dict, allow_missing: tuple = (), abort=None,
+                hold: float | None = None):
+    """Probe the services on the host, all in one loop (one round trip per round), until each
+    gate passes or one fails (see rollout/gate.py).
 
-    + service: the service to gate
+    + services: the services to gate, each judged by its own health settings
     + results: (host, service) -> Verdict, filled in for the orchestration's report
-    + allow_missing: a service with no container passes (restored to "nothing")
-    + abort: an Event; once set (a second Ctrl-C) the gate fails at its next probe
+    + allow_missing: services for which no container passes (restored to "nothing")
+    + abort: an Event; once set (a second Ctrl-C) the gates fail at their next probe
+    + hold: watch already healthy services this long instead (a canary pause): no start
+      period, `retries` bad answers in a row fail it
     """
-    yield FunctionCommand(_gate, (service, results, allow_missing, abort), {})
+    yield FunctionCommand(_gate, (list(services), results, tuple(allow_missing), abort, hold), {})
 
 
 STOPPED = "stopped by a second signal"
 
 
-def _gate(state, host, service: str, results: dict, allow_missing: bool, abort=None) -> bool:
-    """Probe the service, one round trip per probe, until the judge decides."""
+def _gate(state, host, services: list[str], results: dict, allow_missing: tuple = (),
+          abort=None, hold: float | None = None) -> bool:
+    """Probe every service each round (one command), feed each judge its own answer, until
+    every gate has passed or one has failed; a failed one's last log lines are kept."""
     fleet = fleet_of(host)
-    spec = fleet.services[service]
-    judge = GateJudge(spec.health, fleet.rollout.min_healthy)
-    probe_cmd = cmd.probe_once(service, spec.port, spec.health.path, spec.health.timeout)
-    started, origin, fast = time.monotonic(), None, 0
-    result = None
-    while result is None:
+    specs = {s: fleet.services[s] for s in services}
+    judges = {s: GateJudge(spec.health.model_copy(update={"start_period": 0.0}), hold) if hold
+              else GateJudge(spec.health, fleet.rollout.min_healthy) for s, spec in specs.items()}
+    round_trip = cmd.probe_services([(s, spec.port, spec.health.path, spec.health.timeout)
+                                     for s, spec in specs.items()])
+    timeout = max(spec.health.timeout for spec in specs.values()) + 10
+    started, origins, fast = time.monotonic(), {}, 0
+    verdicts: dict[str, Verdict] = {}
+    while len(verdicts) < len(services) and not any(not v.passed for v in verdicts.values()):
         if abort is not None and abort.is_set():  # the operator insists: no more waiting
-            result = Verdict(False, STOPPED)
+            verdicts.update({s: Verdict(False, STOPPED) for s in services if s not in verdicts})
             break
-        answer = host_shell(host, probe_cmd, timeout=spec.health.timeout + 10)
-        probe = parse_probe(answer.stdout.strip(), 0.0) if answer.ok else None
-        if probe is None:
-            what = " ".join(answer.stderr[-2:]) or answer.stdout.strip()[:200] or "no output"
-            result = Verdict(False, f"probe failed on the host: {what}")
-            break
-        origin = probe.t if origin is None else origin  # host and control clocks differ
-        probe.t -= origin
-        if probe.state == "missing" and allow_missing:
-            result = Verdict(True, "no container (none ran before)")
-            break
-        result = judge.feed(probe)
-        if result is None:
-            fast += 1
-            quick = probe.code // 100 != 2 and fast < cmd.FAST_PROBES
-            time.sleep(min(cmd.FAST_POLL, spec.health.interval) if quick else spec.health.interval)
-    result.elapsed = round(time.monotonic() - started, 2)
-    if not result.passed:
-        result.logs = host_shell(host, cmd.logs_command(service), timeout=30).stdout.splitlines()
-    results[(host.name, service)] = result
-    return result.passed
+        answer = host_shell(host, round_trip, timeout=timeout)
+        probes = cmd.parse_probes(answer.stdout) if answer.ok else {}
+        quick = False
+        for service in (s for s in services if s not in verdicts):
+            probe = probes.get(service)
+            if probe is None:
+                what = " ".join(answer.stderr[-2:]) or answer.stdout.strip()[:200] or "no output"
+                verdicts[service] = Verdict(False, f"probe failed on the host: {what}")
+                continue
+            origins.setdefault(service, probe.t)  # host and control clocks differ
+            probe.t -= origins[service]
+            if probe.state == "missing" and service in allow_missing:
+                verdicts[service] = Verdict(True, "no container (none ran before)")
+                continue
+            verdict = judges[service].feed(probe)
+            if verdict is not None:
+                verdict.elapsed = round(time.monotonic() - started, 2)
+                verdicts[service] = verdict
+            quick |= probe.code // 100 != 2
+        fast += 1
+        if len(verdicts) < len(services) and all(v.passed for v in verdicts.values()):
+            waiting = [specs[s].health.interval for s in services if s not in verdicts]
+            time.sleep(min([cmd.FAST_POLL, *waiting]) if quick and fast < cmd.FAST_PROBES
+                       else min(waiting))
+    for service in services:
+        verdict = verdicts.get(service) or Verdict(False, "not judged: another service's gate "
+                                                   "failed first")
+        verdict.elapsed = verdict.elapsed or round(time.monotonic() - started, 2)
+        if not verdict.passed:
+            verdict.logs = host_shell(host, cmd.logs_command(service), timeout=30).stdout.splitlines()
+        results[(host.name, service)] = verdict
+    return all(results[(host.name, s)].passed for s in services)
 
 
 def needs_restore(facts: RolloutFacts, service: str, before: dict | None) -> bool:
@@ -251,11 +271,21 @@ def ledger_recorded(entries: list[dict], state_doc: dict):
 @deploy("Roll out")
 def roll_out(releases: dict, results: dict, abort=None, secrets: dict | None = None):
     """secrets: service -> {name: Secret}, for the services that have any."""
-    for release in releases.get(host.name, []):
+    mine = releases.get(host.name, [])
+    for release in mine:
         release_running(name=f"{release.service}: run {release.tag}", release=release,
                         secrets=(secrets or {}).get(release.service))
-        health_gate(name=f"{release.service}: health gate", service=release.service, results=results,
+    if mine:  # every started service gated at once: min_healthy is paid once per host
+        health_gate(name="health gates", services=[r.service for r in mine], results=results,
                     abort=abort)
+
+
+@deploy("Watch the canary")
+def watch(services: dict, results: dict, hold: float, abort=None):
+    """services: host -> services to keep watching for `hold` seconds (a timed canary pause)."""
+    if services.get(host.name):
+        health_gate(name=f"watch {hold:g} s", services=services[host.name], results=results,
+                    abort=abort, hold=hold)
 
 
 @deploy("Roll back")
@@ -266,12 +296,13 @@ def roll_back(services: dict, results: dict):
     if not wanted:
         return
     facts = host.get_fact(RolloutState)
-    for service, before in wanted.items():
-        if not needs_restore(facts, service, before):
-            continue
-        release_restored(name=f"{service}: restore previous", service=service, before=before)
-        health_gate(name=f"{service}: health gate (restored)", service=service, results=results,
-                    allow_missing=before is None)
+    restored = [s for s, before in wanted.items() if needs_restore(facts, s, before)]
+    for service in restored:
+        release_restored(name=f"{service}: restore previous", service=service,
+                         before=wanted[service])
+    if restored:
+        health_gate(name="health gates (restored)", services=restored, results=results,
+                    allow_missing=tuple(s for s in restored if wanted[s] is None))
 
 
 @deploy("Record")

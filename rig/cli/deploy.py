@@ -6,7 +6,14 @@ import click
 
 from .common import Context, friendly, inventory_option, say_line
 from .images import resolve_tag, tag_option
-from .rollout import change_options, print_plan, print_report, services_option, wave_options
+from .rollout import (
+    change_options,
+    pause_option,
+    print_plan,
+    print_report,
+    services_option,
+    wave_options,
+)
 
 
 @click.command()
@@ -16,10 +23,11 @@ from .rollout import change_options, print_plan, print_report, services_option, 
 @wave_options
 @change_options
 @click.option("--start-stopped", is_flag=True, help="Also start services an operator stopped.")
+@pause_option
 @click.pass_obj
 @friendly
 def deploy(obj: Context, inventory, tag, services, canary, batch, limit, break_lock, no_verify,
-           start_stopped) -> None:
+           start_stopped, pause) -> None:
     """The one command: validate the spec, build and push what changed (a dirty work tree is
     refused), check every image in the registry, roll out canary first then batches with
     health gates, run the services suite, and print one summary with the time per phase.
@@ -32,10 +40,13 @@ def deploy(obj: Context, inventory, tag, services, canary, batch, limit, break_l
     from ..ops.deploy import deploy as run
 
     job, tag = obj.job(inventory), resolve_tag(obj, tag)
-    opts = ops.options_from(services, limit, canary, batch, break_lock, no_verify, start_stopped)
+    opts = ops.options_from(services, limit, canary, batch, break_lock, no_verify, start_stopped,
+                            pause)
     click.echo(f"deploy {tag}:")
     report = run(job, tag, opts, say_line, on_build_plan=print_build_plan, on_plan=print_plan)
     print_report(report.rollout)
+    if report.rollout.paused:
+        return
     b, plan = report.build, report.rollout.plan
     click.echo(f"deploy {tag} done in {report.seconds:.1f} s: "
                + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report.phases.items()))
@@ -51,4 +62,35 @@ def print_build_plan(states) -> None:
         click.echo(f"  {target:<40} {state}")
 
 
-COMMANDS = [deploy]
+def _after_pause(verb: str):
+    @click.command(verb)
+    @inventory_option
+    @click.pass_obj
+    @friendly
+    def command(obj: Context, inventory) -> None:
+        from ..ops import pause as ops
+
+        click.echo(f"{verb}:")
+        run = ops.promote if verb == "promote" else ops.abort
+        print_report(run(obj.job(inventory), say_line, on_plan=print_plan))
+
+    command.help = {
+        "promote": """Continue a rollout paused after its canary (rollout.pause: manual, or
+        --pause manual): the remaining waves, each through its health gates, then the
+        services suite. Takes over the paused rollout's locks, and only those.
+
+        \b
+        Example:
+          rig rollout --pause manual && rig status && rig promote""",
+        "abort": """Abandon a rollout paused after its canary: the canary hosts go back to what
+        they ran before (through the health gates, ledger lines `rollback`), and every paused
+        lock is released. Hosts of later waves were never touched.
+
+        \b
+        Example:
+          rig abort""",
+    }[verb]
+    return command
+
+
+COMMANDS = [deploy, _after_pause("promote"), _after_pause("abort")]

@@ -24,6 +24,13 @@ def wave_options(func):
     return func
 
 
+def pause_option(func):
+    return click.option("--pause", metavar="DURATION|manual", default=None,
+                        help="After the canary passes: watch it this long (5m) before the batches, "
+                             "or `manual`: stop until `rig promote` / `rig abort`; 0: no pause "
+                             "(default: the spec's rollout.pause).")(func)
+
+
 def change_options(func):
     func = click.option("--break-lock", is_flag=True,
                         help="Remove a rollout lock left by a dead rollout.")(func)
@@ -53,6 +60,13 @@ def print_report(report) -> None:
 
     for line in report.lines:
         click.echo(line, err=not report.ok)
+    if report.paused:
+        click.echo(f"{report.action} {report.label} paused after the canary "
+                   f"({report.seconds:.1f} s); locks held. Waves still to go: "
+                   + "; ".join(", ".join(wave) for wave in report.paused))
+        click.echo("  rig promote    continue with those waves")
+        click.echo("  rig abort      roll the canary back and release the locks")
+        return
     if report.unreleased_locks:
         click.echo(f"rig: could not release the lock on {', '.join(report.unreleased_locks)}; "
                    "`--break-lock` once the host answers", err=True)
@@ -78,10 +92,11 @@ def print_report(report) -> None:
 @click.option("--start-stopped", is_flag=True,
               help="Also start services an operator stopped with `rig stop` (default: leave "
                    "them stopped, and say so).")
+@pause_option
 @click.pass_obj
 @friendly
 def rollout(obj: Context, inventory, tag, services, canary, batch, limit, break_lock,
-            no_verify, start_stopped) -> None:
+            no_verify, start_stopped, pause) -> None:
     """Roll out TAG: canary hosts first, a health gate per service, then batches.
 
     \b
@@ -95,7 +110,8 @@ def rollout(obj: Context, inventory, tag, services, canary, batch, limit, break_
     from ..ops import rollout as ops
 
     job, tag = obj.job(inventory), resolve_tag(obj, tag)
-    opts = ops.options_from(services, limit, canary, batch, break_lock, no_verify, start_stopped)
+    opts = ops.options_from(services, limit, canary, batch, break_lock, no_verify, start_stopped,
+                            pause)
     click.echo(f"rollout {tag}:")
     print_report(ops.rollout(job, tag, opts, say_line, on_plan=print_plan))
 
@@ -175,6 +191,8 @@ def status(obj: Context, inventory, limit, as_json) -> None:
     for r in rows:
         click.echo(f"{r.host:<10} {r.service:<30} {r.tag or '-':<28} "
                    f"{(r.digest or '-')[7:19] or '-':<14} {r.health:<12} {r.since or '-'}")
+    for host, lock in dict.fromkeys((r.host, r.lock) for r in rows if r.lock):
+        click.echo(f"{host}: {lock}")
 
 
 @click.command()

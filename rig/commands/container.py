@@ -263,6 +263,26 @@ def probe_once(service: str, port: int, path: str, timeout: float) -> Cmd:
     )
 
 
+def probe_services(services: list[tuple[str, int, str, float]]) -> Cmd:
+    """probe_once for each (service, port, path, timeout), in one command: one line per service,
+    `<service> probe <epoch> <state>:<exit>:<restarts> <http code> <base64 body>`."""
+    return seq(*(seq(sh("printf", "%s ", service), probe_once(service, port, path, timeout))
+                 for service, port, path, timeout in services))
+
+
+def parse_probes(stdout: str) -> dict:
+    """probe_services' output -> service -> Probe (lines that do not parse are left out)."""
+    from ..rollout.gate import parse_probe
+
+    probes = {}
+    for line in stdout.splitlines():
+        service, _, rest = line.strip().partition(" ")
+        probe = parse_probe(rest, 0.0)
+        if probe is not None:
+            probes[service] = probe
+    return probes
+
+
 def logs_command(service: str, lines: int = 12) -> Cmd:
     return Cmd(f"{sh('docker', 'logs', '--tail', lines, current(service)).line} 2>&1")
 

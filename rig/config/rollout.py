@@ -7,9 +7,22 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from .base import Duration, Name, StrictModel
+from .base import Duration, Name, StrictModel, parse_duration
 
 PERCENT = re.compile(r"^([0-9]{1,3})%\Z")  # a batch share: "50%"
+
+
+def parse_pause(value: object) -> float | str | None:
+    """`manual`, a duration such as 5m (0 or none: no pause), or None."""
+    if value is None or value in ("none", "no", 0, "0"):
+        return None
+    if value == "manual":
+        return "manual"
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        raise ValueError("pause must be a duration such as 5m or 30s, or manual") from None
+    return seconds or None
 
 
 class RolloutSpec(StrictModel):
@@ -32,11 +45,22 @@ class RolloutSpec(StrictModel):
     lock_stale_after: Duration = Field(
         default=3600.0, description="A lock whose heartbeat is older than this is reported as stale"
     )
+    pause: float | Literal["manual"] | None = Field(
+        default=None,
+        description="After the canary passes its gate: a duration (5m) to keep watching its "
+        "health before the batches (a failure rolls it back like a failed gate), or manual: stop "
+        "after the canary, locks held, until `rig promote` or `rig abort`",
+    )
     host_timeout: Duration = Field(
         default=120.0, gt=0,
         description="Deadline for any one remote step (pull, stop, run, ledger, lock); a host "
         "that passes it is failed with the reason, like a failed gate",
     )
+
+    @field_validator("pause", mode="before")
+    @classmethod
+    def _pause_shape(cls, pause: object) -> float | str | None:
+        return parse_pause(pause)
 
     @field_validator("batch")
     @classmethod

@@ -15,6 +15,7 @@ from ..errors import RigError
 from ..plan import parse_batch, waves
 from ..rollout.engine import Change, Rollout, at_tag, host_problems, resolve_releases
 from ..rollout.gate import body_matches
+from ..rollout.locks import describe_lock
 from ..tags import check_tag
 from .job import Job, select_hosts, split
 
@@ -30,6 +31,8 @@ class Options:
     break_lock: bool = False
     verify: bool = True       # run the testinfra services suite after a rollout that changed
     start_stopped: bool = False  # start services an operator stopped (rig stop) too
+    pause: float | str | None = None  # after the canary: seconds, "manual", "none"; None: the spec's
+    adopt: str | None = None  # promote/abort: the id of the paused rollout whose locks to take over
 
 
 @dataclass
@@ -69,14 +72,22 @@ class RolloutReport:
     phases: dict[str, float]
     unreleased_locks: list[str] = field(default_factory=list)
     verify_rc: int | None = None    # the services suite's exit code, when it ran
+    paused: list[list[str]] | None = None   # a manual pause: the waves still to go
     signal: int | None = None       # the signal that interrupted it
     warnings: list[str] = field(default_factory=list)
 
 
 def options_from(services=None, limit=None, canary=None, batch=None, break_lock=False,
-                 no_verify=False, start_stopped=False) -> Options:
+                 no_verify=False, start_stopped=False, pause=None) -> Options:
+    from ..config.rollout import parse_pause
+
+    if pause is not None:  # --pause 0 turns off a pause the spec asks for: "none"
+        try:
+            pause = parse_pause(pause) or "none"
+        except ValueError as e:
+            raise RigError(f"--pause {pause}: {e}") from None
     return Options(split(services), split(limit), split(canary), batch, break_lock, not no_verify,
-                   start_stopped)
+                   start_stopped, pause)
 
 
 def _leave_stopped(changes: dict[str, list[Change]], facts, skipped: list[str]) -> None:
@@ -185,6 +196,8 @@ def _execute(job: Job, action: str, label: str, hosts: list[str], resolve, opts:
             for warning in host_facts.warnings if host_facts else []:
                 say(f"{host}: warning: {warning}")
         releases, problems, skipped = resolve(facts)
+        if opts.adopt:
+            opts = _adopt(opts, hosts, facts)
         the_plan, changes = _plan(job, label, hosts, releases, facts, opts, problems, skipped)
         if on_plan:
             on_plan(the_plan)
@@ -194,7 +207,13 @@ def _execute(job: Job, action: str, label: str, hosts: list[str], resolve, opts:
             if lock_problems:
                 raise RigError(*lock_problems, "pre-flight failed: no host was changed")
             locked = time.monotonic()
-            outcome = engine.run(the_plan.waves, changes, facts)
+            pause = (opts.pause or job.fleet.rollout.pause) if action == "rollout" else None
+            promoted = {h: job.fleet.services_on(h) for h in the_plan.waves[0]} \
+                if opts.adopt and action == "rollout" else None
+            outcome = engine.run(the_plan.waves, changes, facts,
+                                 pause=None if pause == "none" else pause, cleanup=promoted)
+            if outcome.paused:
+                engine.locks.pause(paused_holder(label, the_plan.waves, opts))
         finally:
             ran = time.monotonic()
             unreleased = engine.release_locks()
@@ -203,13 +222,31 @@ def _execute(job: Job, action: str, label: str, hosts: list[str], resolve, opts:
               "waves": ran - locked, "health_gates": outcome.gate_seconds}
     report = RolloutReport(action, label, the_plan, outcome.ok, outcome.interrupted,
                            outcome.lines, time.monotonic() - started, phases, unreleased,
-                           signal=outcome.signal)
-    if report.ok and opts.verify and the_plan.changes:
+                           signal=outcome.signal, paused=outcome.paused)
+    if report.ok and opts.verify and the_plan.changes and not report.paused:
         from .hosts import verify
 
         say("verify (testinfra, services):")
         report.verify_rc = verify(job, "services", ("--no-header",), hosts)
     return report
+
+
+def paused_holder(tag: str, plan_waves: list[list[str]], opts: Options) -> dict:
+    """What a paused rollout's locks say: enough for `rig promote` and `rig abort`."""
+    return {"paused": True, "paused_since": time.time(), "tag": tag, "canary": plan_waves[0],
+            "remaining": plan_waves[1:], "services": opts.services, "batch": opts.batch}
+
+
+def _adopt(opts: Options, hosts: list[str], facts) -> Options:
+    """promote/abort take over the locks of the paused rollout `opts.adopt`, and only those."""
+    from dataclasses import replace
+
+    wrong = [f"{h}: {'not locked' if not (facts[h].lock or {}) else 'locked by another rollout'}"
+             for h in hosts if facts.get(h) and (facts[h].lock or {}).get("id") != opts.adopt]
+    if wrong:
+        raise RigError(*wrong, "the paused rollout's locks are not all there: nothing was changed "
+                       "(`rig lock status` shows who holds what)")
+    return replace(opts, break_lock=True)
 
 
 # -- status -------------------------------------------------------------------------------------
@@ -221,6 +258,7 @@ class StatusRow:
     digest: str | None
     health: str
     since: str | None
+    lock: str | None = None     # who holds the host's lock (a paused rollout says so)
 
 
 def health_word(body: str, expect: dict, running: bool, stopped: bool = False) -> str:
@@ -250,7 +288,10 @@ def status(job: Job, limit: list[str] | None, say) -> list[StatusRow]:
             recorded = (facts[host].state.get(service) or {}) if facts.get(host) else {}
             health = health_word(answers.get(service, ""), job.fleet.services[service].health.expect,
                                  running is not None, bool(recorded.get("stopped")))
+            lock = facts[host].lock if facts.get(host) else None
             rows.append(StatusRow(host, service, running.tag if running else None,
                                   running.digest if running else None, health,
-                                  recorded.get("since")))
+                                  recorded.get("since"),
+                                  describe_lock(lock, job.fleet.rollout.lock_stale_after,
+                                                time.time()) if lock else None))
     return rows

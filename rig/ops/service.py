@@ -73,13 +73,13 @@ def control_service(job: Job, verb: str, service: str, limit: list[str] | None,
 
 
 def _outcome(host: str, service: str, verb: str, result, gate) -> tuple[str, bool]:
-    if result is None or not result.ok:
-        why = (result.unreachable or ", ".join(result.failed)) if result else "did not answer"
-        return f"{host}: {service}: {verb} FAILED: {why}", False
-    if gate is not None and not gate.passed:
+    if gate is not None and not gate.passed:  # the gate's report says more than "gate failed"
         logs = "".join(f"\n    | {line}" for line in gate.logs[-8:])
         return (f"{host}: {service}: {verb}ed but UNHEALTHY: {gate.reason}; answered: "
                 f"{gate.answer or 'nothing'}{logs}"), False
+    if result is None or not result.ok:
+        why = (result.unreachable or ", ".join(result.failed)) if result else "did not answer"
+        return f"{host}: {service}: {verb} FAILED: {why}", False
     if gate is not None:
         return f"{host}: {service}: {verb}ed, {gate.reason} ({gate.elapsed:.1f} s)", True
     return f"{host}: {service}: stopped", True

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from tasks.rollout import STOPPED, RolloutState, record, roll_back, roll_out
+from tasks.rollout import STOPPED, RolloutState, record, roll_back, roll_out, watch
 
 from ..commands import container as cmd
 from ..config import Fleet
@@ -87,6 +87,7 @@ class Outcome:
     signal: int | None = None       # what interrupted it: SIGINT, SIGTERM, SIGHUP
     lines: list[str] = field(default_factory=list)
     gate_seconds: float = 0.0
+    paused: list[list[str]] | None = None   # manual pause: the waves still to go
 
 
 def at_tag(tag: str):
@@ -174,8 +175,13 @@ class Rollout:
 
     # -- waves ----------------------------------------------------------------------------------
     def run(self, waves: list[list[str]], changes: dict[str, list[Change]],
-            facts: dict | None = None) -> Outcome:
-        """facts: what pre-flight read (nothing has changed since: the hosts are locked)."""
+            facts: dict | None = None, pause: float | str | None = None,
+            cleanup: dict[str, list[str]] | None = None) -> Outcome:
+        """facts: what pre-flight read (nothing has changed since: the hosts are locked).
+        pause: after the canary passes, seconds to keep watching it (a failure then rolls it
+        back like a failed gate), or "manual": stop there, recorded, locks kept (promote/abort).
+        A paused canary keeps its previous containers (-prev) for `rig abort`; cleanup names
+        hosts whose kept containers go at the end anyway (a promoted canary's)."""
         facts = facts or self.facts()
         states = {h: facts[h].state for h in self.session.names()}
         deferred: dict = {}  # the last wave's ledger lines go with the final clean-up
@@ -209,19 +215,23 @@ class Rollout:
                 self._last_results = results
                 outcome.gate_seconds += sum(v.elapsed for v in gates.values())
                 failed = sorted(h for h, r in results.items() if h in pending and not r.ok)
+                later = any(c.needed for w in waves[number:] for h in w for c in changes.get(h, []))
+                if not failed:
+                    self._say_gates(gates)
+                if not failed and number == 1 and later and isinstance(pause, float) and pause > 0:
+                    failed, gates = self._watch(pending, pause, outcome)
                 now = _now()
                 if not failed:
                     entries = {h: [entry(now, self.who, self.action, h, c.release, c.before, "ok")
                                    for c in changes[h] if c.needed] for h in pending}
-                    if any(c.needed for w in waves[number:] for h in w for c in changes.get(h, [])):
+                    if later:
                         self.record(entries, states)
                     else:
                         deferred = entries
+                    if number == 1 and later and pause == "manual":
+                        outcome.paused = [w for w in waves[1:] if w]
+                        break
                     touched.extend(pending)
-                    for host, gate_list in _by_host(gates).items():
-                        for service, verdict in gate_list:
-                            self.say(f"  {host:<10} {service}: {verdict.reason} "
-                                     f"({verdict.elapsed:.1f} s)")
                     continue
                 outcome.ok = False
                 if self.abort.is_set():
@@ -234,6 +244,9 @@ class Rollout:
                 break
             finished = {h: [c.release.service for c in changes.get(h, []) if c.needed]
                         for h in touched}
+            if outcome.ok and not outcome.paused:
+                for host, services in (cleanup or {}).items():
+                    finished[host] = sorted(set(finished.get(host, [])) | set(services))
             self.record(deferred, states, finished)
             if self.record_failures:
                 outcome.ok = False
@@ -242,6 +255,25 @@ class Rollout:
             for number, handler in previous.items():
                 signal.signal(number, handler)
         return outcome
+
+    def _say_gates(self, gates: dict) -> None:
+        for host, gate_list in _by_host(gates).items():
+            for service, verdict in gate_list:
+                self.say(f"  {host:<10} {service}: {verdict.reason} ({verdict.elapsed:.1f} s)")
+
+    def _watch(self, pending: dict, seconds: float, outcome: Outcome) -> tuple[list[str], dict]:
+        """The canary, healthy, watched for `seconds` more: (failed hosts, the watch's gates)."""
+        self.say(f"pause {seconds:g} s: watching the canary's health before the next wave")
+        gates: dict = {}
+        services = {h: [r.service for r in rs] for h, rs in pending.items()}
+        results = self.session.run(watch, hosts=list(pending), services=services, results=gates,
+                                   hold=seconds, abort=self.abort)
+        self._last_gates, self._last_results = gates, results
+        outcome.gate_seconds += max((v.elapsed for v in gates.values()), default=0.0)
+        failed = sorted(h for h in pending if results.get(h) is None or not results[h].ok)
+        if not failed:
+            self.say(f"pause over: the canary stayed healthy for {seconds:g} s")
+        return failed, gates
 
     def _interrupt(self, number: int = signal.SIGINT) -> None:
         """SIGINT, SIGTERM (a CI runner) or SIGHUP (a dropped terminal): finish the current

@@ -32,6 +32,12 @@ def describe_lock(lock: dict, stale_after: float, now: float, machine: str | Non
         if isinstance(since, (int, float)) and since else "?"
     text = (f"locked by {lock.get('operator', '?')} since {when} "
             f"({lock.get('action', 'rollout')} {lock.get('tag', '')}, pid {lock.get('pid', '?')})")
+    if lock.get("paused"):
+        paused = lock.get("paused_since")
+        at = datetime.fromtimestamp(paused, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") \
+            if isinstance(paused, (int, float)) else "?"
+        return (f"paused rollout {lock.get('tag', '?')} by {lock.get('operator', '?')} since {at}, "
+                "after its canary: `rig promote` continues it, `rig abort` rolls the canary back")
     machine = machine or socket.gethostname()
     pid = lock.get("pid")
     if lock.get("machine") == machine and isinstance(pid, int) and not alive(pid):
@@ -72,6 +78,13 @@ class HostLocks:
         self.holder["heartbeat"] = time.time()
         for host in self.locked:
             self.session.shell(host, cmd.lock_refresh(self.holder))
+
+    def pause(self, info: dict) -> None:
+        """Keep the locks for a paused rollout: rewritten with `info` (paused, the remaining
+        waves) and a fresh heartbeat, and no longer released by this process."""
+        self.holder.update(info)
+        self.heartbeat()
+        self.locked = []
 
     def release(self) -> list[str]:
         """Release every lock taken; returns the hosts where that failed."""

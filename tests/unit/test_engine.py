@@ -14,7 +14,7 @@ from rig.rollout.engine import Change, Rollout
 from rig.rollout.gate import Verdict
 from rig.runner import HostResult
 from rig.secrets import SecretStore
-from tasks.rollout import Container, RolloutFacts, record, roll_back, roll_out
+from tasks.rollout import Container, RolloutFacts, record, roll_back, roll_out, watch
 from tasks.util import Shell
 
 SERVICE = "affective_processing_center"  # runs on every host
@@ -38,8 +38,10 @@ def running(fleet, host, digest="sha256:old", tag="T1", profile_hash=None):
 class FakeSession:
     """Records run(deploy, hosts, ...) calls; gates fail for the (host, service) in `failing`."""
 
-    def __init__(self, fleet, hosts, failing=(), held=(), pull_fails=(), record_fails=()):
+    def __init__(self, fleet, hosts, failing=(), held=(), pull_fails=(), record_fails=(),
+                 watch_fails=()):
         self.hosts, self.failing, self.held = list(hosts), set(failing), set(held)
+        self.watch_fails = set(watch_fails)
         self.pull_fails, self.record_fails = set(pull_fails), set(record_fails)
         self.facts_by_host = {h: RolloutFacts(docker_active=True,
                                               profile_hash=fleet.profile_of(h).content_hash())
@@ -67,7 +69,8 @@ class FakeSession:
         return Shell(True, "", [])
 
     def run(self, deploy, hosts=None, **kwargs):
-        name = {roll_out: "roll_out", roll_back: "roll_back", record: "record"}[deploy]
+        name = {roll_out: "roll_out", roll_back: "roll_back", record: "record",
+                watch: "watch"}[deploy]
         self.runs.append((name, list(hosts), kwargs))
         results = {}
         for host in hosts:
@@ -82,6 +85,13 @@ class FakeSession:
                 for r in kwargs["releases"].get(host, []):
                     passed = (host, r.service) not in self.failing
                     kwargs["results"][(host, r.service)] = Verdict(passed, "judged", "200 {}")
+                    ok = ok and passed
+            elif name == "watch":
+                for service in kwargs["services"].get(host, []):
+                    passed = (host, service) not in self.watch_fails
+                    kwargs["results"][(host, service)] = Verdict(
+                        passed, "healthy for 30.0 s" if passed else "unhealthy 3 times in a row",
+                        "200 {}" if passed else '200 {"status": "degraded"}')
                     ok = ok and passed
             elif name == "roll_back":
                 for service in kwargs["services"].get(host, {}):
@@ -406,7 +416,7 @@ def test_the_gate_stops_at_its_next_probe_once_aborted(monkeypatch, lab_fleet):
         data = {"rig_fleet": lab_fleet}
     abort, results = threading.Event(), {}
     abort.set()
-    assert tr._gate(None, Host(), SERVICE, results, False, abort) is False
+    assert tr._gate(None, Host(), [SERVICE], results, (), abort) is False
     assert results[("mainpc", SERVICE)].reason == tr.STOPPED
     assert len(calls) == 1  # only the container's logs, no probe
 
@@ -442,3 +452,50 @@ def test_stop_and_start_flip_stopped_and_keep_the_version():
     assert next_state(after, [start])[SERVICE]["stopped"] is False
     failed = {**start, "result": "failed"}
     assert next_state(after, [failed])[SERVICE]["stopped"] is True
+
+
+def test_a_timed_pause_watches_the_canary_then_goes_on(fleet):
+    fleet = three_hosts(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"])
+    outcome = Rollout(session, fleet, lambda m: None, "rollout", "T2").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session), pause=30.0)
+    assert outcome.ok and not outcome.paused
+    assert [n for n, _ in session.deploys()][:3] == ["roll_out", "watch", "record"]
+    assert session.runs[1][2]["hold"] == 30.0 and session.runs[1][1] == ["mainpc"]
+    assert [n for n, _ in session.deploys()].count("watch") == 1  # the canary only
+
+
+def test_a_canary_that_degrades_during_the_pause_is_rolled_back_like_a_failed_gate(fleet):
+    fleet = three_hosts(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"], watch_fails={("mainpc", SERVICE)})
+    outcome = Rollout(session, fleet, lambda m: None, "rollout", "T2").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session), pause=30.0)
+    assert not outcome.ok
+    assert [n for n, _ in session.deploys()] == ["roll_out", "watch", "roll_back", "record"]
+    assert "later waves not touched: pc2, node3" in outcome.lines
+    [line] = recorded_entries(session)["mainpc"]
+    assert (line["result"], line["reason"]) == (
+        "failed", 'unhealthy 3 times in a row; answered: 200 {"status": "degraded"}')
+
+
+def test_a_manual_pause_stops_after_the_canary_recorded_and_keeps_its_previous(fleet):
+    fleet = three_hosts(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"])
+    outcome = Rollout(session, fleet, lambda m: None, "rollout", "T2").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session), pause="manual")
+    assert outcome.ok and outcome.paused == [["pc2"], ["node3"]]
+    assert session.deploys() == [("roll_out", ["mainpc"]), ("record", ["mainpc"])]
+    assert session.runs[1][2]["finished"] == {}  # rig-<service>-prev stays for `rig abort`
+    assert recorded_entries(session)["mainpc"][0]["result"] == "ok"
+
+
+def test_pause_values():
+    from rig.config.rollout import parse_pause
+
+    assert [parse_pause(v) for v in ("manual", "5m", "30s", 0, "0", None)] == [
+        "manual", 300.0, 30.0, None, None, None]
+    with pytest.raises(ValueError, match="pause must be a duration such as 5m or 30s, or manual"):
+        parse_pause("later")
+    assert ops.options_from(pause="0").pause == "none" and ops.options_from().pause is None
+    with pytest.raises(RigError, match="--pause soon: pause must be a duration"):
+        ops.options_from(pause="soon")

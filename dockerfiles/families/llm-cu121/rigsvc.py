@@ -6,7 +6,8 @@
 - a small JSON-over-HTTP server (stdlib) whose /health answers from that state;
 - SIGTERM ends the service at once (tini forwards it), so `docker stop` takes milliseconds;
 - RIG_FAULT, baked in with the build argument FAULT, makes a deliberately broken variant from
-  the real image: "degraded" answers 200 {"status": "degraded"}, "crash" exits at start.
+  the real image: "degraded" answers 200 {"status": "degraded"}, "crash" exits at start,
+  "degrade-after=N" is healthy for N seconds and degraded from then on.
 """
 
 from __future__ import annotations
@@ -107,6 +108,9 @@ def initialise(health: Health, init) -> None:
         return
     detail = {"machine": profile["name"], "secrets": secret_names(), **detail}
     health.set("degraded" if fault() == "degraded" else "ok", **detail)
+    if fault().startswith("degrade-after="):  # healthy first, degraded N seconds later
+        delay = float(fault().split("=", 1)[1])
+        threading.Timer(delay, lambda: health.set("degraded", **detail)).start()
 
 
 def stop_on_sigterm(stop) -> None:
