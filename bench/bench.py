@@ -5,8 +5,10 @@ comparison is a ratio of two figures taken in this run, on the same hosts:
   1. no-change converge of mainpc+pc2: `rig bootstrap` vs the same state with Ansible
   2. rollout of one service to one host vs the floor (docker pull by digest, stop, run, first
      healthy answer, rm, by hand in one ssh session), and where rig's extra time goes
-  3. scale: no-change converge and a one-service rollout (canary 1, batch 2) on 2, 4, 8 hosts
+  3. scale: no-change converge and a one-service rollout (canary 1, batch 2) on 2, 4, 8 hosts;
+     one wave of 7 hosts vs one wave of 1 host; rig's peak memory in the 8-host rollout
   4. `rig build --push` when every image is already in the registry
+  5. three changed services on one host vs one changed service on the same host
 Writes bench/results.json. Leaves the lab up (8 hosts); `make lab-down` removes it."""
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ WORK = REPO / ".bench"
 RIG = [str(REPO / ".venv/bin/rig")]
 SERVICE, PORT = "affective_processing_center", 6560
 HOSTS8 = ["mainpc", "pc2", "node3", "node4", "node5", "node6", "node7", "node8"]
+SERVICES3 = ["model_ops_coordinator", "real_time_audio_pipeline", SERVICE]
 
 
 def say(message: str) -> None:
@@ -100,6 +103,8 @@ def setup() -> tuple[Path, dict]:
     run([*rig_spec, "build", "--push", "--allow-dirty", "--tag", "bench-1"], cwd=spec)
     run([*rig_spec, "build", "--push", "--allow-dirty", "--tag", "bench-2",
          "--build-arg", f"{SERVICE}:FAULT=none"], cwd=spec)
+    run([*rig_spec, "build", "--push", "--allow-dirty", "--tag", "bench-3",  # all three differ
+         *(a for s in SERVICES3 for a in ("--build-arg", f"{s}:FAULT=none"))], cwd=spec)
     # Only the benchmarked service runs: 24 idle containers would load the 2 cores for nothing.
     for host in HOSTS8:
         ssh(host, "docker rm -f $(docker ps -aq --filter label=rig.service) >/dev/null 2>&1; "
@@ -154,15 +159,31 @@ def bench_converge(hosts: list[str]) -> dict:
 
 
 # -- 2. rollout overhead vs the floor --------------------------------------------------------
+def floor_run(repository: str, digest: str, name: str) -> str:
+    """The `docker run` rig itself runs for the service (same limits, read-only root, dropped
+    capabilities, volumes, env), under another name and without rig's labels."""
+    from rig.commands import container as cmd
+    from rig.inventory import load_spec
+
+    fleet = load_spec(WORK / "spec" / "fleet.yml", "lab")
+    argv = cmd.run_argv(fleet, "mainpc", cmd.Release(SERVICE, "floor", repository, digest, "x"))
+    argv[argv.index("--name") + 1] = name
+    keep, skip = [], False
+    for arg in argv:  # labels say what rig ran; the floor needs none
+        if skip or arg == "--label":
+            skip = not skip
+            continue
+        keep.append(arg)
+    return shlex.join(keep)
+
+
 def floor_script(repository: str, digest: str, old: str, new: str) -> str:
     """By hand, on the host: pull by digest, stop the old container, start the new one, poll
     (every 20 ms) until the first healthy answer, remove the old one. Prints seconds."""
     return (
         "s=$(date +%s.%N); "
         f"docker pull -q {repository}@{digest} >/dev/null; docker stop -t 10 {old} >/dev/null; "
-        f"docker run -d --name {new} --network host --env-file /etc/rig/machine.env "
-        f"-v /etc/rig/machine-profile.json:/etc/rig/machine-profile.json:ro "
-        f"{repository}@{digest} >/dev/null; "
+        f"{floor_run(repository, digest, new)} >/dev/null; "
         f"until curl -s -m 1 localhost:{PORT}/health | grep -q '\"status\": \"ok\"'; do sleep 0.02; done; "
         f"h=$(date +%s.%N); docker rm {old} >/dev/null; e=$(date +%s.%N); "
         "echo \"$s $h $e\"")
@@ -187,9 +208,7 @@ def bench_rollout(spec: Path, digests: dict) -> dict:
     startup = [timed([*RIG, "--version"]) for _ in range(RUNS)]
     repository = f"10.77.0.1:5000/rig/{SERVICE}"
     ssh("mainpc", f"docker stop rig-{SERVICE} >/dev/null; docker rm -f floor-a floor-b >/dev/null 2>&1; "
-                  f"docker run -d --name floor-a --network host --env-file /etc/rig/machine.env "
-                  f"-v /etc/rig/machine-profile.json:/etc/rig/machine-profile.json:ro "
-                  f"{repository}@{digests['bench-1']} >/dev/null")
+                  f"{floor_run(repository, digests['bench-1'], 'floor-a')} >/dev/null")
     floors, floor_healthy = [], []
     try:
         for i in range(RUNS):
@@ -227,6 +246,55 @@ def bench_scale(spec: Path) -> dict:
                                    "--limit", limit, "--canary", "mainpc", "--batch", "2",
                                    "--no-verify"], cwd=spec, expect="done in"))
         result[str(count)] = {"converge": stats(converge), "rollout": stats(rollouts)}
+    result["converge_8_over_2"] = round(result["8"]["converge"]["median"]
+                                        / result["2"]["converge"]["median"], 2)
+    say("   one wave of 7 hosts vs one wave of 1 host")
+    seven = ",".join(HOSTS8[1:])
+    wave7 = [timed([*rig_spec, "rollout", "--tag", ("bench-2", "bench-1")[i % 2], "--services",
+                    SERVICE, "--limit", seven, "--canary", seven, "--no-verify"], cwd=spec,
+                   expect="done in") for i in range(RUNS)]
+    wave1 = [timed([*rig_spec, "rollout", "--tag", ("bench-2", "bench-1")[i % 2], "--services",
+                    SERVICE, "--limit", "pc2", "--canary", "pc2", "--no-verify"], cwd=spec,
+                   expect="done in") for i in range(RUNS)]
+    result["wave7"], result["wave1"] = stats(wave7), stats(wave1)
+    result["wave7_over_wave1"] = round(result["wave7"]["median"] / result["wave1"]["median"], 2)
+    return result
+
+
+def bench_memory(spec: Path) -> dict:
+    """rig's peak resident memory (its process and children) in a rollout to 8 hosts."""
+    say("   rig's peak memory in a one-service rollout to 8 hosts")
+    argv = [*RIG, "-c", str(spec / "fleet.yml"), "rollout", "--services", SERVICE, "--limit",
+            ",".join(HOSTS8), "--canary", "mainpc", "--batch", "2", "--no-verify"]
+    peaks = []
+    for i in range(RUNS):
+        probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
+        out = run([sys.executable, "-c", probe, *argv, "--tag", ("bench-2", "bench-1")[i % 2]],
+                  cwd=spec).stdout
+        peaks.append(int(out.strip().splitlines()[-1]) / 1024)
+    return {"rollout_8_hosts_mib": stats(peaks), "peak_mib": round(max(peaks), 1)}
+
+
+# -- 5. three services on one host -----------------------------------------------------------
+def bench_three(spec: Path) -> dict:
+    say("5. rollout to mainpc: three changed services vs one changed service (gates in one loop)")
+    rig_spec = [*RIG, "-c", str(spec / "fleet.yml")]
+    three = ",".join(SERVICES3)
+    run([*rig_spec, "rollout", "--tag", "bench-1", "--services", three, "--limit", "mainpc",
+         "--no-verify"], cwd=spec)
+    ones, threes = [], []
+    for i in range(RUNS):
+        ones.append(timed([*rig_spec, "rollout", "--tag", ("bench-2", "bench-1")[i % 2],
+                           "--services", SERVICE, "--limit", "mainpc", "--no-verify"], cwd=spec,
+                          expect="1 service"))
+        threes.append(timed([*rig_spec, "rollout", "--tag", ("bench-3", "bench-1")[i % 2],
+                             "--services", three, "--limit", "mainpc", "--no-verify"], cwd=spec,
+                            expect="3 service"))
+    for service in SERVICES3[:2]:  # back to one running service for the rest
+        ssh("mainpc", f"docker rm -f rig-{service} rig-{service}-prev >/dev/null 2>&1 || true")
+    result = {"one": stats(ones), "three": stats(threes)}
+    result["three_over_one"] = round(result["three"]["median"] / result["one"]["median"], 2)
     return result
 
 
@@ -240,7 +308,7 @@ def bench_build(spec: Path) -> dict:
 
 
 def table(results: dict) -> str:
-    c, r, s, b = (results[k] for k in ("converge", "rollout", "scale", "build"))
+    c, r, s, b, m = (results[k] for k in ("converge", "rollout", "scale", "build", "memory"))
     fmt = lambda x: f"{x['median']:.2f} s ({x['min']:.2f}-{x['max']:.2f})"  # noqa: E731
     lines = [f"rig bench, {RUNS} runs each, median (min-max)", "",
              "1. no-change converge, mainpc + pc2",
@@ -259,9 +327,18 @@ def table(results: dict) -> str:
              f"     health gate polling {r['rig_gate']['median']:.2f} s; the rest "
              f"(imports, spec, registry digests) {r['rig_other']:.2f} s", "",
              "3. scale (canary 1, batch 2)      converge            rollout"]
-    for count, row in s.items():
+    for count in ("2", "4", "8"):
+        row = s[count]
         lines.append(f"   {count} hosts              {fmt(row['converge']):<22} {fmt(row['rollout'])}")
-    lines += ["", "4. no-change build", f"   rig build --push     {fmt(b['rig'])}"]
+    lines += [f"   converge 8 / 2 hosts  {s['converge_8_over_2']:.2f}x",
+              f"   one wave of 7 hosts   {fmt(s['wave7'])}; of 1 host {fmt(s['wave1'])}; "
+              f"7 / 1 {s['wave7_over_wave1']:.2f}x",
+              f"   rig's peak memory, 8-host rollout: {m['peak_mib']:.0f} MiB", "",
+              "4. no-change build", f"   rig build --push     {fmt(b['rig'])}", "",
+              "5. rollout to one host, three changed services vs one",
+              f"   three                {fmt(r['three'])}",
+              f"   one                  {fmt(r['one'])}",
+              f"   three / one          {r['three_over_one']:.2f}x"]
     return "\n".join(lines)
 
 
@@ -271,7 +348,9 @@ def main() -> None:
     results = {"runs": RUNS, "tcp_nodelay": os.environ.get("RIG_TCP_NODELAY", "1") != "0"}
     results["converge"] = bench_converge(["mainpc", "pc2"])
     results["rollout"] = bench_rollout(spec, digests)
+    results["rollout"].update(bench_three(spec))
     results["scale"] = bench_scale(spec)
+    results["memory"] = bench_memory(spec)
     results["build"] = bench_build(spec)
     (REPO / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     say("")

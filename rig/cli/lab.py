@@ -30,7 +30,7 @@ def lab_up(obj: Context, count: int) -> None:
     \b
     Example:
       rig lab up --hosts 3"""
-    from ..lab import Lab
+    from ..lab.lab import Lab
 
     started = time.monotonic()
     click.echo(f"lab up ({count} host{'s' if count > 1 else ''}):")
@@ -44,7 +44,7 @@ def lab_up(obj: Context, count: int) -> None:
 @friendly
 def lab_down(obj: Context) -> None:
     """Remove every container, network, volume, process and file the lab created."""
-    from ..lab import Lab
+    from ..lab.lab import Lab
 
     click.echo("lab down:")
     Lab.for_repo(obj.repo).down(say)
@@ -56,7 +56,7 @@ def lab_down(obj: Context) -> None:
 @friendly
 def lab_status(obj: Context) -> None:
     """Show each part of the lab and whether it answers. Exit 1 if any part does not."""
-    from ..lab import Lab
+    from ..lab.lab import Lab
 
     rows = Lab.for_repo(obj.repo).status()
     for part, ok, detail in rows:
