@@ -187,9 +187,10 @@ def rollback(job: Job, to_tag: str | None, opts: Options, say, on_plan=None) -> 
 
 def _execute(job: Job, action: str, label: str, hosts: list[str], resolve, opts: Options,
              say, on_plan=None) -> RolloutReport:
-    """The one control flow of rollout and rollback, from connect to released locks."""
+    """The one control flow of rollout and rollback, from connect to released locks. Each
+    host's steps (pull and run, restore, ledger) are printed as they finish, host by host."""
     started = time.monotonic()
-    with job.session(hosts) as session:
+    with job.session(hosts, say=lambda host, line: say(f"  {host:<10} {line}")) as session:
         engine = Rollout(session, job.fleet, say, action, label, job.secrets)
         facts = engine.facts()
         for host, host_facts in facts.items():

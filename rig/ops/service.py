@@ -38,7 +38,7 @@ def control_service(job: Job, verb: str, service: str, limit: list[str] | None,
     started = time.monotonic()
     hosts = select_hosts(job.fleet, limit, [service])
     report = ControlReport(verb, service, ok=True)
-    with job.session(hosts) as session:
+    with job.session(hosts, say=lambda host, line: say(f"  {host:<10} {line}")) as session:
         engine = Rollout(session, job.fleet, say, verb, "", job.secrets)
         facts = engine.facts()
         problems = [f"{h}: did not answer the pre-flight read" for h in hosts if facts.get(h) is None]
