@@ -352,3 +352,12 @@ def test_one_probe_is_one_line_of_state_code_and_body():
         "c=$(curl -s -o \"$f\" -m 2 -w '%{http_code}' http://127.0.0.1:6560/health || true); "
         "echo \"probe $(date +%s.%N) $s $c $(head -c 4096 \"$f\" | base64 -w0)\"; rm -f \"$f\"")
 
+
+
+def test_a_paused_rollouts_lock_says_what_to_run_not_dead_or_stale():
+    lock = {"operator": "ops@ctl", "since": 1, "heartbeat": 1, "pid": 999999, "machine": "here",
+            "tag": "T2", "paused": True, "paused_since": 1_763_000_000}
+    text = describe_lock(lock, stale_after=60, now=1_800_000_000, machine="here",
+                         alive=lambda pid: False)
+    assert text == ("paused rollout T2 by ops@ctl since 2025-11-13 02:13:20 UTC, after its canary: "
+                    "`rig promote` continues it, `rig abort` rolls the canary back")
