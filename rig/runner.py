@@ -263,10 +263,11 @@ class Session:
                 for name, job in jobs.items()}
 
     def follow(self, name: str, command: Cmd, workdir: str, on_line: Callable[[str], None],
-               timeout: float = 3600, interval: float = 0.5) -> tuple[int, list[str]]:
+               timeout: float = 3600, interval: float = 0.5, stop=None) -> tuple[int, list[str]]:
         """A long command (a build, a push) run as a background job in `workdir` on the host and
         followed by short polls (commands/jobs.py); lines go to on_line as they come. Returns
-        (exit code, last lines); the job is stopped if rig is interrupted or the deadline passes."""
+        (exit code, last lines); the job is stopped if rig is interrupted, the deadline passes
+        or `stop` (an Event) is set (then the exit code is 130)."""
         started = self.shell(name, jobs.job_start(command, workdir), timeout=60)
         if not started.ok:
             return 255, started.stderr[-5:]
@@ -274,6 +275,8 @@ class Session:
         finished = False
         try:
             while time.monotonic() < deadline:
+                if stop is not None and stop.is_set():
+                    return 130, last
                 result = self.shell(name, jobs.job_poll(workdir, offset), timeout=60)
                 if not result.ok:
                     return 255, result.stderr[-5:] or ["lost the host while following"]

@@ -35,14 +35,28 @@ def load_targets(environ=os.environ):
     for t in targets(fleet, env, environ):
         if limit and t.name not in limit:
             continue
-        data = t.data
-        result.append(Target(
-            name=t.name, hostname=data.get("ssh_hostname") or t.name,
-            user=data.get("ssh_user") or "root", port=int(data.get("ssh_port") or 22),
-            key=data.get("ssh_key"), known_hosts=data.get("ssh_known_hosts_file"),
-            sudo=bool(data.get("_sudo")),
-        ))
+        result.append(ssh_target(t))
     return fleet, result
+
+
+def ssh_target(t) -> Target:
+    """How OpenSSH reaches an inventory target (rig.inventory.Target), as pyinfra does."""
+    data = t.data
+    return Target(name=t.name, hostname=data.get("ssh_hostname") or t.name,
+                  user=data.get("ssh_user") or "root", port=int(data.get("ssh_port") or 22),
+                  key=data.get("ssh_key"), known_hosts=data.get("ssh_known_hosts_file"),
+                  sudo=bool(data.get("_sudo")))
+
+
+def ssh_argv(t: Target, *options: str) -> list[str]:
+    """`ssh` to a target with its user, port, key and strict host keys, for an interactive
+    session (rig exec -it)."""
+    argv = ["ssh", *options, "-p", str(t.port), "-o", "StrictHostKeyChecking=yes"]
+    if t.key:
+        argv += ["-i", t.key, "-o", "IdentitiesOnly=yes"]
+    if t.known_hosts:
+        argv += ["-o", f"UserKnownHostsFile={t.known_hosts}"]
+    return [*argv, f"{t.user}@{t.hostname}"]
 
 
 def _value(value: str) -> str:

@@ -191,8 +191,8 @@ def status(obj: Context, inventory, limit, as_json) -> None:
     for r in rows:
         click.echo(f"{r.host:<10} {r.service:<30} {r.tag or '-':<28} "
                    f"{(r.digest or '-')[7:19] or '-':<14} {r.health:<12} {r.since or '-'}")
-    for host, lock in dict.fromkeys((r.host, r.lock) for r in rows if r.lock):
-        click.echo(f"{host}: {lock}")
+    for host, note in dict.fromkeys((r.host, r.note) for r in rows if r.note):
+        click.echo(f"{host}: {note}")
 
 
 @click.command()

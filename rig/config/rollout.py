@@ -51,6 +51,10 @@ class RolloutSpec(StrictModel):
         "health before the batches (a failure rolls it back like a failed gate), or manual: stop "
         "after the canary, locks held, until `rig promote` or `rig abort`",
     )
+    keep_images: int = Field(
+        default=3, ge=1, le=1000,
+        description="`rig prune` keeps this many newest images per service on each host (plus "
+        "whatever runs and what a rollback would need)")
     host_timeout: Duration = Field(
         default=120.0, gt=0,
         description="Deadline for any one remote step (pull, stop, run, ledger, lock); a host "

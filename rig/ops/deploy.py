@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import RigError
+from .hooks import run_hook
 from .images import BuildReport, build
-from .job import Job
+from .job import Job, select_hosts
 from .rollout import Options, RolloutReport, rollout
 
 
@@ -30,8 +31,26 @@ class DeployReport:
 
 
 def deploy(job: Job, tag: str, opts: Options, say, on_build_plan=None, on_plan=None) -> DeployReport:
+    """pre-deploy hook first (a failure stops it before anything is built), post-deploy with
+    the result last."""
     started = time.monotonic()
     job.fleet  # noqa: B018 - validate first: a broken spec stops before anything is built
+    hosts = select_hosts(job.fleet, opts.limit, opts.services)
+    hook = {"tag": tag, "hosts": hosts,
+            "services": opts.services or sorted({s for h in hosts for s in job.fleet.services_on(h)})}
+    run_hook(job.repo, "pre-deploy", say, **hook)
+    report = None
+    try:
+        report = _deploy(job, tag, opts, say, on_build_plan, on_plan, started)
+    finally:
+        r = report.rollout if report else None
+        result = "failed" if r is None or (not r.ok and not r.paused) else \
+            "paused" if r.paused else "ok"
+        run_hook(job.repo, "post-deploy", say, result=result, **hook)
+    return report
+
+
+def _deploy(job, tag, opts, say, on_build_plan, on_plan, started) -> DeployReport:
     phases = {"validate": time.monotonic() - started}
     mark = time.monotonic()
     built = build(job, tag, push=True, rebuild=False, allow_dirty=False, build_args=(), say=say,

@@ -17,6 +17,7 @@ from ..rollout.engine import Change, Rollout, at_tag, host_problems, resolve_rel
 from ..rollout.gate import body_matches
 from ..rollout.locks import describe_lock
 from ..tags import check_tag
+from .hooks import run_hook
 from .job import Job, select_hosts, split
 
 
@@ -144,12 +145,38 @@ def plan(job: Job, tag: str, opts: Options, say) -> Plan:
 
 
 def rollout(job: Job, tag: str, opts: Options, say, on_plan=None) -> RolloutReport:
-    """Roll `tag` out: canary first, health gates, batches, rollback on failure."""
+    """Roll `tag` out: canary first, health gates, batches, rollback on failure; the
+    pre-rollout hook first, post-rollout with the result after."""
     hosts = select_hosts(job.fleet, opts.limit, opts.services)
+    services = opts.services or sorted({s for h in hosts for s in job.fleet.services_on(h)})
+    hook = {"tag": tag, "hosts": hosts, "services": services}
+    if not opts.adopt:  # promote continues a rollout whose pre-rollout hook already ran
+        run_hook(job.repo, "pre-rollout", say, **hook)
     releases, problems = resolve_releases(job.fleet, hosts, opts.services, at_tag(tag),
                                           _registry(job), job.secrets)
-    return _execute(job, "rollout", tag, hosts, lambda facts: (releases, problems, []), opts, say,
-                    on_plan)
+    with _after(job, "post-rollout", say, hook) as done:
+        done.report = _execute(job, "rollout", tag, hosts,
+                               lambda facts: (releases, problems, []), opts, say, on_plan)
+    return done.report
+
+
+class _after:
+    """Runs a post hook when the block ends, with RIG_RESULT: ok, failed, interrupted or
+    paused (failed too when the block raised)."""
+
+    def __init__(self, job: Job, name: str, say, hook: dict):
+        self.job, self.name, self.say, self.hook, self.report = job, name, say, hook, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *_):
+        r = self.report
+        result = ("failed" if kind or r is None else "paused" if r.paused else
+                  "interrupted" if r.interrupted else "ok" if r.ok else "failed")
+        if result != "paused":
+            run_hook(self.job.repo, self.name, self.say, result=result, **self.hook)
+        return False
 
 
 def previous_target(facts) -> Callable:
@@ -182,7 +209,12 @@ def rollback(job: Job, to_tag: str | None, opts: Options, say, on_plan=None) -> 
                            "(use --to TAG)")
         return releases, problems, skipped
 
-    return _execute(job, "rollback", to_tag or "previous", hosts, resolve, opts, say, on_plan)
+    services = opts.services or sorted({s for h in hosts for s in job.fleet.services_on(h)})
+    hook = {"tag": to_tag or "previous", "hosts": hosts, "services": services}
+    with _after(job, "rollback", say, hook) as done:
+        done.report = _execute(job, "rollback", to_tag or "previous", hosts, resolve, opts, say,
+                               on_plan)
+    return done.report
 
 
 def _execute(job: Job, action: str, label: str, hosts: list[str], resolve, opts: Options,
@@ -259,7 +291,7 @@ class StatusRow:
     digest: str | None
     health: str
     since: str | None
-    lock: str | None = None     # who holds the host's lock (a paused rollout says so)
+    note: str | None = None     # the host's lock (a paused rollout says so), or an orphan
 
 
 def health_word(body: str, expect: dict, running: bool, stopped: bool = False) -> str:
@@ -295,4 +327,9 @@ def status(job: Job, limit: list[str] | None, say) -> list[StatusRow]:
                                   recorded.get("since"),
                                   describe_lock(lock, job.fleet.rollout.lock_stale_after,
                                                 time.time()) if lock else None))
+        for c in sorted((facts[host].containers.values() if facts.get(host) else []),
+                        key=lambda c: c.name):
+            if c.service and c.service not in job.fleet.services:  # the spec no longer has it
+                rows.append(StatusRow(host, c.service, c.tag or None, c.digest or None, "orphan",
+                                      None, f"{c.name} ({c.state}): `rig prune` removes it"))
     return rows

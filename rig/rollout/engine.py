@@ -213,7 +213,7 @@ class Rollout:
                 results = self.session.run(roll_out, hosts=list(pending), releases=pending,
                                            results=gates, abort=self.abort, secrets=secrets)
                 self._last_results = results
-                outcome.gate_seconds += sum(v.elapsed for v in gates.values())
+                outcome.gate_seconds += max((v.elapsed for v in gates.values()), default=0.0)
                 failed = sorted(h for h, r in results.items() if h in pending and not r.ok)
                 later = any(c.needed for w in waves[number:] for h in w for c in changes.get(h, []))
                 if not failed:

@@ -1,0 +1,227 @@
+"""Day-2 verbs: logs, exec, lock status and release, prune. Each selects hosts the way every
+verb does, works on all of them at once, and names the host in what it returns."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+
+import gevent
+
+from ..commands import container as cmd
+from ..commands import day2
+from ..commands.base import all_of, sh, with_sudo
+from ..commands.jobs import job_stop
+from ..errors import RigError
+from ..images import image_for
+from ..proc import pid_running
+from ..prune import PrunePlan, parse_inventory, plan_prune
+from ..rollout.engine import Rollout
+from ..rollout.locks import describe_lock
+from ..verify import ssh_argv, ssh_target
+from .job import Job, select_hosts
+
+SINCE = re.compile(r"[0-9]{1,6}(s|m|h)")
+
+
+def _hosts(job: Job, service: str | None, limit: list[str] | None) -> list[str]:
+    return select_hosts(job.fleet, limit, [service] if service else None)
+
+
+# -- logs -----------------------------------------------------------------------------------------
+@dataclass
+class LogLine:
+    host: str
+    time: str
+    text: str
+
+
+def merge_logs(outputs: dict[str, str]) -> list[LogLine]:
+    """`docker logs --timestamps` of several hosts -> one list in time order (RFC 3339
+    timestamps sort as text; a line without one keeps the place of the line before it)."""
+    lines = []
+    for host, text in outputs.items():
+        last = ""
+        for raw in text.splitlines():
+            stamp, _, rest = raw.partition(" ")
+            if len(stamp) >= 20 and stamp[:4].isdigit() and stamp[10:11] == "T":
+                last = stamp
+                lines.append(LogLine(host, stamp, rest))
+            else:
+                lines.append(LogLine(host, last, raw))
+    return sorted(lines, key=lambda line: line.time)
+
+
+def check_since(since: str | None) -> str | None:
+    if since is not None and not SINCE.fullmatch(since):
+        raise RigError(f"--since {since!r}: expected a duration such as 30s, 10m or 2h")
+    return since
+
+
+def logs(job: Job, service: str, limit, since: str | None, tail: int | None, say) -> list[LogLine]:
+    hosts = _hosts(job, service, limit)
+    command = day2.logs_command(service, check_since(since), tail)
+    with job.session(hosts) as session:
+        answers = session.shell_all({h: command for h in hosts}, timeout=120)
+    for host, answer in answers.items():
+        if not answer.ok:
+            say(f"{host}: no logs: {' '.join(answer.stderr[-1:]) or answer.stdout.strip()[-200:]}")
+    return merge_logs({h: a.stdout for h, a in answers.items() if a.ok})
+
+
+def follow_logs(job: Job, service: str, limit, since: str | None, tail: int | None,
+                on_line) -> None:
+    """Every host's log stream at once, as lines come, until Ctrl-C or SIGTERM: the signal only
+    sets an event, each follower then stops its remote `docker logs --follow` job itself, and
+    the job folders go."""
+    hosts = _hosts(job, service, limit)
+    command = day2.logs_command(service, check_since(since), tail, follow=True)
+    workdir = f"/tmp/rig-logs-{os.getpid()}-{int(time.time())}"
+    stop = threading.Event()
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in handled}
+    with job.session(hosts) as session:
+        session.shell_all({h: sh("install", "-d", "-m", "0700", workdir) for h in hosts})
+        followers = [gevent.spawn(session.follow, h, command, workdir,
+                                  lambda line, h=h: on_line(h, line), 24 * 3600, 0.5, stop)
+                     for h in hosts]
+        try:
+            gevent.joinall(followers)
+        finally:
+            stop.set()
+            gevent.joinall(followers, timeout=30)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+            session.shell_all({h: all_of(job_stop(workdir), sh("rm", "-rf", workdir))
+                               for h in hosts}, timeout=20)
+
+
+# -- exec -----------------------------------------------------------------------------------------
+@dataclass
+class ExecResult:
+    host: str
+    code: int
+    output: str
+
+
+def exec_in(job: Job, service: str, limit, argv: list[str]) -> list[ExecResult]:
+    hosts = _hosts(job, service, limit)
+    command = day2.exec_command(service, argv)
+    with job.session(hosts) as session:
+        answers = session.shell_all({h: command for h in hosts}, timeout=600)
+    results = []
+    for host in hosts:
+        answer = answers[host]
+        output, code = day2.parse_exit(answer.stdout)
+        if code == 255 and not answer.ok:
+            output = "\n".join(answer.stderr[-3:]) or output
+        results.append(ExecResult(host, code, output))
+    return results
+
+
+def exec_interactive(job: Job, service: str, limit, argv: list[str]) -> int:
+    """`docker exec -it` through `ssh -t` to one host, as the operator (sudo when rig uses it)."""
+    hosts = _hosts(job, service, limit)
+    if len(hosts) != 1:
+        raise RigError(f"-it needs exactly one host; {service} runs on {', '.join(hosts)} "
+                       "(add --host)")
+    target = ssh_target(next(t for t in job.targets if t.name == hosts[0]))
+    line = day2.exec_command(service, argv, interactive=True)
+    if target.sudo:
+        line = with_sudo(line)
+    return subprocess.call([*ssh_argv(target, "-t"), line.line])
+
+
+# -- locks ----------------------------------------------------------------------------------------
+@dataclass
+class LockRow:
+    host: str
+    state: str                  # free, held, paused
+    holder: dict | None = None
+    description: str = "free"
+
+
+def lock_status(job: Job, limit, say) -> list[LockRow]:
+    hosts = _hosts(job, None, limit)
+    with job.session(hosts) as session:
+        facts = Rollout(session, job.fleet, say, "status", "").facts()
+    rows = []
+    for host in hosts:
+        lock = facts[host].lock if facts.get(host) else None
+        if facts.get(host) is None:
+            rows.append(LockRow(host, "unknown", None, "did not answer"))
+        elif not lock:
+            rows.append(LockRow(host, "free"))
+        else:
+            rows.append(LockRow(host, "paused" if lock.get("paused") else "held", lock,
+                                describe_lock(lock, job.fleet.rollout.lock_stale_after, time.time())))
+    return rows
+
+
+def lock_release(job: Job, limit, force: bool, say) -> list[str]:
+    """Remove the locks of the chosen hosts, with --break-lock's rules: a holder that is alive
+    on this machine is refused unless forced. Returns one line per host."""
+    rows = lock_status(job, limit, say)
+    here = socket.gethostname()
+    alive = [r for r in rows if r.holder and r.holder.get("machine") == here
+             and isinstance(r.holder.get("pid"), int) and pid_running(r.holder["pid"])
+             and not r.holder.get("paused")]
+    if alive and not force:
+        raise RigError(*(f"{r.host}: {r.description}" for r in alive),
+                       "the holder is running on this machine: wait for it, or --force")
+    held = [r.host for r in rows if r.holder]
+    lines = [f"{r.host}: free already" for r in rows if r.state == "free"]
+    if held:
+        with job.session(held) as session:
+            answers = session.shell_all({h: cmd.lock_break() for h in held}, timeout=30)
+        lines += [f"{h}: released" if answers[h].ok else f"{h}: FAILED: "
+                  f"{' '.join(answers[h].stderr[-1:])}" for h in held]
+    return lines
+
+
+# -- prune ----------------------------------------------------------------------------------------
+@dataclass
+class PruneReport:
+    dry_run: bool
+    hosts: dict[str, PrunePlan] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def freed(self) -> int:
+        return sum(plan.freed for plan in self.hosts.values())
+
+
+def repositories(job: Job, host: str) -> dict[str, str]:
+    """repository -> service for every service image the spec deploys to `host` (any tag)."""
+    return {image_for(job.fleet, s, host, "x").repository: s for s in job.fleet.services}
+
+
+def prune(job: Job, limit, keep: int | None, dry_run: bool, say) -> PruneReport:
+    keep = job.fleet.rollout.keep_images if keep is None else keep
+    if keep < 1:
+        raise RigError("--keep must be at least 1")
+    hosts = _hosts(job, None, limit)
+    report = PruneReport(dry_run)
+    with job.session(hosts) as session:
+        facts = Rollout(session, job.fleet, say, "prune", "").facts()
+        listed = session.shell_all({h: day2.inventory_command() for h in hosts}, timeout=60)
+        for host in hosts:
+            if not listed[host].ok or facts.get(host) is None:
+                report.failed[host] = " ".join(listed[host].stderr[-1:]) or "did not answer"
+                continue
+            images, containers = parse_inventory(listed[host].stdout)
+            report.hosts[host] = plan_prune(images, containers, facts[host].state,
+                                            repositories(job, host), keep)
+        if not dry_run:
+            work = {h: day2.remove_command(p.orphans, [i.id for i in p.images])
+                    for h, p in report.hosts.items() if p.orphans or p.images}
+            for host, answer in session.shell_all(work, timeout=600).items():
+                if not answer.ok:
+                    report.failed[host] = " ".join(answer.stderr[-2:])
+    return report
