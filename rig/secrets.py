@@ -36,20 +36,26 @@ def registry_token(fleet: Fleet) -> str:
 
 
 def _read_token_file(path) -> str:
+    return read_private(path, "token file", MAX_TOKEN_BYTES).strip()
+
+
+def read_private(path, label: str, limit: int) -> str:
+    """A file only its owner may read (mode 0600 or stricter), at most `limit` bytes of UTF-8;
+    every error names the file and what it is for, never its content."""
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
-            raise RigError(f"{path}: token file is readable by others (mode {mode:o}); chmod 600 it")
+            raise RigError(f"{path}: {label} is readable by others (mode {mode:o}); chmod 600 it")
         with path.open("rb") as f:
-            raw = f.read(MAX_TOKEN_BYTES + 1)
+            raw = f.read(limit + 1)
     except OSError as e:
-        raise RigError(f"{path}: cannot read the token file: {e.strerror}") from None
-    if len(raw) > MAX_TOKEN_BYTES:
-        raise RigError(f"{path}: token file is larger than {MAX_TOKEN_BYTES} bytes")
+        raise RigError(f"{path}: cannot read the {label}: {e.strerror}") from None
+    if len(raw) > limit:
+        raise RigError(f"{path}: {label} is larger than {limit} bytes")
     try:
-        return raw.decode("utf-8").strip()
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise RigError(f"{path}: token file is not UTF-8 text") from None
+        raise RigError(f"{path}: {label} is not UTF-8 text") from None
 
 
 def _checked(token: str, source: str) -> str:
@@ -92,30 +98,14 @@ def service_secrets(fleet: Fleet, service: str) -> dict[str, Secret]:
         if source.file:
             path = fleet.path(source.file)
             if path.is_file():
-                found[name] = _secret_text(_read_secret_file(path, where), str(source.file), where)
+                text = read_private(path, f"secret file ({where})", MAX_SECRET_BYTES)
+                found[name] = _secret_text(text, str(source.file), where)
                 continue
         looked = " or ".join(part for part in (
             source.env and f"the environment variable {source.env}",
             source.file and f"the file {source.file}") if part)
         raise RigError(f"{where}: not set: rig looked in {looked}")
     return found
-
-
-def _read_secret_file(path, where: str) -> str:
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            raise RigError(f"{where}: {path} is readable by others (mode {mode:o}); chmod 600 it")
-        with path.open("rb") as f:
-            raw = f.read(MAX_SECRET_BYTES + 1)
-    except OSError as e:
-        raise RigError(f"{where}: cannot read {path}: {e.strerror}") from None
-    if len(raw) > MAX_SECRET_BYTES:
-        raise RigError(f"{where}: {path} is larger than {MAX_SECRET_BYTES} bytes")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise RigError(f"{where}: {path} is not UTF-8 text") from None
 
 
 def _secret_text(value: str, source: str, where: str) -> Secret:

@@ -16,11 +16,13 @@ from .base import Cmd, all_of, sh
 
 
 def job_start(command: Cmd, workdir: str) -> Cmd:
-    script = f"( {command.line} ) >out 2>&1; echo $? >rc.tmp && mv rc.tmp rc"
+    """The job's own shell writes its pid (`$$`): after setsid it leads the job's process group,
+    which job_stop signals. (`$!` of the starting shell is not it: setsid may fork.)"""
+    script = f"echo $$ >pid; ( {command.line} ) >out 2>&1; echo $? >rc.tmp && mv rc.tmp rc"
     return all_of(sh("cd", workdir), sh("rm", "-f", "out", "rc", "rc.tmp", "pid"),
                   Cmd("touch out"),
                   Cmd(f"{{ setsid nohup sh -c {shlex.quote(script)} </dev/null >/dev/null 2>&1 & "
-                      "echo $! >pid; }", compound=True))
+                      "}", compound=True))
 
 
 def job_poll(workdir: str, offset: int) -> Cmd:
@@ -34,7 +36,9 @@ def job_poll(workdir: str, offset: int) -> Cmd:
 
 
 def job_stop(workdir: str) -> Cmd:
-    return Cmd(f"kill -TERM -- -$(cat {shlex.quote(workdir + '/pid')}) 2>/dev/null || true")
+    """TERM to the job's process group. No `--`: dash's kill (Debian's sh) refuses it, and
+    `kill -TERM -- -PGID` used to fail silently there, leaving the job running."""
+    return Cmd(f"kill -TERM -$(cat {shlex.quote(workdir + '/pid')}) 2>/dev/null || true")
 
 
 def parse_poll(stdout: str) -> tuple[int | None, int, bytes]:

@@ -123,3 +123,11 @@ def test_the_shipped_example_hook_appends_a_line(tmp_path):
 def test_every_day2_verb_explains_itself_with_an_example(verb):
     out = subprocess.run([RIG, *verb, "--help"], capture_output=True, text=True, check=True).stdout
     assert "Example:" in out and "rig " + verb[0] in out
+
+
+def test_a_background_job_is_stopped_by_its_process_group_in_dash_syntax():
+    """`kill -TERM -- -PGID` fails silently in dash (Debian's sh): the follower lived on."""
+    from rig.commands.jobs import job_start, job_stop
+
+    assert job_stop("/w").line == "kill -TERM -$(cat /w/pid) 2>/dev/null || true"
+    assert "echo $$ >pid;" in job_start(day2.logs_command("svc", follow=True), "/w").line

@@ -158,7 +158,8 @@ def test_secret_files_must_be_private(spec, monkeypatch):
     fleet = load_fleet("fleet.yml")
     (spec / "hf.txt").write_text("hf_in_a_file\n")
     os.chmod(spec / "hf.txt", 0o644)
-    with pytest.raises(RigError, match=r"hf.txt is readable by others \(mode 644\); chmod 600 it"):
+    with pytest.raises(RigError, match=r"hf.txt: secret file \(services.model_ops_coordinator.secrets"
+                                       r".HF_TOKEN\) is readable by others \(mode 644\); chmod 600 it"):
         service_secrets(fleet, "model_ops_coordinator")
     os.chmod(spec / "hf.txt", 0o600)
     assert service_secrets(fleet, "model_ops_coordinator")["HF_TOKEN"].value == "hf_in_a_file"
