@@ -104,7 +104,7 @@ def setup() -> tuple[Path, dict]:
     run([*rig_spec, "build", "--push", "--allow-dirty", "--tag", "bench-2",
          "--build-arg", f"{SERVICE}:FAULT=none"], cwd=spec)
     run([*rig_spec, "build", "--push", "--allow-dirty", "--tag", "bench-3",  # all three differ
-         *(a for s in SERVICES3 for a in ("--build-arg", f"{s}:FAULT=none"))], cwd=spec)
+         *(a for s in SERVICES3 for a in ("--build-arg", f"{s}:FAULT=bench-3"))], cwd=spec)
     # Only the benchmarked service runs: 24 idle containers would load the 2 cores for nothing.
     for host in HOSTS8:
         ssh(host, "docker rm -f $(docker ps -aq --filter label=rig.service) >/dev/null 2>&1; "
@@ -239,26 +239,37 @@ def bench_scale(spec: Path) -> dict:
         limit = ",".join(HOSTS8[:count])
         converge = [timed([*RIG, "bootstrap", "--limit", limit], expect=r"\b0 changes on")
                     for _ in range(RUNS)]
+        settle(spec, limit)
         rollouts = []
         for i in range(RUNS):
             tag = ("bench-2", "bench-1")[i % 2]
             rollouts.append(timed([*rig_spec, "rollout", "--tag", tag, "--services", SERVICE,
                                    "--limit", limit, "--canary", "mainpc", "--batch", "2",
-                                   "--no-verify"], cwd=spec, expect="done in"))
+                                   "--no-verify"], cwd=spec, expect=r"service\(s\) to start"))
         result[str(count)] = {"converge": stats(converge), "rollout": stats(rollouts)}
     result["converge_8_over_2"] = round(result["8"]["converge"]["median"]
                                         / result["2"]["converge"]["median"], 2)
     say("   one wave of 7 hosts vs one wave of 1 host")
     seven = ",".join(HOSTS8[1:])
+    settle(spec, seven)
     wave7 = [timed([*rig_spec, "rollout", "--tag", ("bench-2", "bench-1")[i % 2], "--services",
                     SERVICE, "--limit", seven, "--canary", seven, "--no-verify"], cwd=spec,
-                   expect="done in") for i in range(RUNS)]
+                   expect=r": 7 service\(s\) to start") for i in range(RUNS)]
+    settle(spec, "pc2")
     wave1 = [timed([*rig_spec, "rollout", "--tag", ("bench-2", "bench-1")[i % 2], "--services",
                     SERVICE, "--limit", "pc2", "--canary", "pc2", "--no-verify"], cwd=spec,
-                   expect="done in") for i in range(RUNS)]
+                   expect=r": 1 service\(s\) to start") for i in range(RUNS)]
     result["wave7"], result["wave1"] = stats(wave7), stats(wave1)
     result["wave7_over_wave1"] = round(result["wave7"]["median"] / result["wave1"]["median"], 2)
     return result
+
+
+def settle(spec: Path, limit: str) -> None:
+    """Every chosen host on bench-1, untimed, so that a series alternating bench-2 and bench-1
+    changes the service on every host in every run (a run with nothing to do is not a sample)."""
+    run([*RIG, "-c", str(spec / "fleet.yml"), "rollout", "--tag", "bench-1", "--services",
+         SERVICE, "--limit", limit, "--canary", limit.split(",")[0], "--batch", "100%",
+         "--no-verify"], cwd=spec)
 
 
 def bench_memory(spec: Path) -> dict:
@@ -284,13 +295,12 @@ def bench_three(spec: Path) -> dict:
     run([*rig_spec, "rollout", "--tag", "bench-1", "--services", three, "--limit", "mainpc",
          "--no-verify"], cwd=spec)
     ones, threes = [], []
-    for i in range(RUNS):
-        ones.append(timed([*rig_spec, "rollout", "--tag", ("bench-2", "bench-1")[i % 2],
-                           "--services", SERVICE, "--limit", "mainpc", "--no-verify"], cwd=spec,
-                          expect="1 service"))
+    for i in range(RUNS):  # three: bench-3 and bench-1 in turn; one: to bench-2 from either
         threes.append(timed([*rig_spec, "rollout", "--tag", ("bench-3", "bench-1")[i % 2],
                              "--services", three, "--limit", "mainpc", "--no-verify"], cwd=spec,
                             expect="3 service"))
+        ones.append(timed([*rig_spec, "rollout", "--tag", "bench-2", "--services", SERVICE,
+                           "--limit", "mainpc", "--no-verify"], cwd=spec, expect="1 service"))
     for service in SERVICES3[:2]:  # back to one running service for the rest
         ssh("mainpc", f"docker rm -f rig-{service} rig-{service}-prev >/dev/null 2>&1 || true")
     result = {"one": stats(ones), "three": stats(threes)}
