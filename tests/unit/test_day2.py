@@ -23,7 +23,7 @@ def test_logs_of_two_hosts_merge_in_time_order():
     lines = merge_logs({
         "mainpc": "2026-11-24T01:00:00.000000001Z a1\n2026-11-24T01:00:02.000000000Z a2\n",
         "pc2": "2026-11-24T01:00:01.500000000Z b1\n  continued\n2026-11-24T01:00:03Z b2\n"})
-    assert [(l.host, l.text) for l in lines] == [
+    assert [(line.host, line.text) for line in lines] == [
         ("mainpc", "a1"), ("pc2", "b1"), ("pc2", "  continued"), ("mainpc", "a2"), ("pc2", "b2")]
 
 
