@@ -67,9 +67,14 @@ def targets(fleet: Fleet, env: str, environ=os.environ) -> list[Target]:
     retries = {"ssh_connect_retries": 1, "ssh_connect_retry_min_delay": 0.5,
                "ssh_connect_retry_max_delay": 1,
                # every operation's commands get the spec's deadline (pyinfra's `_timeout`), and
-               # the SSH handshake its own (a frozen host accepts TCP but never answers)
+               # the SSH handshake its own (a frozen host accepts TCP but never answers).
+               # pyinfra's `_timeout` bounds reading a command's output only: opening the
+               # channel for the next command waits paramiko's channel_timeout (an hour by
+               # default), so a host frozen between two commands gets host_timeout there too
                "_timeout": int(fleet.rollout.host_timeout),
-               "ssh_paramiko_connect_kwargs": {"banner_timeout": 10, "auth_timeout": 10}}
+               "ssh_paramiko_connect_kwargs": {
+                   "banner_timeout": 10, "auth_timeout": 10,
+                   "channel_timeout": float(fleet.rollout.host_timeout)}}
     return [Target(h, {**retries, **connection[h], "rig_fleet": fleet, "rig_host": h,
                        "rig_groups": [g for g, members in groups.items() if h in members]})
             for h in fleet.hosts if h in connection]

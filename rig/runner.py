@@ -31,7 +31,7 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operations import run_ops
 from pyinfra.context import ctx_host, ctx_state
 
-from tasks.util import Shell, host_shell
+from tasks.util import DEFAULT_TIMEOUT, Shell, host_shell
 
 from .commands import jobs
 from .commands.base import Cmd  # noqa: F401  (re-exported for callers of follow)
@@ -176,6 +176,7 @@ class Session:
         self.state: State | None = None
         self.progress = _Progress(say)
         self.lost: dict[str, str] = {}   # hosts that stopped answering during this session
+        self.clock, self.sleep = time.monotonic, gevent.sleep  # what gates wait on
 
     def __enter__(self) -> Session:
         self.state = _new_state(self.targets, self.parallel, self.progress, self.connect_timeout)
@@ -319,10 +320,16 @@ class Session:
                     results[t.name] = HostResult(t.name, unreachable=message)
             with ctx_state.use(state):
                 add_deploy(state, deploy_func, *args, **kwargs)
+                budget = _run_budget(state)
                 try:
-                    run_ops(state)
+                    with gevent.Timeout(budget, TimeoutError):
+                        run_ops(state)
                 except PyinfraError:
                     pass  # failed hosts are reported from the per-op results below
+                except TimeoutError:  # a host that stopped answering where pyinfra has no bound
+                    for host in state.activated_hosts:
+                        if _host_result(state, host).not_run:
+                            self.lost[host.name] = f"no answer within {budget:.0f} s"
             for host in state.activated_hosts:
                 results[host.name] = _host_result(state, host)
         finally:
@@ -341,6 +348,15 @@ class Session:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _run_budget(state: State) -> float:
+    """A wall clock for a whole deploy, past which a host that has not finished is lost: three
+    of its deadlines per operation (channel, output, exit status) plus two. A backstop only:
+    every command has its own deadline, and channel opening has host_timeout (inventory)."""
+    def per_host(host) -> float:
+        return float(host.data.get("_timeout") or DEFAULT_TIMEOUT) * (3 * len(host.op_hash_order) + 2)
+    return max((per_host(h) for h in state.activated_hosts), default=float(DEFAULT_TIMEOUT))
 
 
 def _host_result(state: State, host) -> HostResult:

@@ -125,6 +125,10 @@ class SecretStore:
         self.fleet = fleet
         self._read: dict[str, dict[str, Secret]] = {}
 
+    def loaded(self, service: str) -> dict[str, Secret]:
+        """The secrets already read for a service (nothing is read here)."""
+        return self._read.get(service, {})
+
     def of(self, service: str) -> dict[str, Secret]:
         if service not in self._read:
             self._read[service] = service_secrets(self.fleet, service)

@@ -1,6 +1,7 @@
 """An operator's stop, start and restart of one service on a host (rig stop/start/restart).
 
-start and restart are gated like a rollout (tasks/rollout.py health_gate); stop is not."""
+start and restart are gated like a rollout (by the ops layer, rig/rollout/probing.py); stop is
+not."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pyinfra import host
 from pyinfra.api import deploy, operation
 
 from rig.commands import container as cmd
+from rig.commands.base import fail
 
-from .rollout import RolloutState, health_gate
+from .rollout import RolloutState
 from .util import fleet_of
 
 VERBS = ("stop", "start", "restart")
@@ -26,7 +28,7 @@ def container_controlled(service: str, verb: str):
     name = cmd.current(service)
     found = facts.containers.get(name)
     if found is None:
-        yield cmd.fail(f"{service} has no container on this host (never rolled out here)")
+        yield fail(f"{service} has no container on this host (never rolled out here)")
         return
     timeout = int(fleet_of(host).runtime(service, host.name).stop_timeout)
     if verb == "stop" and not found.running:
@@ -38,7 +40,5 @@ def container_controlled(service: str, verb: str):
 
 
 @deploy("Control a service")
-def control(service: str, verb: str, results: dict):
+def control(service: str, verb: str):
     container_controlled(name=f"{service}: {verb}", service=service, verb=verb)
-    if verb != "stop":
-        health_gate(name=f"{service}: health gate", services=[service], results=results)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import gevent
 from paramiko import SSHException
 from pyinfra.context import ctx_host, ctx_state
 
@@ -14,6 +15,8 @@ from rig.commands.base import Cmd, render
 from rig.config import Fleet
 
 DEFAULT_TIMEOUT = 120  # seconds any one remote command may take unless the caller says
+WALL_SLACK = 5  # seconds past a command's deadline before the whole call (channel open, exit
+                # status: pyinfra bounds neither) is abandoned: the host is lost
 
 
 def fleet_of(host) -> Fleet:
@@ -53,8 +56,9 @@ def host_shell(host, command: Cmd | str | list, stdin: str | None = None,
     if stdin is not None:
         args["_stdin"] = stdin
     with ctx_state.use(host.state), ctx_host.use(host):
-        try:
-            ok, output = host.run_shell_command(render(command), **args)
+        try:  # pyinfra's _timeout covers reading output; the wall clock covers the rest
+            with gevent.Timeout(args["_timeout"] + WALL_SLACK, TimeoutError):
+                ok, output = host.run_shell_command(render(command), **args)
         except TimeoutError:
             return Shell(False, "", [f"no answer within {args['_timeout']} s"])
         except (OSError, EOFError, SSHException) as e:  # the link dropped (sshd killed, reset)

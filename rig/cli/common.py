@@ -70,6 +70,17 @@ def limit_option(func):
                         help="Comma-separated hosts or groups to act on (default: all).")(func)
 
 
+def break_lock_options(func):
+    """--break-lock and --force, with the lock rules of rollout/locks.py."""
+    func = click.option("--force", is_flag=True,
+                        help="With --break-lock: break even a live holder's lock (fresh "
+                             "heartbeat) or a paused rollout's. Only when you know it is dead.")(func)
+    return click.option("--break-lock", is_flag=True,
+                        help="Take over a lock whose holder is dead (its pid gone on this "
+                             "machine), stale (no heartbeat for rollout.lock_stale_after) or "
+                             "whose file is malformed; a live holder is refused.")(func)
+
+
 def json_option(func):
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(func)
 

@@ -117,12 +117,15 @@ def lock_status(obj: Context, inventory, limit, as_json) -> None:
 @inventory_option
 @click.option("--host", "--limit", "limit", metavar="HOSTS", default=None,
               help="Only these hosts or groups (default: all).")
-@click.option("--force", is_flag=True, help="Even if the holder is alive on this machine.")
+@click.option("--force", is_flag=True,
+              help="Even a live holder's lock (fresh heartbeat) or a paused rollout's.")
 @click.pass_obj
 @friendly
 def lock_release(obj: Context, inventory, limit, force) -> None:
-    """Remove the rollout lock, with the rules of --break-lock: a holder still running on this
-    machine is refused unless --force.
+    """Remove the rollout lock, with the rules of --break-lock: a lock whose holder is dead
+    (its pid gone on this machine), stale or malformed goes; a live holder (fresh heartbeat,
+    from any machine) or a paused rollout (`rig promote` / `rig abort`) only with --force.
+    Exactly the lock that was read is removed: one taken since is left alone and named.
 
     \b
     Example:
@@ -167,7 +170,7 @@ def prune(obj: Context, inventory, limit, keep, dry_run, as_json) -> None:
             for name in plan.orphans:
                 click.echo(f"{host:<10} {verb} orphan container {name}")
             for image in plan.images:
-                click.echo(f"{host:<10} {verb} {image.repository}:{image.tag} "
+                click.echo(f"{host:<10} {verb} {image.ref} "
                            f"{image.id[7:19]} {image.size / 1e6:.0f} MB")
             click.echo(f"{host:<10} {plan.freed / 1e6:.0f} MB {'to free' if dry_run else 'freed'}; "
                        f"kept {sum(plan.kept.values())} image(s)")

@@ -26,8 +26,8 @@ from .rollout import (
 @pause_option
 @click.pass_obj
 @friendly
-def deploy(obj: Context, inventory, tag, services, canary, batch, limit, break_lock, no_verify,
-           start_stopped, pause) -> None:
+def deploy(obj: Context, inventory, tag, services, canary, batch, limit, break_lock, force,
+           no_verify, start_stopped, pause) -> None:
     """The one command: validate the spec, build and push what changed (a dirty work tree is
     refused), check every image in the registry, roll out canary first then batches with
     health gates, run the services suite, and print one summary with the time per phase.
@@ -41,7 +41,7 @@ def deploy(obj: Context, inventory, tag, services, canary, batch, limit, break_l
 
     job, tag = obj.job(inventory), resolve_tag(obj, tag)
     opts = ops.options_from(services, limit, canary, batch, break_lock, no_verify, start_stopped,
-                            pause)
+                            pause, force)
     click.echo(f"deploy {tag}:")
     report = run(job, tag, opts, say_line, on_build_plan=print_build_plan, on_plan=print_plan)
     print_report(report.rollout)

@@ -6,16 +6,17 @@ import sys
 
 import click
 
-from .common import CONTEXT, Context, friendly, host_say, inventory_option, limit_option
+from .common import CONTEXT, Context, break_lock_options, friendly, host_say, inventory_option, limit_option
 
 
 @click.command()
 @inventory_option
 @limit_option
-@click.option("--break-lock", is_flag=True, help="Remove a rollout lock left by a dead rollout.")
+@break_lock_options
 @click.pass_obj
 @friendly
-def bootstrap(obj: Context, inventory: str | None, limit: str | None, break_lock: bool) -> None:
+def bootstrap(obj: Context, inventory: str | None, limit: str | None, break_lock: bool,
+              force: bool) -> None:
     """Bring hosts to ready: Docker engine, buildx, daemon.json, registry CA and login, docker
     group, NVIDIA toolkit on GPU hosts, machine profile. Idempotent: a second run changes nothing.
 
@@ -30,7 +31,7 @@ def bootstrap(obj: Context, inventory: str | None, limit: str | None, break_lock
 
     report = run(obj.job(inventory), split(limit), host_say,
                  on_start=lambda hosts: click.echo(f"bootstrap {', '.join(hosts)}:"),
-                 break_lock=break_lock)
+                 break_lock=break_lock, force=force)
     print_converge(report)
 
 

@@ -6,7 +6,17 @@ import sys
 
 import click
 
-from .common import Context, dump, friendly, host_say, inventory_option, json_option, limit_option, say_line
+from .common import (
+    Context,
+    break_lock_options,
+    dump,
+    friendly,
+    host_say,
+    inventory_option,
+    json_option,
+    limit_option,
+    say_line,
+)
 from .images import resolve_tag, tag_option
 
 
@@ -32,8 +42,7 @@ def pause_option(func):
 
 
 def change_options(func):
-    func = click.option("--break-lock", is_flag=True,
-                        help="Remove a rollout lock left by a dead rollout.")(func)
+    func = break_lock_options(func)
     func = click.option("--no-verify", is_flag=True,
                         help="Skip the testinfra services check afterwards.")(func)
     return func
@@ -95,7 +104,7 @@ def print_report(report) -> None:
 @pause_option
 @click.pass_obj
 @friendly
-def rollout(obj: Context, inventory, tag, services, canary, batch, limit, break_lock,
+def rollout(obj: Context, inventory, tag, services, canary, batch, limit, break_lock, force,
             no_verify, start_stopped, pause) -> None:
     """Roll out TAG: canary hosts first, a health gate per service, then batches.
 
@@ -111,7 +120,7 @@ def rollout(obj: Context, inventory, tag, services, canary, batch, limit, break_
 
     job, tag = obj.job(inventory), resolve_tag(obj, tag)
     opts = ops.options_from(services, limit, canary, batch, break_lock, no_verify, start_stopped,
-                            pause)
+                            pause, force)
     click.echo(f"rollout {tag}:")
     print_report(ops.rollout(job, tag, opts, say_line, on_plan=print_plan))
 
@@ -126,7 +135,7 @@ def rollout(obj: Context, inventory, tag, services, canary, batch, limit, break_
 @click.pass_obj
 @friendly
 def rollback(obj: Context, inventory, services, to_tag, canary, batch, limit, break_lock,
-             no_verify) -> None:
+             force, no_verify) -> None:
     """Go back to the previous known-good version (from each host's state.json), or to
     --to TAG, through the same waves and health gates as a rollout.
 
@@ -136,7 +145,7 @@ def rollback(obj: Context, inventory, services, to_tag, canary, batch, limit, br
     from ..ops import rollout as ops
 
     job = obj.job(inventory)
-    opts = ops.options_from(services, limit, canary, batch, break_lock, no_verify)
+    opts = ops.options_from(services, limit, canary, batch, break_lock, no_verify, force=force)
     click.echo(f"rollback to {to_tag or 'previous'}:")
     print_report(ops.rollback(job, to_tag, opts, say_line, on_plan=print_plan))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import Context, friendly, inventory_option, say_line
+from .common import Context, break_lock_options, friendly, inventory_option, say_line
 
 HOST_HELP = "Only these hosts or groups (default: every host that runs the service)."
 
@@ -14,17 +14,19 @@ def _control(verb: str):
     @inventory_option
     @click.argument("service")
     @click.option("--host", "--limit", "limit", metavar="HOSTS", default=None, help=HOST_HELP)
-    @click.option("--break-lock", is_flag=True, help="Remove a rollout lock left by a dead rollout.")
+    @break_lock_options
     @click.pass_obj
     @friendly
-    def command(obj: Context, inventory, service, limit, break_lock) -> None:
+    def command(obj: Context, inventory, service, limit, break_lock, force) -> None:
         from ..errors import RigError
         from ..ops.job import split
         from ..ops.service import control_service
 
         click.echo(f"{verb} {service}:")
+        if force and not break_lock:
+            raise RigError("--force goes with --break-lock")
         report = control_service(obj.job(inventory), verb, service, split(limit), break_lock,
-                                 say_line)
+                                 say_line, force)
         for line in report.lines:
             click.echo(f"  {line}", err=not report.ok)
         if report.unreleased_locks:

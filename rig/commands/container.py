@@ -26,11 +26,11 @@ from .base import (
     to_file,
 )
 from .host import PROFILE_ENV, PROFILE_HASH, PROFILE_JSON
+from .lock import LOCK_FILE
 
 STATE_DIR = "/var/lib/rig"
 LEDGER = f"{STATE_DIR}/ledger.jsonl"
 STATE_FILE = f"{STATE_DIR}/state.json"
-LOCK_FILE = f"{STATE_DIR}/rollout.lock"
 SECRETS_DIR = "/etc/rig/secrets"       # <service>/<name>: 0400, owned by the service's user
 SERVICE_USER = "10001:10001"
 CACHE_MOUNT, LOG_MOUNT = "/cache", "/logs"
@@ -61,6 +61,13 @@ class Release:
     @property
     def config_hash(self) -> str:
         return hashlib.sha256(self.config.encode()).hexdigest()[:16] if self.config else ""
+
+    @property
+    def secret_versions(self) -> dict[str, str]:
+        """Secret name -> the version (hash) this release runs with, from its config."""
+        doc = json.loads(self.config) if self.config else {}
+        return {key[len("secret "):]: value for key, value in doc.items()
+                if key.startswith("secret ")}
 
 
 def secret_hash(service: str, name: str, value: str) -> str:
@@ -125,8 +132,11 @@ def config_changes(old: str, new: str) -> list[str]:
     return lines
 
 
-def secret_path(service: str, name: str) -> str:
-    return f"{SECRETS_DIR}/{service}/{name}"
+def secret_path(service: str, name: str, version: str | None = None) -> str:
+    """Where a secret's value lives on the host. Each version has its own file, so a kept or
+    restored container reads the value it was started with (a bind mount follows the path on
+    every start); `secrets_gc` removes the versions no container mounts."""
+    return f"{SECRETS_DIR}/{service}/{name}" + (f"@{version}" if version else "")
 
 
 def _gpu_args(fleet: Fleet, host: str, gpus) -> list[str]:
@@ -177,8 +187,10 @@ def run_argv(fleet: Fleet, host: str, release: Release) -> list[str]:
         argv += ["-e", f"{key}={value}"]
     for volume in spec.volumes:
         argv += ["-v", volume]
+    versions = release.secret_versions
     for name in sorted(spec.secrets):
-        argv += ["-v", f"{secret_path(release.service, name)}:/run/secrets/{name}:ro"]
+        source = secret_path(release.service, name, versions.get(name))
+        argv += ["-v", f"{source}:/run/secrets/{name}:ro"]
     argv += _gpu_args(fleet, host, runtime.gpus)
     labels = [("rig.service", release.service), ("rig.tag", release.tag),
               ("rig.digest", release.digest), ("rig.profile-hash", release.profile_hash)]
@@ -190,11 +202,11 @@ def run_argv(fleet: Fleet, host: str, release: Release) -> list[str]:
     return argv
 
 
-def write_secret(service: str, name: str) -> Cmd:
+def write_secret(service: str, name: str, version: str | None = None) -> Cmd:
     """The secret's value arrives on stdin as base64 (never in argv; a transport that ends stdin
     with a newline cannot change it): decoded into a temporary file in a root-only 0700 folder,
-    made 0400 and owned by the service's user, then moved in place."""
-    folder, path = f"{SECRETS_DIR}/{service}", secret_path(service, name)
+    made 0400 and owned by the service's user, then moved in place as its own version."""
+    folder, path = f"{SECRETS_DIR}/{service}", secret_path(service, name, version)
     return all_of(sh("install", "-d", "-m", "0700", "-o", "root", "-g", "root",
                      SECRETS_DIR, folder),
                   subshell(seq(Cmd("umask 077"), to_file(sh("base64", "-d"), path + ".new"))),
@@ -216,6 +228,21 @@ def replace_commands(fleet: Fleet, host: str, release: Release, has_current: boo
                                sh("docker", "rename", name, prev)))
     commands.append(sh(*run_argv(fleet, host, release)))
     return commands
+
+
+def secrets_gc() -> Cmd:
+    """Secret files no rig container mounts any more go: old versions, and the secrets of
+    services the spec dropped (once their containers are gone). Nothing is removed when the
+    engine cannot be asked what its containers mount."""
+    script = (
+        "ids=$(docker ps -aq --filter label=rig.service) || exit 0; "
+        "used=$(for i in $ids; do docker inspect -f "
+        "'{{range .Mounts}}{{println .Source}}{{end}}' \"$i\" || exit 1; done) || exit 0; "
+        f"for f in {SECRETS_DIR}/*/*; do [ -f \"$f\" ] || continue; "
+        "case $f in *.new) continue ;; esac; "
+        "printf '%s\\n' \"$used\" | grep -qxF -- \"$f\" || rm -f -- \"$f\"; done; "
+        f"rmdir {SECRETS_DIR}/* 2>/dev/null; true")
+    return sh("sh", "-c", script)
 
 
 def restore_commands(service: str, has_previous: bool) -> list[Cmd]:
@@ -304,39 +331,13 @@ def rollout_state_command() -> Cmd:
                section("profile", sh("cat", PROFILE_HASH)),
                section("containers", containers_command()),
                section("state", sh("cat", STATE_FILE)),
-               section("lock", sh("cat", LOCK_FILE)))
+               section("lock", all_of(sh("test", "-e", LOCK_FILE),
+                                      Cmd(f'echo "{LOCK_PRESENT} $(sha256sum <{LOCK_FILE} | '
+                                          'cut -c1-64)"'),
+                                      sh("cat", LOCK_FILE))))
 
 
-def lock_take(holder: dict) -> Cmd:
-    """Create the lock only if absent (noclobber); print TAKEN, or HELD and the holder."""
-    content = json.dumps(holder, sort_keys=True).encode()
-    create = subshell(seq(Cmd("set -C"), decode_to(content, LOCK_FILE)))
-    return all_of(
-        sh("install", "-d", "-m", "0755", STATE_DIR),
-        Cmd(f"if {create.line} 2>/dev/null; then echo TAKEN; "
-            f"else echo HELD; {sh('cat', LOCK_FILE).line}; fi", compound=True),
-    )
-
-
-def lock_refresh(holder: dict) -> Cmd:
-    """Rewrite our own lock (same id) with a new heartbeat; someone else's is left alone."""
-    member = json.dumps({"id": holder["id"]})[1:-1]
-    content = json.dumps(holder, sort_keys=True).encode()
-    return ok(all_of(sh("grep", "-qF", "--", member, LOCK_FILE),
-                     decode_to(content, LOCK_FILE + ".new"),
-                     sh("mv", LOCK_FILE + ".new", LOCK_FILE)))
-
-
-def lock_break() -> Cmd:
-    return sh("rm", "-f", LOCK_FILE)
-
-
-def lock_release(holder_id: str) -> Cmd:
-    """Remove the lock only if it is ours: the whole `"id": "<id>"` member lock_take wrote,
-    compared as a fixed string (json.dumps escapes the same way both times, so an operator
-    named `Zoë` or `ops [ci]` releases exactly their own lock)."""
-    member = json.dumps({"id": holder_id})[1:-1]  # "id": "<id>" exactly as json.dumps wrote it
-    return ok(all_of(sh("grep", "-qF", "--", member, LOCK_FILE), sh("rm", "-f", LOCK_FILE)))
+LOCK_PRESENT = "@present"  # the lock section's first line, with the file's sha256, when it exists
 
 
 def ledger_tail(lines: int) -> Cmd:

@@ -15,9 +15,18 @@ Problem = tuple[tuple, str]
 def check(fleet: Fleet) -> list[Problem]:
     problems: list[Problem] = []
     for rule in (_groups, _canary, _families, _service_hosts, _ports, _build_host, _paths,
-                 _by_profile, _capabilities):
+                 _by_profile, _capabilities, _container_names):
         problems.extend(rule(fleet))
     return problems
+
+
+def _container_names(fleet: Fleet) -> Iterator[Problem]:
+    """A service runs as rig-<name> and its kept version as rig-<name>-prev (commands/container):
+    a service named `x-prev` would be x's kept container, and rolling x out would remove it."""
+    for name in fleet.services:
+        if name.endswith("-prev"):
+            yield (("services", name), f"service name {name!r} ends in '-prev', which names the "
+                   f"kept container of service {name[:-5]!r} (rig-{name}); choose another name")
 
 
 def _groups(fleet: Fleet) -> Iterator[Problem]:

@@ -35,7 +35,7 @@ class ConvergeReport:
 
 
 def bootstrap(job: Job, limit: list[str] | None, say, on_start=None,
-              break_lock: bool = False) -> ConvergeReport:
+              break_lock: bool = False, force: bool = False) -> ConvergeReport:
     """Engine, buildx, daemon.json, registry CA and login, docker group, NVIDIA toolkit on GPU
     hosts, machine profile. Pre-flight (nothing changes if any fails): the registry token is
     set, every host answers, sudo works, it runs a supported Debian or Ubuntu, and no rollout
@@ -46,9 +46,10 @@ def bootstrap(job: Job, limit: list[str] | None, say, on_start=None,
         check_releases(session.facts(HostState, **host_state_args(job.fleet)))
         locks = HostLocks(session, job.fleet.rollout.lock_stale_after, "bootstrap", "")
         try:
-            problems = locks.take(break_lock)
+            problems = locks.take(break_lock, force)
             if problems:
                 raise RigError(*problems, "nothing was changed")
+            locks.start_beating()
             if on_start:
                 on_start(session.names())
             results = session.run(bootstrap_deploy, token=token)

@@ -1,19 +1,38 @@
 """rig promote and rig abort: what follows a rollout paused after its canary (rollout.pause:
-manual). The paused rollout's locks say what it was (tag, canary, remaining waves, services);
-promote and abort take those locks over, and only those.
+manual). The paused rollout's locks hold its record (rollout/engine.py paused_record): per host
+and service, the release the canary runs or the batches will run (`to`), and on the canary
+exactly what each change replaced (`from`) and state.json's entry before it (`state`).
 
-    promote   the same rollout again, without the pause: the canary has nothing left to
-              change, the remaining waves go through their gates
-    abort     the canary hosts roll back to what they ran before (state.json's previous, through
-              the gates), then every other host's paused lock is released"""
+    promote   the remaining waves run the recorded releases, never a fresh tag look-up; if the
+              tag, the spec or a secret changed since the pause (what would run now differs
+              from the record), or the canary no longer runs what it ran, it says what and
+              refuses: `rig abort`, or a new rollout
+    abort     the canary's recorded changes go back to their `from` (the kept containers, which
+              still read the secret versions they were started with), gated; nothing else on
+              any host is touched; every lock of the paused rollout is released
+
+Both take over the paused rollout's locks by compare-and-swap (rollout/locks.py): of two
+racing commands one wins, the other is told who did."""
 
 from __future__ import annotations
 
+import time
+
 from ..commands import container as cmd
 from ..errors import RigError
-from ..rollout.engine import Rollout
+from ..ledger import entry
+from ..rollout.decide import KEEP, Version, decide, runs
+from ..rollout.engine import (
+    Rollout,
+    _now,
+    at_tag,
+    back_release,
+    host_problems,
+    release_of,
+    resolve_releases,
+)
 from .job import Job, select_hosts
-from .rollout import Options, RolloutReport, rollback, rollout
+from .rollout import Options, Plan, PlanRow, RolloutReport, _registry, rollout
 
 
 def paused_rollout(job: Job, say) -> dict:
@@ -29,32 +48,147 @@ def paused_rollout(job: Job, say) -> dict:
     if len(paused) > 1:
         raise RigError(f"{len(paused)} paused rollouts hold locks: "
                        + ", ".join(f"{p.get('tag')} ({i})" for i, p in paused.items()))
-    return next(iter(paused.values()))
+    lock = next(iter(paused.values()))
+    if not isinstance(lock.get("record"), dict) or not lock.get("canary"):
+        raise RigError(f"the paused rollout {lock.get('tag')} has no record of what its canary "
+                       "did (paused by an older rig): `rig lock release --force` and a new "
+                       "rollout")
+    return lock
 
 
 def _hosts(lock: dict) -> list[str]:
     return [h for wave in [lock.get("canary") or [], *(lock.get("remaining") or [])] for h in wave]
 
 
+def differences(record: dict, fresh: dict[str, list[cmd.Release]], facts: dict,
+                canary: list[str]) -> list[str]:
+    """What would run now that the paused rollout did not canary (pure): a tag pushed again,
+    a spec or secret changed, a service added or dropped, a canary that no longer runs what it
+    ran. Empty when promote may replay the record."""
+    lines = []
+    for host in sorted(set(record) | set(fresh)):
+        recorded = {s: release_of(row["to"]) for s, row in (record.get(host) or {}).items()}
+        now = {r.service: r for r in fresh.get(host, [])}
+        host_facts = facts.get(host)
+        for service in sorted(set(recorded) | set(now)):
+            was, new = recorded.get(service), now.get(service)
+            if was is None and host in canary:  # unchanged on the canary: must still be so
+                running = host_facts.running(service) if host_facts else None
+                state = host_facts.state.get(service) if host_facts else None
+                if decide(new, running, state) != KEEP:
+                    lines.append(f"{host} {service}: would change now, but the canary did not "
+                                 "change it")
+                continue
+            if was is None:
+                lines.append(f"{host} {service}: not in the paused rollout (added since)")
+                continue
+            if new is None:
+                lines.append(f"{host} {service}: in the paused rollout but no longer selected "
+                             "(dropped from the spec or not in the registry)")
+                continue
+            if new.digest != was.digest:
+                lines.append(f"{host} {service}: {was.tag} now points to {new.digest[7:19]}; the "
+                             f"canary ran {was.digest[7:19]} (the tag was pushed again)")
+            if new.config != was.config:
+                changes = cmd.config_changes(was.config, new.config)
+                lines.append(f"{host} {service}: changed since the pause: "
+                             + ("; ".join(c for c in changes) or "settings"))
+            if host in canary:
+                running = host_facts.running(service) if host_facts else None
+                if not runs(running, was):
+                    lines.append(f"{host} {service}: the canary no longer runs what it ran "
+                                 f"({running.tag if running else 'nothing'} now)")
+    return lines
+
+
 def promote(job: Job, say, on_plan=None) -> RolloutReport:
     lock = paused_rollout(job, say)
-    say(f"promoting {lock['tag']}: canary {', '.join(lock['canary'])} passed; next "
+    record, canary = lock["record"], lock["canary"]
+    say(f"promoting {lock['tag']}: canary {', '.join(canary)} passed; next "
         + "; ".join(", ".join(w) for w in lock.get("remaining") or []))
-    opts = Options(services=lock.get("services"), limit=_hosts(lock), canary=lock["canary"],
-                   batch=lock.get("batch"), pause="none", adopt=lock["id"])
-    return rollout(job, lock["tag"], opts, say, on_plan)
+    hosts = _hosts(lock)
+
+    def resolve(facts):
+        fresh, problems = resolve_releases(job.fleet, hosts, lock.get("services"),
+                                           at_tag(lock["tag"]), _registry(job), job.secrets)
+        changed = problems + differences(record, fresh, facts, canary)
+        if changed:
+            raise RigError(*changed, "promote refused: what would run now is not what the "
+                           "canary ran; nothing was changed (`rig abort` rolls the canary back, "
+                           "or start a new rollout)")
+        releases = {h: [release_of(row["to"]) for row in (record.get(h) or {}).values()]
+                    for h in hosts}
+        return releases, [], []
+    opts = Options(services=lock.get("services"), limit=hosts, canary=canary,
+                   batch=lock.get("batch"), pause="none", adopt=lock["id"],
+                   cleanup={h: list(record.get(h) or {}) for h in canary})
+    return rollout(job, lock["tag"], opts, say, on_plan, resolve=resolve)
 
 
 def abort(job: Job, say, on_plan=None) -> RolloutReport:
+    """The canary's recorded changes back to what they replaced; every lock released."""
     lock = paused_rollout(job, say)
-    say(f"aborting {lock['tag']}: rolling the canary {', '.join(lock['canary'])} back")
-    opts = Options(services=lock.get("services"), limit=lock["canary"], canary=lock["canary"],
-                   adopt=lock["id"])
-    report = rollback(job, None, opts, say, on_plan)
-    others = [h for h in _hosts(lock) if h not in lock["canary"]]
-    if others:
-        with job.session(others) as session:
-            answers = session.shell_all({h: cmd.lock_release(lock["id"]) for h in others},
-                                        timeout=30)
-        report.unreleased_locks += [h for h, a in answers.items() if not a.ok]
-    return report
+    record, canary, hosts = lock["record"], lock["canary"], _hosts(lock)
+    say(f"aborting {lock['tag']}: rolling the canary {', '.join(canary)} back")
+    started = time.monotonic()
+    with job.session(hosts, say=lambda host, line: say(f"  {host:<10} {line}")) as session:
+        engine = Rollout(session, job.fleet, say, "abort", lock["tag"], job.secrets)
+        facts = engine.facts()
+        problems = [f"{h}: did not answer the pre-flight read" for h in hosts if not facts.get(h)]
+        problems += host_problems(job.fleet, {h: f for h, f in facts.items() if f}, False,
+                                  time.time(), adopt=lock["id"])
+        if problems:
+            raise RigError(*problems, "abort refused: nothing was changed")
+        targets, rows, skipped = {}, [], []
+        for host in canary:
+            for service, row in sorted((record.get(host) or {}).items()):
+                to, before = release_of(row["to"]), row.get("from")
+                running = facts[host].running(service)
+                if not runs(running, to) and decide(before, facts[host].containers.get(
+                        cmd.current(service)), before) == KEEP:
+                    skipped.append(f"{host} {service}: already runs what it ran before")
+                    continue
+                if not runs(running, to):
+                    skipped.append(f"{host} {service}: runs {running.tag if running else 'nothing'}"
+                                   f", neither what the paused rollout started nor what it "
+                                   "replaced; left as it is")
+                    continue
+                targets.setdefault(host, {})[service] = before
+                rows.append(PlanRow(host, service, True, to.tag, to.digest,
+                                    (before or {}).get("tag") or "(nothing)",
+                                    (before or {}).get("digest") or "", ["abort"]))
+        plan = Plan(f"abort {lock['tag']}", hosts, [canary], rows, skipped)
+        if on_plan:
+            on_plan(plan)
+        outcome_lines: list[str] = []
+        ok = True
+        try:
+            taken = engine.take_locks(adopt=lock["id"])
+            if taken:
+                raise RigError(*taken, "abort refused: nothing was changed")
+            if targets:
+                restored, gates, results = engine.restore(targets)
+                ok = all(restored.values())
+                now, entries, states = _now(), {}, {h: facts[h].state for h in canary}
+                for host, services in targets.items():
+                    for service, before in services.items():
+                        row = record[host][service]
+                        back = back_release(release_of(row["to"]), before)
+                        entries.setdefault(host, []).append(entry(
+                            now, engine.who, "abort", host, back,
+                            Version.of(release_of(row["to"])).to_dict(),
+                            "ok" if restored[host] else "rollback_failed",
+                            None if restored[host] else "the restore failed"))
+                overrides = {h: {s: record[h][s].get("state") for s in services}
+                             for h, services in targets.items() if restored[h]}
+                engine.record(entries, states, {h: [] for h in targets}, overrides)
+                outcome_lines += engine._restore_lines(sorted(targets), restored, gates, results,
+                                                       {})
+                outcome_lines += engine.record_failures
+                ok = ok and not engine.record_failures
+        finally:
+            unreleased = engine.release_locks()
+    elapsed = time.monotonic() - started
+    return RolloutReport("abort", lock["tag"], plan, ok, False, outcome_lines, elapsed,
+                         {"connect_and_preflight": 0.0, "locks": 0.0, "waves": elapsed,
+                          "health_gates": 0.0}, unreleased)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ..errors import RigError
 from ..plan import parse_batch, waves
+from ..rollout.decide import runs
 from ..rollout.engine import Change, Rollout, at_tag, host_problems, resolve_releases
 from ..rollout.gate import body_matches
 from ..rollout.locks import describe_lock
@@ -30,10 +31,12 @@ class Options:
     canary: list[str] | None = None
     batch: str | None = None
     break_lock: bool = False
+    force: bool = False       # with break_lock: even a live holder or a paused rollout
     verify: bool = True       # run the testinfra services suite after a rollout that changed
     start_stopped: bool = False  # start services an operator stopped (rig stop) too
     pause: float | str | None = None  # after the canary: seconds, "manual", "none"; None: the spec's
     adopt: str | None = None  # promote/abort: the id of the paused rollout whose locks to take over
+    cleanup: dict[str, list[str]] | None = None  # promote: the canary's kept containers go at the end
 
 
 @dataclass
@@ -79,7 +82,7 @@ class RolloutReport:
 
 
 def options_from(services=None, limit=None, canary=None, batch=None, break_lock=False,
-                 no_verify=False, start_stopped=False, pause=None) -> Options:
+                 no_verify=False, start_stopped=False, pause=None, force=False) -> Options:
     from ..config.rollout import parse_pause
 
     if pause is not None:  # --pause 0 turns off a pause the spec asks for: "none"
@@ -87,8 +90,10 @@ def options_from(services=None, limit=None, canary=None, batch=None, break_lock=
             pause = parse_pause(pause) or "none"
         except ValueError as e:
             raise RigError(f"--pause {pause}: {e}") from None
-    return Options(split(services), split(limit), split(canary), batch, break_lock, not no_verify,
-                   start_stopped, pause)
+    if force and not break_lock:
+        raise RigError("--force goes with --break-lock (it breaks even a live holder's lock)")
+    return Options(split(services), split(limit), split(canary), batch, break_lock, force,
+                   not no_verify, start_stopped, pause)
 
 
 def _leave_stopped(changes: dict[str, list[Change]], facts, skipped: list[str]) -> None:
@@ -114,7 +119,8 @@ def _plan(job: Job, label: str, hosts: list[str], releases, facts, opts: Options
     """Pre-flight on read facts: waves and changes, or a RigError naming every problem."""
     lost = [f"{h}: did not answer the pre-flight read" for h in hosts if facts.get(h) is None]
     problems = problems + lost + host_problems(
-        job.fleet, {h: f for h, f in facts.items() if f is not None}, opts.break_lock, time.time())
+        job.fleet, {h: f for h, f in facts.items() if f is not None}, opts.break_lock, time.time(),
+        opts.force, opts.adopt)
     plan_waves = waves(job.fleet, hosts, opts.canary, parse_batch(opts.batch))
     changes = {h: [Change(h, r, facts[h].running(r.service), facts[h].state.get(r.service))
                    for r in releases.get(h, [])]
@@ -144,19 +150,23 @@ def plan(job: Job, tag: str, opts: Options, say) -> Plan:
         raise RigError(*(e.lines or [str(e)])[:-1], "pre-flight would fail") from None
 
 
-def rollout(job: Job, tag: str, opts: Options, say, on_plan=None) -> RolloutReport:
+def rollout(job: Job, tag: str, opts: Options, say, on_plan=None, resolve=None) -> RolloutReport:
     """Roll `tag` out: canary first, health gates, batches, rollback on failure; the
-    pre-rollout hook first, post-rollout with the result after."""
+    pre-rollout hook first, post-rollout with the result after. resolve(facts) -> (releases,
+    problems, skipped) replaces the registry look-up (promote replays a paused record)."""
     hosts = select_hosts(job.fleet, opts.limit, opts.services)
     services = opts.services or sorted({s for h in hosts for s in job.fleet.services_on(h)})
     hook = {"tag": tag, "hosts": hosts, "services": services}
     if not opts.adopt:  # promote continues a rollout whose pre-rollout hook already ran
         run_hook(job.repo, "pre-rollout", say, **hook)
-    releases, problems = resolve_releases(job.fleet, hosts, opts.services, at_tag(tag),
-                                          _registry(job), job.secrets)
+    if resolve is None:
+        releases, problems = resolve_releases(job.fleet, hosts, opts.services, at_tag(tag),
+                                              _registry(job), job.secrets)
+
+        def resolve(facts):
+            return releases, problems, []
     with _after(job, "post-rollout", say, hook) as done:
-        done.report = _execute(job, "rollout", tag, hosts,
-                               lambda facts: (releases, problems, []), opts, say, on_plan)
+        done.report = _execute(job, "rollout", tag, hosts, resolve, opts, say, on_plan)
     return done.report
 
 
@@ -179,10 +189,24 @@ class _after:
         return False
 
 
-def previous_target(facts) -> Callable:
-    """Rollback's target: each service's previous {tag, digest} recorded in state.json."""
+def previous_target(facts, notes: list[str] | None = None) -> Callable:
+    """Rollback's target on each host: the last version recorded healthy there. That is
+    state.json's `previous` when the host runs what state.json records; when it runs something
+    else (a rollout that crashed or lost the host mid-wave), it is state.json's own entry, and
+    `notes` says so."""
     def target(host, service):
-        previous = (facts[host].state.get(service) or {}).get("previous") if facts.get(host) else None
+        if not facts.get(host):
+            return None
+        recorded = facts[host].state.get(service) or {}
+        running = facts[host].running(service)
+        if recorded.get("digest") and running is not None and not runs(running, recorded):
+            if notes is not None:
+                notes.append(f"{host} {service}: runs {running.tag or '?'} "
+                             f"({running.digest[7:19]}), which state.json never recorded as "
+                             f"healthy (an interrupted rollout); going back to the last healthy "
+                             f"version, {recorded.get('tag')}")
+            return recorded.get("tag"), recorded["digest"]
+        previous = recorded.get("previous")
         if not previous or not previous.get("digest"):
             return None
         return previous["tag"], previous["digest"]
@@ -196,9 +220,12 @@ def rollback(job: Job, to_tag: str | None, opts: Options, say, on_plan=None) -> 
     registry = _registry(job)
 
     def resolve(facts):
-        target = at_tag(check_tag(to_tag)) if to_tag else previous_target(facts)
+        notes: list[str] = []
+        target = at_tag(check_tag(to_tag)) if to_tag else previous_target(facts, notes)
         releases, problems = resolve_releases(job.fleet, hosts, opts.services, target, registry,
                                               job.secrets)
+        for note in notes:
+            say(note)
         skipped = [] if to_tag else [
             f"{h} {s}: no previous version recorded; left as is"
             for h in hosts for s in job.fleet.services_on(h)
@@ -229,24 +256,21 @@ def _execute(job: Job, action: str, label: str, hosts: list[str], resolve, opts:
             for warning in host_facts.warnings if host_facts else []:
                 say(f"{host}: warning: {warning}")
         releases, problems, skipped = resolve(facts)
-        if opts.adopt:
-            opts = _adopt(opts, hosts, facts)
         the_plan, changes = _plan(job, label, hosts, releases, facts, opts, problems, skipped)
         if on_plan:
             on_plan(the_plan)
         checked = time.monotonic()
         try:  # locks are taken inside the try that releases them (a Ctrl-C while taking them)
-            lock_problems = engine.take_locks(opts.break_lock)
+            lock_problems = engine.take_locks(opts.break_lock, opts.force, opts.adopt)
             if lock_problems:
                 raise RigError(*lock_problems, "pre-flight failed: no host was changed")
             locked = time.monotonic()
             pause = (opts.pause or job.fleet.rollout.pause) if action == "rollout" else None
-            promoted = {h: job.fleet.services_on(h) for h in the_plan.waves[0]} \
-                if opts.adopt and action == "rollout" else None
             outcome = engine.run(the_plan.waves, changes, facts,
-                                 pause=None if pause == "none" else pause, cleanup=promoted)
+                                 pause=None if pause == "none" else pause, cleanup=opts.cleanup)
             if outcome.paused:
-                engine.locks.pause(paused_holder(label, the_plan.waves, opts))
+                engine.locks.pause(paused_holder(label, the_plan.waves, opts,
+                                                 engine.paused_record(the_plan.waves, changes)))
         finally:
             ran = time.monotonic()
             unreleased = engine.release_locks()
@@ -264,22 +288,12 @@ def _execute(job: Job, action: str, label: str, hosts: list[str], resolve, opts:
     return report
 
 
-def paused_holder(tag: str, plan_waves: list[list[str]], opts: Options) -> dict:
-    """What a paused rollout's locks say: enough for `rig promote` and `rig abort`."""
+def paused_holder(tag: str, plan_waves: list[list[str]], opts: Options, record: dict) -> dict:
+    """What a paused rollout's locks say: the rollout (tag, canary, remaining waves, services)
+    and its record (rollout/engine.py paused_record), for `rig promote` and `rig abort`."""
     return {"paused": True, "paused_since": time.time(), "tag": tag, "canary": plan_waves[0],
-            "remaining": plan_waves[1:], "services": opts.services, "batch": opts.batch}
-
-
-def _adopt(opts: Options, hosts: list[str], facts) -> Options:
-    """promote/abort take over the locks of the paused rollout `opts.adopt`, and only those."""
-    from dataclasses import replace
-
-    wrong = [f"{h}: {'not locked' if not (facts[h].lock or {}) else 'locked by another rollout'}"
-             for h in hosts if facts.get(h) and (facts[h].lock or {}).get("id") != opts.adopt]
-    if wrong:
-        raise RigError(*wrong, "the paused rollout's locks are not all there: nothing was changed "
-                       "(`rig lock status` shows who holds what)")
-    return replace(opts, break_lock=True)
+            "remaining": plan_waves[1:], "services": opts.services, "batch": opts.batch,
+            "record": record}
 
 
 # -- status -------------------------------------------------------------------------------------

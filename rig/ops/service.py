@@ -32,7 +32,7 @@ class ControlReport:
 
 
 def control_service(job: Job, verb: str, service: str, limit: list[str] | None,
-                    break_lock: bool, say) -> ControlReport:
+                    break_lock: bool, say, force: bool = False) -> ControlReport:
     if verb not in VERBS:
         raise RigError(f"unknown verb {verb!r} (stop, start, restart)")
     started = time.monotonic()
@@ -43,17 +43,18 @@ def control_service(job: Job, verb: str, service: str, limit: list[str] | None,
         facts = engine.facts()
         problems = [f"{h}: did not answer the pre-flight read" for h in hosts if facts.get(h) is None]
         problems += host_problems(job.fleet, {h: f for h, f in facts.items() if f},
-                                  break_lock, time.time())
+                                  break_lock, time.time(), force)
         problems += [f"{h}: {service} was never rolled out here (no container rig-{service})"
                      for h in hosts if facts.get(h) and cmd.current(service) not in facts[h].containers]
         if problems:
             raise RigError(*problems, f"rig {verb}: nothing was changed")
         try:
-            lock_problems = engine.take_locks(break_lock)
+            lock_problems = engine.take_locks(break_lock, force)
             if lock_problems:
                 raise RigError(*lock_problems, f"rig {verb}: nothing was changed")
-            gates: dict = {}
-            results = session.run(control, hosts=hosts, service=service, verb=verb, results=gates)
+            results = session.run(control, hosts=hosts, service=service, verb=verb)
+            gates = {} if verb == "stop" else engine.gate(
+                {h: [service] for h in hosts if results.get(h) is not None and results[h].ok})
             now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             entries = {}
             for host in hosts:

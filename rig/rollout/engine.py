@@ -1,10 +1,15 @@
 """A rollout from pre-flight to ledger, driving pyinfra one wave at a time.
 
     pre-flight   every image resolved to a digest, every host answers, is bootstrapped and has
-                 the spec's profile, then a lock on every host; any problem -> nothing changed
-    waves        canary first, then batches; per host and service: start, health gate
+                 the spec's profile, then a lock on every host (a heartbeat keeps it fresh);
+                 any problem -> nothing changed
+    waves        canary first, then batches; per host: pull and swap (pyinfra operations, each
+                 command within host_timeout), then the health gate (rollout/probing.py: as
+                 long as the service's health settings say, one short probe at a time)
     on failure   the wave's hosts (or every touched host, auto_rollback: fleet) go back to the
                  containers kept for them, gated again; later waves are not touched
+    pause        after the canary: watched for a while, or (manual) stopped with a record of
+                 what it replaced, for `rig promote` / `rig abort`
     finally      ledger and state.json on each host, kept containers removed, locks released
 """
 
@@ -16,29 +21,47 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from tasks.rollout import STOPPED, RolloutState, record, roll_back, roll_out, watch
+import gevent
+
+from tasks.rollout import RolloutState, record, roll_back, roll_out
 
 from ..commands import container as cmd
 from ..config import Fleet
 from ..images import image_for
 from ..ledger import entry, next_state, operator
 from ..secrets import SecretStore
-from .locks import HostLocks, describe_lock
+from . import probing
+from .decide import KEEP, REGATE, REMOVE, REPLACE, START, Version, decide
+from .locks import HostLocks, may_take
+from .probing import STOPPED
 
 
 @dataclass
 class Change:
+    """One service on one host: what should run (release) against what runs and what state.json
+    recorded; `decision` is rollout/decide.py's answer, and everything else follows from it."""
     host: str
     release: cmd.Release
     running: object | None          # tasks.rollout.Container or None
     recorded: dict | None = None    # what state.json says the host runs (written on a passed gate)
 
     @property
+    def decision(self) -> str:
+        return decide(self.release, self.running, self.recorded)
+
+    @property
     def differs(self) -> bool:
-        r = self.running
-        return r is None or r.digest != self.release.digest \
-            or r.profile_hash != self.release.profile_hash \
-            or r.config_hash != self.release.config_hash
+        return self.decision in (START, REPLACE)
+
+    @property
+    def unfinished(self) -> bool:
+        """The right container runs, but no passed gate was recorded for it (a rollout killed
+        mid-gate): it is gated again, and replaced or rolled back by the policy."""
+        return self.decision == REGATE
+
+    @property
+    def needed(self) -> bool:
+        return self.decision not in (KEEP, REMOVE)
 
     @property
     def why(self) -> list[str]:
@@ -56,28 +79,11 @@ class Change:
         return lines
 
     @property
-    def unfinished(self) -> bool:
-        """The right container runs, but no passed gate was recorded for it (a rollout killed
-        mid-gate): it is gated again, and replaced or rolled back by the policy."""
-        recorded = self.recorded or {}
-        return not self.differs and (
-            recorded.get("digest") != self.running.digest
-            or recorded.get("config_hash", self.running.config_hash) != self.running.config_hash)
-
-    @property
-    def needed(self) -> bool:
-        return self.differs or self.unfinished
-
-    @property
     def before(self) -> dict | None:
         """What the host ran before this change: what runs, or for an unfinished change what
         was last recorded as healthy."""
-        if self.unfinished:
-            r = self.recorded
-            return ({"tag": r.get("tag"), "digest": r["digest"],
-                     "config_hash": r.get("config_hash")} if r and r.get("digest") else None)
-        r = self.running
-        return {"tag": r.tag, "digest": r.digest, "config_hash": r.config_hash} if r else None
+        version = Version.of(self.recorded) if self.unfinished else Version.of(self.running)
+        return version.to_dict() if version else None
 
 
 @dataclass
@@ -130,8 +136,10 @@ def resolve_releases(fleet: Fleet, hosts: list[str], services: list[str] | None,
     return releases, problems
 
 
-def host_problems(fleet: Fleet, facts_by_host: dict, break_lock: bool, now: float) -> list[str]:
-    """Why a host cannot take a rollout: not bootstrapped, profile differs, locked."""
+def host_problems(fleet: Fleet, facts_by_host: dict, break_lock: bool, now: float,
+                  force: bool = False, adopt: str | None = None) -> list[str]:
+    """Why a host cannot take a rollout: not bootstrapped, profile differs, locked (by the rules
+    of rollout/locks.py: may_take)."""
     problems = []
     for host, facts in facts_by_host.items():
         if not facts.docker_active:
@@ -140,8 +148,9 @@ def host_problems(fleet: Fleet, facts_by_host: dict, break_lock: bool, now: floa
         if facts.profile_hash != expected:
             what = "missing" if not facts.profile_hash else "differs from the spec"
             problems.append(f"{host}: machine profile {what} (run `rig bootstrap`)")
-        if facts.lock and not break_lock:
-            problems.append(f"{host}: {describe_lock(facts.lock, fleet.rollout.lock_stale_after, now)}")
+        why = may_take(facts.lock, fleet.rollout.lock_stale_after, now, break_lock, force, adopt)
+        if why:
+            problems.append(f"{host}: {why}")
     return problems
 
 
@@ -153,11 +162,10 @@ class Rollout:
         self.action, self.tag = action, tag
         self.who = operator()
         self.locks = HostLocks(session, fleet.rollout.lock_stale_after, action, tag)
+        self.clock, self.sleep = session.clock, session.sleep  # the session keeps the time
         self.stop = threading.Event()
         self.abort = threading.Event()  # a second signal: stop gating, roll the wave back now
         self.signal: int | None = None
-        self._last_gates: dict = {}
-        self._last_results: dict = {}
         self.record_failures: list[str] = []
         self.last_facts: dict = {}
 
@@ -166,12 +174,39 @@ class Rollout:
         self.last_facts = self.session.facts(RolloutState)
         return self.last_facts
 
-    def take_locks(self, break_lock: bool) -> list[str]:
-        return self.locks.take(break_lock)
+    def take_locks(self, break_lock: bool = False, force: bool = False,
+                   adopt: str | None = None) -> list[str]:
+        """Every host's lock (rollout/locks.py rules); while held, a heartbeat keeps it fresh."""
+        problems = self.locks.take(break_lock, force, adopt)
+        if not problems:
+            self.locks.start_beating()
+        return problems
 
     def release_locks(self) -> list[str]:
         """Release every lock taken; returns the hosts where that failed."""
         return self.locks.release()
+
+    def gate(self, services: dict[str, list[str]], hold: float | None = None,
+             allow_missing: dict[str, tuple] | None = None, abortable: bool = True) -> dict:
+        """Health gates on every host at once: (host, service) -> Verdict. A second signal
+        stops the gates of what started, never those of what a rollback restored."""
+        def one(host: str):
+            return probing.gate(lambda command, timeout: self.session.shell(host, command,
+                                                                            timeout=timeout),
+                                self.fleet, host, services[host], hold=hold,
+                                allow_missing=(allow_missing or {}).get(host, ()),
+                                abort=self.abort if abortable else None, clock=self.clock,
+                                sleep=self.sleep)
+        jobs = {h: gevent.spawn(one, h) for h in sorted(services) if services[h]}
+        gevent.joinall(list(jobs.values()))
+        verdicts = {}
+        for host, job in jobs.items():
+            if job.successful():
+                verdicts.update({(host, s): v for s, v in job.value.items()})
+            else:  # a bug in the loop is a failed gate, never a half-judged host
+                verdicts.update({(host, s): probing.Verdict(False, f"gate error: {job.exception}")
+                                 for s in services[host]})
+        return verdicts
 
     # -- waves ----------------------------------------------------------------------------------
     def run(self, waves: list[list[str]], changes: dict[str, list[Change]],
@@ -183,7 +218,7 @@ class Rollout:
         A paused canary keeps its previous containers (-prev) for `rig abort`; cleanup names
         hosts whose kept containers go at the end anyway (a promoted canary's)."""
         facts = facts or self.facts()
-        states = {h: facts[h].state for h in self.session.names()}
+        states = {h: facts[h].state for h in self.session.names() if facts.get(h) is not None}
         deferred: dict = {}  # the last wave's ledger lines go with the final clean-up
         touched: list[str] = []
         outcome = Outcome(ok=True)
@@ -192,8 +227,8 @@ class Rollout:
         try:
             for number, wave in enumerate(waves, start=1):
                 kind = "canary" if number == 1 else "batch"
-                pending = {h: [c.release for c in changes.get(h, []) if c.needed] for h in wave}
-                pending = {h: r for h, r in pending.items() if r}
+                pending = {h: [c for c in changes.get(h, []) if c.needed] for h in wave}
+                pending = {h: cs for h, cs in pending.items() if cs}
                 if not pending:
                     self.say(f"wave {number}/{len(waves)} ({kind}) {', '.join(wave)}: nothing to change")
                     continue
@@ -202,19 +237,18 @@ class Rollout:
                     outcome.lines.append(f"interrupted before wave {number}: {', '.join(wave)} not "
                                          "touched; run the same command again to finish")
                     break
+                if self.locks.lost:
+                    outcome.ok = False
+                    outcome.lines += [f"{h}: this rollout's lock was taken over: {who}"
+                                      for h, who in sorted(self.locks.lost.items())]
+                    outcome.lines.append(f"stopped before wave {number}: {', '.join(wave)} not "
+                                         "touched")
+                    break
                 self.say(f"wave {number}/{len(waves)} ({kind}) {', '.join(wave)}: "
-                         f"{sum(len(r) for r in pending.values())} service(s) to start")
-                if number > 1:
-                    self.locks.heartbeat()
-                gates: dict = {}
-                self._last_gates = gates
-                secrets = {r.service: self.secrets.of(r.service)
-                           for rs in pending.values() for r in rs}
-                results = self.session.run(roll_out, hosts=list(pending), releases=pending,
-                                           results=gates, abort=self.abort, secrets=secrets)
-                self._last_results = results
+                         f"{sum(len(cs) for cs in pending.values())} service(s) to start")
+                swapped, gates = self._wave(pending)
                 outcome.gate_seconds += max((v.elapsed for v in gates.values()), default=0.0)
-                failed = sorted(h for h, r in results.items() if h in pending and not r.ok)
+                failed = _failed_hosts(pending, swapped, gates)
                 later = any(c.needed for w in waves[number:] for h in w for c in changes.get(h, []))
                 if not failed:
                     self._say_gates(gates)
@@ -223,7 +257,7 @@ class Rollout:
                 now = _now()
                 if not failed:
                     entries = {h: [entry(now, self.who, self.action, h, c.release, c.before, "ok")
-                                   for c in changes[h] if c.needed] for h in pending}
+                                   for c in cs] for h, cs in pending.items()}
                     if later:
                         self.record(entries, states)
                     else:
@@ -236,11 +270,11 @@ class Rollout:
                 outcome.ok = False
                 if self.abort.is_set():
                     outcome.interrupted, outcome.signal = True, self.signal
-                outcome.lines += self._failure_lines(number, kind, failed, gates, pending)
-                self._revert(number, pending, touched, changes, states, outcome)
-                later = [h for w in waves[number:] for h in w]
-                if later:
-                    outcome.lines.append(f"later waves not touched: {', '.join(later)}")
+                outcome.lines += self._failure_lines(number, kind, failed, gates, pending, swapped)
+                self._revert(number, pending, touched, changes, states, outcome, swapped, gates)
+                rest = [h for w in waves[number:] for h in w]
+                if rest:
+                    outcome.lines.append(f"later waves not touched: {', '.join(rest)}")
                 break
             finished = {h: [c.release.service for c in changes.get(h, []) if c.needed]
                         for h in touched}
@@ -256,6 +290,17 @@ class Rollout:
                 signal.signal(number, handler)
         return outcome
 
+    def _wave(self, pending: dict[str, list[Change]]) -> tuple[dict, dict]:
+        """Pull and swap on the wave's hosts, then gate what started: (swap results, gates)."""
+        releases = {h: [c.release for c in cs] for h, cs in pending.items()}
+        secrets = {c.release.service: self.secrets.of(c.release.service)
+                   for cs in pending.values() for c in cs}
+        swapped = self.session.run(roll_out, hosts=list(pending), releases=releases,
+                                   secrets=secrets)
+        started = {h: [c.release.service for c in cs] for h, cs in pending.items()
+                   if swapped.get(h) is not None and swapped[h].ok}
+        return swapped, self.gate(started)
+
     def _say_gates(self, gates: dict) -> None:
         for host, gate_list in _by_host(gates).items():
             for service, verdict in gate_list:
@@ -264,13 +309,10 @@ class Rollout:
     def _watch(self, pending: dict, seconds: float, outcome: Outcome) -> tuple[list[str], dict]:
         """The canary, healthy, watched for `seconds` more: (failed hosts, the watch's gates)."""
         self.say(f"pause {seconds:g} s: watching the canary's health before the next wave")
-        gates: dict = {}
-        services = {h: [r.service for r in rs] for h, rs in pending.items()}
-        results = self.session.run(watch, hosts=list(pending), services=services, results=gates,
-                                   hold=seconds, abort=self.abort)
-        self._last_gates, self._last_results = gates, results
+        gates = self.gate({h: [c.release.service for c in cs] for h, cs in pending.items()},
+                          hold=seconds)
         outcome.gate_seconds += max((v.elapsed for v in gates.values()), default=0.0)
-        failed = sorted(h for h in pending if results.get(h) is None or not results[h].ok)
+        failed = sorted({h for (h, _), v in gates.items() if not v.passed})
         if not failed:
             self.say(f"pause over: the canary stayed healthy for {seconds:g} s")
         return failed, gates
@@ -287,11 +329,20 @@ class Rollout:
             self.abort.set()
         self.stop.set()
 
-    def record(self, entries: dict, states: dict, finished: dict | None = None) -> None:
+    def record(self, entries: dict, states: dict, finished: dict | None = None,
+               overrides: dict | None = None) -> None:
         """Ledger lines and state.json on each host (and the kept containers removed where a
-        rollout finished). A host where that fails is remembered: the command exits non-zero."""
+        rollout finished). overrides: {host: {service: state.json entry, or None for none}}
+        set after the entries (an abort puts back the entries from before the rollout). A
+        host where that fails is remembered: the command exits non-zero."""
         for host, host_entries in entries.items():
             states[host] = next_state(states.get(host, {}), host_entries)
+        for host, services in (overrides or {}).items():
+            for service, state in services.items():
+                if state is None:
+                    states[host].pop(service, None)
+                else:
+                    states[host][service] = state
         hosts = sorted(set(entries) | set(finished or {}))
         if not hosts:
             return
@@ -305,73 +356,149 @@ class Rollout:
                                             f"({why}); `rig history` and `rig status` may be "
                                             "behind until the next run")
 
-    def _failure_lines(self, number, kind, failed, gates, pending) -> list[str]:
+    def redact(self, text: str) -> str:
+        """No secret value in a line rig prints or records (a container may log its own)."""
+        for service in self.fleet.services:
+            for secret in self.secrets.loaded(service).values():
+                if len(secret.value) >= 4:
+                    text = text.replace(secret.value, "[secret]")
+        return text
+
+    def _failure_lines(self, number, kind, failed, gates, pending, swapped) -> list[str]:
         lines = [f"wave {number} ({kind}) failed on {', '.join(failed)}"]
         for host in failed:
-            for release in pending[host]:
-                verdict = gates.get((host, release.service))
+            for c in pending[host]:
+                verdict = gates.get((host, c.release.service))
                 if verdict is None:
-                    lines.append(f"  {host} {release.service}: not started (an earlier step failed)")
+                    r = swapped.get(host)
+                    why = (r.unreachable or ", ".join(r.failed)) if r else "did not answer"
+                    lines.append(f"  {host} {c.release.service}: not started ({why})")
                     continue
                 if verdict.passed:
                     continue
-                lines.append(f"  {host} {release.service} {release.tag}: {verdict.reason}; "
-                             f"answered: {verdict.answer or 'nothing'}")
-                lines += [f"    | {line}" for line in verdict.logs[-8:]]
+                lines.append(self.redact(f"  {host} {c.release.service} {c.release.tag}: "
+                                         f"{verdict.reason}; answered: {verdict.answer or 'nothing'}"))
+                lines += [self.redact(f"    | {line}") for line in verdict.logs[-8:]]
         return lines
 
-    def _revert(self, number, pending, touched, changes, states, outcome) -> None:
+    def restore(self, targets: dict[str, dict[str, dict | None]]) -> tuple[dict, dict, dict]:
+        """Each host back to what it ran before: {host: {service: before or None}}, through the
+        kept containers, then gated. Returns (restored ok per host, gates, deploy results)."""
+        restored: dict[str, list[str]] = {}
+        results = self.session.run(roll_back, hosts=list(targets), services=targets,
+                                   restored=restored)
+        gated = {h: services for h, services in restored.items()
+                 if results.get(h) is not None and results[h].ok}
+        gates = self.gate(gated, allow_missing={
+            h: tuple(s for s in services if targets[h][s] is None) for h, services in gated.items()},
+            abortable=False)
+        ok = {h: results.get(h) is not None and results[h].ok
+              and all(g.passed for (gh, _), g in gates.items() if gh == h) for h in targets}
+        return ok, gates, results
+
+    def _revert(self, number, pending, touched, changes, states, outcome, tried_results,
+                tried_gates) -> None:
         """Roll back per policy, then write one ledger line per attempt with its real outcome:
         failed (and why), rolled_back, rollback_failed; every touched host's line under
         `fleet`. Written after the rollback, so the ledger says what happened."""
         scope = self.fleet.rollout.auto_rollback
-        tried_gates, tried_results = dict(self._last_gates), dict(self._last_results)
         hosts = [] if scope == "none" else list(pending) + (touched if scope == "fleet" else [])
-        gates: dict = {}
-        results: dict = {}
+        restored, gates, results = {}, {}, {}
         if hosts:
-            services = {h: {c.release.service: c.before for c in changes[h] if c.needed}
-                        for h in hosts}
             self.say(f"rolling back {', '.join(hosts)} (auto_rollback: {scope})")
-            results = self.session.run(roll_back, hosts=hosts, services=services, results=gates)
-        restored = {h: results.get(h) is not None and results[h].ok
-                    and all(g.passed for (gh, _), g in gates.items() if gh == h) for h in hosts}
+            restored, gates, results = self.restore(
+                {h: {c.release.service: c.before for c in changes[h] if c.needed} for h in hosts})
         if scope == "none":
             outcome.lines.append("auto_rollback: none, so the wave's hosts were left as they are")
         now, entries = _now(), {}
-        for host in pending:
-            for c in (c for c in changes[host] if c.needed):
+        for host, cs in pending.items():
+            for c in cs:
                 result, reason = _attempt(tried_gates.get((host, c.release.service)),
                                           tried_results.get(host), scope)
                 if host in restored and not restored[host]:
                     result, reason = "rollback_failed", f"{reason}; the rollback failed too"
                 entries.setdefault(host, []).append(entry(
-                    now, self.who, self.action, host, c.release, c.before, result, reason))
+                    now, self.who, self.action, host, c.release, c.before, result,
+                    self.redact(reason)))
         for host in touched if scope == "fleet" else []:
             for c in (c for c in changes[host] if c.needed):
-                back = cmd.Release(c.release.service, (c.before or {}).get("tag") or "",
-                                   c.release.repository, (c.before or {}).get("digest") or "",
-                                   c.release.profile_hash)
                 entries.setdefault(host, []).append(entry(
-                    now, self.who, "auto-rollback", host, back,
-                    {"tag": c.release.tag, "digest": c.release.digest},
+                    now, self.who, "auto-rollback", host, back_release(c.release, c.before),
+                    Version.of(c.release).to_dict(),
                     "ok" if restored[host] else "rollback_failed",
                     f"wave {number} failed (auto_rollback: fleet)"))
+        outcome.lines += self._restore_lines(hosts, restored, gates, results, changes)
+        self.record(entries, states)
+
+    def _restore_lines(self, hosts, restored, gates, results, changes) -> list[str]:
+        lines = []
         for host in hosts:
-            ok = restored[host]
             lost = results.get(host) is not None and results[host].unreachable
-            state = ("serving its previous version" if ok else
+            state = ("serving its previous version" if restored[host] else
                      "LOST, not rolled back" if lost else "ROLLBACK FAILED: check it by hand")
             back = [s for (h, s), gate in sorted(gates.items()) if h == host and gate.passed]
-            outcome.lines.append(f"  {host}: {state}"
-                                 + (f" (restored and healthy: {', '.join(back)})" if back else ""))
+            lines.append(f"  {host}: {state}"
+                         + (f" (restored and healthy: {', '.join(back)})" if back else ""))
             for (h, s), gate in sorted(gates.items()):
                 if h == host and not gate.passed:
-                    outcome.lines.append(f"    {s}: restore gate: {gate.reason}; {gate.answer}")
-            if results.get(host) is not None and results[host].unreachable:
-                outcome.lines += _lost_lines(host, results[host].unreachable, changes[host],
-                                             self.action, self.tag)
-        self.record(entries, states)
+                    lines.append(self.redact(f"    {s}: restore gate: {gate.reason}; {gate.answer}"))
+            if results.get(host) is not None and not results[host].ok and not lost:
+                lines.append(f"    {host}: {', '.join(results[host].failed)}")
+            if lost:
+                lines += _lost_lines(host, results[host].unreachable, changes.get(host, []),
+                                     self.action, self.tag)
+        return lines
+
+    # -- a paused rollout -------------------------------------------------------------------------
+    def paused_record(self, waves: list[list[str]], changes: dict[str, list[Change]]) -> dict:
+        """What a manual pause leaves for promote and abort, per host and service: `to`, the
+        release (digest, profile, config with the secret versions) the canary runs or the
+        batches will run; and on the canary, `from`, exactly what it replaced, and `state`,
+        state.json's entry before the rollout."""
+        canary = set(waves[0]) if waves else set()
+        record: dict = {}
+        for host in (h for w in waves for h in w):
+            for c in changes.get(host, []):
+                if host in canary and not c.needed:
+                    continue
+                row = {"to": release_doc(c.release)}
+                if host in canary:
+                    row["from"] = c.before
+                    state = (self.last_facts.get(host).state if self.last_facts.get(host)
+                             else {}).get(c.release.service)
+                    row["state"] = state
+                record.setdefault(host, {})[c.release.service] = row
+        return record
+
+
+def release_doc(release: cmd.Release) -> dict:
+    return {"service": release.service, "tag": release.tag, "repository": release.repository,
+            "digest": release.digest, "profile_hash": release.profile_hash,
+            "config": release.config}
+
+
+def release_of(doc: dict) -> cmd.Release:
+    return cmd.Release(doc["service"], doc["tag"], doc["repository"], doc["digest"],
+                       doc["profile_hash"], doc.get("config") or "")
+
+
+def back_release(release: cmd.Release, before: dict | None) -> cmd.Release:
+    """The release a rollback returns a change to (no digest: back to running nothing), for
+    its ledger line."""
+    before = before or {}
+    return cmd.Release(release.service, before.get("tag") or "", release.repository,
+                       before.get("digest") or "", before.get("profile_hash") or
+                       release.profile_hash)
+
+
+def _failed_hosts(pending: dict, swapped: dict, gates: dict) -> list[str]:
+    """Hosts whose swap failed, or where a started service's gate did not pass."""
+    def passed(host: str, c: Change) -> bool:
+        verdict = gates.get((host, c.release.service))
+        return verdict is not None and verdict.passed
+    return sorted(h for h, cs in pending.items()
+                  if swapped.get(h) is None or not swapped[h].ok
+                  or not all(passed(h, c) for c in cs))
 
 
 def _lost_lines(host: str, why: str, changes: list[Change], action: str, tag: str) -> list[str]:

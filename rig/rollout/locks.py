@@ -1,16 +1,28 @@
-"""The lock every mutating command takes on every host it changes (rollout, rollback,
-bootstrap): /var/lib/rig/rollout.lock, created with noclobber, naming who holds it, from which
-machine and process, since when, with a heartbeat a live holder refreshes."""
+"""The lock every mutating command takes on every host it changes (rollout, rollback, promote,
+abort, stop/start, bootstrap, prune): /var/lib/rig/rollout.lock, naming who holds it, from which
+machine and process, since when, with a heartbeat the live holder refreshes while it works.
+
+Rules (pure, in `may_take`):
+- a free host is taken; a held one is refused, naming the holder;
+- --break-lock takes a lock whose holder is dead (its pid gone on this machine), stale (no
+  heartbeat for lock_stale_after) or malformed; a live holder (fresh heartbeat) or a paused
+  rollout only with --force;
+- promote and abort take over exactly the paused rollout they name (its id), nothing else.
+Every take-over is a compare-and-swap on the file's sha256 (commands/lock.py), done host by
+host in name order: of two racing commands exactly one wins the first host, and the other
+stops there, told who won."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
 from datetime import UTC, datetime
 
-from ..commands import container as cmd
+import gevent
+
+from ..commands import lock as cmd
+from ..commands.lock import LOCK_FILE
 from ..ledger import operator
 from ..proc import pid_running
 
@@ -21,82 +33,192 @@ def holder(action: str, tag: str) -> dict:
             "pid": os.getpid(), "machine": socket.gethostname(), "id": f"{who}-{time.time_ns()}"}
 
 
+def _when(stamp) -> str:
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") \
+        if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) and stamp > 0 else "?"
+
+
+def liveness(lock: dict, stale_after: float, now: float, machine: str | None = None,
+             alive=pid_running) -> str:
+    """malformed, paused, dead (its pid is gone on this machine), stale, or live."""
+    if "malformed" in lock:
+        return "malformed"
+    if lock.get("paused"):
+        return "paused"
+    pid = lock.get("pid")
+    if lock.get("machine") == (machine or socket.gethostname()) and isinstance(pid, int) \
+            and not isinstance(pid, bool) and not alive(pid):
+        return "dead"
+    beat = lock.get("heartbeat", lock.get("since"))
+    if not isinstance(beat, (int, float)) or isinstance(beat, bool) or now - beat > stale_after:
+        return "stale"
+    return "live"
+
+
 def describe_lock(lock: dict, stale_after: float, now: float, machine: str | None = None,
                   alive=pid_running) -> str:
-    """Who holds it and whether it is alive: a holder on this machine whose pid is gone is dead;
-    otherwise a lock whose heartbeat is older than stale_after is stale."""
-    since = lock.get("since", 0)
-    beat = lock.get("heartbeat", since)
-    age = now - beat if isinstance(beat, (int, float)) else 0
-    when = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") \
-        if isinstance(since, (int, float)) and since else "?"
-    text = (f"locked by {lock.get('operator', '?')} since {when} "
-            f"({lock.get('action', 'rollout')} {lock.get('tag', '')}, pid {lock.get('pid', '?')})")
-    if lock.get("paused"):
-        paused = lock.get("paused_since")
-        at = datetime.fromtimestamp(paused, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") \
-            if isinstance(paused, (int, float)) else "?"
-        return (f"paused rollout {lock.get('tag', '?')} by {lock.get('operator', '?')} since {at}, "
-                "after its canary: `rig promote` continues it, `rig abort` rolls the canary back")
-    machine = machine or socket.gethostname()
-    pid = lock.get("pid")
-    if lock.get("machine") == machine and isinstance(pid, int) and not alive(pid):
-        return text + f"; holder pid {pid} on this machine is not running: --break-lock is safe"
-    if age > stale_after:
-        return text + f"; stale (no heartbeat for {age / 3600:.1f} h): --break-lock removes it"
-    return text + "; wait for it, or --break-lock if that rollout is dead"
+    """Who holds it and whether it is alive, and what --break-lock would do."""
+    kind = liveness(lock, stale_after, now, machine, alive)
+    if kind == "malformed":
+        return (f"malformed lock file {LOCK_FILE} ({lock['malformed']}): --break-lock "
+                "removes it")
+    if kind == "paused":
+        return (f"paused rollout {lock.get('tag', '?')} by {lock.get('operator', '?')} since "
+                f"{_when(lock.get('paused_since'))}, after its canary: `rig promote` continues "
+                "it, `rig abort` rolls the canary back")
+    text = (f"locked by {lock.get('operator', '?')} since {_when(lock.get('since'))} "
+            f"({lock.get('action', 'rollout')} {lock.get('tag', '')}, pid {lock.get('pid', '?')}"
+            f" on {lock.get('machine', '?')})")
+    if kind == "dead":
+        return text + f"; holder pid {lock.get('pid')} on this machine is not running: " \
+            "--break-lock is safe"
+    beat = lock.get("heartbeat", lock.get("since"))
+    if kind == "stale":
+        age = now - beat if isinstance(beat, (int, float)) else None
+        return text + (f"; stale (no heartbeat for {age / 3600:.1f} h)" if age is not None
+                       else "; stale (no heartbeat recorded)") + ": --break-lock removes it"
+    return text + f"; alive (heartbeat {max(0.0, now - beat):.0f} s ago): wait for it, or " \
+        "--break-lock --force if you know it is dead"
+
+
+def may_take(lock: dict | None, stale_after: float, now: float, break_lock: bool = False,
+             force: bool = False, adopt: str | None = None, machine: str | None = None,
+             alive=pid_running) -> str | None:
+    """None when this command may take the host's lock as it is now, else why not (one line)."""
+    if lock is None:
+        return None if adopt is None else "not locked: the paused rollout's lock is gone"
+    if adopt is not None:
+        if lock.get("id") == adopt and lock.get("paused"):
+            return None
+        return ("locked by another rollout: " + describe_lock(lock, stale_after, now, machine, alive))
+    kind = liveness(lock, stale_after, now, machine, alive)
+    if break_lock and (force or kind in ("malformed", "dead", "stale")):
+        return None
+    text = describe_lock(lock, stale_after, now, machine, alive)
+    if break_lock and kind == "paused":
+        return text + "; --break-lock --force drops it (the canary keeps what it runs)"
+    if break_lock:
+        return text.split("; alive")[0] + "; its heartbeat is fresh, so --break-lock refuses: " \
+            "wait for it, or --break-lock --force if you know it is dead"
+    return text
 
 
 class HostLocks:
-    """Take, refresh and release the lock on a session's hosts."""
+    """Take, refresh (a heartbeat in the background) and release the lock on a session's hosts."""
 
     def __init__(self, session, stale_after: float, action: str, tag: str):
         self.session, self.stale_after = session, stale_after
         self.holder = holder(action, tag)
         self.locked: list[str] = []
+        self.replaced: dict[str, tuple[bytes, str]] = {}  # host -> (what we took over, our sha)
+        self.lost: dict[str, str] = {}       # host -> who holds it now (our lock was broken)
+        self._beater = None
 
-    def take(self, break_lock: bool) -> list[str]:
-        """Take every host's lock; on any problem release those taken and return the problems."""
-        problems = []
-        for host in self.session.names():
-            if break_lock:
-                self.session.shell(host, cmd.lock_break())
-            result = self.session.shell(host, cmd.lock_take(self.holder))
-            if result.ok and result.stdout.startswith("TAKEN"):
-                self.locked.append(host)
-            elif not result.ok:
-                problems.append(f"{host}: could not take the lock: {' '.join(result.stderr[-2:])}")
-            else:
-                lock = _held(result.stdout)
-                problems.append(f"{host}: {describe_lock(lock, self.stale_after, time.time())}")
+    @property
+    def beat_every(self) -> float:
+        """Often enough that no live holder is ever seen as stale."""
+        return max(1.0, min(30.0, self.stale_after / 4))
+
+    def take(self, break_lock: bool = False, force: bool = False,
+             adopt: str | None = None) -> list[str]:
+        """Take every host's lock, in name order; at the first refusal stop, give back what was
+        taken and return why. With adopt, only the paused rollout of that id is taken over."""
+        problems: list[str] = []
+        for host in sorted(self.session.names()):
+            why = self._take_one(host, break_lock, force, adopt)
+            if why:
+                problems.append(f"{host}: {why}")
+                break
         if problems:
-            self.release()
+            self._give_back()
+        self.replaced = {}
         return problems
 
-    def heartbeat(self) -> None:
-        """A live holder says so (between waves): an old-but-live lock is never called stale."""
+    def _give_back(self) -> None:
+        """take() failed part-way: locks taken over are put back as they were (a paused
+        rollout keeps its lock), locks created are released."""
+        for host, (raw, ours) in self.replaced.items():
+            answer = self.session.shell(host, cmd.put_back(raw, ours))
+            if answer.ok and answer.stdout.startswith("TAKEN"):
+                self.locked.remove(host)
+        self.replaced = {}
+        self.release()
+
+    def _take_one(self, host: str, break_lock: bool, force: bool, adopt: str | None) -> str | None:
+        ours = cmd.content(self.holder)
+        answer = self.session.shell(host, cmd.take(self.holder))
+        word, sha, lock, raw = cmd.parse_answer(answer.stdout) if answer.ok else ("", None, None, b"")
+        if not answer.ok or word not in ("TAKEN", "HELD"):
+            return "could not take the lock: " + (" ".join(answer.stderr[-2:]) or
+                                                   answer.stdout.strip()[:200] or "no answer")
+        if word == "TAKEN":
+            if adopt is not None:  # the paused rollout's lock is gone: give this one back
+                self.locked.append(host)
+                return "not locked: the paused rollout's lock is gone"
+            self.locked.append(host)
+            return None
+        why = may_take(lock, self.stale_after, time.time(), break_lock, force, adopt)
+        if why:
+            return why
+        answer = self.session.shell(host, cmd.take(self.holder, expect=sha))
+        word, _, now_held, _ = cmd.parse_answer(answer.stdout) if answer.ok else ("", None, None, b"")
+        if word != "TAKEN":
+            who = describe_lock(now_held, self.stale_after, time.time()) if now_held else \
+                (" ".join(answer.stderr[-2:]) or "no answer")
+            return f"the lock changed while taking it over: {who}"
+        self.locked.append(host)
+        self.replaced[host] = (raw, cmd.digest(ours))
+        return None
+
+    def heartbeat(self) -> list[str]:
+        """A live holder says so; returns the hosts where the lock is no longer ours (noted in
+        .lost with who holds it now: someone forced it away)."""
         self.holder["heartbeat"] = time.time()
-        for host in self.locked:
-            self.session.shell(host, cmd.lock_refresh(self.holder))
+        gone = []
+        for host in list(self.locked):
+            answer = self.session.shell(host, cmd.refresh(self.holder))
+            word, _, lock, _ = cmd.parse_answer(answer.stdout) if answer.ok else ("", None, None, b"")
+            if word == "GONE":
+                self.locked.remove(host)
+                self.lost[host] = describe_lock(lock, self.stale_after, time.time()) if lock \
+                    else "no lock at all"
+                gone.append(host)
+        return gone
+
+    def start_beating(self) -> None:
+        """Refresh the heartbeat every beat_every seconds until release() or pause()."""
+        def beat():
+            while True:
+                gevent.sleep(self.beat_every)
+                self.heartbeat()
+        if self._beater is None:
+            self._beater = gevent.spawn(beat)
+
+    def _stop_beating(self) -> None:
+        if self._beater is not None:
+            self._beater.kill(block=True, timeout=5)
+            self._beater = None
 
     def pause(self, info: dict) -> None:
-        """Keep the locks for a paused rollout: rewritten with `info` (paused, the remaining
-        waves) and a fresh heartbeat, and no longer released by this process."""
+        """Keep the locks for a paused rollout: rewritten with `info` (paused, its record) and
+        a fresh heartbeat, and no longer released by this process."""
+        self._stop_beating()
         self.holder.update(info)
         self.heartbeat()
         self.locked = []
 
     def release(self) -> list[str]:
-        """Release every lock taken; returns the hosts where that failed."""
-        failed = [h for h in self.locked
-                  if not self.session.shell(h, cmd.lock_release(self.holder["id"])).ok]
+        """Release every lock taken; returns the hosts where that failed. A lock that is no
+        longer ours is left to its new holder and named in .lost."""
+        self._stop_beating()
+        failed = []
+        for host in self.locked:
+            answer = self.session.shell(host, cmd.release(self.holder["id"]))
+            word, _, lock, _ = cmd.parse_answer(answer.stdout) if answer.ok else ("", None, None, b"")
+            if word == "GONE":
+                self.lost[host] = describe_lock(lock, self.stale_after, time.time()) \
+                    if lock else "no lock at all"
+            elif word != "RELEASED":
+                failed.append(host)
         self.locked = []
         return failed
-
-
-def _held(stdout: str) -> dict:
-    try:
-        value = json.loads(stdout.split("\n", 1)[1]) if "\n" in stdout else {}
-    except ValueError:
-        value = {}
-    return value if isinstance(value, dict) else {}

@@ -1,7 +1,7 @@
-"""The rollout's control flow without hosts: the engine and the ops layer against a fake
-session that records the deploys it is asked to run and answers with scripted facts and gate
-results. Waves, the canary, what counts as a change, rollback scope, Ctrl-C between waves,
-locks on every path, ledger rows."""
+"""The rollout's control flow without hosts: the engine and the ops layer against a fake fleet
+(tests/unit/fakes.py) that answers like hosts do: containers swap, probes answer from a script,
+the lock file follows the lock scripts' rules, time is a fake clock. Waves, the canary, what
+counts as a change, rollback scope, Ctrl-C between waves, locks on every path, ledger rows."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ from rig.commands import container as cmd
 from rig.errors import RigError
 from rig.ops import rollout as ops
 from rig.rollout.engine import Change, Rollout
-from rig.rollout.gate import Verdict
-from rig.runner import HostResult
-from rig.secrets import SecretStore
-from tasks.rollout import Container, RolloutFacts, record, roll_back, roll_out, watch
+from tasks.rollout import Container, RolloutFacts
 from tasks.util import Shell
+
+from .fakes import FakeJob, FakeSession
 
 SERVICE = "affective_processing_center"  # runs on every host
 
@@ -35,76 +34,6 @@ def running(fleet, host, digest="sha256:old", tag="T1", profile_hash=None):
                      profile_hash or fleet.profile_of(host).content_hash())
 
 
-class FakeSession:
-    """Records run(deploy, hosts, ...) calls; gates fail for the (host, service) in `failing`."""
-
-    def __init__(self, fleet, hosts, failing=(), held=(), pull_fails=(), record_fails=(),
-                 watch_fails=()):
-        self.hosts, self.failing, self.held = list(hosts), set(failing), set(held)
-        self.watch_fails = set(watch_fails)
-        self.pull_fails, self.record_fails = set(pull_fails), set(record_fails)
-        self.facts_by_host = {h: RolloutFacts(docker_active=True,
-                                              profile_hash=fleet.profile_of(h).content_hash())
-                              for h in hosts}
-        self.runs: list[tuple[str, list[str], dict]] = []
-        self.commands: list[tuple[str, str]] = []
-        self.locks: set[str] = set()
-        self.after_run = None
-
-    def names(self):
-        return list(self.hosts)
-
-    def facts(self, fact_cls):
-        return dict(self.facts_by_host)
-
-    def shell(self, name, command, stdin=None, timeout=None):
-        self.commands.append((name, str(command)))
-        if "set -C" in command:
-            if name in self.held:
-                return Shell(True, 'HELD\n{"operator": "bo@x", "since": 1, "pid": 7}', [])
-            self.locks.add(name)
-            return Shell(True, "TAKEN", [])
-        if "grep -qF" in command:
-            self.locks.discard(name)
-        return Shell(True, "", [])
-
-    def run(self, deploy, hosts=None, **kwargs):
-        name = {roll_out: "roll_out", roll_back: "roll_back", record: "record",
-                watch: "watch"}[deploy]
-        self.runs.append((name, list(hosts), kwargs))
-        results = {}
-        for host in hosts:
-            ok = True
-            if name == "roll_out" and host in self.pull_fails:
-                results[host] = HostResult(host, failed=[f"Roll out | {SERVICE}: run T2"])
-                continue
-            if name == "record" and host in self.record_fails:
-                results[host] = HostResult(host, unreachable="No route to host")
-                continue
-            if name == "roll_out":
-                for r in kwargs["releases"].get(host, []):
-                    passed = (host, r.service) not in self.failing
-                    kwargs["results"][(host, r.service)] = Verdict(passed, "judged", "200 {}")
-                    ok = ok and passed
-            elif name == "watch":
-                for service in kwargs["services"].get(host, []):
-                    passed = (host, service) not in self.watch_fails
-                    kwargs["results"][(host, service)] = Verdict(
-                        passed, "healthy for 30.0 s" if passed else "unhealthy 3 times in a row",
-                        "200 {}" if passed else '200 {"status": "degraded"}')
-                    ok = ok and passed
-            elif name == "roll_back":
-                for service in kwargs["services"].get(host, {}):
-                    kwargs["results"][(host, service)] = Verdict(True, "restored")
-            results[host] = HostResult(host, failed=[] if ok else ["health gate"])
-        if self.after_run:
-            self.after_run(self)
-        return results
-
-    def deploys(self):
-        return [(name, hosts) for name, hosts, _ in self.runs]
-
-
 def changes_for(fleet, session, digest="sha256:new"):
     return {h: [Change(h, release(fleet, h, digest), session.facts_by_host[h].running(SERVICE),
                        session.facts_by_host[h].state.get(SERVICE))]
@@ -113,6 +42,14 @@ def changes_for(fleet, session, digest="sha256:new"):
 
 def engine(fleet, session):
     return Rollout(session, fleet, lambda line: None, "rollout", "T2")
+
+
+def with_running(fleet, session, digest="sha256:old", tag="T1"):
+    """Every host runs SERVICE at `digest`, recorded healthy in state.json."""
+    for h in session.hosts:
+        session.facts_by_host[h].containers = {cmd.current(SERVICE): running(fleet, h, digest, tag)}
+        session.facts_by_host[h].state = {SERVICE: {"tag": tag, "digest": digest}}
+    return session
 
 
 def test_canary_first_then_batches_and_ledger_ok_rows(fleet):
@@ -191,23 +128,6 @@ def test_ctrl_c_stops_between_waves(fleet):
 
 
 # -- the ops layer: locks on every path ---------------------------------------------------------
-class FakeJob:
-    def __init__(self, fleet, session):
-        self.fleet, self._session = fleet, session
-        self.secrets = SecretStore(fleet)
-
-    def session(self, hosts, say=None):
-        session = self._session
-
-        class Ctx:
-            def __enter__(self):
-                return session
-
-            def __exit__(self, *exc):
-                return False
-        return Ctx()
-
-
 def execute(fleet, session, resolve=None, opts=None):
     rel = {h: [release(fleet, h)] for h in session.hosts}
     resolve = resolve or (lambda facts: (rel, [], []))
@@ -241,7 +161,8 @@ def test_a_held_lock_fails_pre_flight_and_releases_the_others(fleet):
     with pytest.raises(RigError) as caught:
         execute(fleet, session)
     assert caught.value.lines[0].startswith("pc2: locked by bo@x")
-    assert session.locks == set() and session.runs == []
+    assert session.locks == {"pc2"} and session.lock("pc2")["id"] == "bo@x-1"  # theirs stays
+    assert session.runs == []
 
 
 def test_rollback_resolves_the_previous_version_from_state(fleet):
@@ -260,7 +181,8 @@ def test_a_container_never_gated_to_the_end_is_gated_again(fleet):
     unfinished = Change("mainpc", release(fleet, "mainpc"), new,
                         recorded={"tag": "T1", "digest": "sha256:old"})
     assert unfinished.needed and unfinished.unfinished
-    assert unfinished.before == {"tag": "T1", "digest": "sha256:old", "config_hash": None}
+    assert unfinished.before == {"tag": "T1", "digest": "sha256:old", "config_hash": None,
+                                 "profile_hash": None}
     first_install = Change("mainpc", release(fleet, "mainpc"), new, recorded=None)
     assert first_install.needed and first_install.before is None
     done = Change("mainpc", release(fleet, "mainpc"), new,
@@ -287,7 +209,7 @@ def test_ctrl_c_while_taking_locks_releases_those_taken(fleet):
     taken = session.shell
 
     def shell(name, command, stdin=None, timeout=None):
-        if "set -C" in command and name == "pc2":
+        if " take " in command and name == "pc2":
             raise KeyboardInterrupt
         return taken(name, command, stdin, timeout)
     session.shell = shell
@@ -380,45 +302,40 @@ def test_history_merges_every_hosts_ledger_by_time_and_skips_torn_lines():
 def test_a_second_signal_stops_the_gates_and_rolls_the_wave_back_as_interrupted(fleet):
     import signal
 
-    from tasks.rollout import STOPPED
+    from rig.rollout.probing import STOPPED
 
     fleet = three_hosts(fleet)
-    session = FakeSession(fleet, ["mainpc", "pc2", "node3"])
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"], loading={("mainpc", SERVICE): 60})
     rollout = engine(fleet, session)
-    real_run = session.run
+    probes = []
 
-    def run(deploy, hosts=None, **kwargs):  # both signals arrive while the canary is gated
-        if deploy is roll_out:
-            rollout._interrupt(signal.SIGINT)
-            rollout._interrupt(signal.SIGINT)
-            assert kwargs["abort"].is_set()
-            for r in kwargs["releases"]["mainpc"]:
-                kwargs["results"][("mainpc", r.service)] = Verdict(False, STOPPED)
-            return {"mainpc": HostResult("mainpc", failed=["health gate"])}
-        return real_run(deploy, hosts, **kwargs)
-    session.run = run
+    def on_shell(s, host, command):  # both signals arrive while the canary loads
+        if "probe $(date" in command:
+            probes.append(host)
+            if len(probes) == 3:
+                rollout._interrupt(signal.SIGINT)
+                rollout._interrupt(signal.SIGINT)
+    session.on_shell = on_shell
     outcome = rollout.run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
     assert outcome.interrupted and outcome.signal == signal.SIGINT and not outcome.ok
+    assert len(probes) == 3 + 1   # no probe after the abort but the restored gate's first
     assert [h for n, h, _ in session.runs if n == "roll_back"] == [["mainpc"]]
-    assert [e["result"] for e in recorded_entries(session)["mainpc"]] == ["interrupted"]
+    [line] = recorded_entries(session)["mainpc"]
+    assert (line["result"], line["reason"]) == ("interrupted", STOPPED)
 
 
-def test_the_gate_stops_at_its_next_probe_once_aborted(monkeypatch, lab_fleet):
+def test_the_gate_stops_at_its_next_probe_once_aborted(lab_fleet):
     import threading
 
-    import tasks.rollout as tr
+    from rig.rollout import probing
 
     calls = []
-    monkeypatch.setattr(tr, "host_shell", lambda *a, **k: calls.append(a) or Shell(True, "", []))
-
-    class Host:
-        name = "mainpc"
-        data = {"rig_fleet": lab_fleet}
-    abort, results = threading.Event(), {}
+    abort = threading.Event()
     abort.set()
-    assert tr._gate(None, Host(), [SERVICE], results, (), abort) is False
-    assert results[("mainpc", SERVICE)].reason == tr.STOPPED
-    assert len(calls) == 1  # only the container's logs, no probe
+    verdicts = probing.gate(lambda c, t: calls.append(c) or Shell(True, "", []), lab_fleet,
+                            "mainpc", [SERVICE], abort=abort, sleep=lambda s: None)
+    assert verdicts[SERVICE].reason == probing.STOPPED and not verdicts[SERVICE].passed
+    assert calls == []  # no probe, and no logs fetched for an operator's stop
 
 
 def test_a_service_an_operator_stopped_is_left_stopped_and_named(fleet):
@@ -460,22 +377,26 @@ def test_a_timed_pause_watches_the_canary_then_goes_on(fleet):
     outcome = Rollout(session, fleet, lambda m: None, "rollout", "T2").run(
         [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session), pause=30.0)
     assert outcome.ok and not outcome.paused
-    assert [n for n, _ in session.deploys()][:3] == ["roll_out", "watch", "record"]
-    assert session.runs[1][2]["hold"] == 30.0 and session.runs[1][1] == ["mainpc"]
-    assert [n for n, _ in session.deploys()].count("watch") == 1  # the canary only
+    assert [n for n, _ in session.deploys()][:2] == ["roll_out", "record"]
+    # the canary watched for 30 s, probed every 0.5 s; the batches gated for min_healthy only
+    mainpc = [t for h, c, t in session.commands if h == "mainpc" and "probe $(date" in c]
+    pc2 = [t for h, c, t in session.commands if h == "pc2" and "probe $(date" in c]
+    assert len(mainpc) > 60 and len(pc2) < 10
 
 
 def test_a_canary_that_degrades_during_the_pause_is_rolled_back_like_a_failed_gate(fleet):
     fleet = three_hosts(fleet)
-    session = FakeSession(fleet, ["mainpc", "pc2", "node3"], watch_fails={("mainpc", SERVICE)})
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"],
+                                              watch_fails={("mainpc", SERVICE)}))
     outcome = Rollout(session, fleet, lambda m: None, "rollout", "T2").run(
         [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session), pause=30.0)
     assert not outcome.ok
-    assert [n for n, _ in session.deploys()] == ["roll_out", "watch", "roll_back", "record"]
+    assert [n for n, _ in session.deploys()] == ["roll_out", "roll_back", "record"]
     assert "later waves not touched: pc2, node3" in outcome.lines
     [line] = recorded_entries(session)["mainpc"]
     assert (line["result"], line["reason"]) == (
         "failed", 'unhealthy 3 times in a row; answered: 200 {"status": "degraded"}')
+    assert session.running("mainpc", SERVICE).digest == "sha256:old"
 
 
 def test_a_manual_pause_stops_after_the_canary_recorded_and_keeps_its_previous(fleet):
@@ -499,3 +420,147 @@ def test_pause_values():
     assert ops.options_from(pause="0").pause == "none" and ops.options_from().pause is None
     with pytest.raises(RigError, match="--pause soon: pause must be a duration"):
         ops.options_from(pause="soon")
+
+
+# -- gates of any length, lost and frozen hosts, failed rollbacks -------------------------------
+def slow_fleet(fleet, start_period=900.0, host_timeout=30.0):
+    """SERVICE loads like a model server: a start period of 15 minutes, a 30 s host_timeout."""
+    fleet = three_hosts(fleet)
+    services = dict(fleet.services)
+    spec = services[SERVICE]
+    services[SERVICE] = spec.model_copy(update={"health": spec.health.model_copy(
+        update={"start_period": start_period})})
+    rollout = fleet.rollout.model_copy(update={"host_timeout": host_timeout})
+    return fleet.model_copy(update={"services": services, "rollout": rollout})
+
+
+def test_a_gate_longer_than_host_timeout_passes_one_short_probe_at_a_time(fleet):
+    fleet = slow_fleet(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"], loading={("mainpc", SERVICE): 600})
+    outcome = engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]],
+                                         changes_for(fleet, session))
+    assert outcome.ok
+    assert outcome.gate_seconds >= 600
+    probes = [t for h, c, t in session.commands if "probe $(date" in c]
+    assert max(probes) < fleet.rollout.host_timeout        # no command waits that long
+    assert len([1 for h, c, _ in session.commands if h == "mainpc" and "probe" in c]) > 600
+
+
+def test_a_service_still_loading_after_its_start_period_fails_its_gate(fleet):
+    fleet = slow_fleet(fleet, start_period=60.0)
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"],
+                                              loading={("mainpc", SERVICE): 600}))
+    outcome = engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]],
+                                         changes_for(fleet, session))
+    assert not outcome.ok
+    assert any('unhealthy 3 times in a row; answered: 503 {"status": "loading"}' in line
+               for line in outcome.lines)
+    assert session.running("mainpc", SERVICE).digest == "sha256:old"   # back on the old one
+
+
+def test_a_host_frozen_during_its_gate_is_lost_not_waited_for(fleet):
+    fleet = three_hosts(fleet)
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"], frozen={"pc2"}))
+    outcome = engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]],
+                                         changes_for(fleet, session))
+    assert not outcome.ok
+    assert "  pc2: LOST, not rolled back" in outcome.lines
+    assert any(line.startswith("    pc2 LOST: ") for line in outcome.lines)
+    assert [h for n, h in session.deploys() if n == "roll_out"] == [["mainpc"], ["pc2"]]
+    assert any(line.startswith("pc2: could not write the ledger/state.json") for line in outcome.lines)
+
+
+def test_a_host_lost_in_its_wave_is_reported_lost_and_later_waves_untouched(fleet):
+    fleet = three_hosts(fleet)
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"],
+                                              lost_in_wave={"pc2"}))
+    outcome = engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]],
+                                         changes_for(fleet, session))
+    assert not outcome.ok and "later waves not touched: node3" in outcome.lines
+    assert "  pc2 affective_processing_center: not started (connection lost: Socket is closed)" \
+        in outcome.lines
+    assert "  pc2: LOST, not rolled back" in outcome.lines
+
+
+def test_a_rollback_that_fails_is_recorded_as_rollback_failed(fleet):
+    fleet = three_hosts(fleet)
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"],
+                                              failing={("mainpc", SERVICE)},
+                                              rollback_fails={"mainpc"}))
+    outcome = engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]],
+                                         changes_for(fleet, session))
+    assert "  mainpc: ROLLBACK FAILED: check it by hand" in outcome.lines
+    [line] = recorded_entries(session)["mainpc"]
+    assert line["result"] == "rollback_failed"
+    assert line["reason"].endswith("; the rollback failed too")
+
+
+def test_no_secret_value_in_the_report_or_the_ledger(fleet):
+    from rig.secrets import Secret
+
+    fleet = three_hosts(fleet)
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"],
+                                              failing={("mainpc", SERVICE)}))
+    rollout = engine(fleet, session)
+    rollout.secrets._read["model_ops_coordinator"] = {"HF_TOKEN": Secret("hunter2-secret-value",
+                                                                         "env HF_TOKEN")}
+    outcome = rollout.run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    text = "\n".join(outcome.lines) + repr(recorded_entries(session))
+    assert "hunter2" not in text and "    | HF_TOKEN=[secret]" in outcome.lines
+
+
+def test_a_rollout_whose_lock_was_taken_over_stops_before_the_next_wave(fleet):
+    from rig.rollout.locks import HostLocks
+
+    fleet = three_hosts(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"])
+    rollout = engine(fleet, session)
+    assert rollout.take_locks() == []
+
+    def steal(s):
+        if len(s.runs) == 2:  # wave 1 ran and was recorded: someone forces the locks away
+            assert HostLocks(s, 3600, "rollout", "T9").take(break_lock=True, force=True) == []
+            rollout.locks.heartbeat()
+    session.after_run = steal
+    outcome = rollout.run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    rollout.release_locks()
+    assert not outcome.ok
+    assert [h for n, h in session.deploys() if n == "roll_out"] == [["mainpc"]]
+    assert any(line.startswith("pc2: this rollout's lock was taken over: locked by")
+               for line in outcome.lines)
+    assert "stopped before wave 2: pc2 not touched" in outcome.lines
+
+
+def test_a_manual_pause_records_what_the_canary_replaced_and_what_the_batches_will_run(fleet):
+    fleet = three_hosts(fleet)
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"]))
+    rollout = engine(fleet, session)
+    rollout.facts()
+    changes = changes_for(fleet, session)
+    outcome = rollout.run([["mainpc"], ["pc2"], ["node3"]], changes, pause="manual")
+    assert outcome.paused == [["pc2"], ["node3"]]
+    record = rollout.paused_record([["mainpc"], ["pc2"], ["node3"]], changes)
+    assert set(record) == {"mainpc", "pc2", "node3"}
+    row = record["mainpc"][SERVICE]
+    assert row["to"]["digest"] == "sha256:new" and row["to"]["config"] == ""
+    assert row["from"] == {"digest": "sha256:old", "tag": "T1", "config_hash": None,
+                           "profile_hash": fleet.profile_of("mainpc").content_hash()}
+    assert row["state"] == {"tag": "T1", "digest": "sha256:old"}
+    assert set(record["pc2"][SERVICE]) == {"to"}       # not run yet: nothing replaced
+
+
+def test_rollback_after_a_crash_goes_to_the_last_version_recorded_healthy(fleet):
+    from rig.ops.rollout import previous_target
+
+    crashed = RolloutFacts(state={SERVICE: {"tag": "T1", "digest": "sha256:1",
+                                            "previous": {"tag": "T0", "digest": "sha256:0"}}})
+    crashed.containers = {cmd.current(SERVICE): running(fleet, "mainpc", "sha256:2", "T2")}
+    healthy = RolloutFacts(state={SERVICE: {"tag": "T1", "digest": "sha256:1",
+                                            "previous": {"tag": "T0", "digest": "sha256:0"}}})
+    healthy.containers = {cmd.current(SERVICE): running(fleet, "pc2", "sha256:1", "T1")}
+    notes: list[str] = []
+    target = previous_target({"mainpc": crashed, "pc2": healthy}, notes)
+    assert target("mainpc", SERVICE) == ("T1", "sha256:1")
+    assert target("pc2", SERVICE) == ("T0", "sha256:0")
+    assert notes == [f"mainpc {SERVICE}: runs T2 (2), which state.json never recorded as "
+                     "healthy (an interrupted rollout); going back to the last healthy version, T1"]

@@ -244,54 +244,6 @@ def test_restore_commands():
     assert cmd.restore_commands("svc", False) == ["docker rm -f rig-svc >/dev/null 2>&1 || true"]
 
 
-def test_lock_commands_never_clobber():
-    take = cmd.lock_take({"operator": "ops@ctl", "id": "ops@ctl-1"})
-    assert take == (
-        "install -d -m 0755 /var/lib/rig && { if ( set -C; printf %s "
-        "eyJpZCI6ICJvcHNAY3RsLTEiLCAib3BlcmF0b3IiOiAib3BzQGN0bCJ9 | base64 -d > "
-        "/var/lib/rig/rollout.lock ) 2>/dev/null; then echo TAKEN; else echo HELD; "
-        "cat /var/lib/rig/rollout.lock; fi; }")
-    assert cmd.lock_release("ops@ctl-1") == (
-        """{ grep -qF -- '"id": "ops@ctl-1"' /var/lib/rig/rollout.lock && """
-        "rm -f /var/lib/rig/rollout.lock; } || true")
-
-
-def test_lock_release_matches_the_exact_holder_even_with_odd_names():
-    """`Zoë` and `ops [ci]` were never released by a regex grep of the raw name."""
-    release = cmd.lock_release("Zoë-ops [ci]-1")
-    assert "grep -qF -- '\"id\": \"Zo\\u00eb-ops [ci]-1\"'" in release
-    take = cmd.lock_take({"id": "Zoë-ops [ci]-1"})
-    encoded = take.split("printf %s ")[1].split(" ")[0]
-    import base64
-    assert '"id": "Zo\\u00eb-ops [ci]-1"' in base64.b64decode(encoded).decode()
-
-
-def test_describe_lock_names_holder_and_staleness():
-    lock = {"operator": "ana@ctl", "since": 1_700_000_000, "action": "rollout", "tag": "T2", "pid": 42}
-    fresh = describe_lock(lock, 3600, 1_700_000_060)
-    assert fresh.startswith("locked by ana@ctl since 2023-11-14 22:13:20 UTC (rollout T2, pid 42)")
-    assert fresh.endswith("--break-lock if that rollout is dead")
-    assert describe_lock(lock, 3600, 1_700_000_000 + 7200).endswith(
-        "stale (no heartbeat for 2.0 h): --break-lock removes it")
-
-
-def test_a_live_holder_with_a_fresh_heartbeat_is_not_stale_and_a_dead_one_is_named():
-    lock = {"operator": "ana@ctl", "since": 1_000, "heartbeat": 9_000, "pid": 4242,
-            "machine": "ctl", "action": "rollout", "tag": "T2"}
-    live = describe_lock(lock, 3600, 10_000, machine="ctl", alive=lambda pid: True)
-    assert live.endswith("wait for it, or --break-lock if that rollout is dead")
-    dead = describe_lock(lock, 3600, 10_000, machine="ctl", alive=lambda pid: False)
-    assert dead.endswith("holder pid 4242 on this machine is not running: --break-lock is safe")
-    elsewhere = describe_lock(lock, 3600, 10_000, machine="other", alive=lambda pid: False)
-    assert "not running" not in elsewhere
-
-
-def test_lock_refresh_rewrites_only_our_own_lock():
-    refresh = cmd.lock_refresh({"id": "ops@ctl-1", "heartbeat": 5})
-    assert refresh.startswith("""{ grep -qF -- '"id": "ops@ctl-1"' /var/lib/rig/rollout.lock && """)
-    assert refresh.endswith("mv /var/lib/rig/rollout.lock.new /var/lib/rig/rollout.lock; } || true")
-
-
 # -- facts, ledger, state -------------------------------------------------------------------------
 FACT_LINES = [
     "--- docker", "active", "--- profile", "f" * 64, "--- containers",
@@ -325,7 +277,8 @@ def test_host_problems_before_any_change(lab_fleet):
     assert problems[0] == "pc2: the Docker engine is not running (run `rig bootstrap`)"
     assert problems[1] == "pc2: machine profile missing (run `rig bootstrap`)"
     assert problems[2].startswith("pc2: locked by bo@x since 1970-01-01 00:01:40 UTC")
-    assert len(host_problems(lab_fleet, facts, break_lock=True, now=200)) == 2
+    assert "--break-lock refuses" in host_problems(lab_fleet, facts, break_lock=True, now=200)[2]
+    assert len(host_problems(lab_fleet, facts, break_lock=True, now=100 + 3601)) == 2  # stale
 
 
 def test_ledger_entry_and_next_state():
@@ -361,3 +314,70 @@ def test_a_paused_rollouts_lock_says_what_to_run_not_dead_or_stale():
                          alive=lambda pid: False)
     assert text == ("paused rollout T2 by ops@ctl since 2025-11-13 02:13:20 UTC, after its canary: "
                     "`rig promote` continues it, `rig abort` rolls the canary back")
+
+
+# -- secrets, one file per version ----------------------------------------------------------------
+def test_each_secret_version_has_its_own_file_and_the_container_mounts_its_own(fleet):
+    hashes = {"HF_TOKEN": cmd.secret_hash("model_ops_coordinator", "HF_TOKEN", "v1")}
+    config = cmd.container_config(fleet, "mainpc", "model_ops_coordinator", RELEASE.digest,
+                                  "f" * 64, hashes)
+    release = cmd.Release(RELEASE.service, RELEASE.tag, RELEASE.repository, RELEASE.digest,
+                          "f" * 64, config)
+    assert release.secret_versions == hashes
+    path = f"/etc/rig/secrets/model_ops_coordinator/HF_TOKEN@{hashes['HF_TOKEN']}"
+    argv = cmd.run_argv(fleet, "mainpc", release)
+    assert f"{path}:/run/secrets/HF_TOKEN:ro" in argv
+    line = cmd.write_secret("model_ops_coordinator", "HF_TOKEN", hashes["HF_TOKEN"]).line
+    assert line.endswith(f"mv -f {path}.new {path}")
+    rotated = {"HF_TOKEN": cmd.secret_hash("model_ops_coordinator", "HF_TOKEN", "v2")}
+    assert cmd.secret_path("model_ops_coordinator", "HF_TOKEN", rotated["HF_TOKEN"]) != path
+
+
+def test_secrets_gc_keeps_what_containers_mount_and_removes_the_rest(tmp_path):
+    """Run for real by sh, with a `docker` stand-in that lists two containers' mounts."""
+    import subprocess
+
+    root = tmp_path / "secrets"
+    for name in ("a/HF_TOKEN@v1", "a/HF_TOKEN@v2", "a/HF_TOKEN@v3.new", "gone/KEY@v1", "b/X@v1"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("x")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    mounts = {"c1": [f"{root}/a/HF_TOKEN@v2", "/etc/rig/machine-profile.json"],
+              "c2": [f"{root}/b/X@v1"]}
+    docker = bin_dir / "docker"
+    docker.write_text("#!/bin/sh\n"
+                      'if [ "$1" = ps ]; then echo c1; echo c2; exit 0; fi\n'
+                      + "".join(f'[ "$4" = {c} ] && printf "%s\\n" {" ".join(m)}\n'
+                                for c, m in mounts.items()) + "exit 0\n")
+    docker.chmod(0o755)
+    line = cmd.secrets_gc().line.replace("/etc/rig/secrets", str(root))
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    subprocess.run(["sh", "-c", line], check=True, env=env, timeout=30)
+    left = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert left == ["a/HF_TOKEN@v2", "a/HF_TOKEN@v3.new", "b/X@v1"]
+    assert not (root / "gone").exists()
+    docker.write_text("#!/bin/sh\nexit 1\n")   # the engine does not answer: nothing goes
+    subprocess.run(["sh", "-c", line], check=True, env=env, timeout=30)
+    assert len([p for p in root.rglob("*") if p.is_file()]) == 3
+
+
+def test_a_service_name_ending_in_prev_is_refused_with_its_line(tmp_path):
+    import shutil
+
+    from rig.config import load_fleet
+
+    for name in ("fleet.yml", "profiles", "dockerfiles"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    text = (tmp_path / "fleet.yml").read_text()
+    text = text.replace("  affective_processing_center:", "  affective_processing_center-prev:", 1)
+    (tmp_path / "fleet.yml").write_text(text)
+    with pytest.raises(RigError) as caught:
+        load_fleet(tmp_path / "fleet.yml")
+    line = next(x for x in caught.value.lines if "-prev" in x)
+    number = text.splitlines().index("  affective_processing_center-prev:") + 1
+    assert line == (f"{tmp_path / 'fleet.yml'}:{number}: services.affective_processing_center-prev: "
+                    "service name 'affective_processing_center-prev' ends in '-prev', which names "
+                    "the kept container of service 'affective_processing_center' "
+                    "(rig-affective_processing_center-prev); choose another name")

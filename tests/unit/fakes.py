@@ -1,0 +1,248 @@
+"""A fake fleet for the rollout core: a session that answers like hosts do, and fails every way a
+host can. It keeps per host the containers, state.json and the lock file, runs the lock
+scripts' rules (commands/lock.py) on that file, answers health probes from a script per
+service, and keeps time on a fake clock the gate loop sleeps on.
+
+Faults: a gate that never passes (failing), a canary that degrades during its pause
+(watch_fails), a service that loads for a while (loading), a failed pull (pull_fails), a host
+lost in its wave (lost_in_wave), a probe that times out (frozen), a rollback that fails
+(rollback_fails), a ledger write that fails (record_fails), a lock held by someone else (held)
+or malformed (lock_files)."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import re
+import shlex
+
+from rig.commands import container as cmd
+from rig.commands.lock import LOCK_FILE
+from rig.runner import HostResult
+from tasks.rollout import Container, RolloutFacts, needs_restore, record, roll_back, roll_out
+from tasks.util import Shell
+
+OK_BODY = '{"status": "ok"}'
+PROBE = re.compile(r"printf '%s ' ([a-z0-9_.-]+);")
+
+
+def container_of(release, state="running") -> Container:
+    return Container(cmd.current(release.service), state, release.service, release.tag,
+                     release.digest, release.profile_hash, release.config_hash, release.config)
+
+
+class FakeSession:
+    def __init__(self, fleet, hosts, failing=(), held=(), pull_fails=(), record_fails=(),
+                 watch_fails=(), lost_in_wave=(), rollback_fails=(), frozen=(), loading=None,
+                 lock_files=None, start=1_700_000_000.0):
+        self.fleet, self.hosts = fleet, list(hosts)
+        self.failing, self.watch_fails = set(failing), set(watch_fails)
+        self.pull_fails, self.record_fails = set(pull_fails), set(record_fails)
+        self.lost_in_wave, self.rollback_fails = set(lost_in_wave), set(rollback_fails)
+        self.frozen = set(frozen)
+        self.loading = dict(loading or {})      # (host, service) -> seconds of 503 loading
+        self.now = start
+        self.facts_by_host = {h: RolloutFacts(docker_active=True,
+                                              profile_hash=fleet.profile_of(h).content_hash())
+                              for h in hosts}
+        self.lock_files: dict[str, bytes | None] = {h: None for h in hosts}
+        for h in held:
+            self.lock_files[h] = json.dumps({"operator": "bo@x", "since": 1, "pid": 7,
+                                             "id": "bo@x-1"}).encode()
+        self.lock_files.update(lock_files or {})
+        self.started: dict[tuple[str, str], float] = {}
+        self.runs: list[tuple[str, list[str], dict]] = []
+        self.commands: list[tuple[str, str, float | None]] = []
+        self.lost: dict[str, str] = {}
+        self.after_run = None
+        self.on_shell = None
+
+    # -- the session's interface -----------------------------------------------------------------
+    def names(self):
+        return list(self.hosts)
+
+    def facts(self, fact_cls):
+        facts = {}
+        for h in self.hosts:
+            f = copy.deepcopy(self.facts_by_host[h])
+            raw = self.lock_files.get(h)
+            if raw is None:
+                f.lock, f.lock_sha = None, None
+            else:
+                from rig.commands.lock import parse_lock
+                f.lock, f.lock_sha = parse_lock(raw.decode()), hashlib.sha256(raw).hexdigest()
+            facts[h] = f
+        return facts
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+    def clock(self):
+        return self.now
+
+    def shell(self, name, command, stdin=None, timeout=None):
+        command = str(command)
+        self.commands.append((name, command, timeout))
+        if self.on_shell:
+            self.on_shell(self, name, command)
+        if name in self.lost:
+            return Shell(False, "", [f"{name}: lost earlier in this run ({self.lost[name]})"])
+        if "flock" in command:
+            return self._lock(name, command)
+        if "probe $(date" in command:
+            if name in self.frozen:
+                self.lost[name] = f"no answer within {timeout:.0f} s"
+                self.now += timeout
+                return Shell(False, "", [f"no answer within {timeout:.0f} s"])
+            return Shell(True, "".join(self._probe(name, s) + "\n"
+                                       for s in PROBE.findall(command)), [])
+        if "docker logs" in command:
+            return Shell(True, "loading weights\nHF_TOKEN=hunter2-secret-value\nfatal: nope\n", [])
+        return Shell(True, "", [])
+
+    def run(self, deploy, hosts=None, **kwargs):
+        name = {roll_out: "roll_out", roll_back: "roll_back", record: "record"}[deploy]
+        self.runs.append((name, list(hosts), kwargs))
+        results = {}
+        for host in hosts:
+            if host in self.lost:
+                results[host] = HostResult(host, unreachable=f"lost earlier ({self.lost[host]})")
+                continue
+            results[host] = getattr(self, "_" + name)(host, **kwargs)
+        if self.after_run:
+            self.after_run(self)
+        return results
+
+    # -- deploys ---------------------------------------------------------------------------------
+    def _roll_out(self, host, releases, secrets=None):
+        if host in self.pull_fails:
+            return HostResult(host, failed=[f"Roll out | {releases[host][0].service}: run T2"])
+        if host in self.lost_in_wave:
+            self.lost[host] = "connection lost: Socket is closed"
+            return HostResult(host, unreachable="connection lost: Socket is closed")
+        containers = self.facts_by_host[host].containers
+        for release in releases.get(host, []):
+            current = containers.pop(cmd.current(release.service), None)
+            if current is not None:
+                containers[cmd.previous(release.service)] = Container(
+                    cmd.previous(release.service), "exited", *_rest(current))
+            containers[cmd.current(release.service)] = container_of(release)
+            self.started[(host, release.service)] = self.now
+        return HostResult(host, changed=[r.service for r in releases.get(host, [])])
+
+    def _roll_back(self, host, services, restored):
+        facts = self.facts_by_host[host]
+        wanted = services.get(host, {})
+        restored[host] = [s for s, before in wanted.items() if needs_restore(facts, s, before)]
+        if host in self.rollback_fails:
+            return HostResult(host, failed=["Roll back | restore previous"])
+        for service in restored[host]:
+            facts.containers.pop(cmd.current(service), None)
+            kept = facts.containers.pop(cmd.previous(service), None)
+            if kept is not None:
+                facts.containers[cmd.current(service)] = Container(
+                    cmd.current(service), "running", *_rest(kept))
+                self.started[(host, service)] = self.now
+                self.failing.discard((host, service))
+                self.watch_fails.discard((host, service))
+        return HostResult(host, changed=restored[host])
+
+    def _record(self, host, entries, states, finished):
+        if host in self.record_fails:
+            return HostResult(host, unreachable="No route to host")
+        if host in entries:
+            self.facts_by_host[host].state = copy.deepcopy(states[host])
+        for service in finished.get(host, []):
+            self.facts_by_host[host].containers.pop(cmd.previous(service), None)
+        return HostResult(host)
+
+    # -- host-side answers -----------------------------------------------------------------------
+    def _probe(self, host, service):
+        found = self.facts_by_host[host].containers.get(cmd.current(service))
+        if found is None:
+            return f"{service} probe {self.now:.3f} missing:0:0 000 "
+        if not found.running:
+            return f"{service} probe {self.now:.3f} exited:1:0 000 "
+        up = self.now - self.started.get((host, service), self.now)
+        code, body = 200, OK_BODY
+        if up < self.loading.get((host, service), 0):
+            code, body = 503, '{"status": "loading"}'
+        elif (host, service) in self.failing or ((host, service) in self.watch_fails and up > 10):
+            body = '{"status": "degraded"}'
+        encoded = base64.b64encode(body.encode()).decode()
+        return f"{service} probe {self.now:.3f} running:0:0 {code} {encoded}"
+
+    def _lock(self, host, command):
+        """commands/lock.py's script, on this host's lock file."""
+        args = shlex.split(command.split(" && ", 1)[1])
+        verb, rest = args[args.index(LOCK_FILE) + 1], args[args.index(LOCK_FILE) + 2:]
+        raw = self.lock_files.get(host)
+        sha = hashlib.sha256(raw).hexdigest() if raw is not None else None
+
+        def held(word):
+            return Shell(True, f"{word} {sha or ''}\n" + (raw or b"").decode(), [])
+        if verb == "take":
+            if raw is None or (rest[1] != "-" and rest[1] == sha):
+                self.lock_files[host] = base64.b64decode(rest[0])
+                return Shell(True, "TAKEN\n", [])
+            return held("HELD")
+        if verb == "refresh":
+            if raw is not None and rest[0].encode() in raw:
+                self.lock_files[host] = base64.b64decode(rest[1])
+                return Shell(True, "OURS\n", [])
+            return held("GONE")
+        if verb == "release":
+            if raw is not None and rest[0].encode() in raw:
+                self.lock_files[host] = None
+                return Shell(True, "RELEASED\n", [])
+            return held("GONE")
+        if verb == "remove":
+            if raw is None:
+                return Shell(True, "FREE\n", [])
+            if rest[0] == sha:
+                self.lock_files[host] = None
+                return Shell(True, "REMOVED\n", [])
+            return held("HELD")
+        raise AssertionError(verb)
+
+    # -- what tests look at ----------------------------------------------------------------------
+    @property
+    def locks(self) -> set[str]:
+        return {h for h, raw in self.lock_files.items() if raw is not None}
+
+    def lock(self, host) -> dict:
+        return json.loads(self.lock_files[host])
+
+    def deploys(self):
+        return [(name, hosts) for name, hosts, _ in self.runs]
+
+    def running(self, host, service):
+        return self.facts_by_host[host].running(service)
+
+
+def _rest(c: Container) -> tuple:
+    return (c.service, c.tag, c.digest, c.profile_hash, c.config_hash, c.config)
+
+
+class FakeJob:
+    """What the ops layer needs of a Job, around a FakeSession."""
+
+    def __init__(self, fleet, session, registry=None):
+        from rig.secrets import SecretStore
+
+        self.fleet, self._session = fleet, session
+        self.secrets = SecretStore(fleet)
+        self.registry = registry
+
+    def session(self, hosts, say=None):
+        session = self._session
+
+        class Ctx:
+            def __enter__(self):
+                return session
+
+            def __exit__(self, *exc):
+                return False
+        return Ctx()
