@@ -10,22 +10,32 @@ What it does not trust in a registry's answers:
   host (or, for a few well-known registries, their own token host: TOKEN_HOSTS);
 - a 429 or 5xx answer is retried with exponential backoff (a Retry-After of up to
   `max_retry_after` seconds is honoured), all within `deadline` seconds per call;
+- the deadline holds for the whole call, headers and body included, however slowly the
+  server sends them (requests' timeout is per read: a server trickling one byte a second
+  never reaches it): a watchdog shuts the socket of the request in flight when it passes;
 - an answer body is read with a size cap (MAX_BODY) and the same deadline;
 - anything unexpected (a token answer that is not JSON, no token in it) is a one-line
-  RigError naming the registry and what it answered. The password and tokens never appear
-  in a repr or an error message.
+  RigError naming the registry and what it answered, by status, content type and length
+  only: a token answer's body is never quoted (it may hold a token). The password and tokens
+  never appear in a repr or an error message.
 """
 
 from __future__ import annotations
 
 import base64
 import re
+import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3 import poolmanager as _poolmanager
+from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from .errors import RigError
 
@@ -79,6 +89,8 @@ class RegistryClient:
 
     def __post_init__(self) -> None:
         self._session = requests.Session()
+        for prefix in ("https://", "http://"):
+            self._session.mount(prefix, _WatchedAdapter())
         # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE in the environment
         # override a session's verify, which would silently drop the registry's CA.
         self._verify: str | bool = self.ca_file or True
@@ -167,7 +179,7 @@ class RegistryClient:
             body = response.json()
         except ValueError:
             raise self._error(f"token request answered {_status(response)} with something that "
-                              f"is not JSON ({_excerpt(response)})") from None
+                              f"is not JSON ({_describe(response)})") from None
         token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
         if not token:
             raise self._error("token response without a token")
@@ -208,16 +220,23 @@ class RegistryClient:
             if remaining <= 0:
                 raise self._error(f"{what}: no answer within {self.deadline:g} s")
             wait = min(self.timeout, remaining)
+            deadline = _Deadline(until)
             try:
-                response = self._session.request(
-                    method, url, headers=headers, auth=auth, data=data, params=params,
-                    timeout=wait, verify=self._verify, allow_redirects=redirects, stream=True,
-                )
-                self._read_body(response, until, what)
-            except requests.exceptions.SSLError as e:
-                raise self._error(f"TLS verification failed: {_one_line(e)}") from None
+                with deadline:
+                    response = self._session.request(
+                        method, url, headers=headers, auth=auth, data=data, params=params,
+                        timeout=wait, verify=self._verify, allow_redirects=redirects, stream=True,
+                    )
+                    self._read_body(response, until, what)
             except (requests.RequestException, ValueError, UnicodeError) as e:
+                if deadline.fired:
+                    raise self._late(what) from None
+                if isinstance(e, requests.exceptions.SSLError):
+                    raise self._error(f"TLS verification failed: {_one_line(e)}") from None
                 raise self._error(f"{what}: no answer: {_one_line(e)}") from None
+            if deadline.fired:  # the socket was shut: what was read may be cut short
+                _close(response)
+                raise self._late(what)
             if not _retryable(response.status_code):
                 return response
             delay, why = self._retry_delay(response, attempt, until)
@@ -259,6 +278,9 @@ class RegistryClient:
             chunks.append(chunk)
         response._content = b"".join(chunks)
 
+    def _late(self, what: str) -> RigError:
+        return self._error(f"{what}: no complete answer within {self.deadline:g} s")
+
     def _error(self, message: str) -> RigError:
         """A one-line RigError naming the registry, with any secret replaced by ***."""
         secrets = [self.password, *self._tokens.values()]
@@ -294,15 +316,124 @@ def _show(text: str, width: int = 80) -> str:
     return shown if len(shown) <= width else shown[: width - 3] + "..."
 
 
-def _excerpt(response: requests.Response) -> str:
+def _describe(response: requests.Response) -> str:
+    """An answer's content type and length, never its content (a token answer may hold one)."""
     kind = _UNPRINTABLE.sub("", response.headers.get("Content-Type", "no content type"))[:60]
-    start = " ".join(response.content[:200].decode("utf-8", "replace").split())[:60]
-    return f"{kind}, {len(response.content)} bytes" + (f": {_show(start)}" if start else "")
+    return f"{kind}, {len(response.content)} bytes"
 
 
 def _one_line(error: Exception) -> str:
     text = str(error).splitlines()
     return text[0][:200] if text else type(error).__name__
+
+
+# -- the deadline of one request, headers and body ------------------------------------------------
+_watching = threading.local()
+
+
+class _Deadline:
+    """While a request runs (with ... as it), every socket its connection uses is noted (as a
+    duplicate descriptor: shutting one down ends the connection under every descriptor); when
+    `until` passes, a timer shuts them down, which wakes a read blocked on a server that sends
+    one byte a second, in the headers, the TLS handshake or the body alike. `fired` says so."""
+
+    def __init__(self, until: float):
+        self.fired = False
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, until - time.monotonic()), self._fire)
+        self._timer.daemon = True
+
+    def watch(self, sock) -> None:
+        try:
+            dup = socket.fromfd(sock.fileno(), sock.family, sock.type)
+        except (OSError, ValueError):
+            return
+        with self._lock:
+            self._socks.append(dup)
+            fired = self.fired
+        if fired:
+            _shut(dup)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            socks = list(self._socks)
+        for sock in socks:
+            _shut(sock)
+
+    def __enter__(self) -> _Deadline:
+        _watching.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        _watching.deadline = None
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for sock in socks:
+            sock.close()
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # closed already, or never connected
+
+
+def _watch(sock) -> None:
+    deadline = getattr(_watching, "deadline", None)
+    if deadline is not None and sock is not None:
+        deadline.watch(sock)
+
+
+class _Watched:
+    """Shows the call's _Deadline a connection's socket: a new one as soon as it exists (before
+    any TLS handshake), a kept-alive one at each request."""
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _watch(sock)
+        return sock
+
+    def request(self, *args, **kwargs) -> None:
+        _watch(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter, with connections a _Deadline can end (a SOCKS proxy keeps its own)."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if manager.pool_classes_by_scheme is _poolmanager.pool_classes_by_scheme:
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
 
 
 def client_for(fleet) -> RegistryClient:

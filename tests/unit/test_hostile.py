@@ -487,7 +487,20 @@ def test_password_is_never_in_a_repr_or_an_error(servers):
     assert PASSWORD not in str(caught.value)
     assert str(caught.value) == (
         f"registry {good.host}: token request answered 200 OK with something that is not JSON "
-        "(text/html, 16 bytes: '<p>***</p>')")
+        "(text/html, 16 bytes)")
+
+
+def test_a_token_answer_that_is_not_json_is_never_quoted(servers):
+    """The body of a token answer may be a token (a misconfigured endpoint sending it raw): the
+    error says the status, content type and length, nothing of the content."""
+    good, _, client, _ = servers
+    good.routes[("GET", "/v2/")] = [(401, challenge(f"https://{good.host}/token"), b"")]
+    good.routes[("GET", "/token")] = [(200, {"Content-Type": "text/plain"}, b"ghs_RAWTOKEN42")]
+    with pytest.raises(RigError) as caught:
+        client.ping()
+    assert str(caught.value) == (
+        f"registry {good.host}: token request answered 200 OK with something that is not JSON "
+        "(text/plain, 14 bytes)")
 
 
 @pytest.mark.parametrize("body, message", [
@@ -547,6 +560,56 @@ def test_an_oversized_answer_is_cut_off(servers):
     good.routes[("GET", "/v2/rig/app/manifests/src")] = [(200, {}, b"x" * (5 * 2**20))]
     with pytest.raises(RigError, match=r"GET /v2/rig/app/manifests/src: answer larger than 4194304 bytes"):
         client.copy_manifest("rig/app", "src", "T")
+
+
+class Trickler:
+    """A TLS server on 127.0.0.1 that answers one byte a second, in its headers or its body,
+    for up to a minute (or until the client goes)."""
+
+    def __init__(self, context, where: str):
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                head = (b"HTTP/1.1 200 OK\r\nX-Slow: " if where == "headers" else
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 100000\r\n\r\n")
+                try:
+                    self.wfile.write(head)
+                    for _ in range(60):
+                        self.wfile.write(b"a")
+                        self.wfile.flush()
+                        time.sleep(1)
+                except OSError:
+                    pass
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_a_server_that_trickles_still_meets_the_deadline(tls, where):
+    """requests' timeout is per read: a byte a second never reaches it, and the call hung for
+    as long as the server went on (the headers: up to 100 lines of 64 KiB each)."""
+    server = Trickler(tls[1], where)
+    client = RegistryClient(server.host, "robot", PASSWORD, tls[0], timeout=5.0, deadline=2.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(RigError) as caught:
+            client.ping()
+    finally:
+        server.close()
+    assert time.monotonic() - started < 10
+    assert str(caught.value) == f"registry {server.host}: GET /v2/: no complete answer within 2 s"
 
 
 def test_no_answer_is_one_line_and_names_the_registry(tls):
