@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import RigError
-from .hooks import run_hook
 from .images import BuildReport, build
 from .job import Job, select_hosts
 from .rollout import Options, RolloutReport, rollout
@@ -38,7 +37,7 @@ def deploy(job: Job, tag: str, opts: Options, say, on_build_plan=None, on_plan=N
     hosts = select_hosts(job.fleet, opts.limit, opts.services)
     hook = {"tag": tag, "hosts": hosts,
             "services": opts.services or sorted({s for h in hosts for s in job.fleet.services_on(h)})}
-    run_hook(job.repo, "pre-deploy", say, **hook)
+    job.hook("pre-deploy", say, **hook)
     report = None
     try:
         report = _deploy(job, tag, opts, say, on_build_plan, on_plan, started)
@@ -46,7 +45,7 @@ def deploy(job: Job, tag: str, opts: Options, say, on_build_plan=None, on_plan=N
         r = report.rollout if report else None
         result = "failed" if r is None or (not r.ok and not r.paused) else \
             "paused" if r.paused else "ok"
-        run_hook(job.repo, "post-deploy", say, result=result, **hook)
+        job.hook("post-deploy", say, result=result, **hook)
     return report
 
 

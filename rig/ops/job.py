@@ -49,6 +49,13 @@ class Job:
         chosen = [t for t in self.targets if t.name in hosts]
         return Session(chosen, say=say, describe_connect_error=hostkeys.describe_connect_error)
 
+    def hook(self, name: str, say, **variables) -> int | None:
+        """Run hooks/<name> beside the spec (ops/hooks.py), without the spec's credentials."""
+        from .hooks import credential_variables, run_hook
+
+        return run_hook(self.repo, name, say, withheld=credential_variables(self.fleet),
+                        **variables)
+
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 

@@ -18,7 +18,6 @@ from ..rollout.engine import Change, Rollout, at_tag, host_problems, resolve_rel
 from ..rollout.gate import body_matches
 from ..rollout.locks import describe_lock
 from ..tags import check_tag
-from .hooks import run_hook
 from .job import Job, select_hosts, split
 
 
@@ -158,7 +157,7 @@ def rollout(job: Job, tag: str, opts: Options, say, on_plan=None, resolve=None) 
     services = opts.services or sorted({s for h in hosts for s in job.fleet.services_on(h)})
     hook = {"tag": tag, "hosts": hosts, "services": services}
     if not opts.adopt:  # promote continues a rollout whose pre-rollout hook already ran
-        run_hook(job.repo, "pre-rollout", say, **hook)
+        job.hook("pre-rollout", say, **hook)
     if resolve is None:
         releases, problems = resolve_releases(job.fleet, hosts, opts.services, at_tag(tag),
                                               _registry(job), job.secrets)
@@ -185,7 +184,7 @@ class _after:
         result = ("failed" if kind or r is None else "paused" if r.paused else
                   "interrupted" if r.interrupted else "ok" if r.ok else "failed")
         if result != "paused":
-            run_hook(self.job.repo, self.name, self.say, result=result, **self.hook)
+            self.job.hook(self.name, self.say, result=result, **self.hook)
         return False
 
 
