@@ -4,13 +4,20 @@ Never removed: an image any container uses (running, stopped, or kept as -prev),
 of each service's current and previous digest in state.json (what a rollback returns to).
 Of the rest, per service repository, the `keep` newest stay. Containers labelled as a rig
 service the spec no longer has are orphans: removed, and their images with them when no
-other container uses those."""
+other container uses those.
+
+What goes is a list of references, one per row `docker image ls --digests` printed
+(`repository:tag`, or `repository@digest` for an untagged row), only of rig's repositories:
+an image that also carries a tag of a repository rig does not manage keeps that tag (removing
+rig's tag only untags it), and frees nothing."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from .commands.day2 import parse_size
+
+NONE = "<none>"
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,16 @@ class HostImage:
     id: str
     created: str
     size: int
+
+    @property
+    def ref(self) -> str:
+        """What `docker rmi` removes this row by: repository:tag, else repository@digest, else
+        "" (a row with neither has no name to remove it by)."""
+        if self.repository == NONE:
+            return ""
+        if self.tag != NONE:
+            return f"{self.repository}:{self.tag}"
+        return f"{self.repository}@{self.digest}" if self.digest.startswith("sha256:") else ""
 
 
 @dataclass(frozen=True)
@@ -33,12 +50,13 @@ class HostContainer:
 @dataclass
 class PrunePlan:
     orphans: list[str] = field(default_factory=list)            # container names
-    images: list[HostImage] = field(default_factory=list)       # one per image id
+    images: list[HostImage] = field(default_factory=list)       # one per reference removed
     kept: dict[str, int] = field(default_factory=dict)          # repository -> images kept
+    freed: int = 0      # bytes of the images that lose every reference (each image once)
 
     @property
-    def freed(self) -> int:
-        return sum(image.size for image in self.images)
+    def refs(self) -> list[str]:
+        return [image.ref for image in self.images]
 
 
 def parse_inventory(stdout: str) -> tuple[list[HostImage], list[HostContainer]]:
@@ -59,8 +77,10 @@ def parse_inventory(stdout: str) -> tuple[list[HostImage], list[HostContainer]]:
 
 
 def plan_prune(images: list[HostImage], containers: list[HostContainer], state: dict,
-               repositories: dict[str, str], keep: int) -> PrunePlan:
-    """repositories: repository -> service, for every image rig deploys (the spec's)."""
+               repositories: dict[str, str], keep: int, namespace: str = "") -> PrunePlan:
+    """repositories: repository -> service, for every image rig deploys (the spec's);
+    namespace: the prefix of rig's repositories (`<registry>/<namespace>/`), where an orphan
+    service's images are (`<prefix><service>`)."""
     plan = PrunePlan()
     services = set(repositories.values())
     plan.orphans = sorted(c.name for c in containers if c.service and c.service not in services)
@@ -72,15 +92,27 @@ def plan_prune(images: list[HostImage], containers: list[HostContainer], state: 
     for image in images:
         if image.repository in repositories:
             by_repo.setdefault(image.repository, {}).setdefault(image.id, []).append(image)
+    going: list[HostImage] = []
     for repository, by_id in sorted(by_repo.items()):
         protected = {i for i, rows in by_id.items()
                      if i in used or any(r.digest in wanted for r in rows)}
         newest = sorted(by_id, key=lambda i: by_id[i][0].created, reverse=True)
         kept = set(newest[:keep]) | protected
         plan.kept[repository] = len(kept)
-        plan.images += [by_id[i][0] for i in newest if i not in kept]
-    first = {image.id: image for image in images}
-    orphaned = {c.image_id for c in containers if c.name in orphan_names} - used
-    plan.images += [first[i] for i in sorted(orphaned) if i in first
-                    and first[i].repository not in repositories]
+        going += [row for i in newest if i not in kept for row in by_id[i]]
+    if namespace:
+        orphaned = {(c.image_id, f"{namespace}{c.service}") for c in containers
+                    if c.name in orphan_names and c.image_id not in used}
+        going += [row for row in images if (row.id, row.repository) in orphaned]
+    seen: set[str] = set()
+    for row in going:
+        if row.ref and row.ref not in seen:
+            seen.add(row.ref)
+            plan.images.append(row)
+    rows_of: dict[str, list[HostImage]] = {}
+    for image in images:
+        rows_of.setdefault(image.id, []).append(image)
+    freed = {row.id for row in plan.images
+             if all(other.ref in seen for other in rows_of[row.id])}
+    plan.freed = sum(rows_of[i][0].size for i in sorted(freed))
     return plan

@@ -10,7 +10,8 @@ import shlex
 
 from ..config import Fleet
 from ..images import Image, source_tag
-from .base import Cmd, all_of, any_of, fail, pipe, sh
+from .base import Cmd, all_of, pipe, sh
+from .jobs import job_dir_create, job_dir_remove
 
 BAKE_FILE = "docker-bake.json"
 OCI = "org.opencontainers.image"
@@ -108,11 +109,7 @@ def build_dir_create() -> Cmd:
     """A fresh private build folder: mktemp -d under a root-owned 0700 folder (as root on the
     build host, through sudo), so no other user can plant a symlink or swap a file in it.
     Prints the folder's path."""
-    return all_of(
-        any_of(Cmd(f"[ ! -L {BUILD_ROOT} ]"), fail(f"{BUILD_ROOT} is a symlink: refusing it")),
-        sh("install", "-d", "-m", "0700", "-o", "root", "-g", "root", BUILD_ROOT),
-        sh("mktemp", "-d", f"{BUILD_ROOT}/XXXXXXXX"),
-    )
+    return job_dir_create(BUILD_ROOT)
 
 
 def unpack_context(workdir: str) -> Cmd:
@@ -122,9 +119,7 @@ def unpack_context(workdir: str) -> Cmd:
 
 
 def build_dir_remove(workdir: str) -> Cmd:
-    if not workdir.startswith(BUILD_ROOT + "/") or ".." in workdir:
-        raise ValueError(f"not a build folder: {workdir!r}")
-    return sh("rm", "-rf", "--", workdir)
+    return job_dir_remove(workdir, BUILD_ROOT)
 
 
 def cache_mode(requested: str, driver: str) -> tuple[str, str]:

@@ -8,8 +8,13 @@ import re
 
 from .base import Cmd, all_of, no_stderr, ok, pipe, seq, sh
 from .container import SERVICE_USER, current
+from .jobs import bound_to_follower, job_dir_remove
 
 EXIT_MARK = "rig-exit-code:"
+LOGS_ROOT = "/var/lib/rig/logs"
+"""Where `logs -f` keeps its job folders (jobs.job_dir_create: private, made fresh each time)."""
+FOLLOW_STALE = 120
+"""Seconds without a poll after which a `logs -f` job on a host decides its rig is gone."""
 
 
 def logs_command(service: str, since: str | None = None, tail: int | None = None,
@@ -23,6 +28,13 @@ def logs_command(service: str, since: str | None = None, tail: int | None = None
     if follow:
         argv.append("--follow")
     return Cmd(f"{sh(*argv, current(service)).line} 2>&1")
+
+
+def follow_command(service: str, since: str | None, tail: int | None, workdir: str) -> Cmd:
+    """`logs --follow` as a job bound to its follower: when rig stops polling for FOLLOW_STALE
+    seconds (killed, or its connection lost), the job removes its folder and ends."""
+    return bound_to_follower(logs_command(service, since, tail, follow=True), FOLLOW_STALE,
+                             job_dir_remove(workdir, LOGS_ROOT))
 
 
 def exec_command(service: str, argv: list[str], interactive: bool = False) -> Cmd:
@@ -56,13 +68,18 @@ def inventory_command() -> Cmd:
                sh("echo", "--- containers"), ok(no_stderr(containers)))
 
 
-def remove_command(containers: list[str], image_ids: list[str]) -> Cmd:
-    """Containers first (an orphan holds its image), then images by ID."""
+def remove_command(containers: list[str], refs: list[str]) -> Cmd:
+    """Containers first (an orphan holds its image), then images by reference
+    (`repository:tag`, `repository@digest`), never by ID and never forced: removing one
+    repository's tag of an image that another repository also tags only untags it (an image
+    ID names every tag it carries, and `rmi -f ID` would drop them all)."""
+    if any(ref.startswith(("-", "sha256:")) or not (":" in ref or "@" in ref) for ref in refs):
+        raise ValueError(f"not repository:tag or repository@digest references: {refs!r}")
     parts = []
     if containers:
         parts.append(sh("docker", "rm", "-f", *containers))
-    if image_ids:
-        parts.append(sh("docker", "rmi", "-f", *image_ids))
+    if refs:
+        parts.append(sh("docker", "rmi", *refs))
     return all_of(*parts) if parts else Cmd("true")
 
 

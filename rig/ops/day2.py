@@ -3,10 +3,8 @@ verb does, works on all of them at once, and names the host in what it returns."
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -14,16 +12,15 @@ from dataclasses import dataclass, field
 
 import gevent
 
-from ..commands import container as cmd
 from ..commands import day2
-from ..commands.base import all_of, sh, with_sudo
-from ..commands.jobs import job_stop
+from ..commands import lock as lock_cmd
+from ..commands.base import seq, with_sudo
+from ..commands.jobs import job_dir_create, job_dir_remove, job_stop, parse_job_dir
 from ..errors import RigError
 from ..images import image_for
-from ..proc import pid_running
 from ..prune import PrunePlan, parse_inventory, plan_prune
 from ..rollout.engine import Rollout
-from ..rollout.locks import describe_lock
+from ..rollout.locks import HostLocks, describe_lock, liveness
 from ..verify import ssh_argv, ssh_target
 from .job import Job, select_hosts
 
@@ -79,27 +76,42 @@ def follow_logs(job: Job, service: str, limit, since: str | None, tail: int | No
                 on_line) -> None:
     """Every host's log stream at once, as lines come, until Ctrl-C or SIGTERM: the signal only
     sets an event, each follower then stops its remote `docker logs --follow` job itself, and
-    the job folders go."""
+    the job folders go. Each host's job runs in a private folder made fresh for it (root's,
+    under LOGS_ROOT: no other user can plant its pid file), and ends by itself when rig stops
+    polling it (rig killed, connection lost: commands/day2.py follow_command)."""
     hosts = _hosts(job, service, limit)
-    command = day2.logs_command(service, check_since(since), tail, follow=True)
-    workdir = f"/tmp/rig-logs-{os.getpid()}-{int(time.time())}"
+    since = check_since(since)
     stop = threading.Event()
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in handled}
+    workdirs: dict[str, str] = {}
     with job.session(hosts) as session:
-        session.shell_all({h: sh("install", "-d", "-m", "0700", workdir) for h in hosts})
-        followers = [gevent.spawn(session.follow, h, command, workdir,
-                                  lambda line, h=h: on_line(h, line), 24 * 3600, 0.5, stop)
-                     for h in hosts]
         try:
-            gevent.joinall(followers)
+            made = session.shell_all({h: job_dir_create(day2.LOGS_ROOT) for h in hosts}, timeout=60)
+            for host, answer in made.items():
+                if answer.ok and (folder := parse_job_dir(answer.stdout, day2.LOGS_ROOT)):
+                    workdirs[host] = folder
+            failed = [h for h in hosts if h not in workdirs]
+            if failed:
+                raise RigError(*(f"{h}: could not make a folder for the log job: "
+                                 f"{' '.join(made[h].stderr[-1:]) or made[h].stdout.strip()[-200:]}"
+                                 for h in failed))
+            followers = [gevent.spawn(session.follow, h,
+                                      day2.follow_command(service, since, tail, workdirs[h]),
+                                      workdirs[h], lambda line, h=h: on_line(h, line),
+                                      24 * 3600, 0.5, stop)
+                         for h in hosts]
+            try:
+                gevent.joinall(followers)
+            finally:
+                stop.set()
+                gevent.joinall(followers, timeout=30)
         finally:
-            stop.set()
-            gevent.joinall(followers, timeout=30)
             for number, handler in previous.items():
                 signal.signal(number, handler)
-            session.shell_all({h: all_of(job_stop(workdir), sh("rm", "-rf", workdir))
-                               for h in hosts}, timeout=20)
+            if workdirs:
+                session.shell_all({h: seq(job_stop(w), job_dir_remove(w, day2.LOGS_ROOT))
+                                   for h, w in workdirs.items()}, timeout=20)
 
 
 # -- exec -----------------------------------------------------------------------------------------
@@ -145,6 +157,7 @@ class LockRow:
     state: str                  # free, held, paused
     holder: dict | None = None
     description: str = "free"
+    sha: str | None = None      # the lock file's sha256 when it was read
 
 
 def lock_status(job: Job, limit, say) -> list[LockRow]:
@@ -156,32 +169,47 @@ def lock_status(job: Job, limit, say) -> list[LockRow]:
         lock = facts[host].lock if facts.get(host) else None
         if facts.get(host) is None:
             rows.append(LockRow(host, "unknown", None, "did not answer"))
-        elif not lock:
+        elif lock is None:
             rows.append(LockRow(host, "free"))
         else:
-            rows.append(LockRow(host, "paused" if lock.get("paused") else "held", lock,
-                                describe_lock(lock, job.fleet.rollout.lock_stale_after, time.time())))
+            kind = liveness(lock, job.fleet.rollout.lock_stale_after, time.time())
+            rows.append(LockRow(host, kind if kind in ("paused", "malformed") else "held", lock,
+                                describe_lock(lock, job.fleet.rollout.lock_stale_after,
+                                              time.time()), facts[host].lock_sha))
     return rows
 
 
 def lock_release(job: Job, limit, force: bool, say) -> list[str]:
-    """Remove the locks of the chosen hosts, with --break-lock's rules: a holder that is alive
-    on this machine is refused unless forced. Returns one line per host."""
+    """Remove the locks of the chosen hosts. Without --force only a lock no one is using: its
+    holder dead (pid gone on this machine), stale (no heartbeat for lock_stale_after) or the
+    file malformed; a live holder (fresh heartbeat, from any machine) and a paused rollout
+    (`rig promote` / `rig abort`) need --force. Exactly the lock seen is removed: one taken
+    since is left alone and named. Returns one line per host."""
     rows = lock_status(job, limit, say)
-    here = socket.gethostname()
-    alive = [r for r in rows if r.holder and r.holder.get("machine") == here
-             and isinstance(r.holder.get("pid"), int) and pid_running(r.holder["pid"])
-             and not r.holder.get("paused")]
-    if alive and not force:
-        raise RigError(*(f"{r.host}: {r.description}" for r in alive),
-                       "the holder is running on this machine: wait for it, or --force")
-    held = [r.host for r in rows if r.holder]
+    now, stale_after = time.time(), job.fleet.rollout.lock_stale_after
+    refused = [r for r in rows if r.holder is not None and not force
+               and liveness(r.holder, stale_after, now) in ("live", "paused")]
+    if refused:
+        raise RigError(*(f"{r.host}: {r.description}" for r in refused),
+                       "the lock is in use (a live holder or a paused rollout): nothing was "
+                       "released; `rig lock release --force` removes it anyway")
+    held = [r for r in rows if r.holder is not None]
     lines = [f"{r.host}: free already" for r in rows if r.state == "free"]
+    lines += [f"{r.host}: did not answer" for r in rows if r.state == "unknown"]
     if held:
-        with job.session(held) as session:
-            answers = session.shell_all({h: cmd.lock_break() for h in held}, timeout=30)
-        lines += [f"{h}: released" if answers[h].ok else f"{h}: FAILED: "
-                  f"{' '.join(answers[h].stderr[-1:])}" for h in held]
+        with job.session([r.host for r in held]) as session:
+            answers = session.shell_all({r.host: lock_cmd.remove(r.sha or "-") for r in held},
+                                        timeout=30)
+        for r in held:
+            word, _, now_held, _ = lock_cmd.parse_answer(answers[r.host].stdout) \
+                if answers[r.host].ok else ("", None, None, b"")
+            if word in ("REMOVED", "FREE"):
+                lines.append(f"{r.host}: released ({r.description.split(';')[0]})")
+            elif word == "HELD":
+                lines.append(f"{r.host}: NOT released: the lock changed since it was read: "
+                             + describe_lock(now_held, stale_after, time.time()))
+            else:
+                lines.append(f"{r.host}: FAILED: {' '.join(answers[r.host].stderr[-1:])}")
     return lines
 
 
@@ -203,25 +231,44 @@ def repositories(job: Job, host: str) -> dict[str, str]:
 
 
 def prune(job: Job, limit, keep: int | None, dry_run: bool, say) -> PruneReport:
+    """Plan on every chosen host, then (unless dry_run) remove. A real prune holds the rollout
+    lock on every chosen host from before it reads what runs until it is done (a rollout
+    changing what runs meanwhile would make the plan wrong); a host that is locked stops it
+    before anything is removed anywhere."""
     keep = job.fleet.rollout.keep_images if keep is None else keep
     if keep < 1:
         raise RigError("--keep must be at least 1")
     hosts = _hosts(job, None, limit)
-    report = PruneReport(dry_run)
     with job.session(hosts) as session:
-        facts = Rollout(session, job.fleet, say, "prune", "").facts()
-        listed = session.shell_all({h: day2.inventory_command() for h in hosts}, timeout=60)
-        for host in hosts:
-            if not listed[host].ok or facts.get(host) is None:
-                report.failed[host] = " ".join(listed[host].stderr[-1:]) or "did not answer"
-                continue
-            images, containers = parse_inventory(listed[host].stdout)
-            report.hosts[host] = plan_prune(images, containers, facts[host].state,
-                                            repositories(job, host), keep)
-        if not dry_run:
-            work = {h: day2.remove_command(p.orphans, [i.id for i in p.images])
-                    for h, p in report.hosts.items() if p.orphans or p.images}
-            for host, answer in session.shell_all(work, timeout=600).items():
-                if not answer.ok:
-                    report.failed[host] = " ".join(answer.stderr[-2:])
+        if dry_run:
+            return _prune(job, session, hosts, keep, True, say)
+        locks = HostLocks(session, job.fleet.rollout.lock_stale_after, "prune", "")
+        try:
+            problems = locks.take(break_lock=False)
+            if problems:
+                raise RigError(*problems, "nothing was pruned")
+            locks.start_beating()
+            return _prune(job, session, hosts, keep, False, say)
+        finally:
+            locks.release()
+
+
+def _prune(job: Job, session, hosts: list[str], keep: int, dry_run: bool, say) -> PruneReport:
+    report = PruneReport(dry_run)
+    facts = Rollout(session, job.fleet, say, "prune", "").facts()
+    listed = session.shell_all({h: day2.inventory_command() for h in hosts}, timeout=60)
+    for host in hosts:
+        if not listed[host].ok or facts.get(host) is None:
+            report.failed[host] = " ".join(listed[host].stderr[-1:]) or "did not answer"
+            continue
+        images, containers = parse_inventory(listed[host].stdout)
+        report.hosts[host] = plan_prune(images, containers, facts[host].state,
+                                        repositories(job, host), keep,
+                                        namespace=job.fleet.registry.repository(""))
+    if not dry_run:
+        work = {h: day2.remove_command(p.orphans, p.refs)
+                for h, p in report.hosts.items() if p.orphans or p.images}
+        for host, answer in session.shell_all(work, timeout=600).items():
+            if not answer.ok:
+                report.failed[host] = " ".join(answer.stderr[-2:])
     return report
