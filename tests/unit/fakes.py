@@ -17,10 +17,12 @@ import hashlib
 import json
 import re
 import shlex
+from pathlib import Path
 
 from rig.commands import container as cmd
 from rig.commands.lock import LOCK_FILE
 from rig.runner import HostResult
+from tasks.control import control
 from tasks.rollout import Container, RolloutFacts, needs_restore, record, roll_back, roll_out
 from tasks.util import Shell
 
@@ -103,7 +105,8 @@ class FakeSession:
         return Shell(True, "", [])
 
     def run(self, deploy, hosts=None, **kwargs):
-        name = {roll_out: "roll_out", roll_back: "roll_back", record: "record"}[deploy]
+        name = {roll_out: "roll_out", roll_back: "roll_back", record: "record",
+                control: "control"}[deploy]
         self.runs.append((name, list(hosts), kwargs))
         results = {}
         for host in hosts:
@@ -157,6 +160,17 @@ class FakeSession:
         for service in finished.get(host, []):
             self.facts_by_host[host].containers.pop(cmd.previous(service), None)
         return HostResult(host)
+
+    def _control(self, host, service, verb):
+        containers = self.facts_by_host[host].containers
+        found = containers.get(cmd.current(service))
+        if found is None:
+            return HostResult(host, failed=[f"Control a service | {service}: {verb}"])
+        state = "exited" if verb == "stop" else "running"
+        containers[cmd.current(service)] = Container(found.name, state, *_rest(found))
+        if verb != "stop":
+            self.started[(host, service)] = self.now
+        return HostResult(host, changed=[f"{service}: {verb}"])
 
     # -- host-side answers -----------------------------------------------------------------------
     def _probe(self, host, service):
@@ -235,6 +249,10 @@ class FakeJob:
         self.fleet, self._session = fleet, session
         self.secrets = SecretStore(fleet)
         self.registry = registry
+        self.repo = Path("/nonexistent/rig-spec")   # tests that want hooks set a folder
+
+    from rig.ops.job import Job as _Job
+    hook = _Job.hook                                # the real hook runner
 
     def session(self, hosts, say=None):
         session = self._session

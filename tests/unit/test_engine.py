@@ -564,3 +564,44 @@ def test_rollback_after_a_crash_goes_to_the_last_version_recorded_healthy(fleet)
     assert target("pc2", SERVICE) == ("T0", "sha256:0")
     assert notes == [f"mainpc {SERVICE}: runs T2 (2), which state.json never recorded as "
                      "healthy (an interrupted rollout); going back to the last healthy version, T1"]
+
+
+# -- an operator's stop / start, and bootstrap's lock ---------------------------------------------
+def test_stop_and_start_are_locked_gated_and_in_the_ledger(fleet):
+    from rig.ops.service import control_service
+
+    fleet = three_hosts(fleet)
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"]))
+    job = FakeJob(fleet, session)
+    stopped = control_service(job, "stop", SERVICE, None, False, lambda line: None)
+    assert stopped.ok and not session.locks
+    assert all(session.running(h, SERVICE) is None for h in session.hosts)
+    assert not any("probe $(date" in c for _, c, _ in session.commands)   # a stop is not gated
+    assert session.facts_by_host["pc2"].state[SERVICE]["stopped"] is True
+    session.failing.add(("pc2", SERVICE))
+    started = control_service(job, "start", SERVICE, None, False, lambda line: None)
+    assert not started.ok and not session.locks
+    assert started.lines[1].startswith(f"pc2: {SERVICE}: started but UNHEALTHY: unhealthy 3 times")
+    assert session.facts_by_host["pc2"].state[SERVICE]["stopped"] is True     # failed: unchanged
+    assert session.facts_by_host["mainpc"].state[SERVICE]["stopped"] is False
+
+
+def test_stop_refuses_a_live_lock_and_a_service_never_rolled_out(fleet):
+    import json as _json
+    import time as _time
+
+    from rig.ops.service import control_service
+
+    fleet = three_hosts(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"])
+    job = FakeJob(fleet, session)
+    with pytest.raises(RigError) as caught:
+        control_service(job, "stop", SERVICE, None, False, lambda line: None)
+    assert caught.value.lines[0] == (f"mainpc: {SERVICE} was never rolled out here (no container "
+                                     f"rig-{SERVICE})")
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"]))
+    session.lock_files["pc2"] = _json.dumps({"id": "x", "operator": "bo", "machine": "far",
+                                             "heartbeat": _time.time()}).encode()
+    with pytest.raises(RigError, match="--break-lock refuses"):
+        control_service(FakeJob(fleet, session), "stop", SERVICE, None, True, lambda line: None)
+    assert session.runs == [] and session.locks == {"pc2"}

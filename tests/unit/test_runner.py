@@ -128,3 +128,44 @@ def test_no_private_pyinfra_state_is_touched(pattern):
                  for i, line in enumerate(p.read_text().splitlines(), 1)
                  if re.search(pattern, line)]
     assert offenders == []
+
+
+def test_a_command_that_hangs_where_pyinfra_has_no_deadline_is_cut_by_the_wall_clock(monkeypatch):
+    """pyinfra bounds reading output only; a hang opening the channel or waiting for the exit
+    status (a host frozen between two commands) is cut by host_shell's own wall clock."""
+    import time
+
+    import gevent
+
+    import tasks.util as util
+
+    class FrozenHost:
+        name = "frozen"
+        data = {"_timeout": 1}
+        state = None
+
+        def run_shell_command(self, command, **kwargs):
+            gevent.sleep(60)     # what paramiko's exec_command did for an hour
+            return True, None
+
+    monkeypatch.setattr(util, "WALL_SLACK", 0.2)
+    started = time.monotonic()
+    result = util.host_shell(FrozenHost(), "true")
+    assert (result.ok, result.stderr) == (False, ["no answer within 1 s"])
+    assert time.monotonic() - started < 5
+
+
+def test_channel_opening_has_host_timeout_through_paramikos_public_connect_argument(fleet):
+    from rig.inventory import targets
+
+    found = targets(fleet, "production", {"RIG_HOST_MAINPC": "ops@192.0.2.1",
+                                          "RIG_HOST_PC2": "ops@192.0.2.2"})
+    assert [t.name for t in found] == ["mainpc", "pc2"]
+    for target in found:
+        kwargs = target.data["ssh_paramiko_connect_kwargs"]
+        assert kwargs["channel_timeout"] == fleet.rollout.host_timeout
+        assert target.data["_timeout"] == int(fleet.rollout.host_timeout)
+    import inspect as _inspect
+
+    import paramiko
+    assert "channel_timeout" in _inspect.signature(paramiko.SSHClient.connect).parameters
