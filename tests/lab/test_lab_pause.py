@@ -82,7 +82,7 @@ def test_2_abort_restores_the_canary_and_releases_every_lock(spec):
     assert (tag_of("mainpc"), tag_of("pc2")) == ("pz-1", "pz-1")
     assert lock("mainpc") is None and lock("pc2") is None
     last = json.loads(ssh("mainpc", "tail -n 1 /var/lib/rig/ledger.jsonl").stdout)
-    assert (last["action"], last["tag"], last["result"]) == ("rollback", "pz-1", "ok")
+    assert (last["action"], last["tag"], last["result"]) == ("abort", "pz-1", "ok")
     assert "no paused rollout" in run(spec, "promote").stderr
 
 

@@ -88,7 +88,13 @@ def test_1_secret_reaches_the_file_and_nowhere_else(spec):
     assert token not in result.stdout + result.stderr
     for host in HOSTS:
         assert ssh(host, f"docker exec rig-{USER} cat /run/secrets/HF_TOKEN").stdout == token
-        mode = ssh(host, f"stat -c '%a %u %U' /etc/rig/secrets/{USER}/HF_TOKEN "
+        # one file per version (HF_TOKEN@<hash>), the one this container mounts, and no other
+        files = ssh(host, f"ls /etc/rig/secrets/{USER}").stdout.split()
+        assert len(files) == 1 and files[0].startswith("HF_TOKEN@"), files
+        mounted = ssh(host, f"docker inspect -f '{{{{range .Mounts}}}}{{{{.Source}}}} "
+                            f"{{{{end}}}}' rig-{USER}").stdout.split()
+        assert f"/etc/rig/secrets/{USER}/{files[0]}" in mounted
+        mode = ssh(host, f"stat -c '%a %u %U' /etc/rig/secrets/{USER}/{files[0]} "
                          f"/etc/rig/secrets/{USER}").stdout.split("\n")
         assert mode[0].split()[:2] == ["400", "10001"] and mode[1].split()[:2] == ["700", "0"]
         body = json.loads(ssh(host, "curl -s localhost:8212/health").stdout)
@@ -148,6 +154,10 @@ def test_3_unchanged_rerun_restarts_nothing_and_rotation_restarts_only_its_users
             if service != USER:
                 assert now[service] == before[host][service], f"{host}: {service} restarted"
         assert ssh(host, f"docker exec rig-{USER} cat /run/secrets/HF_TOKEN").stdout == rotated
+        # the old version went with the kept container that used it: one file, the new one
+        files = ssh(host, f"ls /etc/rig/secrets/{USER}").stdout.split()
+        assert len(files) == 1 and rotated == ssh(
+            host, f"cat /etc/rig/secrets/{USER}/{files[0]}").stdout, files
 
 
 def test_4_memory_for_one_service_on_pc2_replaces_exactly_that_container(spec):

@@ -7,7 +7,10 @@
 - SIGTERM ends the service at once (tini forwards it), so `docker stop` takes milliseconds;
 - RIG_FAULT, baked in with the build argument FAULT, makes a deliberately broken variant from
   the real image: "degraded" answers 200 {"status": "degraded"}, "crash" exits at start,
-  "degrade-after=N" is healthy for N seconds and degraded from then on.
+  "degrade-after=N" is healthy for N seconds and degraded from then on;
+- RIG_LOAD_SECONDS (from the spec's env) is a model load: for that long /health answers
+  503 {"status": "loading"} and the model endpoints refuse, as a real model server does while
+  it reads its weights; then it serves.
 """
 
 from __future__ import annotations
@@ -98,8 +101,21 @@ def load_profile() -> dict:
     return profile
 
 
+def load_seconds() -> float:
+    """RIG_LOAD_SECONDS: how long this service's model takes to load (0: at once)."""
+    try:
+        return max(0.0, float(os.environ.get("RIG_LOAD_SECONDS", "0") or 0))
+    except ValueError:
+        return 0.0
+
+
 def initialise(health: Health, init) -> None:
-    """Run the service's init(profile) -> detail; health becomes ok (or degraded / error)."""
+    """Run the service's init(profile) -> detail; health becomes ok (or degraded / error).
+    A model load (RIG_LOAD_SECONDS) comes first: /health says "loading" until it is done."""
+    seconds = load_seconds()
+    if seconds:
+        health.set("loading", seconds=seconds)
+        time.sleep(seconds)
     try:
         profile = load_profile()
         detail = init(profile) or {}
