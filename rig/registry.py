@@ -23,6 +23,8 @@ What it does not trust in a registry's answers:
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import re
 import socket
 import threading
@@ -136,6 +138,51 @@ class RegistryClient:
         if put.status_code not in (200, 201):
             raise self._error(f"PUT {repository}:{target_tag} -> {_status(put)}")
         return put.headers.get("Docker-Content-Digest") or got.headers.get("Docker-Content-Digest", "")
+
+    def image_config(self, repository: str, digest: str, platform: str = "linux/amd64") -> dict:
+        """The image config (Env, Labels, ...) of repository@digest: its manifest (the
+        platform's manifest for an index), then the config blob. Every document is checked
+        against the digest that named it: a registry cannot hand over another image's."""
+        until = self._until()
+        scope = f"repository:{repository}:pull"
+        manifest = self._document(f"{self.base}{repository}/manifests/{digest}", digest, scope,
+                                  until, {"Accept": MANIFEST_TYPES})
+        if isinstance(manifest.get("manifests"), list):  # an index: the platform's manifest
+            os_name, _, arch = platform.partition("/")
+            chosen = next((m for m in manifest["manifests"] if isinstance(m, dict)
+                           and (m.get("platform") or {}).get("os") == os_name
+                           and (m.get("platform") or {}).get("architecture") == arch), None)
+            if chosen is None or not isinstance(chosen.get("digest"), str):
+                raise self._error(f"{repository}@{digest}: no {platform} image in its index")
+            manifest = self._document(f"{self.base}{repository}/manifests/{chosen['digest']}",
+                                      chosen["digest"], scope, until, {"Accept": MANIFEST_TYPES})
+        config = manifest.get("config")
+        if not isinstance(config, dict) or not isinstance(config.get("digest"), str):
+            raise self._error(f"{repository}@{digest}: its manifest names no config")
+        return self._document(f"{self.base}{repository}/blobs/{config['digest']}",
+                              config["digest"], scope, until, {})
+
+    def image_env(self, repository: str, digest: str) -> dict[str, str]:
+        """The image's environment (KEY=value entries of its config), as a dict."""
+        env = (self.image_config(repository, digest).get("config") or {}).get("Env") or []
+        return dict(e.split("=", 1) for e in env if isinstance(e, str) and "=" in e)
+
+    def _document(self, url: str, digest: str, scope: str, until: float, headers: dict) -> dict:
+        """A JSON document whose sha256 must be `digest`."""
+        response = self._request("GET", url, scope=scope, headers=headers, until=until)
+        if response.status_code != 200:
+            raise self._error(f"GET {_show(url.removeprefix(self.base))} -> {_status(response)}")
+        algorithm, _, expected = digest.partition(":")
+        if algorithm != "sha256" or hashlib.sha256(response.content).hexdigest() != expected:
+            raise self._error(f"{_show(url.removeprefix(self.base))}: content does not match "
+                              "its digest")
+        try:
+            document = json.loads(response.content)
+        except ValueError:
+            raise self._error(f"{_show(url.removeprefix(self.base))}: not JSON") from None
+        if not isinstance(document, dict):
+            raise self._error(f"{_show(url.removeprefix(self.base))}: not a JSON object")
+        return document
 
     # -- auth ---------------------------------------------------------------------------------
     def _request(self, method: str, url: str, scope: str, until: float, headers=None,

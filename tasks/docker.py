@@ -90,7 +90,7 @@ def registry_trust(ca_pem: str, path: str):
     if facts.file_hashes.get(path) == cmd.sha256(ca_pem):
         host.noop("registry CA installed")
         return
-    yield cmd.write_file(path, ca_pem, "0644")
+    yield cmd.write_file(path, ca_pem, "0444")   # read-only (CIS Docker Benchmark 3.20)
 
 
 @operation()

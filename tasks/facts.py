@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pyinfra.api import FactBase
 
 from rig.commands.facts import host_facts_command, nvidia_gpus_command
+from rig.gpu.smi import Gpu, parse_gpus
 
 
 @dataclass
@@ -84,29 +85,12 @@ class HostState(FactBase):
         return parse_host_facts(list(output))
 
 
-@dataclass(frozen=True)
-class Gpu:
-    name: str
-    compute_cap: str
-    memory_mib: int
-
-
-def parse_gpus(lines: list[str]) -> list[Gpu]:
-    """nvidia-smi --query-gpu=name,compute_cap,memory.total --format=csv,noheader lines."""
-    gpus = []
-    for line in lines:
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) != 3 or not parts[2].endswith("MiB"):
-            continue
-        gpus.append(Gpu(parts[0], parts[1], int(parts[2].split()[0])))
-    return gpus
-
-
 class NvidiaGpus(FactBase):
-    """GPUs nvidia-smi sees; empty when there is no driver or no GPU."""
+    """GPUs nvidia-smi sees (rig/gpu/smi.py: name, compute capability, memory total and used,
+    driver); empty when there is no driver or no GPU."""
 
     def command(self) -> str:
         return nvidia_gpus_command()
 
     def process(self, output) -> list[Gpu]:
-        return parse_gpus(list(output))
+        return parse_gpus("\n".join(output))

@@ -66,9 +66,10 @@ def smoke_test(image: str):
 @deploy("NVIDIA container toolkit")
 def install_nvidia():
     fleet = fleet_of(host)
-    if not fleet.gpu_enabled(host_name(host)):
+    if not fleet.gpu_present(host_name(host)):
         return
-    toolkit(name="nvidia toolkit", repo_url=fleet.bootstrap.nvidia.repo_url)
+    if fleet.gpu_enabled(host_name(host)):
+        toolkit(name="nvidia toolkit", repo_url=fleet.bootstrap.nvidia.repo_url)
     gpu_matches_profile(name="gpu matches profile")
-    if fleet.bootstrap.nvidia.smoke_image:
+    if fleet.gpu_enabled(host_name(host)) and fleet.bootstrap.nvidia.smoke_image:
         smoke_test(name="gpu smoke test", image=fleet.bootstrap.nvidia.smoke_image)

@@ -17,6 +17,7 @@ from pyinfra.api import FactBase, FunctionCommand, deploy, operation
 from rig.commands import container as cmd
 from rig.commands.base import fail, write_file
 from rig.commands.lock import parse_lock
+from rig.gpu.smi import parse_apps, parse_gpus
 from rig.rollout.decide import KEEP, decide, runs
 
 from .util import fleet_of, host_shell
@@ -46,6 +47,11 @@ class RolloutFacts:
     state: dict = field(default_factory=dict)      # /var/lib/rig/state.json
     lock: dict | None = None    # /var/lib/rig/rollout.lock; {"malformed": why} when unreadable
     lock_sha: str | None = None  # its sha256: `rig lock release` removes exactly what it saw
+    host_time: float | None = None                  # the host's clock (kernel log windows)
+    gpus: list = field(default_factory=list)        # rig.gpu.smi.Gpu, as nvidia-smi lists them
+    gpu_apps: list = field(default_factory=list)    # rig.gpu.smi.App: what uses the card
+    gpu_error: str | None = None                    # why nvidia-smi gave no answer
+    gpu_containers: dict = field(default_factory=dict)  # pid on the GPU -> its container
     warnings: list[str] = field(default_factory=list)
 
     def running(self, service: str) -> Container | None:
@@ -54,12 +60,16 @@ class RolloutFacts:
 
 
 def parse_rollout_facts(lines: list[str]) -> RolloutFacts:
-    facts, section, chunks = RolloutFacts(), None, {"state": [], "lock": []}
+    facts, section = RolloutFacts(), None
+    chunks: dict[str, list[str]] = {"state": [], "lock": [], "gpu": [], "gpu-apps": [],
+                                    "gpu-pids": []}
     for line in lines:
         if line.startswith("--- "):
             section = line[4:].strip()
             continue
-        if section == "docker":
+        if section == "time":
+            facts.host_time = float(line) if line.strip().isdigit() else None
+        elif section == "docker":
             facts.docker_active = line.strip() == "active"
         elif section == "profile" and line.strip():
             facts.profile_hash = line.strip()
@@ -69,6 +79,16 @@ def parse_rollout_facts(lines: list[str]) -> RolloutFacts:
                 facts.containers[parts[0]] = Container(*parts)
         elif section in chunks:
             chunks[section].append(line)
+    gpu_text = "\n".join(chunks["gpu"])
+    facts.gpus = parse_gpus(gpu_text)
+    facts.gpu_apps = parse_apps("\n".join(chunks["gpu-apps"]))
+    for line in chunks["gpu-pids"]:
+        pid, _, name = line.strip().partition(" ")
+        if pid.isdigit() and name:
+            facts.gpu_containers[int(pid)] = name.lstrip("/")
+    if not facts.gpus and gpu_text.strip():
+        facts.gpu_error = ("nvidia-smi is not installed" if gpu_text.strip() == "no nvidia-smi"
+                           else "nvidia-smi failed: " + gpu_text.strip().splitlines()[0][:160])
     lock = chunks["lock"]
     if lock and lock[0].startswith(cmd.LOCK_PRESENT):
         facts.lock = parse_lock("\n".join(lock[1:]))

@@ -44,9 +44,9 @@ def main(ctx: click.Context, config: str, env: str | None) -> None:
 
 
 def _register() -> None:
-    from . import day2, deploy, hosts, images, lab, rollout, service, spec
+    from . import day2, deploy, gpu, hosts, images, lab, rollout, service, spec
 
-    for module in (spec, lab, hosts, images, rollout, deploy, service, day2):
+    for module in (spec, lab, hosts, images, rollout, deploy, service, day2, gpu):
         for command in module.COMMANDS:
             main.add_command(command)
 

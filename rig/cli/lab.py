@@ -34,9 +34,62 @@ def lab_up(obj: Context, count: int) -> None:
 
     started = time.monotonic()
     click.echo(f"lab up ({count} host{'s' if count > 1 else ''}):")
-    state = Lab.for_repo(obj.repo).up(count, say)
+    state = Lab.for_repo(obj.repo).up(count, say, gpus=_profile_gpus(obj, count))
     click.echo(f"lab ready in {time.monotonic() - started:.1f} s: "
                f"{len(state.hosts)} hosts; `rig --env lab ...` reaches them over SSH")
+
+
+def _profile_gpus(obj: Context, count: int) -> dict:
+    """host -> the GPU of its machine profile (the lab's extra nodes play PC2)."""
+    from ..config import load_fleet
+    from ..lab.layout import extra_host_spec, host_names
+
+    fleet = load_fleet(obj.config, obj.repo / "lab.yml")
+    gpus = {}
+    for host in host_names(count):
+        profile = fleet.hosts[host].profile if host in fleet.hosts else \
+            (extra_host_spec(host) or {}).get("profile")
+        spec = fleet.profiles.get(profile) if profile else None
+        if spec is not None and spec.gpu is not None:
+            gpus[host] = spec.gpu
+    return gpus
+
+
+@lab.command("gpu")
+@click.argument("host")
+@click.option("--driver", metavar="VERSION", default=None,
+              help="The driver nvidia-smi reports (e.g. 470.256.02: too old for CUDA 12).")
+@click.option("--used-mib", type=click.IntRange(0, 2**31), default=None,
+              help="Memory other processes use on the card, in MiB.")
+@click.option("--missing/--present", default=None,
+              help="nvidia-smi fails as with no driver loaded (exit 9), or answers again.")
+@click.option("--reset", is_flag=True, help="Back to the profile's GPU and the lab's driver.")
+@click.pass_obj
+@friendly
+def lab_gpu(obj: Context, host, driver, used_mib, missing, reset) -> None:
+    """Change what a lab host's GPU stand-in says: lab hosts have no GPU; an nvidia-smi
+    stand-in answers rig's queries in nvidia-smi's format from /etc/rig-lab/gpu.json, for
+    the GPU of the host's profile (MainPC: RTX 4090, PC2: RTX 3060).
+
+    \b
+    Example:
+      rig lab gpu pc2 --driver 470.256.02    # rollouts refuse CUDA 12 images at pre-flight
+      rig lab gpu pc2 --used-mib 11000       # the card is busy
+      rig lab gpu pc2 --missing              # no GPU: rig verify --suite bootstrap fails
+      rig lab gpu pc2 --reset"""
+    from ..errors import RigError
+    from ..lab.lab import Lab
+
+    gpus = _profile_gpus(obj, 20)
+    if host not in gpus:
+        raise RigError(f"{host}: not a lab host with a GPU in its profile ({', '.join(gpus)})")
+    changes = {k: v for k, v in (("driver", driver), ("used_mib", used_mib),
+                                 ("missing", missing)) if v is not None}
+    state = Lab.for_repo(obj.repo).gpu(host, gpus[host], reset=reset, **changes)
+    used = state["used_mib"] + sum(a.get("used_mib", 0) for a in state.get("apps", []))
+    click.echo(f"{host}: {state['name']}, {state['memory_mib']} MiB ({used} MiB used), driver "
+               f"{state['driver']} (CUDA {state['cuda']})"
+               + ("; nvidia-smi fails: no driver" if state["missing"] else ""))
 
 
 @lab.command("down")

@@ -58,7 +58,9 @@ def print_plan(plan) -> None:
             now = f"{r.running_tag} {r.running_digest[7:19]}" if r.running_digest else "(not running)"
             mark = "change" if r.change else "same  "
             why = f" ({'; '.join(r.why)})" if r.why else ""
-            click.echo(f"  {host:<10} {r.service:<30} {mark} {now} -> {r.tag} {r.digest[7:19]}{why}")
+            gate = f" [gate: /health + {', '.join(r.gate)}]" if r.gate and r.change else ""
+            click.echo(f"  {host:<10} {r.service:<30} {mark} {now} -> {r.tag} {r.digest[7:19]}"
+                       f"{why}{gate}")
     for line in plan.skipped:
         click.echo(f"  {line}")
 

@@ -8,25 +8,42 @@ from .common import Context, friendly
 
 
 @click.command()
-@click.option("--overlay", metavar="FILE", help="Also merge an overlay such as lab.yml.")
+@click.option("--overlay", metavar="FILE", help="Check fleet.yml with this overlay merged in, "
+              "instead of the environments' own files.")
 @click.pass_obj
 @friendly
 def validate(obj: Context, overlay: str | None) -> None:
-    """Check the spec. Exit 0 when valid; else each problem as FILE:LINE: FIELD: MESSAGE, exit 1.
+    """Check the spec exactly as an environment runs it: production is fleet.yml; the lab is
+    fleet.yml with lab.yml merged in (and the lab's extra scale hosts). With --env (or RIG_ENV)
+    that environment; without, every environment whose files are there. Exit 0 when valid;
+    else each problem as FILE:LINE: FIELD: MESSAGE, exit 1.
 
     \b
     Example:
-      rig -c ~/fleet/fleet.yml validate --overlay ~/fleet/lab.yml"""
-    from ..config import load_fleet
+      rig validate                       # production and the lab
+      rig --env production validate
+      rig -c ~/fleet/fleet.yml validate --overlay ~/fleet/staging.yml"""
+    import os
 
-    fleet = load_fleet(obj.config, overlay)
-    hosts = ", ".join(f"{h} ({s.profile})" for h, s in fleet.hosts.items())
-    click.echo(f"{obj.config}: valid")
-    click.echo(f"  hosts     {hosts}")
-    click.echo(f"  families  {', '.join(fleet.families)}")
-    click.echo(f"  services  {', '.join(f'{n}:{s.port}' for n, s in fleet.services.items())}")
-    click.echo(f"  registry  {fleet.registry.host}/{fleet.registry.namespace}")
-    click.echo(f"  rollout   canary {', '.join(fleet.rollout.canary)}, batch {fleet.rollout.batch}")
+    from ..config import load_fleet
+    from ..inventory import load_spec, resolve_env
+
+    if overlay:
+        checked = [(f"{obj.config} + {overlay}", load_fleet(obj.config, overlay))]
+    else:
+        chosen = obj.env_option or os.environ.get("RIG_ENV")
+        envs = [resolve_env(chosen)] if chosen else \
+            ["production"] + (["lab"] if (obj.repo / "lab.yml").is_file() else [])
+        checked = [(f"{obj.config}" + (" + lab.yml" if env == "lab" else "") + f" ({env})",
+                    load_spec(obj.config, env)) for env in envs]
+    for label, fleet in checked:
+        hosts = ", ".join(f"{h} ({s.profile})" for h, s in fleet.hosts.items())
+        click.echo(f"{label}: valid")
+        click.echo(f"  hosts     {hosts}")
+        click.echo(f"  families  {', '.join(fleet.families)}")
+        click.echo(f"  services  {', '.join(f'{n}:{s.port}' for n, s in fleet.services.items())}")
+        click.echo(f"  registry  {fleet.registry.host}/{fleet.registry.namespace}")
+        click.echo(f"  rollout   canary {', '.join(fleet.rollout.canary)}, batch {fleet.rollout.batch}")
 
 
 @click.command("tag")

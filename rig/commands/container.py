@@ -11,6 +11,7 @@ import shlex
 from dataclasses import dataclass
 
 from ..config import Fleet
+from ..gpu.smi import APPS_QUERY, GPU_QUERY
 from .base import (
     Cmd,
     all_of,
@@ -323,11 +324,33 @@ def containers_command() -> Cmd:
     return sh("docker", "ps", "-a", "--filter", "label=rig.service", "--format", fields)
 
 
+def gpu_query(query: str) -> Cmd:
+    """An nvidia-smi query with its failure text kept (no driver), or `no nvidia-smi`."""
+    return Cmd(f"if command -v nvidia-smi >/dev/null; then {query} 2>&1; "
+               "else echo 'no nvidia-smi'; fi", compound=True)
+
+
+def gpu_pids() -> Cmd:
+    """`<pid> <container name>` for each process on the GPU that runs in a container (its
+    cgroup names the container's id): what a replaced container holds on the card."""
+    return Cmd(
+        "command -v nvidia-smi >/dev/null && "
+        "for p in $(nvidia-smi --query-compute-apps=pid --format=csv,noheader 2>/dev/null); do "
+        "c=$(sed -n 's/.*docker[-/]\\([0-9a-f]\\{64\\}\\).*/\\1/p' /proc/$p/cgroup 2>/dev/null "
+        "| head -n 1); [ -n \"$c\" ] && echo \"$p $(docker inspect -f '{{.Name}}' $c)\"; "
+        "done", compound=True)
+
+
 def rollout_state_command() -> Cmd:
-    """The RolloutState fact: engine, profile hash, rig's containers, state.json, lock."""
+    """The RolloutState fact: the host's clock, its GPU (nvidia-smi), engine, profile hash,
+    rig's containers, state.json, lock."""
     def section(title: str, body: Cmd) -> Cmd:
         return seq(sh("echo", f"--- {title}"), ok(no_stderr(body)))
-    return seq(section("docker", sh("systemctl", "is-active", "docker")),
+    return seq(section("time", sh("date", "+%s")),
+               section("gpu", gpu_query(GPU_QUERY)),
+               section("gpu-apps", gpu_query(APPS_QUERY)),
+               section("gpu-pids", gpu_pids()),
+               section("docker", sh("systemctl", "is-active", "docker")),
                section("profile", sh("cat", PROFILE_HASH)),
                section("containers", containers_command()),
                section("state", sh("cat", STATE_FILE)),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shlex
 
+from ..gpu.smi import GPU_QUERY
+
 WATCHED_PACKAGES = (
     "docker.io", "docker-cli", "docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx",
     "docker-buildx-plugin", "nvidia-container-toolkit",
@@ -39,5 +41,5 @@ def host_facts_command(paths: list[str], registry: str, users: list[str]) -> str
 
 
 def nvidia_gpus_command() -> str:
-    return ("nvidia-smi --query-gpu=name,compute_cap,memory.total --format=csv,noheader "
-            "2>/dev/null || true")
+    """The GPUs as nvidia-smi lists them (rig/gpu/smi.py); nothing when it fails."""
+    return f"{GPU_QUERY} 2>/dev/null || true"

@@ -36,7 +36,11 @@ def daemon_json(spec: DaemonSpec, nvidia: bool) -> str:
         "log-driver": spec.log_driver,
         "log-opts": {"max-size": spec.log_max_size, "max-file": str(spec.log_max_file)},
         "live-restore": spec.live_restore,
+        "userland-proxy": spec.userland_proxy,
+        "no-new-privileges": spec.no_new_privileges,
     }
+    if spec.icc or spec.iptables is not False:  # --icc=false needs iptables (dockerd says so)
+        doc["icc"] = spec.icc
     if spec.storage_driver:
         doc["storage-driver"] = spec.storage_driver
     if spec.registry_mirrors:

@@ -65,13 +65,30 @@ class DaemonSpec(StrictModel):
     bridge: Word | None = Field(default=None, description="'none' disables the default bridge")
     iptables: bool | None = Field(default=None, description="false stops dockerd's iptables")
     live_restore: bool = Field(default=True, description="Keep containers up across restarts")
+    icc: bool = Field(
+        default=False, description="Inter-container traffic on the default bridge (CIS Docker "
+        "Benchmark 2.1: off); dockerd needs iptables for it to be off, so with iptables: false "
+        "it is left to dockerd's default")
+    userland_proxy: bool = Field(
+        default=False, description="docker-proxy for published ports (CIS 2.15: off; the "
+        "kernel's NAT does it)")
+    no_new_privileges: bool = Field(
+        default=True, description="Containers cannot gain privileges through setuid unless "
+        "they ask (CIS 2.18: on); rig's services ask for it anyway")
 
 
 class NvidiaSpec(StrictModel):
     enabled: bool = Field(
         default=True,
-        description="Install the NVIDIA container toolkit on hosts whose profile has a GPU, "
-        "and run GPU services with --gpus all",
+        description="rig manages the GPU of hosts whose profile has one: reads it with "
+        "nvidia-smi, checks it against the profile, checks driver and free memory before a "
+        "rollout, and fails a canary on new Xid errors",
+    )
+    toolkit: bool = Field(
+        default=True,
+        description="Install the NVIDIA container toolkit (nvidia as the default runtime) and "
+        "give GPU services their GPUs (--gpus); false where it cannot be installed (the lab: "
+        "an nvidia-smi stand-in, no NVIDIA repository), GPU facts and checks only",
     )
     repo_url: Url = Field(
         default="https://nvidia.github.io/libnvidia-container",

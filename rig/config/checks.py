@@ -29,6 +29,11 @@ class CheckSpec(StrictModel):
     fields: list[Line] = Field(default_factory=list,
                                description="Keys the JSON answer must have, whatever their value")
     timeout: Duration = Field(default=5.0, gt=0, le=120, description="Time the check may take")
+    gate: bool = Field(
+        default=False,
+        description="Part of the rollout's health gate: a new container passes only once /health "
+                    "has held for min_healthy AND this check answers as expected (a model server "
+                    "answers /health before its model is loaded; list the model here)")
 
     @model_validator(mode="after")
     def _shape(self) -> CheckSpec:

@@ -87,19 +87,32 @@ class Fleet(StrictModel):
     def profile_of(self, host: str) -> ProfileSpec:
         return self.profiles[self.hosts[host].profile]
 
-    def gpu_enabled(self, host: str) -> bool:
-        """True when rig manages a GPU on this host (profile has one and NVIDIA is enabled)."""
+    def gpu_present(self, host: str) -> bool:
+        """True when rig reads and checks a GPU on this host (the profile has one and
+        bootstrap.nvidia is enabled)."""
         return self.bootstrap.nvidia.enabled and self.profile_of(host).gpu is not None
 
-    def runtime(self, service: str, host: str) -> Runtime:
-        """How `service` runs on `host`: defaults, the service's runtime, its by_profile entry
-        for the host's profile; gpus none where rig manages no GPU."""
+    def gpu_enabled(self, host: str) -> bool:
+        """True when containers on this host get GPUs: rig manages its GPU and installs the
+        NVIDIA container toolkit there (bootstrap.nvidia.toolkit)."""
+        return self.gpu_present(host) and self.bootstrap.nvidia.toolkit
+
+    def _declared_runtime(self, service: str, host: str) -> Runtime:
         spec = self.services[service]
         layers = [self.defaults, spec.runtime]
         profile = self.hosts[host].profile
         if profile in spec.by_profile:
             layers.append(spec.by_profile[profile])
-        resolved = resolve(layers, spec.gpu, self.rollout.stop_timeout)
+        return resolve(layers, spec.gpu, self.rollout.stop_timeout)
+
+    def wants_gpu(self, service: str, host: str) -> bool:
+        """The service asks for a GPU on this host (whether or not its containers get one)."""
+        return self._declared_runtime(service, host).gpus != "none"
+
+    def runtime(self, service: str, host: str) -> Runtime:
+        """How `service` runs on `host`: defaults, the service's runtime, its by_profile entry
+        for the host's profile; gpus none where rig manages no GPU."""
+        resolved = self._declared_runtime(service, host)
         if not self.gpu_enabled(host) and resolved.gpus != "none":
             resolved = resolved.model_copy(update={"gpus": "none"})
         return resolved

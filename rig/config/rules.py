@@ -15,7 +15,7 @@ Problem = tuple[tuple, str]
 def check(fleet: Fleet) -> list[Problem]:
     problems: list[Problem] = []
     for rule in (_groups, _canary, _families, _service_hosts, _ports, _build_host, _paths,
-                 _by_profile, _capabilities, _container_names):
+                 _by_profile, _capabilities, _container_names, _gpu_memory):
         problems.extend(rule(fleet))
     return problems
 
@@ -27,6 +27,50 @@ def _container_names(fleet: Fleet) -> Iterator[Problem]:
         if name.endswith("-prev"):
             yield (("services", name), f"service name {name!r} ends in '-prev', which names the "
                    f"kept container of service {name[:-5]!r} (rig-{name}); choose another name")
+
+
+def declared_gpu_memory(fleet: Fleet, service: str, host: str) -> tuple[int | None, tuple]:
+    """(bytes, spec path) of the GPU memory `service` declares on `host`'s profile: by_profile
+    over the service's runtime over defaults; (None, ()) when it declares none or uses no GPU."""
+    spec, profile = fleet.services[service], fleet.hosts[host].profile
+    layers = [(("defaults", "gpu_memory"), fleet.defaults),
+              (("services", service, "runtime", "gpu_memory"), spec.runtime)]
+    if profile in spec.by_profile:
+        layers.append((("services", service, "by_profile", profile, "gpu_memory"),
+                       spec.by_profile[profile]))
+    gpus = "all" if spec.gpu else "none"
+    found: tuple[int | None, tuple] = (None, ())
+    for path, layer in layers:
+        if layer.gpus is not None:
+            gpus = layer.gpus
+        if layer.gpu_memory is not None:
+            found = (layer.gpu_memory, path)
+    return found if gpus != "none" else (None, ())
+
+
+def _gpu_memory(fleet: Fleet) -> Iterator[Problem]:
+    """What a host's GPU services declare together must fit on its card, less the reserve."""
+    from .runtime import show_size
+
+    for host, spec in fleet.hosts.items():
+        gpu = fleet.profiles[spec.profile].gpu if spec.profile in fleet.profiles else None
+        declared = [(s, *declared_gpu_memory(fleet, s, host)) for s in fleet.services_on(host)]
+        declared = [(s, size, path) for s, size, path in declared if size]
+        if not declared:
+            continue
+        total = sum(size for _, size, _ in declared)
+        if gpu is None:
+            yield declared[0][2], (f"{declared[0][0]} declares gpu_memory on host {host}, whose "
+                                   f"profile {spec.profile} has no GPU")
+            continue
+        room = gpu.memory_mib * 2**20 - fleet.rollout.gpu_reserve
+        if total > room:
+            parts = " + ".join(f"{s} {show_size(size)}" for s, size, _ in declared)
+            yield declared[-1][2], (
+                f"host {host} ({gpu.model}, {gpu.memory_mib} MiB): its GPU services declare "
+                f"{parts} = {total // 2**20} MiB, more than the card's {gpu.memory_mib} MiB less "
+                f"rollout.gpu_reserve {fleet.rollout.gpu_reserve // 2**20} MiB "
+                f"({room // 2**20} MiB)")
 
 
 def _groups(fleet: Fleet) -> Iterator[Problem]:

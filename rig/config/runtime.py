@@ -139,6 +139,10 @@ class RuntimeSpec(StrictModel):
     stop_timeout: Duration | None = Field(
         default=None, description="Seconds `docker stop` waits before SIGKILL (default: "
         "rollout.stop_timeout)")
+    gpu_memory: Size | None = Field(
+        default=None, description="GPU memory the service needs once its model is loaded "
+        "(8g): checked against the card's memory by `rig validate` (what a host's services "
+        "declare together must fit) and before a start (what is free now)")
 
     @field_validator("cap_drop", "cap_add")
     @classmethod
@@ -150,6 +154,9 @@ class RuntimeSpec(StrictModel):
 SECURE = RuntimeSpec(read_only=True, tmpfs=["/tmp"], cap_drop=["ALL"], cap_add=[],
                      no_new_privileges=True, ulimits={})
 """What a service gets when no layer says otherwise."""
+
+
+DECLARED = ("gpu_memory",)
 
 
 class Runtime(StrictModel):
@@ -170,13 +177,15 @@ class Runtime(StrictModel):
     cache_volume: str | None = None
     log_volume: str | None = None
     stop_timeout: float = 10.0
+    gpu_memory: int | None = None   # declared, not a container setting: not in describe()
 
     def describe(self) -> dict[str, str]:
-        """Setting -> how an operator writes it (`memory: 8g`), for plans and labels."""
+        """Setting -> how an operator writes it (`memory: 8g`), for plans and labels. What a
+        service only declares (gpu_memory) is no container setting and changes no container."""
         shown: dict[str, str] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if value is None or value == [] or value == {}:
+            if value is None or value == [] or value == {} or name in DECLARED:
                 continue
             if name in ("memory", "memory_reservation", "shm_size"):
                 shown[name] = show_size(value)

@@ -4,13 +4,16 @@ SSH exactly like a real machine. Docker is not preinstalled: bootstrap installs 
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 import time
+from pathlib import Path
 
 from docker.errors import NotFound
 
 from ..errors import RigError
 from ..proc import run
+from . import gpu
 from .engine import Engine
 from .layout import LABEL, OPERATOR, container_name, host_run_argv, volume_name
 
@@ -74,6 +77,54 @@ OPERATOR_SETUP = " && ".join([
     "systemctl reload ssh",
 ])
 assert OPERATOR == "ops"  # the lines above name it
+
+
+def ensure_gpu_standin(engine: Engine, host: str, profile_gpu) -> dict:
+    """The stand-in nvidia-smi (rig/lab/nvidia_smi.py) at /usr/local/bin/nvidia-smi, and its
+    state for the profile's GPU unless the host has one already (a scenario set by
+    `rig lab gpu` survives a second `rig lab up`)."""
+    container = engine.client().containers.get(container_name(host))
+    script = (Path(__file__).with_name("nvidia_smi.py")).read_bytes()
+    _put_file(container, str(Path(gpu.STANDIN_PATH).parent), Path(gpu.STANDIN_PATH).name,
+              script, 0o755)
+    current = _read_gpu_state(container)
+    if current is None:
+        current = gpu.standin_state(profile_gpu)
+        _write_gpu_state(container, current)
+    return current
+
+
+def set_gpu_standin(engine: Engine, host: str, profile_gpu, reset: bool = False,
+                    **changes) -> dict:
+    """Rewrite a host's stand-in state (`rig lab gpu`)."""
+    try:
+        container = engine.client().containers.get(container_name(host))
+    except NotFound:
+        raise RigError(f"no lab host {host!r} (rig lab up)") from None
+    current = None if reset else _read_gpu_state(container)
+    state = gpu.standin_state(profile_gpu, current=current, **changes)
+    _write_gpu_state(container, state)
+    return state
+
+
+def _read_gpu_state(container) -> dict | None:
+    code, output = container.exec_run(["cat", gpu.STATE_PATH])
+    if code != 0:
+        return None
+    try:
+        value = json.loads(output)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _write_gpu_state(container, state: dict) -> None:
+    folder = str(Path(gpu.STATE_PATH).parent)
+    code, output = container.exec_run(["install", "-d", "-m", "0755", folder])
+    if code != 0:
+        raise RigError(f"{container.name}: cannot make {folder}: {output.decode()[-200:]}")
+    _put_file(container, folder, Path(gpu.STATE_PATH).name,
+              (json.dumps(state, indent=2, sort_keys=True) + "\n").encode(), 0o644)
 
 
 def _make_operator(container, public_key: bytes) -> None:

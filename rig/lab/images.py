@@ -3,6 +3,7 @@ filesystem once, cache it as a tarball, `docker import` it into the engine."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tarfile
 import tempfile
@@ -14,6 +15,7 @@ from ..errors import RigError
 from ..proc import run
 from .engine import Engine
 from .layout import (
+    BASE_ENV,
     BASE_IMAGE,
     BASE_PACKAGES,
     HOST_PACKAGES,
@@ -77,8 +79,9 @@ def tarball(kind: str, say) -> Path:
     return target
 
 
-def ensure_imported(engine: Engine, kind: str, name: str, say) -> bool:
-    """Import the tarball as image `name` unless the engine has it. True if imported now."""
+def ensure_imported(engine: Engine, kind: str, name: str, say, env: dict | None = None) -> bool:
+    """Import the tarball as image `name` (with `env` as its ENV) unless the engine has it.
+    True if imported now."""
     client = engine.client()
     try:
         client.images.get(name)
@@ -87,7 +90,9 @@ def ensure_imported(engine: Engine, kind: str, name: str, say) -> bool:
         pass
     source = tarball(kind, say)
     say("image", f"importing {name}")
-    run(["docker", "import", str(source), name], env=engine.env(), timeout=600)
+    changes = [a for key, value in sorted((env or {}).items())
+               for a in ("--change", f"ENV {key}={json.dumps(value)}")]
+    run(["docker", "import", *changes, str(source), name], env=engine.env(), timeout=600)
     return True
 
 
@@ -96,7 +101,7 @@ def ensure_base_pushed(engine: Engine, paths: LabPaths, registry_client, say) ->
     repository, tag = BASE_IMAGE.split("/", 1)[1].rsplit(":", 1)
     if registry_client.manifest_digest(repository, tag):
         return False
-    ensure_imported(engine, "base", BASE_IMAGE, say)
+    ensure_imported(engine, "base", BASE_IMAGE, say, env=BASE_ENV)
     say("image", f"pushing {BASE_IMAGE}")
     env = {**engine.env(), "DOCKER_CONFIG": str(paths.docker_config)}
     run(["docker", "push", BASE_IMAGE], env=env, timeout=600)

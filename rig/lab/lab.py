@@ -12,6 +12,7 @@ import paramiko
 from docker.errors import NotFound
 from docker.types import IPAMConfig, IPAMPool
 
+from ..errors import RigError
 from ..proc import run
 from . import hosts as lab_hosts
 from . import registry as lab_registry
@@ -49,8 +50,9 @@ class Lab:
         return cls(LabPaths.for_repo(repo))
 
     # -- up -----------------------------------------------------------------------------------
-    def up(self, count: int, say) -> LabState:
-        """Bring the lab to `count` hosts; idempotent: parts that exist are reported, not redone."""
+    def up(self, count: int, say, gpus: dict | None = None) -> LabState:
+        """Bring the lab to `count` hosts; idempotent: parts that exist are reported, not redone.
+        gpus: host -> its profile's GPU (GpuSpec), played by an nvidia-smi stand-in."""
         names = host_names(count)
         ensure_packages(CONTROL_PACKAGES, say)
         self.paths.root.mkdir(parents=True, exist_ok=True)
@@ -89,8 +91,23 @@ class Lab:
             state.hosts[host] = address
             state.save(self.paths)
             say(f"host {host}", f"{action} {address} (ssh {OPERATOR}@{address}, sudo)")
+            gpu = (gpus or {}).get(host)
+            if gpu is not None:
+                stand_in = lab_hosts.ensure_gpu_standin(engine, host, gpu)
+                say(f"gpu {host}", f"nvidia-smi stand-in: {stand_in['name']}, "
+                    f"{stand_in['memory_mib']} MiB, driver {stand_in['driver']}"
+                    + (" (missing)" if stand_in["missing"] else ""))
         (self.paths.ssh_dir / "known_hosts").write_text("\n".join(known) + "\n")
         return state
+
+    def gpu(self, host: str, profile_gpu, **changes) -> dict:
+        """Change a host's GPU stand-in (driver, used_mib, missing; reset=True: as the profile
+        and the lab's default driver say); returns the state it now answers from."""
+        state = LabState.load(self.paths)
+        if state is None or not state.docker_host or host not in state.hosts:
+            raise RigError(f"{host}: not a host of a running lab (rig lab up)")
+        engine = Engine(state.docker_host, owned=state.engine_owned)
+        return lab_hosts.set_gpu_standin(engine, host, profile_gpu, **changes)
 
     def _ensure_secrets(self) -> None:
         """Random 0600 values for the secrets lab.yml reads from files (a model-hub token)."""

@@ -21,12 +21,25 @@ HOST_IMAGE = f"rig-lab/host:{SUITE}"
 BASE_REPO = "rig/lab-base"
 BASE_TAG = SUITE
 BASE_IMAGE = f"{REGISTRY}/{BASE_REPO}:{BASE_TAG}"
+# The environment NVIDIA's CUDA 12.1 runtime image sets (nvidia/cuda 12.1.1 Dockerfile,
+# gitlab.com/nvidia/container-images/cuda), which the real family builds FROM: the lab's base
+# carries it too, so rig's pre-flight reads the same CUDA requirement from the lab's images.
+BASE_ENV = {
+    "CUDA_VERSION": "12.1.1",
+    "NVIDIA_REQUIRE_CUDA": (
+        "cuda>=12.1 brand=tesla,driver>=450,driver<451 brand=tesla,driver>=470,driver<471 "
+        "brand=unknown,driver>=470,driver<471 brand=nvidia,driver>=470,driver<471 "
+        "brand=nvidiartx,driver>=470,driver<471 brand=geforce,driver>=470,driver<471 "
+        "brand=geforcertx,driver>=470,driver<471 brand=quadro,driver>=470,driver<471"),
+    "NVIDIA_VISIBLE_DEVICES": "all",
+    "NVIDIA_DRIVER_CAPABILITIES": "compute,utility",
+}
 MAX_HOSTS = 20
 OPERATOR = "ops"  # lab hosts are reached as this user with sudo, never as root
 
 # debootstrap --include lists: what a lab host and the image base need (LAB-NOTES).
 HOST_PACKAGES = (
-    "systemd", "systemd-sysv", "dbus", "openssh-server", "python3-minimal", "curl",
+    "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "curl",
     "ca-certificates", "sudo", "iproute2", "gnupg", "procps",
 )
 BASE_PACKAGES = ("ca-certificates",)

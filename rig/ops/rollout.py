@@ -48,6 +48,7 @@ class PlanRow:
     tag: str
     digest: str
     why: list[str] = field(default_factory=list)   # what changes, in words
+    gate: list[str] = field(default_factory=list)  # what its gate waits for beyond /health
 
 
 @dataclass
@@ -124,6 +125,15 @@ def _plan(job: Job, label: str, hosts: list[str], releases, facts, opts: Options
     changes = {h: [Change(h, r, facts[h].running(r.service), facts[h].state.get(r.service))
                    for r in releases.get(h, [])]
                for h in hosts if facts.get(h) is not None}
+    if not problems:  # the GPU: each image's CUDA against the driver, memory against the card
+        from .gpu import gpu_problems
+
+        clients: list = []   # the registry is asked only when a GPU service would start
+
+        def image_env(repository: str, digest: str) -> dict:
+            clients[:] = clients or [_registry(job)]
+            return clients[0].image_env(repository, digest)
+        problems = gpu_problems(job.fleet, changes, facts, image_env)
     if problems:
         raise RigError(*problems, "pre-flight failed: no host was changed")
     skipped = list(skipped)
@@ -131,7 +141,8 @@ def _plan(job: Job, label: str, hosts: list[str], releases, facts, opts: Options
         _leave_stopped(changes, facts, skipped)
     rows = [PlanRow(h, c.release.service, c.needed, c.running.tag if c.running else None,
                     c.running.digest if c.running else None, c.release.tag, c.release.digest,
-                    c.why if c.needed else [])
+                    c.why if c.needed else [],
+                    [k.name for k in job.fleet.services[c.release.service].checks if k.gate])
             for wave in plan_waves for h in wave for c in changes.get(h, [])]
     return Plan(label, hosts, plan_waves, rows, skipped), changes
 

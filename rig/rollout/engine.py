@@ -26,7 +26,9 @@ import gevent
 from tasks.rollout import RolloutState, record, roll_back, roll_out
 
 from ..commands import container as cmd
+from ..commands.gpu import kernel_log_command
 from ..config import Fleet
+from ..gpu.xid import parse_kernel_lines
 from ..images import image_for
 from ..ledger import entry, next_state, operator
 from ..secrets import SecretStore
@@ -168,10 +170,13 @@ class Rollout:
         self.signal: int | None = None
         self.record_failures: list[str] = []
         self.last_facts: dict = {}
+        self.facts_read_at = self.clock()
+        self.wave_began: dict[str, float] = {}   # host -> its clock when its wave began
 
     # -- hosts ----------------------------------------------------------------------------------
     def facts(self) -> dict:
         self.last_facts = self.session.facts(RolloutState)
+        self.facts_read_at = self.clock()
         return self.last_facts
 
     def take_locks(self, break_lock: bool = False, force: bool = False,
@@ -196,7 +201,7 @@ class Rollout:
                                 self.fleet, host, services[host], hold=hold,
                                 allow_missing=(allow_missing or {}).get(host, ()),
                                 abort=self.abort if abortable else None, clock=self.clock,
-                                sleep=self.sleep)
+                                sleep=self.sleep, gpu_errors=self._gpu_errors(host))
         jobs = {h: gevent.spawn(one, h) for h in sorted(services) if services[h]}
         gevent.joinall(list(jobs.values()))
         verdicts = {}
@@ -207,6 +212,31 @@ class Rollout:
                 verdicts.update({(host, s): probing.Verdict(False, f"gate error: {job.exception}")
                                  for s in services[host]})
         return verdicts
+
+    def _gpu_errors(self, host: str):
+        """For a GPU host: a reader of its kernel log for fatal Xid errors since its wave began
+        (the host's own clock, from pre-flight); None elsewhere."""
+        began = self.wave_began.get(host)
+        if not self.fleet.gpu_present(host) or began is None:
+            return None
+
+        def read() -> str | None:
+            answer = self.session.shell(host, kernel_log_command(began), timeout=30)
+            fatal = [e for e in parse_kernel_lines(answer.stdout) if e.fatal]
+            if not fatal:
+                return None
+            e = fatal[0]
+            return (f"GPU error on {host}: Xid {e.xid} ({e.meaning})"
+                    + (f" at {e.time}" if e.time else "") + f": {e.detail[:160]}"
+                    + (f" (and {len(fatal) - 1} more)" if len(fatal) > 1 else ""))
+        return read
+
+    def _mark_wave(self, hosts) -> None:
+        """Where each host's clock stands as its wave begins (Xid errors from then on count)."""
+        for host in hosts:
+            facts = self.last_facts.get(host)
+            if facts is not None and facts.host_time is not None:
+                self.wave_began[host] = facts.host_time + (self.clock() - self.facts_read_at) - 5
 
     # -- waves ----------------------------------------------------------------------------------
     def run(self, waves: list[list[str]], changes: dict[str, list[Change]],
@@ -292,6 +322,7 @@ class Rollout:
 
     def _wave(self, pending: dict[str, list[Change]]) -> tuple[dict, dict]:
         """Pull and swap on the wave's hosts, then gate what started: (swap results, gates)."""
+        self._mark_wave(pending)
         releases = {h: [c.release for c in cs] for h, cs in pending.items()}
         secrets = {c.release.service: self.secrets.of(c.release.service)
                    for cs in pending.values() for c in cs}

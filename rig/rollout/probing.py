@@ -18,9 +18,11 @@ from collections.abc import Callable
 import gevent
 
 from ..commands import container as cmd
+from ..commands.checks import check_command, parse_results
 from .gate import GateJudge, Verdict
 
 STOPPED = "stopped by a second signal"
+XID_EVERY = 10.0        # seconds between two reads of the host's kernel log for GPU (Xid) errors
 PROBE_SLACK = 10.0      # seconds a probe round may take beyond the services' health timeouts
 WALL_SLACK = 60.0       # seconds past the judges' own deadline before the loop gives up by clock
 
@@ -39,11 +41,16 @@ def judges_for(fleet, services: list[str], hold: float | None) -> dict[str, Gate
 
 def gate(shell: Callable, fleet, host: str, services: list[str], hold: float | None = None,
          allow_missing: tuple = (), abort=None, clock=time.monotonic, sleep=gevent.sleep,
-         on_probe: Callable | None = None) -> dict[str, Verdict]:
+         on_probe: Callable | None = None, gpu_errors: Callable | None = None
+         ) -> dict[str, Verdict]:
     """Judge every service on one host; returns service -> Verdict (a failed one carries the
-    container's last log lines)."""
+    container's last log lines). A service with `gate: true` checks passes only once its
+    /health has passed AND those checks answer as expected (a pause does not re-run them).
+    gpu_errors() -> why or None: the host's GPU errors since the wave began (Xid), read every
+    XID_EVERY seconds and once more before the gate passes; any fails every gate on the host."""
     specs = {s: fleet.services[s] for s in services}
     judges = judges_for(fleet, services, hold)
+    checks = {s: [c for c in specs[s].checks if c.gate] for s in services} if not hold else {}
     round_trip = cmd.probe_services([(s, spec.port, spec.health.path, spec.health.timeout)
                                      for s, spec in specs.items()])
     probe_timeout = max(spec.health.timeout for spec in specs.values()) + PROBE_SLACK
@@ -51,9 +58,15 @@ def gate(shell: Callable, fleet, host: str, services: list[str], hold: float | N
     give_up = started + max(j.deadline for j in judges.values()) + WALL_SLACK
     origins: dict[str, float] = {}
     verdicts: dict[str, Verdict] = {}
-    fast = 0
+    healthy: dict[str, Verdict] = {}   # /health passed; the gate checks still to answer
+    fast, xid_read = 0, started
     while len(verdicts) < len(services) and all(v.passed for v in verdicts.values()):
         waiting = [s for s in services if s not in verdicts]
+        if gpu_errors is not None and clock() - xid_read >= XID_EVERY:
+            xid_read, why = clock(), gpu_errors()
+            if why:
+                verdicts.update({s: Verdict(False, why) for s in waiting})
+                break
         if abort is not None and abort.is_set():  # the operator insists: no more waiting
             verdicts.update({s: Verdict(False, STOPPED) for s in waiting})
             break
@@ -78,15 +91,28 @@ def gate(shell: Callable, fleet, host: str, services: list[str], hold: float | N
                 verdicts[service] = Verdict(True, "no container (none ran before)")
                 continue
             verdict = judges[service].feed(probe)
-            if verdict is not None:
+            if verdict is not None and verdict.passed and checks.get(service):
+                healthy.setdefault(service, verdict)    # now its gate checks must answer
+            elif verdict is not None and (not verdict.passed or service not in healthy):
                 verdict.elapsed = round(clock() - started, 2)
                 verdicts[service] = verdict
             quick |= probe.code // 100 != 2
+        for service in [s for s in healthy if s not in verdicts]:
+            verdict = _checks_verdict(shell, service, specs[service].port, checks[service],
+                                      healthy[service],
+                                      clock() - started > judges[service].deadline)
+            if verdict is not None:
+                verdict.elapsed = round(clock() - started, 2)
+                verdicts[service] = verdict
         fast += 1
         if len(verdicts) < len(services) and all(v.passed for v in verdicts.values()):
             intervals = [specs[s].health.interval for s in services if s not in verdicts]
             sleep(min([cmd.FAST_POLL, *intervals]) if quick and fast < cmd.FAST_PROBES
                   else min(intervals))
+    if gpu_errors is not None and verdicts and all(v.passed for v in verdicts.values()):
+        why = gpu_errors()            # a GPU error since the last read fails a passed gate too
+        if why:
+            verdicts = {s: Verdict(False, why, v.answer, v.elapsed) for s, v in verdicts.items()}
     elapsed = round(clock() - started, 2)
     for service in services:
         verdict = verdicts.get(service) or Verdict(False, "not judged: another service's gate "
@@ -96,3 +122,24 @@ def gate(shell: Callable, fleet, host: str, services: list[str], hold: float | N
             verdict.logs = shell(cmd.logs_command(service), 30).stdout.splitlines()
         verdicts[service] = verdict
     return verdicts
+
+
+def _checks_verdict(shell, service: str, port: int, checks: list, healthy: Verdict,
+                    late: bool) -> Verdict | None:
+    """The gate checks of a service whose /health passed: a pass when every one answers as
+    expected; past the gate's deadline, a failure naming the first that did not; else None
+    (try again next round)."""
+    command = check_command(cmd.current(service), port, checks)
+    answer = shell(command, sum(c.timeout for c in checks) + PROBE_SLACK)
+    results = {r["name"]: r for r in parse_results(answer.stdout)}
+    failed = [(c.name, results.get(c.name)) for c in checks
+              if not (results.get(c.name) or {}).get("ok")]
+    if not failed:
+        return Verdict(True, f"{healthy.reason}; gate checks passed: "
+                       + ", ".join(c.name for c in checks), healthy.answer)
+    if not late:
+        return None
+    name, result = failed[0]
+    why = (result or {}).get("error") or " ".join(answer.stderr[-1:]) or "no result"
+    return Verdict(False, f"gate check {name!r} failed: {why}",
+                   str((result or {}).get("body") or "")[:200])

@@ -99,6 +99,21 @@ def test_verify_suite_passes_on_the_bootstrapped_lab(lab):
     assert " passed" in result.stdout and "failed" not in result.stdout
 
 
+def test_verify_finds_a_missing_gpu_through_the_stand_in(lab):
+    """The GPU check reads nvidia-smi on each host as on MainPC: pc2 without its card fails."""
+    changed = rig("lab", "gpu", "pc2", "--missing")
+    assert "nvidia-smi fails: no driver" in changed.stdout
+    try:
+        result = rig("verify", "-i", "inventory/lab.py", "--suite", "bootstrap", check=False)
+    finally:
+        rig("lab", "gpu", "pc2", "--present")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 failed" in result.stdout and "nvidia-smi failed (exit 9)" in result.stdout
+    assert "test_gpu_is_the_one_the_profile_describes" in result.stdout
+    again = rig("verify", "-i", "inventory/lab.py", "--suite", "bootstrap", check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
 def test_changing_one_profile_value_changes_exactly_that_host(lab, spec_copy):
     profile = spec_copy / "profiles" / "pc2.yml"
     profile.write_text(profile.read_text().replace("threads: 8", "threads: 6"))

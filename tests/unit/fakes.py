@@ -38,13 +38,16 @@ def container_of(release, state="running") -> Container:
 class FakeSession:
     def __init__(self, fleet, hosts, failing=(), held=(), pull_fails=(), record_fails=(),
                  watch_fails=(), lost_in_wave=(), rollback_fails=(), frozen=(), loading=None,
-                 lock_files=None, start=1_700_000_000.0):
+                 lock_files=None, start=1_700_000_000.0, checks_fail_until=None):
         self.fleet, self.hosts = fleet, list(hosts)
         self.failing, self.watch_fails = set(failing), set(watch_fails)
         self.pull_fails, self.record_fails = set(pull_fails), set(record_fails)
         self.lost_in_wave, self.rollback_fails = set(lost_in_wave), set(rollback_fails)
         self.frozen = set(frozen)
         self.loading = dict(loading or {})      # (host, service) -> seconds of 503 loading
+        # (host, service) -> seconds after start until its gate checks pass (inf: never)
+        self.checks_fail_until = dict(checks_fail_until or {})
+        self.kernel_log: dict[str, str] = {}     # host -> what journalctl -k prints
         self.now = start
         self.facts_by_host = {h: RolloutFacts(docker_active=True,
                                               profile_hash=fleet.profile_of(h).content_hash())
@@ -100,6 +103,10 @@ class FakeSession:
                 return Shell(False, "", [f"no answer within {timeout:.0f} s"])
             return Shell(True, "".join(self._probe(name, s) + "\n"
                                        for s in PROBE.findall(command)), [])
+        if command.startswith("journalctl -k "):
+            return Shell(True, self.kernel_log.get(name, "-- No entries --\n"), [])
+        if command.startswith("docker exec ") and " python -c " in command:
+            return self._checks(name, shlex.split(command))
         if "docker logs" in command:
             return Shell(True, "loading weights\nHF_TOKEN=hunter2-secret-value\nfatal: nope\n", [])
         return Shell(True, "", [])
@@ -187,6 +194,17 @@ class FakeSession:
             body = '{"status": "degraded"}'
         encoded = base64.b64encode(body.encode()).decode()
         return f"{service} probe {self.now:.3f} running:0:0 {code} {encoded}"
+
+    def _checks(self, host, argv):
+        """The checks program (commands/checks.py) run in the container: one JSON line each."""
+        service = argv[2].removeprefix("rig-")
+        up = self.now - self.started.get((host, service), self.now)
+        ok = up >= self.checks_fail_until.get((host, service), 0)
+        lines = [json.dumps({"name": c["name"], "ok": ok, "status": 200,
+                             "body": '{"loaded": []}' if not ok else '{"loaded": ["m"]}',
+                             "error": None if ok else "answer lacks {\"loaded\": [\"m\"]}"})
+                 for c in json.loads(argv[-1])]
+        return Shell(True, "\n".join(lines) + "\n", [])
 
     def _lock(self, host, command):
         """commands/lock.py's script, on this host's lock file."""

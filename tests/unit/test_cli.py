@@ -26,7 +26,24 @@ def run_rig(*args, cwd="/tmp"):
 def test_the_installed_console_script_works_from_any_directory():
     result = run_rig("-c", str(REPO / "fleet.yml"), "validate")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"{REPO / 'fleet.yml'}: valid")
+    assert result.stdout.startswith(f"{REPO / 'fleet.yml'} (production): valid")
+    assert f"{REPO / 'fleet.yml'} + lab.yml (lab): valid" in result.stdout
+
+
+def test_validate_checks_what_each_environment_runs_the_lab_overlay_included(tmp_path):
+    import shutil
+
+    for name in ("fleet.yml", "lab.yml", "profiles", "dockerfiles"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    lab = (tmp_path / "lab.yml").read_text().replace("  min_healthy", "  min_healthy")
+    lab = lab.replace("defaults:\n  cpus: 1\n", "defaults:\n  cpus: lots\n", 1)
+    (tmp_path / "lab.yml").write_text(lab)
+    line = lab.splitlines().index("  cpus: lots") + 1
+    result = run_rig("-c", str(tmp_path / "fleet.yml"), "validate")
+    assert result.returncode == 1 and f"lab.yml:{line}: defaults.cpus" in result.stderr
+    production = run_rig("-c", str(tmp_path / "fleet.yml"), "--env", "production", "validate")
+    assert production.returncode == 0 and "(production): valid" in production.stdout
 
 
 def test_the_installed_rig_is_not_the_checkout():
@@ -38,7 +55,8 @@ def test_the_installed_rig_is_not_the_checkout():
 
 @pytest.mark.parametrize("verb", [[], ["rollout"], ["bootstrap"], ["lab", "up"], ["hosts", "trust"],
                                   ["build"], ["images", "verify"], ["status"], ["plan"],
-                                  ["rollback"], ["verify"], ["validate"]])
+                                  ["rollback"], ["verify"], ["validate"], ["gpu"],
+                                  ["lab", "gpu"]])
 def test_every_verb_explains_itself_with_an_example(verb):
     result = run_rig(*verb, "--help")
     assert result.returncode == 0, result.stderr

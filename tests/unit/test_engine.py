@@ -605,3 +605,69 @@ def test_stop_refuses_a_live_lock_and_a_service_never_rolled_out(fleet):
     with pytest.raises(RigError, match="--break-lock refuses"):
         control_service(FakeJob(fleet, session), "stop", SERVICE, None, True, lambda line: None)
     assert session.runs == [] and session.locks == {"pc2"}
+
+
+# -- readiness beyond /health: gate checks --------------------------------------------------------
+def with_gate_check(fleet):
+    from rig.config.checks import CheckSpec
+
+    fleet = three_hosts(fleet)
+    services = dict(fleet.services)
+    spec = services[SERVICE]
+    check = CheckSpec(name="lists the model", path="/models", expect={"loaded": ["m"]}, gate=True)
+    services[SERVICE] = spec.model_copy(update={"checks": [*spec.checks, check]})
+    return fleet.model_copy(update={"services": services})
+
+
+def test_a_gate_check_holds_the_gate_until_the_model_is_listed(fleet):
+    fleet = with_gate_check(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"],
+                          checks_fail_until={("mainpc", SERVICE): 12})
+    lines = []
+    outcome = Rollout(session, fleet, lines.append, "rollout", "T2").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert outcome.ok
+    said = [line for line in lines if line.startswith("  mainpc")]
+    assert said and "gate checks passed: lists the model" in said[0]
+    assert outcome.gate_seconds >= 12
+    ran = [c for h, c, _ in session.commands if h == "mainpc" and c.startswith("docker exec ")]
+    assert len(ran) > 3 and all("scores a sentence" not in c for c in ran)  # only gate: true
+
+
+def test_a_gate_check_that_never_answers_fails_the_canary_after_the_gates_deadline(fleet):
+    fleet = with_gate_check(fleet)
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"],
+                                              checks_fail_until={("mainpc", SERVICE): 1e9}))
+    outcome = engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]],
+                                         changes_for(fleet, session))
+    assert not outcome.ok
+    assert any("gate check 'lists the model' failed: answer lacks" in line
+               for line in outcome.lines)
+    assert session.running("mainpc", SERVICE).digest == "sha256:old"
+    assert outcome.gate_seconds > fleet.services[SERVICE].health.start_period
+
+
+# -- GPU errors during a gate ---------------------------------------------------------------------
+XID_79 = ("2026-11-30T10:01:02+0000 mainpc kernel: NVRM: Xid (PCI:0000:01:00): 79, pid=1234, "
+          "GPU has fallen off the bus.\n")
+XID_45 = ("2026-11-30T10:01:02+0000 mainpc kernel: NVRM: Xid (PCI:0000:01:00): 45, pid=1234, "
+          "Ch 00000010\n")
+
+
+@pytest.mark.parametrize("log,fails", [(XID_79, True), (XID_45, False), ("", False)])
+def test_a_fatal_gpu_error_during_the_canarys_gate_fails_it(fleet, log, fails):
+    fleet = three_hosts(fleet)
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"]))
+    for host in session.hosts:
+        session.facts_by_host[host].host_time = 1_800_000_000.0
+    session.kernel_log["mainpc"] = log
+    rollout = engine(fleet, session)
+    outcome = rollout.run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session),
+                          facts=rollout.facts())
+    reads = [c for h, c, _ in session.commands if h == "mainpc" and c.startswith("journalctl")]
+    assert reads and reads[0].startswith("journalctl -k --since @17999999")
+    assert outcome.ok is not fails
+    if fails:
+        assert any(line.startswith(f"  mainpc {SERVICE} T2: GPU error on mainpc: Xid 79 (")
+                   for line in outcome.lines), outcome.lines
+        assert session.running("mainpc", SERVICE).digest == "sha256:old"

@@ -112,7 +112,7 @@ def test_secret_mistakes(spec, secret, field, message):
     ("{path: /m}", "name", "Field required"),
 ])
 def test_check_mistakes(spec, check, field, message):
-    old = "      - {name: lists the loaded models, path: /models, fields: [loaded, workers]}"
+    old = "      - {name: lists the loaded models, path: /models, fields: [loaded, workers], gate: true}"
     line = replace(spec, old, "      - " + check)
     where = f"{MOC}.checks[0]" + (f".{field}" if field else "")
     assert errors() == [f"fleet.yml:{line}: {where}: {message}"]
@@ -163,3 +163,55 @@ def test_secret_files_must_be_private(spec, monkeypatch):
         service_secrets(fleet, "model_ops_coordinator")
     os.chmod(spec / "hf.txt", 0o600)
     assert service_secrets(fleet, "model_ops_coordinator")["HF_TOKEN"].value == "hf_in_a_file"
+
+
+# -- GPU memory as a budget ---------------------------------------------------------------------
+def _spec_with(tmp_path, replacements: list[tuple[str, str]]):
+    import shutil
+
+    for name in ("fleet.yml", "profiles", "dockerfiles"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    text = (tmp_path / "fleet.yml").read_text()
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    (tmp_path / "fleet.yml").write_text(text)
+    return tmp_path / "fleet.yml", text
+
+
+def test_gpu_memory_that_cannot_fit_on_pc2s_card_fails_validate_with_the_numbers(tmp_path):
+    from rig.config import load_fleet
+
+    path, text = _spec_with(tmp_path, [
+        ("    runtime: {memory: 12g, cpus: 8, shm_size: 2g}\n",
+         "    runtime: {memory: 12g, cpus: 8, shm_size: 2g, gpu_memory: 18g}\n"),
+        ("      pc2: {memory: 6g, cpus: 4, shm_size: 1g}\n",
+         "      pc2: {memory: 6g, cpus: 4, shm_size: 1g, gpu_memory: 8g}\n"),
+        ("      pc2: {memory: 3g, cpus: 2, gpus: [0]}",
+         "      pc2: {memory: 3g, cpus: 2, gpus: [0], gpu_memory: 4g}")])
+    with pytest.raises(RigError) as caught:
+        load_fleet(path)
+    line = next(i for i, row in enumerate(text.splitlines(), 1)
+                if row.startswith("      pc2: {memory: 3g, cpus: 2, gpus: [0], gpu_memory: 4g}"))
+    assert caught.value.lines == [
+        f"{path}:{line}: services.real_time_audio_pipeline.by_profile.pc2.gpu_memory: host pc2 "
+        "(NVIDIA GeForce RTX 3060, 12288 MiB): its GPU services declare model_ops_coordinator 8g + "
+        "real_time_audio_pipeline 4g = 12288 MiB, more than the card's 12288 MiB less "
+        "rollout.gpu_reserve 1024 MiB (11264 MiB)"]
+
+
+def test_gpu_memory_that_fits_is_valid_and_changes_no_container(tmp_path):
+    from rig.commands.container import container_config
+    from rig.config import load_fleet
+
+    path, _ = _spec_with(tmp_path, [
+        ("    runtime: {memory: 12g, cpus: 8, shm_size: 2g}\n",
+         "    runtime: {memory: 12g, cpus: 8, shm_size: 2g, gpu_memory: 18g}\n"),
+        ("      pc2: {memory: 6g, cpus: 4, shm_size: 1g}\n",
+         "      pc2: {memory: 6g, cpus: 4, shm_size: 1g, gpu_memory: 8g}\n")])
+    fleet = load_fleet(path)
+    plain = load_fleet(REPO / "fleet.yml")
+    assert fleet.runtime("model_ops_coordinator", "pc2").gpu_memory == 8 * 2**30
+    assert container_config(fleet, "pc2", "model_ops_coordinator", "sha256:1", "p", {}) == \
+        container_config(plain, "pc2", "model_ops_coordinator", "sha256:1", "p", {})

@@ -61,7 +61,8 @@ def test_lab_overlay_changes_only_what_differs():
     assert lab.families["llm-cu121"].context == prod.families["llm-cu121"].context
     assert lab.bootstrap.daemon.bridge == "none" and lab.bootstrap.daemon.iptables is False
     assert lab.bootstrap.daemon.log_max_size == prod.bootstrap.daemon.log_max_size
-    assert lab.gpu_enabled("mainpc") is False
+    assert lab.gpu_enabled("mainpc") is False       # no NVIDIA runtime: no --gpus
+    assert lab.gpu_present("mainpc") is True        # the stand-in's GPU is read and checked
     assert lab.rollout == prod.rollout
     for name, service in prod.services.items():  # the lab has 2 cores and a stand-in token file
         same = {"runtime", "by_profile", "secrets"}

@@ -3,6 +3,7 @@
 Covers the paths the lab cannot reach (docker-ce repository, buildx binary URL, NVIDIA toolkit,
 real GPUs) with recorded nvidia-smi outputs for a 4090, a 3060 and no GPU."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from rig.hosts import release_problem
 from tasks import docker as docker_ops
 from tasks import nvidia as nvidia_ops
 from tasks import profile as profile_ops
-from tasks.facts import Gpu, HostFacts, HostState, NvidiaGpus, parse_gpus, parse_host_facts
+from tasks.facts import HostFacts, HostState, NvidiaGpus, parse_host_facts
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -25,6 +26,11 @@ LAB = load_fleet(REPO / "fleet.yml", REPO / "lab.yml")
 
 def recorded(name: str) -> list[str]:
     return (FIXTURES / name).read_text().splitlines()
+
+
+def gpu_fact(name: str) -> list:
+    """The NvidiaGpus fact on a recorded nvidia-smi answer (its # source lines left out)."""
+    return NvidiaGpus().process([line for line in recorded(name) if not line.startswith("#")])
 
 
 class FakeData(dict):
@@ -90,21 +96,21 @@ def test_buildx_version_from_docker_ce_format():
 
 
 @pytest.mark.parametrize("fixture, expected", [
-    ("nvidia-smi-4090.txt", [Gpu("NVIDIA GeForce RTX 4090", "8.9", 24564)]),
-    ("nvidia-smi-3060.txt", [Gpu("NVIDIA GeForce RTX 3060", "8.6", 12288)]),
-    ("nvidia-smi-none.txt", []),
+    ("gpu/smi-gpu-query-4090.txt", [("NVIDIA GeForce RTX 4090", "8.9", 24564)]),
+    ("gpu/smi-gpu-query-3060.txt", [("NVIDIA GeForce RTX 3060", "8.6", 12288)]),
+    ("gpu/smi-no-driver.txt", []),
 ])
 def test_gpu_fact_parses_recorded_nvidia_smi(fixture, expected):
-    assert parse_gpus(recorded(fixture)) == expected
+    assert [(g.name, g.compute_cap, g.memory_total_mib) for g in gpu_fact(fixture)] == expected
 
 
 def test_gpu_matching_profile_passes():
-    gpus = parse_gpus(recorded("nvidia-smi-4090.txt"))
+    gpus = gpu_fact("gpu/smi-gpu-query-4090.txt")
     assert nvidia_ops.gpu_problem(gpus, PROD.profile_of("mainpc")) is None
 
 
 def test_a_3060_where_the_profile_says_4090_is_refused():
-    gpus = parse_gpus(recorded("nvidia-smi-3060.txt"))
+    gpus = gpu_fact("gpu/smi-gpu-query-3060.txt")
     assert nvidia_ops.gpu_problem(gpus, PROD.profile_of("mainpc")) == (
         "GPU mismatch: profile mainpc expects NVIDIA GeForce RTX 4090 (compute 8.9), "
         "found NVIDIA GeForce RTX 3060 (compute 8.6)"
@@ -119,11 +125,19 @@ def test_no_gpu_where_the_profile_has_one_is_refused():
 
 # -- daemon.json ------------------------------------------------------------------------------
 def test_daemon_json_for_the_lab():
+    """No bridge and no iptables in the lab's inner engines: icc is left to dockerd (it
+    refuses icc: false without iptables); the other CIS settings as everywhere."""
     assert cmd.daemon_json(LAB.bootstrap.daemon, nvidia=False) == (
         '{\n  "bridge": "none",\n  "iptables": false,\n  "live-restore": true,\n'
         '  "log-driver": "json-file",\n  "log-opts": {\n    "max-file": "3",\n'
-        '    "max-size": "10m"\n  }\n}\n'
+        '    "max-size": "10m"\n  },\n  "no-new-privileges": true,\n  "userland-proxy": false\n}\n'
     )
+
+
+def test_daemon_json_follows_the_cis_docker_benchmark_where_the_engine_allows():
+    content = json.loads(cmd.daemon_json(PROD.bootstrap.daemon, nvidia=False))
+    assert (content["icc"], content["userland-proxy"], content["no-new-privileges"]) == (
+        False, False, True)
 
 
 def test_daemon_json_on_a_gpu_host_carries_the_nvidia_runtime():
@@ -289,7 +303,7 @@ def test_registry_ca_only_when_different():
     facts = bare()
     path = "/etc/docker/certs.d/10.77.0.1:5000/ca.crt"
     assert run_op(docker_ops.registry_trust, FakeHost(facts), ca_pem="PEM", path=path) == [
-        cmd.write_file(path, "PEM", "0644")]
+        cmd.write_file(path, "PEM", "0444")]
     facts.file_hashes[path] = cmd.sha256("PEM")
     assert run_op(docker_ops.registry_trust, FakeHost(facts), ca_pem="PEM", path=path) == []
 
@@ -323,14 +337,14 @@ def test_nvidia_toolkit_from_nvidias_repository():
 
 
 def test_gpu_check_op_stops_a_mismatched_host():
-    fake = FakeHost(ready(), PROD, gpus=parse_gpus(recorded("nvidia-smi-3060.txt")))
+    fake = FakeHost(ready(), PROD, gpus=gpu_fact("gpu/smi-gpu-query-3060.txt"))
     (command,) = run_op(nvidia_ops.gpu_matches_profile, fake)
     assert command.startswith("echo 'rig: GPU mismatch: profile mainpc expects") and command.endswith(
         ">&2; exit 1")
 
 
 def test_gpu_check_op_passes_a_matching_host():
-    fake = FakeHost(ready(), PROD, name="pc2", gpus=parse_gpus(recorded("nvidia-smi-3060.txt")))
+    fake = FakeHost(ready(), PROD, name="pc2", gpus=gpu_fact("gpu/smi-gpu-query-3060.txt"))
     assert run_op(nvidia_ops.gpu_matches_profile, fake) == []
     assert fake.noops == ["GPU matches the machine profile"]
 

@@ -66,3 +66,19 @@ def test_deploy_user_in_docker_group(host, fleet):
     if user is None:
         pytest.skip("bootstrap.deploy_user is not set in the spec")
     assert "docker" in host.user(user).groups
+
+
+def test_gpu_is_the_one_the_profile_describes(host, fleet, target):
+    """nvidia-smi answers, and the card is the profile's (model, compute capability, memory)."""
+    from rig.gpu.smi import GPU_QUERY, parse_gpus
+    from tasks.nvidia import gpu_problem
+
+    if not fleet.gpu_present(target.name):
+        pytest.skip(f"{target.name}: no GPU in its profile, or bootstrap.nvidia is disabled")
+    result = host.run(GPU_QUERY)
+    assert result.rc == 0, f"nvidia-smi failed (exit {result.rc}): {result.stdout}{result.stderr}"
+    gpus = parse_gpus(result.stdout)
+    profile = fleet.profile_of(target.name)
+    assert gpu_problem(gpus, profile) is None, gpu_problem(gpus, profile)
+    assert [g.memory_total_mib for g in gpus if g.name == profile.gpu.model][0] == \
+        profile.gpu.memory_mib
