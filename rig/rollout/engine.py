@@ -36,6 +36,7 @@ from . import probing
 from .decide import KEEP, REGATE, REMOVE, REPLACE, START, Version, decide
 from .locks import HostLocks, may_take
 from .probing import STOPPED
+from .watch import GateWatch
 
 
 @dataclass
@@ -172,6 +173,7 @@ class Rollout:
         self.last_facts: dict = {}
         self.facts_read_at = self.clock()
         self.wave_began: dict[str, float] = {}   # host -> its clock when its wave began
+        self.on_probe = None
 
     # -- hosts ----------------------------------------------------------------------------------
     def facts(self) -> dict:
@@ -201,9 +203,14 @@ class Rollout:
                                 self.fleet, host, services[host], hold=hold,
                                 allow_missing=(allow_missing or {}).get(host, ()),
                                 abort=self.abort if abortable else None, clock=self.clock,
-                                sleep=self.sleep, gpu_errors=self._gpu_errors(host))
-        jobs = {h: gevent.spawn(one, h) for h in sorted(services) if services[h]}
-        gevent.joinall(list(jobs.values()))
+                                sleep=self.sleep, gpu_errors=self._gpu_errors(host),
+                                on_probe=self.on_probe)
+        deadlines = {(h, s): j.deadline for h in services
+                     for s, j in probing.judges_for(self.fleet, services[h], hold).items()}
+        with GateWatch(self.say, deadlines, clock=self.clock) as watch:
+            self.on_probe = watch.probe
+            jobs = {h: gevent.spawn(one, h) for h in sorted(services) if services[h]}
+            gevent.joinall(list(jobs.values()))
         verdicts = {}
         for host, job in jobs.items():
             if job.successful():

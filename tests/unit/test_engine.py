@@ -671,3 +671,32 @@ def test_a_fatal_gpu_error_during_the_canarys_gate_fails_it(fleet, log, fails):
         assert any(line.startswith(f"  mainpc {SERVICE} T2: GPU error on mainpc: Xid 79 (")
                    for line in outcome.lines), outcome.lines
         assert session.running("mainpc", SERVICE).digest == "sha256:old"
+
+
+def test_a_long_gate_is_shown_as_it_goes_and_a_short_one_stays_quiet(fleet):
+    fleet = slow_fleet(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"], loading={("mainpc", SERVICE): 60})
+    lines: list[str] = []
+    outcome = Rollout(session, fleet, lines.append, "rollout", "T2").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert outcome.ok
+    shown = [line for line in lines if f" {SERVICE}: " in line and " of " in line]
+    assert all(line.split()[1] == "mainpc" for line in shown)          # pc2's gate was short
+    assert any('503 {"status": "loading"}' in line for line in shown)
+    assert [line.split(": ", 1)[1] for line in shown] == [   # every 15 s or on a change
+        '503 {"status": "loading"} (15 s of 917 s)', '503 {"status": "loading"} (30 s of 917 s)',
+        '503 {"status": "loading"} (45 s of 917 s)', '200 {"status": "ok"} (60 s of 917 s)']
+
+
+def test_on_a_terminal_the_gates_are_one_live_table():
+    from rig.rollout.gate import Probe
+    from rig.rollout.watch import GateWatch
+
+    said: list[str] = []
+    with GateWatch(said.append, {("mainpc", SERVICE): 330.0}, live=True) as watch:
+        watch.probe("mainpc", SERVICE, Probe(42.0, "running", 0, 503, '{"status": "loading"}'))
+        rows = watch._table().rows
+    assert said == [] and len(rows) == 1          # drawn in place, not printed line by line
+    assert watch.rows[("mainpc", SERVICE)].answer == '503 {"status": "loading"}'
+    assert GateWatch._line(watch.rows[("mainpc", SERVICE)]) == \
+        '503 {"status": "loading"} (42 s of 330 s)'
