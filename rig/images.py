@@ -87,6 +87,15 @@ def expected_images(fleet: Fleet, tag: str, extra_args: dict[str, dict] | None =
     return images
 
 
+def build_tag(fleet: Fleet, service: str, host: str, image_tag: str) -> str:
+    """The tag a build used, from the tag an image carries: a per-machine service's images are
+    tagged <tag>-<machine> (what state.json and the ledger record)."""
+    machine = fleet.hosts[host].profile
+    if fleet.services[service].per_machine and image_tag.endswith(f"-{machine}"):
+        return image_tag[: -len(machine) - 1]
+    return image_tag
+
+
 def image_for(fleet: Fleet, service: str, host: str, tag: str) -> Image:
     """The image a host runs for a service: its machine's variant for per-machine services."""
     machine = fleet.hosts[host].profile

@@ -17,8 +17,10 @@ from .commands.container import Release
 
 
 def operator() -> str:
-    """Who is rolling out: RIG_OPERATOR, else user@machine."""
-    return os.environ.get("RIG_OPERATOR") or f"{getpass.getuser()}@{socket.gethostname()}"
+    """Who is rolling out: RIG_OPERATOR, else user@machine; on one line, printable (a name is
+    shown in lock descriptions and ledger lines), at most 120 characters."""
+    name = os.environ.get("RIG_OPERATOR") or f"{getpass.getuser()}@{socket.gethostname()}"
+    return "".join(c if c.isprintable() else "?" for c in name)[:120]
 
 
 RESULTS = ("ok", "failed", "rolled_back", "rollback_failed", "interrupted")
@@ -26,16 +28,18 @@ CONTROL = ("stop", "start", "restart")  # actions that keep the version and flip
 
 
 def entry(now: str, who: str, action: str, host: str, release: Release, before: dict | None,
-          result: str, reason: str | None = None) -> dict:
+          result: str, reason: str | None = None, config_hash: str | None = None) -> dict:
     """One ledger line: one attempt on one host and service, written once its outcome is known.
-    A release with no digest means "back to running nothing" (a reverted first install)."""
+    A release with no digest means "back to running nothing" (a reverted first install).
+    config_hash: the version's own, where the release carries no config (a restored one)."""
     assert result in RESULTS, result
     before = before or {}
     line = {
         "time": now, "operator": who, "action": action, "host": host,
         "service": release.service, "tag": release.tag or None, "digest": release.digest or None,
         "previous_tag": before.get("tag"), "previous_digest": before.get("digest"),
-        "profile_hash": release.profile_hash, "config_hash": release.config_hash or None,
+        "profile_hash": release.profile_hash,
+        "config_hash": release.config_hash or config_hash or None,
         "result": result,
     }
     if reason:

@@ -89,7 +89,8 @@ class _Progress(BaseStateCallback):
 
     def host_connect_error(self, state, host, error):
         message = str(error.args[0] if getattr(error, "args", None) else error)
-        self.connect_errors[host.name] = message.splitlines()[0] if message else repr(error)
+        self.connect_errors[host.name] = _connect_error(message.splitlines()[0] if message
+                                                        else repr(error))
 
     def operation_host_error(self, state, host, op_hash, retry_count=0, max_retries=0):
         if self.say:
@@ -107,6 +108,18 @@ class _Progress(BaseStateCallback):
                 continue
             if not meta.did_error() and meta.did_change():
                 self.say(host.name, f"changed  {_op_name(state, op_hash)}")
+
+
+_NO_ANSWER = ("Authentication timeout", "Error reading SSH protocol banner",
+              "Timeout opening channel")
+
+
+def _connect_error(message: str) -> str:
+    """paramiko's words for a host that stopped answering mid-handshake (a frozen host accepts
+    TCP and then says nothing), said as what they mean."""
+    if any(words in message for words in _NO_ANSWER):
+        return f"no answer during the SSH handshake (the host is frozen or overloaded?): {message}"
+    return message
 
 
 def _op_name(state: State, op_hash: str) -> str:

@@ -16,7 +16,7 @@ from pyinfra.api import FactBase, FunctionCommand, deploy, operation
 
 from rig.commands import container as cmd
 from rig.commands.base import fail, write_file
-from rig.commands.lock import parse_lock
+from rig.commands.lock import read_lock
 from rig.gpu.smi import parse_apps, parse_gpus
 from rig.rollout.decide import KEEP, decide, runs
 
@@ -91,8 +91,8 @@ def parse_rollout_facts(lines: list[str]) -> RolloutFacts:
                            else "nvidia-smi failed: " + gpu_text.strip().splitlines()[0][:160])
     lock = chunks["lock"]
     if lock and lock[0].startswith(cmd.LOCK_PRESENT):
-        facts.lock = parse_lock("\n".join(lock[1:]))
         facts.lock_sha = lock[0][len(cmd.LOCK_PRESENT):].strip() or None
+        facts.lock = read_lock(facts.lock_sha or "", "".join(lock[1:]))[0]
     for name in ("state",):
         text = "\n".join(chunks[name]).strip()
         if text:
@@ -256,7 +256,9 @@ def roll_back(services: dict, restored: dict):
 def record(entries: dict, states: dict, finished: dict):
     if host.name in finished:
         previous_removed(name="remove kept containers", services=finished[host.name])
-        unused_secrets_removed(name="remove unused secret versions")
+    # after a finished wave, a rollback or an abort alike: a version no container mounts goes
+    # (a rotated secret whose new container was rolled back included)
+    unused_secrets_removed(name="remove unused secret versions")
     if host.name in entries:
         ledger_recorded(name="ledger and state", entries=entries[host.name],
                         state_doc=states[host.name])

@@ -27,7 +27,7 @@ from .base import (
     to_file,
 )
 from .host import PROFILE_ENV, PROFILE_HASH, PROFILE_JSON
-from .lock import LOCK_FILE
+from .lock import LOCK_FILE, MAX_LOCK, NOT_A_FILE
 
 STATE_DIR = "/var/lib/rig"
 LEDGER = f"{STATE_DIR}/ledger.jsonl"
@@ -354,10 +354,18 @@ def rollout_state_command() -> Cmd:
                section("profile", sh("cat", PROFILE_HASH)),
                section("containers", containers_command()),
                section("state", sh("cat", STATE_FILE)),
-               section("lock", all_of(sh("test", "-e", LOCK_FILE),
-                                      Cmd(f'echo "{LOCK_PRESENT} $(sha256sum <{LOCK_FILE} | '
-                                          'cut -c1-64)"'),
-                                      sh("cat", LOCK_FILE))))
+               section("lock", lock_read()))
+
+
+def lock_read() -> Cmd:
+    """The lock file as the lock scripts print it (commands/lock.py): `@present <sha256>` and
+    at most MAX_LOCK + 1 bytes in base64 for a regular file, `@present notfile` for a symlink,
+    device or folder (never read: /dev/zero would never end), nothing when there is none."""
+    f = shlex.quote(LOCK_FILE)
+    return Cmd(f"if [ -L {f} ] || {{ [ -e {f} ] && [ ! -f {f} ]; }}; then "
+               f"echo '{LOCK_PRESENT} {NOT_A_FILE}'; elif [ -f {f} ]; then "
+               f'echo "{LOCK_PRESENT} $(sha256sum <{f} | cut -c1-64)"; '
+               f"head -c {MAX_LOCK + 1} {f} | base64 -w0; echo; fi", compound=True)
 
 
 LOCK_PRESENT = "@present"  # the lock section's first line, with the file's sha256, when it exists

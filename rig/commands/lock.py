@@ -25,11 +25,14 @@ STATE_DIR = "/var/lib/rig"
 LOCK_FILE = f"{STATE_DIR}/rollout.lock"
 MUTEX = f"{STATE_DIR}/rollout.lock.mutex"
 MUTEX_WAIT = 20   # seconds another rig's lock script may hold the mutex (it takes milliseconds)
+MAX_LOCK = 65536  # bytes of a lock file rig reads: a holder is a few hundred, a paused record KiBs
+NOT_A_FILE = "notfile"  # the sha256 the scripts report for a lock that is no regular file
 
 _SCRIPT = r"""f=$0
-h() { sha256sum "$f" | cut -c1-64; }
+h() { if [ -f "$f" ] && [ ! -L "$f" ]; then sha256sum "$f" | cut -c1-64; else echo notfile; fi; }
 put() { printf %s "$1" | base64 -d > "$f.new" && chmod 0644 "$f.new" && mv -f "$f.new" "$f"; }
-held() { echo "$1 $(h 2>/dev/null)"; cat "$f" 2>/dev/null || true; }
+held() { echo "$1 $(h 2>/dev/null)"
+         if [ -f "$f" ] && [ ! -L "$f" ]; then head -c MAX "$f" | base64 -w0; fi; echo; }
 case $1 in
 take) if [ ! -e "$f" ]; then put "$2" && echo TAKEN
       elif [ "$3" != - ] && [ "$(h)" = "$3" ]; then put "$2" && echo TAKEN
@@ -39,7 +42,7 @@ release) if grep -qF -- "$2" "$f" 2>/dev/null; then rm -f "$f" && echo RELEASED;
 remove) if [ ! -e "$f" ]; then echo FREE
         elif [ "$(h)" = "$2" ]; then rm -f "$f" && echo REMOVED; else held HELD; fi ;;
 *) echo "unknown lock verb $1" >&2; exit 2 ;;
-esac"""
+esac""".replace("MAX", str(MAX_LOCK + 1))
 
 
 def content(holder: dict) -> bytes:
@@ -85,19 +88,43 @@ def remove(expect: str) -> Cmd:
 
 
 def parse_answer(stdout: str) -> tuple[str, str | None, dict | None, bytes]:
-    """(word, sha256 or None, the lock as parse_lock() reads it, its raw bytes) from a lock
-    script's answer: `TAKEN`, `HELD <sha256>` and the file, `GONE <sha256>` and the file."""
+    """(word, sha256 or None, the lock as read_lock() reads it, its raw bytes) from a lock
+    script's answer: `TAKEN`, or `HELD <sha256>` / `GONE <sha256>` and the file in base64."""
     first, _, rest = stdout.partition("\n")
     word, _, sha = first.strip().partition(" ")
+    sha = sha.strip()
+    if word in ("HELD", "GONE") and sha:
+        lock, raw = read_lock(sha, rest)
+        return word, sha, lock, raw
     if word in ("HELD", "GONE"):
-        raw = rest.encode()
-        return word, sha.strip() or None, (parse_lock(rest) if sha.strip() else None), raw
+        return word, None, None, b""
     return word, None, None, b""
+
+
+def read_lock(sha: str, encoded: str) -> tuple[dict, bytes]:
+    """The lock as a host printed it (its sha256 or NOT_A_FILE, then at most MAX_LOCK + 1
+    bytes in base64) -> (parse_lock's dict, the bytes). Binary, oversized and non-regular
+    lock files are malformed, with the reason."""
+    if sha == NOT_A_FILE:
+        return {"malformed": "not a regular file (a symlink, a device or a folder)"}, b""
+    try:
+        raw = base64.b64decode(encoded.strip(), validate=True)
+    except ValueError:
+        return {"malformed": "unreadable"}, b""
+    if len(raw) > MAX_LOCK:
+        return {"malformed": f"larger than {MAX_LOCK // 1024} KiB"}, raw[:MAX_LOCK]
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        return {"malformed": "not text (binary)"}, raw
+    return parse_lock(text), raw
 
 
 def parse_lock(text: str) -> dict:
     """A lock file's text -> the holder's dict, or {"malformed": why} for a file that is
     empty, not JSON, or not a JSON object (never "free", never a traceback)."""
+    if "\0" in text:
+        return {"malformed": "not text (binary)"}
     if not text.strip():
         return {"malformed": "empty"}
     try:

@@ -161,13 +161,16 @@ def abort(job: Job, say, on_plan=None) -> RolloutReport:
         if on_plan:
             on_plan(plan)
         outcome_lines: list[str] = []
-        ok = True
+        ok, checked, gate_seconds = True, time.monotonic(), 0.0
+        locked = ran = checked
         try:
             taken = engine.take_locks(adopt=lock["id"])
             if taken:
                 raise RigError(*taken, "abort refused: nothing was changed")
+            locked = time.monotonic()
             if targets:
                 restored, gates, results = engine.restore(targets)
+                gate_seconds = max((g.elapsed for g in gates.values()), default=0.0)
                 ok = all(restored.values())
                 now, entries, states = _now(), {}, {h: facts[h].state for h in canary}
                 for host, services in targets.items():
@@ -178,7 +181,8 @@ def abort(job: Job, say, on_plan=None) -> RolloutReport:
                             now, engine.who, "abort", host, back,
                             Version.of(release_of(row["to"])).to_dict(),
                             "ok" if restored[host] else "rollback_failed",
-                            None if restored[host] else "the restore failed"))
+                            None if restored[host] else "the restore failed",
+                            (before or {}).get("config_hash")))
                 overrides = {h: {s: record[h][s].get("state") for s in services}
                              for h, services in targets.items() if restored[h]}
                 engine.record(entries, states, {h: [] for h in targets}, overrides)
@@ -187,8 +191,10 @@ def abort(job: Job, say, on_plan=None) -> RolloutReport:
                 outcome_lines += engine.record_failures
                 ok = ok and not engine.record_failures
         finally:
+            ran = time.monotonic()
             unreleased = engine.release_locks()
     elapsed = time.monotonic() - started
     return RolloutReport("abort", lock["tag"], plan, ok, False, outcome_lines, elapsed,
-                         {"connect_and_preflight": 0.0, "locks": 0.0, "waves": elapsed,
-                          "health_gates": 0.0}, unreleased)
+                         {"connect_and_preflight": checked - started,
+                          "locks": locked - checked + time.monotonic() - ran,
+                          "waves": ran - locked, "health_gates": gate_seconds}, unreleased)

@@ -199,7 +199,7 @@ class _after:
         return False
 
 
-def previous_target(facts, notes: list[str] | None = None) -> Callable:
+def previous_target(facts, notes: list[str] | None = None, fleet=None) -> Callable:
     """Rollback's target on each host: the last version recorded healthy there. That is
     state.json's `previous` when the host runs what state.json records; when it runs something
     else (a rollout that crashed or lost the host mid-wave), it is state.json's own entry, and
@@ -215,11 +215,17 @@ def previous_target(facts, notes: list[str] | None = None) -> Callable:
                              f"({running.digest[7:19]}), which state.json never recorded as "
                              f"healthy (an interrupted rollout); going back to the last healthy "
                              f"version, {recorded.get('tag')}")
-            return recorded.get("tag"), recorded["digest"]
+            return untagged(host, service, recorded.get("tag")), recorded["digest"]
         previous = recorded.get("previous")
         if not previous or not previous.get("digest"):
             return None
-        return previous["tag"], previous["digest"]
+        return untagged(host, service, previous["tag"]), previous["digest"]
+
+    def untagged(host: str, service: str, tag: str | None) -> str | None:
+        """state.json records image tags (<tag>-<machine> for per-machine services)."""
+        from ..images import build_tag
+
+        return build_tag(fleet, service, host, tag) if fleet is not None and tag else tag
     return target
 
 
@@ -231,7 +237,8 @@ def rollback(job: Job, to_tag: str | None, opts: Options, say, on_plan=None) -> 
 
     def resolve(facts):
         notes: list[str] = []
-        target = at_tag(check_tag(to_tag)) if to_tag else previous_target(facts, notes)
+        target = at_tag(check_tag(to_tag)) if to_tag else previous_target(facts, notes,
+                                                                           job.fleet)
         releases, problems = resolve_releases(job.fleet, hosts, opts.services, target, registry,
                                               job.secrets)
         for note in notes:
@@ -284,6 +291,9 @@ def _execute(job: Job, action: str, label: str, hosts: list[str], resolve, opts:
         finally:
             ran = time.monotonic()
             unreleased = engine.release_locks()
+    if engine.locks.lost:  # taken over while this command ran: it did not finish as planned
+        missing = [line for line in engine.lost_lock_lines() if line not in outcome.lines]
+        outcome.ok, outcome.lines = False, outcome.lines + missing
     phases = {"connect_and_preflight": checked - started,
               "locks": locked - checked + time.monotonic() - ran,
               "waves": ran - locked, "health_gates": outcome.gate_seconds}

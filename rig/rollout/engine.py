@@ -274,10 +274,11 @@ class Rollout:
                     outcome.lines.append(f"interrupted before wave {number}: {', '.join(wave)} not "
                                          "touched; run the same command again to finish")
                     break
+                if number > 1:
+                    self.locks.heartbeat()   # still ours? (a lock forced away since the last beat)
                 if self.locks.lost:
                     outcome.ok = False
-                    outcome.lines += [f"{h}: this rollout's lock was taken over: {who}"
-                                      for h, who in sorted(self.locks.lost.items())]
+                    outcome.lines += self.lost_lock_lines()
                     outcome.lines.append(f"stopped before wave {number}: {', '.join(wave)} not "
                                          "touched")
                     break
@@ -381,7 +382,13 @@ class Rollout:
                     states[host].pop(service, None)
                 else:
                     states[host][service] = state
-        hosts = sorted(set(entries) | set(finished or {}))
+        if self.locks.locked:
+            self.locks.heartbeat()  # a host whose lock was taken over since: its state is theirs
+        skipped = sorted(h for h in set(entries) | set(finished or {}) if h in self.locks.lost)
+        for host in skipped:
+            self.record_failures.append(f"{host}: not recorded (ledger, state.json): this "
+                                        f"rollout's lock there was taken over: {self.locks.lost[host]}")
+        hosts = sorted((set(entries) | set(finished or {})) - set(skipped))
         if not hosts:
             return
         results = self.session.run(record, hosts=hosts, entries=entries, states=states,
@@ -393,6 +400,10 @@ class Rollout:
                 self.record_failures.append(f"{host}: could not write the ledger/state.json "
                                             f"({why}); `rig history` and `rig status` may be "
                                             "behind until the next run")
+
+    def lost_lock_lines(self) -> list[str]:
+        return [f"{h}: this rollout's lock was taken over: {who}"
+                for h, who in sorted(self.locks.lost.items())]
 
     def redact(self, text: str) -> str:
         """No secret value in a line rig prints or records (a container may log its own)."""
@@ -464,7 +475,8 @@ class Rollout:
                     now, self.who, "auto-rollback", host, back_release(c.release, c.before),
                     Version.of(c.release).to_dict(),
                     "ok" if restored[host] else "rollback_failed",
-                    f"wave {number} failed (auto_rollback: fleet)"))
+                    f"wave {number} failed (auto_rollback: fleet)",
+                    (c.before or {}).get("config_hash")))
         outcome.lines += self._restore_lines(hosts, restored, gates, results, changes)
         self.record(entries, states)
 

@@ -76,8 +76,9 @@ class FakeSession:
             if raw is None:
                 f.lock, f.lock_sha = None, None
             else:
-                from rig.commands.lock import parse_lock
-                f.lock, f.lock_sha = parse_lock(raw.decode()), hashlib.sha256(raw).hexdigest()
+                from rig.commands.lock import read_lock
+                f.lock_sha = hashlib.sha256(raw).hexdigest()
+                f.lock = read_lock(f.lock_sha, base64.b64encode(raw).decode())[0]
             facts[h] = f
         return facts
 
@@ -213,8 +214,9 @@ class FakeSession:
         raw = self.lock_files.get(host)
         sha = hashlib.sha256(raw).hexdigest() if raw is not None else None
 
-        def held(word):
-            return Shell(True, f"{word} {sha or ''}\n" + (raw or b"").decode(), [])
+        def held(word):  # as the script prints it: the file in base64 after the first line
+            body = base64.b64encode(raw).decode() if raw is not None else ""
+            return Shell(True, f"{word} {sha or ''}\n{body}\n", [])
         if verb == "take":
             if raw is None or (rest[1] != "-" and rest[1] == sha):
                 self.lock_files[host] = base64.b64decode(rest[0])

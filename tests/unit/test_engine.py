@@ -517,10 +517,9 @@ def test_a_rollout_whose_lock_was_taken_over_stops_before_the_next_wave(fleet):
     rollout = engine(fleet, session)
     assert rollout.take_locks() == []
 
-    def steal(s):
-        if len(s.runs) == 2:  # wave 1 ran and was recorded: someone forces the locks away
+    def steal(s):  # wave 1 ran and was recorded: someone forces the locks away at once
+        if len(s.runs) == 2:  # (long before the background heartbeat would notice)
             assert HostLocks(s, 3600, "rollout", "T9").take(break_lock=True, force=True) == []
-            rollout.locks.heartbeat()
     session.after_run = steal
     outcome = rollout.run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
     rollout.release_locks()
@@ -529,6 +528,9 @@ def test_a_rollout_whose_lock_was_taken_over_stops_before_the_next_wave(fleet):
     assert any(line.startswith("pc2: this rollout's lock was taken over: locked by")
                for line in outcome.lines)
     assert "stopped before wave 2: pc2 not touched" in outcome.lines
+    assert any(line.startswith("mainpc: not recorded (ledger, state.json): this rollout's lock")
+               for line in outcome.lines)                  # their state.json is not ours to write
+    assert [h for n, h, _ in session.runs if n == "record"] == [["mainpc"]]
 
 
 def test_a_manual_pause_records_what_the_canary_replaced_and_what_the_batches_will_run(fleet):
@@ -562,6 +564,12 @@ def test_rollback_after_a_crash_goes_to_the_last_version_recorded_healthy(fleet)
     target = previous_target({"mainpc": crashed, "pc2": healthy}, notes)
     assert target("mainpc", SERVICE) == ("T1", "sha256:1")
     assert target("pc2", SERVICE) == ("T0", "sha256:0")
+    # a per-machine service's image tags carry the machine: rollback looks up the build's tag
+    moc = RolloutFacts(state={"model_ops_coordinator": {
+        "tag": "T1-mainpc", "digest": "sha256:1", "previous": {"tag": "T0-mainpc",
+                                                               "digest": "sha256:0"}}})
+    assert ops.previous_target({"mainpc": moc}, None, fleet)("mainpc", "model_ops_coordinator") \
+        == ("T0", "sha256:0")
     assert notes == [f"mainpc {SERVICE}: runs T2 (2), which state.json never recorded as "
                      "healthy (an interrupted rollout); going back to the last healthy version, T1"]
 

@@ -106,6 +106,25 @@ def test_the_fact_reads_the_lock_with_its_sha_and_malformed_files(host_dir):
         assert facts.lock_sha == cmd.digest(text.encode())
     host_dir.lock.write_text(json.dumps(holder("ana")))
     assert fact().lock["id"] == "ana-1"
+    host_dir.lock.write_bytes(bytes(range(256)) * 4)             # binary: no traceback
+    assert fact().lock == {"malformed": "not text (binary)"}
+    host_dir.lock.write_bytes(b"a" * (cmd.MAX_LOCK + 10))       # huge: read no further
+    assert fact().lock == {"malformed": "larger than 64 KiB"}
+    host_dir.lock.unlink()
+    host_dir.lock.symlink_to("/dev/zero")                        # would never end if read
+    facts = fact()
+    assert facts.lock["malformed"].startswith("not a regular file") and facts.lock_sha == "notfile"
+
+
+def test_a_lock_that_is_no_regular_file_is_named_and_can_be_broken_or_removed(host_dir):
+    host_dir.lock.symlink_to("/dev/zero")
+    word, sha, lock, _ = cmd.parse_answer(host_dir(cmd.take(holder("ana"))))
+    assert (word, sha) == ("HELD", "notfile") and lock["malformed"].startswith("not a regular")
+    assert host_dir(cmd.take(holder("ana"), expect="notfile")) == "TAKEN\n"
+    assert json.loads(host_dir.lock.read_text())["id"] == "ana-1" and not host_dir.lock.is_symlink()
+    host_dir.lock.unlink()
+    host_dir.lock.symlink_to("/dev/zero")
+    assert host_dir(cmd.remove("notfile")) == "REMOVED\n" and not host_dir.lock.is_symlink()
 
 
 # -- rules ---------------------------------------------------------------------------------------
@@ -233,3 +252,11 @@ def test_the_heartbeat_runs_in_the_background_until_release(fleet, monkeypatch):
     refreshes = sum(" refresh " in c for _, c, _ in session.commands)
     gevent.sleep(0.05)
     assert sum(" refresh " in c for _, c, _ in session.commands) == refreshes and not session.locks
+
+
+def test_an_operator_name_is_one_printable_line(monkeypatch):
+    from rig.ledger import operator
+
+    monkeypatch.setenv("RIG_OPERATOR", "ana\nfake line\x1b[2J" + "x" * 200)
+    name = operator()
+    assert name.startswith("ana?fake line?[2J") and len(name) == 120 and name.isprintable()

@@ -169,3 +169,10 @@ def test_channel_opening_has_host_timeout_through_paramikos_public_connect_argum
 
     import paramiko
     assert "channel_timeout" in _inspect.signature(paramiko.SSHClient.connect).parameters
+
+
+def test_a_handshake_that_gets_no_answer_is_not_called_an_authentication_problem():
+    line = runner._connect_error("Authentication error (username=ops, key=/k) (Authentication "
+                                 "timeout.)")
+    assert line.startswith("no answer during the SSH handshake (the host is frozen or overloaded?)")
+    assert runner._connect_error("[Errno 111] Connection refused") == "[Errno 111] Connection refused"
