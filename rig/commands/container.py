@@ -371,9 +371,13 @@ def lock_read() -> Cmd:
 LOCK_PRESENT = "@present"  # the lock section's first line, with the file's sha256, when it exists
 
 
-def ledger_tail(lines: int) -> Cmd:
-    """The last lines of the host's ledger (nothing when it has none)."""
-    return ok(no_stderr(sh("tail", "-n", int(lines), LEDGER)))
+def ledger_tail(lines: int, service: str | None = None) -> Cmd:
+    """The last lines of the host's ledger, of one service's lines when given (filtered on the
+    host, so other services' lines never crowd them out); nothing when it has none."""
+    if service is None:
+        return ok(no_stderr(sh("tail", "-n", int(lines), LEDGER)))
+    member = json.dumps({"service": service})[1:-1]      # "service": "<name>" as written
+    return ok(no_stderr(pipe(sh("grep", "-F", "--", member, LEDGER), sh("tail", "-n", int(lines)))))
 
 
 def append_ledger(entries: list[dict]) -> Cmd:

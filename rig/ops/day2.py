@@ -154,7 +154,7 @@ def exec_interactive(job: Job, service: str, limit, argv: list[str]) -> int:
 @dataclass
 class LockRow:
     host: str
-    state: str                  # free, held, paused
+    state: str                  # free, held, paused, malformed, unknown (did not answer)
     holder: dict | None = None
     description: str = "free"
     sha: str | None = None      # the lock file's sha256 when it was read

@@ -43,8 +43,8 @@ def deploy(job: Job, tag: str, opts: Options, say, on_build_plan=None, on_plan=N
         report = _deploy(job, tag, opts, say, on_build_plan, on_plan, started)
     finally:
         r = report.rollout if report else None
-        result = "failed" if r is None or (not r.ok and not r.paused) else \
-            "paused" if r.paused else "ok"
+        result = ("failed" if r is None else "paused" if r.paused else
+                  "interrupted" if r.interrupted else "ok" if r.ok else "failed")
         job.hook("post-deploy", say, result=result, **hook)
     return report
 

@@ -28,7 +28,10 @@ def history(job: Job, limit_hosts: list[str] | None, service: str | None, limit:
             say) -> list[dict]:
     hosts = select_hosts(job.fleet, limit_hosts, [service] if service else None)
     with job.session(hosts) as session:
-        answers = session.shell_all({h: ledger_tail(max(limit, 1) * 4) for h in hosts}, timeout=60)
+        # each host's last `limit` lines (of the service's, filtered there) are enough for the
+        # merged last `limit`; 0 means all of them
+        answers = session.shell_all({h: ledger_tail(limit or 10**9, service) for h in hosts},
+                                    timeout=60)
     for host, answer in answers.items():
         if not answer.ok:
             say(f"{host}: could not read the ledger: {' '.join(answer.stderr[-1:])}")

@@ -1,0 +1,328 @@
+"""tasks/rollout.py as data: a fake pyinfra host with RolloutState in, the commands each operation
+yields out (exact strings), and which operation each deploy calls for which host."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+
+import pytest
+from pyinfra.api import FunctionCommand
+from pyinfra.context import ctx_host
+
+from rig.commands import container as cmd
+from rig.secrets import Secret
+from tasks import rollout as tasks_rollout
+from tasks.rollout import (
+    Container,
+    RolloutFacts,
+    RolloutState,
+    ledger_recorded,
+    parse_rollout_facts,
+    previous_removed,
+    release_restored,
+    release_running,
+    unused_secrets_removed,
+)
+from tasks.util import Shell
+
+SERVICE = "model_ops_coordinator"
+CURRENT, PREVIOUS = f"rig-{SERVICE}", f"rig-{SERVICE}-prev"
+
+
+class FakeData(dict):
+    __getattr__ = dict.get
+
+
+class FakeHost:
+    """An operation's view of a host: its RolloutState fact, data, noop messages."""
+
+    def __init__(self, fleet, facts: RolloutFacts, name="mainpc"):
+        self.name = name
+        self.data = FakeData(rig_fleet=fleet, rig_host=name)
+        self.facts = facts
+        self.noops: list[str] = []
+        self.print_prefix = f"[{name}] "
+
+    def get_fact(self, fact, **kwargs):
+        assert fact is RolloutState
+        return self.facts
+
+    def noop(self, message):
+        self.noops.append(message)
+
+
+def run_op(op, fake: FakeHost, **kwargs) -> list:
+    with ctx_host.use(fake):
+        return list(op._inner(**kwargs))
+
+
+def lines(commands) -> list[str]:
+    return [str(c) for c in commands]
+
+
+def release(fleet, tag="T2", digest="sha256:" + "b" * 64, secrets=None) -> cmd.Release:
+    ph = fleet.profile_of("mainpc").content_hash()
+    config = cmd.container_config(fleet, "mainpc", SERVICE, digest, ph, secrets or {})
+    return cmd.Release(SERVICE, tag, f"reg.example/rig/{SERVICE}", digest, ph, config)
+
+
+def container(name, state, r: cmd.Release) -> Container:
+    return Container(name, state, r.service, r.tag, r.digest, r.profile_hash, r.config_hash,
+                     r.config)
+
+
+# -- release_running ------------------------------------------------------------------------------
+def test_release_running_is_a_noop_when_the_release_already_runs(fleet):
+    r = release(fleet)
+    fake = FakeHost(fleet, RolloutFacts(containers={CURRENT: container(CURRENT, "running", r)}))
+    assert run_op(release_running, fake, release=r) == []
+    assert fake.noops == [f"{SERVICE} already runs T2"]
+
+
+def test_release_running_on_a_fresh_host_pulls_by_digest_and_runs(fleet):
+    r = release(fleet)
+    fake = FakeHost(fleet, RolloutFacts())
+    out = lines(run_op(release_running, fake, release=r))
+    assert out[0] == f"docker pull -q reg.example/rig/{SERVICE}@sha256:{'b' * 64}"
+    assert len(out) == 2 and out[1].startswith(f"docker run -d --name {CURRENT} ")
+    assert fake.noops == []
+
+
+def test_release_running_keeps_the_old_container_and_drops_an_older_kept_one(fleet):
+    new, old = release(fleet), release(fleet, "T1", "sha256:" + "a" * 64)
+    fake = FakeHost(fleet, RolloutFacts(containers={
+        CURRENT: container(CURRENT, "running", old), PREVIOUS: container(PREVIOUS, "exited", old)}))
+    out = lines(run_op(release_running, fake, release=new))
+    assert out[:3] == [f"docker pull -q reg.example/rig/{SERVICE}@sha256:{'b' * 64}",
+                       f"docker rm -f {PREVIOUS}",
+                       f"docker stop -t 10 {CURRENT} && docker rename {CURRENT} {PREVIOUS}"]
+    assert out[3].startswith(f"docker run -d --name {CURRENT} ")
+
+
+def test_a_stopped_container_of_the_same_release_is_replaced_not_kept_as_is(fleet):
+    r = release(fleet)
+    fake = FakeHost(fleet, RolloutFacts(containers={CURRENT: container(CURRENT, "exited", r)}))
+    out = lines(run_op(release_running, fake, release=r))
+    assert out[1] == f"docker stop -t 10 {CURRENT} && docker rename {CURRENT} {PREVIOUS}"
+    assert fake.noops == []
+
+
+def test_secrets_are_written_first_in_name_order_each_as_its_own_version(fleet, monkeypatch):
+    hashes = {"HF_TOKEN": "1111222233334444", "API_KEY": "aaaabbbbccccdddd"}
+    r = release(fleet, secrets=hashes)
+    secrets = {"HF_TOKEN": Secret("hf-value", "env TEST"), "API_KEY": Secret("api-value", "env TEST")}
+    out = run_op(release_running, FakeHost(fleet, RolloutFacts()), release=r, secrets=secrets)
+    functions = [c for c in out if isinstance(c, FunctionCommand)]
+    assert [c is out[i] for i, c in enumerate(functions)] == [True, True]  # before the pull
+    assert [c.function for c in functions] == [tasks_rollout._write_secret] * 2
+    assert [c.args for c in functions] == [
+        (SERVICE, "API_KEY", secrets["API_KEY"], "aaaabbbbccccdddd"),
+        (SERVICE, "HF_TOKEN", secrets["HF_TOKEN"], "1111222233334444")]
+    assert str(out[2]).startswith("docker pull -q ")
+    assert not any("hf-value" in str(c) or "api-value" in str(c) for c in out[2:])
+
+
+@pytest.mark.parametrize("ok", [True, False])
+def test_write_secret_sends_the_value_base64_on_stdin_never_in_the_command(fleet, monkeypatch,
+                                                                          caplog, ok):
+    calls = []
+
+    def shell(host, command, stdin=None, timeout=None):
+        calls.append((str(command), stdin, timeout))
+        return Shell(ok, "", [] if ok else ["chown: invalid user"])
+    monkeypatch.setattr(tasks_rollout, "host_shell", shell)
+    fake = FakeHost(fleet, RolloutFacts())
+    with caplog.at_level(logging.ERROR, logger="pyinfra"):
+        assert tasks_rollout._write_secret(None, fake, SERVICE, "HF_TOKEN", Secret("s3cret", "env TEST"),
+                                           "v1") is ok
+    assert calls == [(cmd.write_secret(SERVICE, "HF_TOKEN", "v1").line,
+                      base64.b64encode(b"s3cret").decode(), 30)]
+    assert "s3cret" not in calls[0][0]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == ([] if ok else
+                      [f"[mainpc] could not write secret HF_TOKEN of {SERVICE}: chown: invalid user"])
+
+
+# -- release_restored -----------------------------------------------------------------------------
+def test_restore_is_a_noop_when_the_service_runs_what_it_ran_before(fleet):
+    old = release(fleet, "T1", "sha256:" + "a" * 64)
+    fake = FakeHost(fleet, RolloutFacts(containers={CURRENT: container(CURRENT, "running", old)}))
+    before = {"tag": "T1", "digest": old.digest}
+    assert run_op(release_restored, fake, service=SERVICE, before=before) == []
+    assert fake.noops == [f"{SERVICE} already runs its previous version"]
+
+
+def test_restore_starts_the_kept_container_again(fleet):
+    new, old = release(fleet), release(fleet, "T1", "sha256:" + "a" * 64)
+    fake = FakeHost(fleet, RolloutFacts(containers={
+        CURRENT: container(CURRENT, "running", new), PREVIOUS: container(PREVIOUS, "exited", old)}))
+    out = lines(run_op(release_restored, fake, service=SERVICE,
+                       before={"tag": "T1", "digest": old.digest}))
+    assert out == [f"docker rm -f {CURRENT} >/dev/null 2>&1 || true",
+                   f"docker rename {PREVIOUS} {CURRENT} && docker start {CURRENT}"]
+
+
+def test_restore_without_a_kept_container_fails_the_host_naming_the_version(fleet):
+    new = release(fleet)
+    fake = FakeHost(fleet, RolloutFacts(containers={CURRENT: container(CURRENT, "running", new)}))
+    out = lines(run_op(release_restored, fake, service=SERVICE,
+                       before={"tag": "T1", "digest": "sha256:" + "a" * 64}))
+    assert out == [f"echo 'rig: {SERVICE}: no kept container to go back to T1' >&2; exit 1"]
+
+
+def test_restore_of_a_first_rollout_removes_the_new_container(fleet):
+    new = release(fleet)
+    fake = FakeHost(fleet, RolloutFacts(containers={CURRENT: container(CURRENT, "running", new)}))
+    out = lines(run_op(release_restored, fake, service=SERVICE, before=None))
+    assert out == [f"docker rm -f {CURRENT} >/dev/null 2>&1 || true"]
+
+
+# -- previous_removed, ledger_recorded, unused_secrets_removed --------------------------------------
+def test_previous_removed_removes_only_kept_containers_that_exist(fleet):
+    old = release(fleet, "T1")
+    fake = FakeHost(fleet, RolloutFacts(containers={PREVIOUS: container(PREVIOUS, "exited", old)}))
+    out = lines(run_op(previous_removed, fake, services=[SERVICE, "real_time_audio_pipeline"]))
+    assert out == [f"docker rm -f {PREVIOUS}"]
+    none = FakeHost(fleet, RolloutFacts())
+    assert run_op(previous_removed, none, services=[SERVICE]) == []
+    assert none.noops == ["no previous containers kept"]
+
+
+def test_ledger_recorded_appends_lines_then_writes_state_atomically(fleet):
+    entries = [{"service": SERVICE, "to": "T2", "result": "ok"}]
+    state_doc = {SERVICE: {"tag": "T2", "digest": "sha256:2"}}
+    out = lines(run_op(ledger_recorded, FakeHost(fleet, RolloutFacts()), entries=entries,
+                       state_doc=state_doc))
+    ledger = base64.b64encode((json.dumps(entries[0], sort_keys=True) + "\n").encode()).decode()
+    state = base64.b64encode((json.dumps(state_doc, indent=2, sort_keys=True) + "\n")
+                             .encode()).decode()
+    assert out == [
+        f"install -d -m 0755 /var/lib/rig && printf %s {ledger} | base64 -d >> "
+        "/var/lib/rig/ledger.jsonl",
+        f"install -d -m 0755 /var/lib/rig && printf %s {state} | base64 -d > "
+        "/var/lib/rig/state.json.rig-tmp && chmod 0644 /var/lib/rig/state.json.rig-tmp && "
+        "mv /var/lib/rig/state.json.rig-tmp /var/lib/rig/state.json"]
+
+
+def test_ledger_recorded_with_nothing_to_record_writes_nothing(fleet):
+    fake = FakeHost(fleet, RolloutFacts())
+    assert run_op(ledger_recorded, fake, entries=[], state_doc={"x": 1}) == []
+    assert fake.noops == ["nothing to record"]
+
+
+def test_unused_secrets_removed_is_the_gc_script(fleet):
+    out = run_op(unused_secrets_removed, FakeHost(fleet, RolloutFacts()))
+    assert lines(out) == [cmd.secrets_gc().line]
+    assert "rm -f -- \"$f\"" in str(out[0]) and "exit 0" in str(out[0])
+
+
+# -- the deploys: which operation for which host ---------------------------------------------------
+@pytest.fixture
+def ops_log(monkeypatch):
+    log: list[tuple] = []
+    for name in ("release_running", "release_restored", "previous_removed", "ledger_recorded",
+                 "unused_secrets_removed"):
+        monkeypatch.setattr(tasks_rollout, name,
+                            lambda name_=name, **kw: log.append((name_, kw)))
+    return log
+
+
+def run_deploy(deploy, fake, **kwargs):
+    with ctx_host.use(fake):
+        deploy._inner(**kwargs)
+
+
+def test_roll_out_runs_this_hosts_releases_with_their_services_secrets(fleet, ops_log):
+    r = release(fleet)
+    other = cmd.Release("real_time_audio_pipeline", "T2", "reg/x", "sha256:3", "ph")
+    secrets = {SERVICE: {"HF_TOKEN": Secret("v", "env TEST")}}
+    run_deploy(tasks_rollout.roll_out, FakeHost(fleet, RolloutFacts()),
+               releases={"mainpc": [r, other], "pc2": [r]}, secrets=secrets)
+    assert ops_log == [
+        ("release_running", {"name": f"{SERVICE}: run T2", "release": r,
+                             "secrets": secrets[SERVICE]}),
+        ("release_running", {"name": "real_time_audio_pipeline: run T2", "release": other,
+                             "secrets": None})]
+    ops_log.clear()
+    run_deploy(tasks_rollout.roll_out, FakeHost(fleet, RolloutFacts(), "node9"),
+               releases={"mainpc": [r]})
+    assert ops_log == []
+
+
+def test_roll_back_restores_only_services_off_their_previous_version(fleet, ops_log):
+    new, old = release(fleet), release(fleet, "T1", "sha256:" + "a" * 64)
+    audio = "real_time_audio_pipeline"
+    audio_release = cmd.Release(audio, "T1", "reg/a", "sha256:9", "ph")
+    facts = RolloutFacts(containers={
+        CURRENT: container(CURRENT, "running", new), PREVIOUS: container(PREVIOUS, "exited", old),
+        f"rig-{audio}": container(f"rig-{audio}", "running", audio_release)})
+    before = {SERVICE: {"tag": "T1", "digest": old.digest},
+              audio: {"tag": "T1", "digest": "sha256:9"}}
+    restored: dict = {}
+    run_deploy(tasks_rollout.roll_back, FakeHost(fleet, facts),
+               services={"mainpc": before}, restored=restored)
+    assert restored == {"mainpc": [SERVICE]}
+    assert ops_log == [("release_restored", {"name": f"{SERVICE}: restore previous",
+                                             "service": SERVICE, "before": before[SERVICE]})]
+    ops_log.clear()
+    run_deploy(tasks_rollout.roll_back, FakeHost(fleet, facts, "pc2"),
+               services={"mainpc": before}, restored=restored)
+    assert ops_log == [] and "pc2" not in restored
+
+
+def test_record_removes_kept_containers_unused_secrets_and_writes_the_ledger_per_host(fleet,
+                                                                                    ops_log):
+    entries = {"mainpc": [{"e": 1}], "pc2": [{"e": 2}]}
+    states = {"mainpc": {"s": 1}, "pc2": {"s": 2}}
+    gc = ("unused_secrets_removed", {"name": "remove unused secret versions"})
+    run_deploy(tasks_rollout.record, FakeHost(fleet, RolloutFacts()), entries=entries,
+               states=states, finished={"mainpc": [SERVICE]})
+    assert ops_log == [
+        ("previous_removed", {"name": "remove kept containers", "services": [SERVICE]}), gc,
+        ("ledger_recorded", {"name": "ledger and state", "entries": [{"e": 1}],
+                             "state_doc": {"s": 1}})]
+    ops_log.clear()
+    run_deploy(tasks_rollout.record, FakeHost(fleet, RolloutFacts(), "pc2"), entries=entries,
+               states=states, finished={"mainpc": [SERVICE]})
+    assert ops_log == [gc, ("ledger_recorded", {"name": "ledger and state", "entries": [{"e": 2}],
+                                                "state_doc": {"s": 2}})]
+    ops_log.clear()
+    # a host with nothing finished and nothing to record (a rollback, an abort): only the gc
+    run_deploy(tasks_rollout.record, FakeHost(fleet, RolloutFacts(), "node9"), entries=entries,
+               states=states, finished={})
+    assert ops_log == [gc]
+
+
+# -- the fact ---------------------------------------------------------------------------------------
+def test_rollout_state_fact_is_one_command_and_parses_every_section():
+    fact = RolloutState()
+    assert fact.command() == cmd.rollout_state_command()
+    lock = base64.b64encode(json.dumps({"operator": "bo@x", "pid": 7}).encode()).decode()
+    facts = fact.process([
+        "--- time", "1700000000", "--- docker", "inactive",
+        "--- containers", "rig-svc\trunning\tsvc\tT1\tsha256:1\tph\tch\t{}", "too\tfew",
+        "--- gpu", "no nvidia-smi",
+        "--- gpu-pids", "123 /rig-svc", "x /bad", "456",
+        "--- lock", f"{cmd.LOCK_PRESENT} abc123", lock,
+        "--- state", "{not json"])
+    assert facts.host_time == 1700000000.0 and not facts.docker_active
+    assert list(facts.containers) == ["rig-svc"]
+    assert facts.containers["rig-svc"].config_hash == "ch"
+    assert facts.gpu_error == "nvidia-smi is not installed" and facts.gpus == []
+    assert facts.gpu_containers == {123: "rig-svc"}
+    assert facts.lock == {"operator": "bo@x", "pid": 7} and facts.lock_sha == "abc123"
+    # state.json unreadable: rebuilt from the running containers' labels, with a warning
+    assert facts.state == {"svc": {"tag": "T1", "digest": "sha256:1", "profile_hash": "ph",
+                                   "config_hash": "ch", "since": None, "previous": None}}
+    assert facts.warnings == ["state.json was unreadable ('{not json'...): rebuilt from the "
+                              "running containers' labels"]
+
+
+def test_a_failing_nvidia_smi_is_named_with_its_first_line():
+    facts = parse_rollout_facts(["--- time", "soon", "--- gpu",
+                                 "NVIDIA-SMI has failed because it couldn't communicate", "x"])
+    assert facts.host_time is None
+    assert facts.gpu_error == ("nvidia-smi failed: NVIDIA-SMI has failed because it couldn't "
+                               "communicate")
