@@ -132,7 +132,8 @@ def _plan(job: Job, label: str, hosts: list[str], releases, facts, opts: Options
 
         def image_env(repository: str, digest: str) -> dict:
             clients[:] = clients or [_registry(job)]
-            return clients[0].image_env(repository, digest)
+            path = repository.removeprefix(f"{job.fleet.registry.host}/")  # the registry's name
+            return clients[0].image_env(path, digest)
         problems = gpu_problems(job.fleet, changes, facts, image_env)
     if problems:
         raise RigError(*problems, "pre-flight failed: no host was changed")

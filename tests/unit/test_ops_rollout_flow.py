@@ -404,7 +404,9 @@ def test_a_gpu_service_reads_its_image_once_and_a_host_without_a_driver_stops_pr
         *(f"{h}: {pinned} needs CUDA 12.1 (driver >= 530.30.02), {h} has no working NVIDIA "
           "driver (nvidia-smi cannot reach one)" for h in HOSTS),
         "pre-flight would fail"]
-    assert asked == [(fleet.registry.repository(audio), "sha256:" + "2" * 64)]
+    # the registry is asked by its own name for the repository (no host in front)
+    assert asked == [(f"{fleet.registry.namespace}/{audio}", "sha256:" + "2" * 64)]
+    assert fleet.registry.repository(audio) == f"ghcr.io/{fleet.registry.namespace}/{audio}"
     asked.clear()
     ops.plan(job, "T2", ops.Options(services=[SERVICE]), print)   # no GPU service: not asked
     assert asked == []
