@@ -194,17 +194,18 @@ class Rollout:
         return self.locks.release()
 
     def gate(self, services: dict[str, list[str]], hold: float | None = None,
-             allow_missing: dict[str, tuple] | None = None, abortable: bool = True) -> dict:
-        """Health gates on every host at once: (host, service) -> Verdict. A second signal
-        stops the gates of what started, never those of what a rollback restored."""
+             allow_missing: dict[str, tuple] | None = None, restored: bool = False) -> dict:
+        """Health gates on every host at once: (host, service) -> Verdict. What a rollback
+        restored is judged by /health alone (no gate checks the spec gained since), and a
+        second signal never stops its gates."""
         def one(host: str):
             return probing.gate(lambda command, timeout: self.session.shell(host, command,
                                                                             timeout=timeout),
                                 self.fleet, host, services[host], hold=hold,
                                 allow_missing=(allow_missing or {}).get(host, ()),
-                                abort=self.abort if abortable else None, clock=self.clock,
+                                abort=None if restored else self.abort, clock=self.clock,
                                 sleep=self.sleep, gpu_errors=self._gpu_errors(host),
-                                on_probe=self.on_probe)
+                                on_probe=self.on_probe, gate_checks=not restored)
         deadlines = {(h, s): j.deadline for h in services
                      for s, j in probing.judges_for(self.fleet, services[h], hold).items()}
         with GateWatch(self.say, deadlines, clock=self.clock) as watch:
@@ -440,7 +441,7 @@ class Rollout:
                  if results.get(h) is not None and results[h].ok}
         gates = self.gate(gated, allow_missing={
             h: tuple(s for s in services if targets[h][s] is None) for h, services in gated.items()},
-            abortable=False)
+            restored=True)
         ok = {h: results.get(h) is not None and results[h].ok
               and all(g.passed for (gh, _), g in gates.items() if gh == h) for h in targets}
         return ok, gates, results

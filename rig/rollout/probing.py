@@ -41,16 +41,19 @@ def judges_for(fleet, services: list[str], hold: float | None) -> dict[str, Gate
 
 def gate(shell: Callable, fleet, host: str, services: list[str], hold: float | None = None,
          allow_missing: tuple = (), abort=None, clock=time.monotonic, sleep=gevent.sleep,
-         on_probe: Callable | None = None, gpu_errors: Callable | None = None
-         ) -> dict[str, Verdict]:
+         on_probe: Callable | None = None, gpu_errors: Callable | None = None,
+         gate_checks: bool = True) -> dict[str, Verdict]:
     """Judge every service on one host; returns service -> Verdict (a failed one carries the
     container's last log lines). A service with `gate: true` checks passes only once its
     /health has passed AND those checks answer as expected (a pause does not re-run them).
     gpu_errors() -> why or None: the host's GPU errors since the wave began (Xid), read every
-    XID_EVERY seconds and once more before the gate passes; any fails every gate on the host."""
+    XID_EVERY seconds and once more before the gate passes; any fails every gate on the host.
+    gate_checks=False: /health alone (a restored version is judged by /health, not by checks
+    the spec may have gained since it last ran)."""
     specs = {s: fleet.services[s] for s in services}
     judges = judges_for(fleet, services, hold)
-    checks = {s: [c for c in specs[s].checks if c.gate] for s in services} if not hold else {}
+    checks = {s: [c for c in specs[s].checks if c.gate] for s in services} \
+        if gate_checks and not hold else {}
     round_trip = cmd.probe_services([(s, spec.port, spec.health.path, spec.health.timeout)
                                      for s, spec in specs.items()])
     probe_timeout = max(spec.health.timeout for spec in specs.values()) + PROBE_SLACK

@@ -708,3 +708,18 @@ def test_on_a_terminal_the_gates_are_one_live_table():
     assert watch.rows[("mainpc", SERVICE)].answer == '503 {"status": "loading"}'
     assert GateWatch._line(watch.rows[("mainpc", SERVICE)]) == \
         '503 {"status": "loading"} (42 s of 330 s)'
+
+
+def test_a_restored_version_is_judged_by_health_not_by_gate_checks_it_never_had(fleet):
+    fleet = with_gate_check(fleet)
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"],
+                                              checks_fail_until={("mainpc", SERVICE): 1e9}))
+    outcome = engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]],
+                                         changes_for(fleet, session))
+    assert not outcome.ok and "  mainpc: serving its previous version (restored and healthy: " \
+        f"{SERVICE})" in outcome.lines
+    mainpc = [c for h, c, _ in session.commands if h == "mainpc"]
+    last_check = max(i for i, c in enumerate(mainpc) if c.startswith("docker exec "))
+    logs = max(i for i, c in enumerate(mainpc) if "docker logs" in c)   # the failed gate's end
+    assert last_check < logs                       # the restore gate ran no gate check ...
+    assert any("probe $(date" in c for c in mainpc[logs:])   # ... only /health probes

@@ -1,7 +1,8 @@
 """GPU model servers on the lab, through the nvidia-smi stand-in (rig lab gpu): a model that loads
 for 90 s passes its gate with host_timeout 30 s; a gate check that never answers (the model never
 listed) rolls the canary back; an image whose CUDA needs a newer driver than pc2's, and a card too
-busy for what would start, are refused at pre-flight with nothing pulled or changed anywhere."""
+busy for what would start, are refused at pre-flight with nothing pulled or changed anywhere.
+(Named to run after the images module, whose cold builds must come first.)"""
 
 import json
 import time
@@ -80,7 +81,8 @@ def test_a_model_that_loads_for_90_s_passes_its_gate_on_a_30_s_host_timeout(spec
     assert result.returncode == 0, result.stdout + result.stderr
     assert elapsed > 2 * 90
     for host in HOSTS:
-        line = next(x for x in result.stdout.splitlines() if x.startswith(f"  {host:<10} {MOC}:"))
+        line = next(x.strip() for x in result.stdout.splitlines()
+                    if x.strip().startswith(f"{host:<10} {MOC}: healthy"))
         assert "gate checks passed: lists the loaded models" in line
         assert float(line.rsplit("(", 1)[1].split()[0]) >= 90
     back = run(spec, "rollout", "--tag", "gpu-1", "--services", MOC, "--no-verify")
