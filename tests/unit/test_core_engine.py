@@ -1,0 +1,460 @@
+"""The rollout engine's rules at their edges (rig/rollout/engine.py), against the fake fleet: what a
+change says it changes and what it replaced, how releases are resolved, what each failure policy
+does and writes to the ledger, what the report says about a restore, a lost host and secrets, and
+which kept containers a finished rollout removes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rig.commands import container as cmd
+from rig.images import image_for
+from rig.rollout import engine as eng
+from rig.rollout.engine import Change, Rollout
+from rig.rollout.gate import Verdict
+from rig.runner import HostResult
+from rig.secrets import Secret
+from tasks.rollout import Container, RolloutFacts
+
+from .fakes import FakeSession
+
+SERVICE = "affective_processing_center"
+HOSTS = ["mainpc", "pc2", "node3"]
+WAVES = [["mainpc"], ["pc2"], ["node3"]]
+
+
+def three_hosts(fleet, auto_rollback="wave"):
+    hosts = {"mainpc": fleet.hosts["mainpc"], "pc2": fleet.hosts["pc2"], "node3": fleet.hosts["pc2"]}
+    rollout = fleet.rollout.model_copy(update={"auto_rollback": auto_rollback})
+    return fleet.model_copy(update={"hosts": hosts, "rollout": rollout})
+
+
+def release(fleet, host, digest="sha256:new", tag="T2", config=""):
+    return cmd.Release(SERVICE, tag, "reg/affective", digest, fleet.profile_of(host).content_hash(),
+                       config)
+
+
+def box(fleet, host, digest="sha256:old", tag="T1", profile_hash=None, config="", state="running"):
+    config_hash = cmd.Release(SERVICE, tag, "r", digest, "p", config).config_hash
+    return Container(cmd.current(SERVICE), state, SERVICE, tag, digest,
+                     fleet.profile_of(host).content_hash() if profile_hash is None else profile_hash,
+                     config_hash, config)
+
+
+def session_running(fleet, **faults):
+    """Every host runs SERVICE T1 (sha256:old), recorded healthy."""
+    session = FakeSession(fleet, HOSTS, **faults)
+    for h in HOSTS:
+        session.facts_by_host[h].containers = {cmd.current(SERVICE): box(fleet, h)}
+        session.facts_by_host[h].state = {SERVICE: {"tag": "T1", "digest": "sha256:old"}}
+    return session
+
+
+def changes_for(fleet, session):
+    return {h: [Change(h, release(fleet, h), session.facts_by_host[h].running(SERVICE),
+                       session.facts_by_host[h].state.get(SERVICE))] for h in session.hosts}
+
+
+def engine(fleet, session, said=None, action="rollout"):
+    return Rollout(session, fleet, (said.append if said is not None else lambda line: None),
+                   action, "T2")
+
+
+def ledger(session) -> dict:
+    found: dict = {}
+    for name, _, kwargs in session.runs:
+        if name == "record":
+            for host, lines in kwargs["entries"].items():
+                found.setdefault(host, []).extend(lines)
+    return found
+
+
+# -- a change, in words -------------------------------------------------------------------------------
+def test_why_names_the_image_the_settings_or_the_profile_that_differ(fleet):
+    new = release(fleet, "mainpc", config='{"memory": "4g"}')
+    assert Change("mainpc", new, None).why == ["not running"]
+    old_image = box(fleet, "mainpc", config='{"memory": "4g"}')
+    assert Change("mainpc", new, old_image).why == ["image T1 -> T2"]
+    settings = box(fleet, "mainpc", "sha256:new", "T2", config='{"memory": "2g"}')
+    assert Change("mainpc", new, settings).why == ["memory 2g -> 4g"]
+    profile = box(fleet, "mainpc", "sha256:new", "T2", profile_hash="0" * 64,
+                  config='{"memory": "4g"}')
+    assert Change("mainpc", new, profile).why == ["machine profile changed"]
+    same = box(fleet, "mainpc", "sha256:new", "T2", config='{"memory": "4g"}')
+    assert Change("mainpc", new, same, {"tag": "T2", "digest": "sha256:new"}).why == []
+    assert Change("mainpc", new, same, {"tag": "T1", "digest": "sha256:old"}).why == [
+        "not yet gated (an earlier rollout stopped mid-gate)"]
+
+
+def test_an_unlabelled_container_that_was_never_gated_says_only_what_differs(fleet):
+    """An older rig's container (no config label) runs the right digest but was never recorded
+    healthy: the change names the settings, not also 'not yet gated'."""
+    new = release(fleet, "mainpc", config='{"memory": "4g"}')
+    unlabelled = box(fleet, "mainpc", "sha256:new", "T2")
+    change = Change("mainpc", new, unlabelled, {"tag": "T1", "digest": "sha256:old"})
+    assert change.unfinished
+    assert change.why == ["settings (not labelled by this rig version)"]
+
+
+def test_before_is_what_runs_or_for_an_unfinished_change_what_was_recorded(fleet):
+    new = release(fleet, "mainpc")
+    running = box(fleet, "mainpc")
+    assert Change("mainpc", new, running).before == {
+        "digest": "sha256:old", "tag": "T1", "profile_hash": running.profile_hash,
+        "config_hash": None}
+    assert Change("mainpc", new, None).before is None
+    done = box(fleet, "mainpc", "sha256:new", "T2")
+    assert Change("mainpc", new, done, {"tag": "T1", "digest": "sha256:old"}).before == {
+        "digest": "sha256:old", "tag": "T1", "profile_hash": None, "config_hash": None}
+
+
+def test_a_release_back_to_what_ran_before_or_to_nothing(fleet):
+    new = release(fleet, "mainpc")
+    assert eng.back_release(new, {"tag": "T1", "digest": "sha256:old", "profile_hash": "p0"}) == \
+        cmd.Release(SERVICE, "T1", "reg/affective", "sha256:old", "p0")
+    assert eng.back_release(new, {"tag": "T1", "digest": "sha256:old"}).profile_hash == \
+        new.profile_hash
+    assert eng.back_release(new, None) == cmd.Release(SERVICE, "", "reg/affective", "",
+                                                      new.profile_hash)
+    doc = eng.release_doc(release(fleet, "mainpc", config='{"a": 1}'))
+    assert eng.release_of(doc) == release(fleet, "mainpc", config='{"a": 1}')
+    assert eng.release_of({**doc, "config": None}).config == ""
+
+
+# -- releases -----------------------------------------------------------------------------------------
+class Registry:
+    def __init__(self, missing=()):
+        self.asked: list = []
+        self.missing = set(missing)
+
+    def manifest_digest(self, path, tag):
+        self.asked.append((path, tag))
+        return None if path in self.missing else f"sha256:{tag}"
+
+
+def test_each_image_is_looked_up_once_and_a_missing_one_is_named(fleet, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hunter2-secret-value")
+    fleet = three_hosts(fleet)
+    registry = Registry()
+    releases, problems = eng.resolve_releases(fleet, ["pc2", "node3"], [SERVICE], eng.at_tag("T2"),
+                                              registry)
+    assert problems == [] and len(registry.asked) == 1
+    assert [(h, r.service, r.tag, r.digest) for h, rs in releases.items() for r in rs] == [
+        ("pc2", SERVICE, "T2", "sha256:T2"), ("node3", SERVICE, "T2", "sha256:T2")]
+    registry = Registry(missing={registry.asked[0][0]})
+    releases, problems = eng.resolve_releases(fleet, ["pc2", "node3"], [SERVICE], eng.at_tag("T2"),
+                                              registry)
+    assert releases == {} and len(registry.asked) == 1
+    assert problems == [f"{image_for(fleet, SERVICE, 'pc2', 'T2').ref}: not in the registry"]
+
+
+def test_a_target_with_a_digest_is_not_looked_up_and_none_leaves_the_service_out(fleet):
+    fleet = three_hosts(fleet)
+    registry = Registry()
+    target = {("pc2", SERVICE): ("T1", "sha256:pinned")}
+    releases, problems = eng.resolve_releases(fleet, ["pc2", "node3"], None,
+                                              lambda h, s: target.get((h, s)), registry)
+    assert registry.asked == [] and problems == []
+    assert {h: [(r.service, r.digest) for r in rs] for h, rs in releases.items()} == {
+        "pc2": [(SERVICE, "sha256:pinned")]}
+
+
+def test_a_services_secrets_are_in_its_release_as_versions_never_values(fleet, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hunter2-secret-value")
+    fleet = three_hosts(fleet)
+    releases, _ = eng.resolve_releases(fleet, ["mainpc"], ["model_ops_coordinator"],
+                                       eng.at_tag("T2"), Registry())
+    [mine] = releases["mainpc"]
+    assert set(mine.secret_versions) == {"HF_TOKEN"} and "hunter2" not in mine.config
+
+
+def test_host_problems_say_whether_the_profile_is_missing_or_different(fleet):
+    fleet = three_hosts(fleet)
+    good = fleet.profile_of("mainpc").content_hash()
+    facts = {"mainpc": RolloutFacts(docker_active=True, profile_hash=good),
+             "pc2": RolloutFacts(docker_active=True, profile_hash="0" * 64),
+             "node3": RolloutFacts(docker_active=True, profile_hash="")}
+    assert eng.host_problems(fleet, facts, False, 0) == [
+        "pc2: machine profile differs from the spec (run `rig bootstrap`)",
+        "node3: machine profile missing (run `rig bootstrap`)"]
+
+
+# -- failure policies and the ledger --------------------------------------------------------------------
+def test_auto_rollback_none_leaves_the_wave_and_says_so(fleet):
+    fleet = three_hosts(fleet, auto_rollback="none")
+    session = session_running(fleet, failing={("mainpc", SERVICE)})
+    outcome = engine(fleet, session).run(WAVES, changes_for(fleet, session))
+    assert not outcome.ok
+    assert "auto_rollback: none, so the wave's hosts were left as they are" in outcome.lines
+    assert [n for n, _ in session.deploys()] == ["roll_out", "record"]
+    assert session.running("mainpc", SERVICE).digest == "sha256:new"
+    [line] = ledger(session)["mainpc"]
+    assert line["result"] == "failed"
+
+
+def test_with_auto_rollback_none_a_healthy_host_of_a_failed_wave_is_recorded_ok(fleet):
+    fleet = three_hosts(fleet, auto_rollback="none")
+    session = session_running(fleet, failing={("node3", SERVICE)})
+    engine(fleet, session).run([["mainpc"], ["pc2", "node3"]], changes_for(fleet, session))
+    entries = ledger(session)
+    assert [(e["result"], e.get("reason")) for e in entries["pc2"]] == [
+        ("ok", "healthy; the wave failed on another host or service")]
+    assert entries["node3"][0]["result"] == "failed"
+
+
+def test_a_fleet_rollback_that_fails_on_an_earlier_host_is_in_its_ledger_line(fleet):
+    fleet = three_hosts(fleet, auto_rollback="fleet")
+    session = session_running(fleet, failing={("pc2", SERVICE)}, rollback_fails={"mainpc"})
+    outcome = engine(fleet, session).run(WAVES, changes_for(fleet, session))
+    back = [e for e in ledger(session)["mainpc"] if e["action"] == "auto-rollback"]
+    assert [(e["result"], e["reason"], e["tag"], e["digest"], e["previous_digest"]) for e in back] \
+        == [("rollback_failed", "wave 2 failed (auto_rollback: fleet)", "T1", "sha256:old",
+             "sha256:new")]
+    assert "  mainpc: ROLLBACK FAILED: check it by hand" in outcome.lines
+    assert "    mainpc: Roll back | restore previous" in outcome.lines
+    assert "  pc2: serving its previous version (restored and healthy: " \
+        f"{SERVICE})" in outcome.lines
+
+
+def test_a_failed_gate_is_reported_with_its_answer_and_its_last_eight_log_lines(fleet):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet, failing={("mainpc", SERVICE)})
+    real = session.shell
+
+    def shell(name, command, stdin=None, timeout=None):
+        if "docker logs" in command:
+            from tasks.util import Shell
+            return Shell(True, "".join(f"line {i}\n" for i in range(12)), [])
+        return real(name, command, stdin, timeout)
+    session.shell = shell
+    outcome = engine(fleet, session).run(WAVES, changes_for(fleet, session))
+    start = outcome.lines.index("wave 1 (canary) failed on mainpc")
+    assert outcome.lines[start + 1:start + 10] == [
+        f'  mainpc {SERVICE} T2: unhealthy 3 times in a row; answered: 200 {{"status": '
+        '"degraded"}', *[f"    | line {i}" for i in range(4, 12)]]
+
+
+def test_a_gate_that_answered_nothing_says_so_and_a_short_secret_is_not_masked(fleet):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    rollout = engine(fleet, session)
+    rollout.secrets._read[SERVICE] = {"SHORT": Secret("abc", "env"), "KEY": Secret("wxyz", "env")}
+    lines = rollout._failure_lines(1, "canary", ["mainpc"],
+                                   {("mainpc", SERVICE): Verdict(False, "abc wxyz", "",
+                                                                 logs=["wxyz abc"])},
+                                   {"mainpc": changes_for(fleet, session)["mainpc"]}, {})
+    assert lines == ["wave 1 (canary) failed on mainpc",
+                     f"  mainpc {SERVICE} T2: abc [secret]; answered: nothing",
+                     "    | [secret] abc"]
+
+
+def test_a_gate_loop_that_crashes_fails_that_hosts_gates(fleet, monkeypatch):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("bug")
+    monkeypatch.setattr(eng.probing, "gate", boom)
+    verdicts = engine(fleet, session).gate({"mainpc": [SERVICE], "pc2": []})
+    assert {k: (v.passed, v.reason) for k, v in verdicts.items()} == {
+        ("mainpc", SERVICE): (False, "gate error: bug")}
+
+
+def test_a_lost_host_says_what_to_run_when_it_is_back(fleet):
+    c = Change("pc2", release(fleet, "pc2"), box(fleet, "pc2"))
+    assert eng._lost_lines("pc2", "Socket is closed", [c], "rollout", "T2") == [
+        "    pc2 LOST: Socket is closed",
+        f"    last seen: {SERVICE} T1 -> T2 (unknown which); its lock is still held",
+        "    when it answers again: `rig status`, then `rig rollout --tag T2 --break-lock` "
+        "finishes the job"]
+    done = Change("pc2", release(fleet, "pc2"), box(fleet, "pc2", "sha256:new", "T2"),
+                  {"tag": "T2", "digest": "sha256:new"})
+    first = Change("pc2", release(fleet, "pc2"), None)
+    assert eng._lost_lines("pc2", "gone", [done], "rollback", "previous")[1:] == [
+        "    last seen: nothing to change; its lock is still held",
+        "    when it answers again: `rig status`, then `rig rollback --break-lock` finishes the job"]
+    assert eng._lost_lines("pc2", "gone", [first], "rollout", "T2")[1] == (
+        f"    last seen: {SERVICE} nothing -> T2 (unknown which); its lock is still held")
+
+
+# -- what a finished rollout cleans up -------------------------------------------------------------------
+def finished_of(session):
+    return [kw["finished"] for name, _, kw in session.runs if name == "record"][-1]
+
+
+def test_cleanup_removes_a_promoted_canarys_kept_containers_only_when_the_rollout_passed(fleet):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    outcome = engine(fleet, session).run([["pc2"], ["node3"]], changes_for(fleet, session),
+                                         cleanup={"mainpc": [SERVICE]})
+    assert outcome.ok and finished_of(session) == {"pc2": [SERVICE], "node3": [SERVICE],
+                                                   "mainpc": [SERVICE]}
+    session = session_running(fleet, failing={("node3", SERVICE)})
+    engine(fleet, session).run([["pc2"], ["node3"]], changes_for(fleet, session),
+                               cleanup={"mainpc": [SERVICE]})
+    assert finished_of(session) == {"pc2": [SERVICE]}
+
+
+def test_a_paused_canary_keeps_its_kept_containers_even_with_cleanup(fleet):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    outcome = engine(fleet, session).run(WAVES, changes_for(fleet, session), pause="manual",
+                                         cleanup={"pc2": [SERVICE]})
+    assert outcome.paused and finished_of(session) == {}
+
+
+def test_record_overrides_put_back_or_drop_a_state_entry(fleet):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    rollout = engine(fleet, session)
+    states = {"mainpc": {SERVICE: {"tag": "T2"}, "other": {"tag": "X"}}}
+    rollout.record({}, states, {"mainpc": []}, {"mainpc": {SERVICE: {"tag": "T1"},
+                                                           "other": None}})
+    assert states == {"mainpc": {SERVICE: {"tag": "T1"}}}
+    [(_, hosts, kwargs)] = session.runs
+    assert hosts == ["mainpc"] and kwargs["finished"] == {"mainpc": []}
+    rollout.record({}, states)
+    assert len(session.runs) == 1                    # nothing to record: no deploy at all
+
+
+def test_a_record_that_a_host_did_not_answer_is_a_failure_of_the_run(fleet):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    rollout = engine(fleet, session)
+    session.run = lambda deploy, hosts=None, **kw: {"mainpc": HostResult("mainpc",
+                                                                         failed=["disk full"])}
+    rollout.record({"mainpc": [], "pc2": []}, {"mainpc": {}, "pc2": {}})
+    assert rollout.record_failures == [
+        "mainpc: could not write the ledger/state.json (disk full); `rig history` and `rig "
+        "status` may be behind until the next run",
+        "pc2: could not write the ledger/state.json (did not answer); `rig history` and `rig "
+        "status` may be behind until the next run"]
+
+
+# -- a paused rollout's record ---------------------------------------------------------------------------
+def test_a_paused_record_without_facts_read_has_no_state_for_the_canary(fleet):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    rollout = engine(fleet, session)
+    changes = changes_for(fleet, session)
+    record = rollout.paused_record(WAVES, changes)
+    assert record["mainpc"][SERVICE]["state"] is None
+    assert record["mainpc"][SERVICE]["from"]["digest"] == "sha256:old"
+    rollout.facts()
+    assert rollout.paused_record(WAVES, changes)["mainpc"][SERVICE]["state"] == {
+        "tag": "T1", "digest": "sha256:old"}
+    assert rollout.paused_record([], changes) == {}
+
+
+def test_the_canary_records_only_what_it_changed_the_batches_everything(fleet):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    session.facts_by_host["mainpc"].containers = {cmd.current(SERVICE): box(
+        fleet, "mainpc", "sha256:new", "T2")}
+    session.facts_by_host["mainpc"].state = {SERVICE: {"tag": "T2", "digest": "sha256:new"}}
+    session.facts_by_host["pc2"].containers = dict(session.facts_by_host["mainpc"].containers)
+    session.facts_by_host["pc2"].state = dict(session.facts_by_host["mainpc"].state)
+    rollout = engine(fleet, session)
+    rollout.facts()
+    record = rollout.paused_record(WAVES, changes_for(fleet, session))
+    assert set(record) == {"pc2", "node3"}
+    assert json.dumps(record["pc2"][SERVICE]["to"]) == json.dumps(eng.release_doc(
+        release(fleet, "pc2")))
+
+
+@pytest.mark.parametrize("number", [1, 2])
+def test_the_wave_kind_is_canary_first_then_batch(fleet, number):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet, failing={(WAVES[number - 1][0], SERVICE)})
+    outcome = engine(fleet, session).run(WAVES, changes_for(fleet, session))
+    kind = "canary" if number == 1 else "batch"
+    assert f"wave {number} ({kind}) failed on {WAVES[number - 1][0]}" in outcome.lines
+
+
+# -- what the operator is told ----------------------------------------------------------------------------
+def in_order(said, expected):
+    """Every expected line was said, in this order (progress lines may come between)."""
+    positions = [said.index(line) for line in expected]
+    return positions == sorted(positions)
+
+
+def test_the_operator_hears_each_wave_its_gates_and_the_pause(fleet):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    session.facts_by_host["pc2"].containers = {cmd.current(SERVICE): box(fleet, "pc2",
+                                                                         "sha256:new", "T2")}
+    session.facts_by_host["pc2"].state = {SERVICE: {"tag": "T2", "digest": "sha256:new"}}
+    said = []
+    outcome = engine(fleet, session, said).run(WAVES, changes_for(fleet, session), pause=30.0)
+    assert outcome.ok
+    assert in_order(said, [
+        "wave 1/3 (canary) mainpc: 1 service(s) to start",
+        f"  mainpc     {SERVICE}: healthy for 2.0 s (2.0 s)",
+        "pause 30 s: watching the canary's health before the next wave",
+        "pause over: the canary stayed healthy for 30 s",
+        "wave 2/3 (batch) pc2: nothing to change",
+        "wave 3/3 (batch) node3: 1 service(s) to start",
+        f"  node3      {SERVICE}: healthy for 2.0 s (2.0 s)"])
+    assert outcome.gate_seconds == 2.0 + 30.0 + 2.0
+
+
+def test_the_operator_hears_the_signals_and_the_rollback(fleet):
+    import signal
+
+    fleet = three_hosts(fleet)
+    session = session_running(fleet, loading={("mainpc", SERVICE): 60})
+    said = []
+    rollout = engine(fleet, session, said)
+    probes = []
+
+    def on_shell(s, host, command):
+        if "probe $(date" in command:
+            probes.append(host)
+            if len(probes) == 2:
+                rollout._interrupt(signal.SIGTERM)
+                rollout._interrupt(signal.SIGTERM)
+                rollout._interrupt(signal.SIGTERM)      # a third: nothing more to do
+    session.on_shell = on_shell
+    outcome = rollout.run(WAVES, changes_for(fleet, session))
+    assert outcome.interrupted and outcome.signal == signal.SIGTERM
+    assert [line for line in said if line.startswith("SIGTERM")] == [
+        "SIGTERM: finishing the current wave (its gates decide), then stopping; again to stop "
+        "the gates and roll the wave back now",
+        "SIGTERM again: stopping the gates, rolling the wave back"]
+    assert "rolling back mainpc (auto_rollback: wave)" in said
+
+
+def test_a_host_the_deploy_did_not_report_on_is_not_gated_and_fails_its_wave(fleet):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    real = session.run
+
+    def run(deploy, hosts=None, **kwargs):
+        results = real(deploy, hosts=hosts, **kwargs)
+        if deploy is eng.roll_out:
+            results.pop("mainpc", None)
+        return results
+    session.run = run
+    outcome = engine(fleet, session).run(WAVES, changes_for(fleet, session))
+    assert not outcome.ok
+    assert f"  mainpc {SERVICE}: not started (did not answer)" in outcome.lines
+    [line] = ledger(session)["mainpc"]
+    assert (line["result"], line["reason"]) == ("failed", "not started: an earlier step failed")
+
+
+def test_a_restore_whose_gate_fails_is_a_failed_rollback_naming_the_gate(fleet):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet, failing={("mainpc", SERVICE)})
+
+    def still_failing(s):
+        if s.runs[-1][0] == "roll_back":
+            s.failing.add(("mainpc", SERVICE))
+    session.after_run = still_failing
+    outcome = engine(fleet, session).run(WAVES, changes_for(fleet, session))
+    start = outcome.lines.index("  mainpc: ROLLBACK FAILED: check it by hand")
+    assert outcome.lines[start + 1] == (f"    {SERVICE}: restore gate: unhealthy 3 times in a "
+                                        'row; 200 {"status": "degraded"}')
+    [line] = ledger(session)["mainpc"]
+    assert line["result"] == "rollback_failed"

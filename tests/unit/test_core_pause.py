@@ -1,0 +1,369 @@
+"""promote and abort at their edges (rig/ops/pause.py), through the ops layer against the fake
+fleet: which lock counts as the paused rollout, what promote compares before it replays the
+record, what abort restores, skips, writes to the ledger and reports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rig.commands import container as cmd
+from rig.commands.container import Release
+from rig.errors import RigError
+from rig.ops import pause
+from rig.ops import rollout as ops
+from rig.rollout.engine import release_doc
+from tasks.rollout import Container, RolloutFacts
+
+from .fakes import FakeJob, FakeSession
+
+SERVICE = "affective_processing_center"
+OTHER = "real_time_audio_pipeline"
+HOSTS = ["mainpc", "pc2", "node3"]
+
+
+class Registry:
+    def manifest_digest(self, path, tag):
+        return "sha256:new"
+
+
+def boxes(session, host, **digests):
+    ph = session.fleet.profile_of(host).content_hash()
+    return {cmd.current(s): Container(cmd.current(s), "running", s, "T1", d, ph)
+            for s, d in digests.items()}
+
+
+@pytest.fixture
+def lab(fleet, tmp_path, monkeypatch):
+    hosts = {"mainpc": fleet.hosts["mainpc"], "pc2": fleet.hosts["pc2"], "node3": fleet.hosts["pc2"]}
+    fleet = fleet.model_copy(update={"hosts": hosts})
+    session = FakeSession(fleet, HOSTS)
+    for h in HOSTS:
+        session.facts_by_host[h].containers = boxes(session, h, **{SERVICE: "sha256:old",
+                                                                    OTHER: "sha256:other"})
+        session.facts_by_host[h].state = {SERVICE: {"tag": "T1", "digest": "sha256:old",
+                                                    "previous": None},
+                                          OTHER: {"tag": "T1", "digest": "sha256:other"}}
+    job = FakeJob(fleet, session)
+    job.repo = tmp_path                      # no hooks there
+    monkeypatch.setattr(ops, "_registry", lambda job: Registry())
+    monkeypatch.setattr(pause, "_registry", lambda job: Registry())
+    monkeypatch.setattr("rig.ops.hosts.verify", lambda *a, **k: 0)
+    return job, session
+
+
+def paused(job, canary=None):
+    opts = ops.Options(services=[SERVICE], verify=False, pause="manual", canary=canary)
+    report = ops.rollout(job, "T2", opts, lambda line: None)
+    assert report.ok and report.paused
+    return report
+
+
+def rewrite_locks(session, change):
+    """Every host's paused lock, edited the same way (as an older rig or a hand would)."""
+    for h in HOSTS:
+        lock = session.lock(h)
+        change(lock)
+        session.lock_files[h] = json.dumps(lock).encode()
+
+
+def ledger(session, host):
+    return [e for name, _, kw in session.runs if name == "record"
+            for e in kw["entries"].get(host, [])]
+
+
+# -- which lock is the paused rollout ---------------------------------------------------------------
+def test_a_live_rollouts_lock_is_not_a_paused_rollout(lab):
+    job, session = lab
+    for h in HOSTS:
+        session.lock_files[h] = json.dumps({"id": "bo-1", "operator": "bo", "heartbeat": 1}).encode()
+    with pytest.raises(RigError, match="no paused rollout"):
+        pause.abort(job, lambda line: None)
+
+
+def test_a_paused_lock_without_an_id_is_not_one_to_take_over(lab):
+    job, session = lab
+    for h in HOSTS:
+        session.lock_files[h] = json.dumps({"paused": True, "tag": "T2", "canary": ["mainpc"],
+                                            "record": {}}).encode()
+    with pytest.raises(RigError, match="no paused rollout"):
+        pause.promote(job, lambda line: None)
+
+
+def test_two_paused_rollouts_are_named_and_neither_is_touched(lab):
+    job, session = lab
+    paused(job)
+    session.lock_files["node3"] = json.dumps({**session.lock("node3"), "id": "cy-2",
+                                              "tag": "T3"}).encode()
+    first = session.lock("mainpc")["id"]
+    with pytest.raises(RigError) as caught:
+        pause.promote(job, lambda line: None)
+    assert caught.value.lines == [f"2 paused rollouts hold locks: T2 ({first}), T3 (cy-2)"]
+
+
+@pytest.mark.parametrize("drop", ["record", "canary"])
+def test_a_paused_lock_without_its_record_or_canary_is_refused(lab, drop):
+    job, session = lab
+    paused(job)
+    rewrite_locks(session, lambda lock: lock.pop(drop))
+    with pytest.raises(RigError, match="has no record of what its canary did"):
+        pause.abort(job, lambda line: None)
+    assert session.running("mainpc", SERVICE).digest == "sha256:new"
+
+
+def test_a_host_that_does_not_answer_refuses_the_abort(lab):
+    job, session = lab
+    paused(job)
+    read = session.facts
+    session.facts = lambda fact: {**read(fact), "node3": None}
+    with pytest.raises(RigError) as caught:
+        pause.abort(job, lambda line: None)
+    assert caught.value.lines == ["node3: did not answer the pre-flight read",
+                                  "abort refused: nothing was changed"]
+    assert session.running("mainpc", SERVICE).digest == "sha256:new" and session.locks == set(HOSTS)
+
+
+# -- promote ------------------------------------------------------------------------------------------
+def test_promote_says_what_passed_and_which_waves_come(lab):
+    job, session = lab
+    paused(job)
+    said = []
+    assert pause.promote(job, said.append).ok
+    assert said[0] == "promoting T2: canary mainpc passed; next pc2; node3"
+
+
+def test_a_canary_host_that_needed_nothing_is_left_alone_by_promote_and_abort(lab):
+    """A two-host canary where pc2 already ran the release: the record has no row for pc2;
+    promote and abort go on without it."""
+    job, session = lab
+    new = Release(SERVICE, "T2", "", "sha256:new", session.fleet.profile_of("pc2").content_hash())
+    session.facts_by_host["pc2"].containers[cmd.current(SERVICE)] = Container(
+        cmd.current(SERVICE), "running", SERVICE, "T2", "sha256:new", new.profile_hash)
+    session.facts_by_host["pc2"].state[SERVICE] = {"tag": "T2", "digest": "sha256:new"}
+    paused(job, canary=["mainpc", "pc2"])
+    assert "pc2" not in session.lock("mainpc")["record"]
+    report = pause.promote(job, lambda line: None)
+    assert report.ok and not session.locks
+    assert [h for n, h in session.deploys() if n == "roll_out"] == [["mainpc"], ["node3"]]
+    assert all(cmd.previous(SERVICE) not in session.facts_by_host[h].containers for h in HOSTS)
+
+
+def test_abort_of_a_two_host_canary_restores_the_host_that_changed(lab):
+    job, session = lab
+    session.facts_by_host["pc2"].containers[cmd.current(SERVICE)] = Container(
+        cmd.current(SERVICE), "running", SERVICE, "T2", "sha256:new",
+        session.fleet.profile_of("pc2").content_hash())
+    session.facts_by_host["pc2"].state[SERVICE] = {"tag": "T2", "digest": "sha256:new"}
+    paused(job, canary=["mainpc", "pc2"])
+    report = pause.abort(job, lambda line: None)
+    assert report.ok and not session.locks
+    assert [(h, list(kw["services"])) for n, h, kw in session.runs if n == "roll_back"] == [
+        (["mainpc"], ["mainpc"])]
+
+
+def fresh(session, host, digest="sha256:new", config=""):
+    return Release(SERVICE, "T2", "reg/affective", digest,
+                   session.fleet.profile_of(host).content_hash(), config)
+
+
+def row(release, before=None):
+    doc = {"to": release_doc(release)}
+    if before is not None:
+        doc["from"] = before
+    return doc
+
+
+def test_differences_names_every_way_what_would_run_differs_from_the_record(lab):
+    _, session = lab
+    facts = {h: RolloutFacts(containers=dict(session.facts_by_host[h].containers),
+                             state=dict(session.facts_by_host[h].state)) for h in HOSTS}
+    mainpc_new = fresh(session, "mainpc")
+    facts["mainpc"].containers[cmd.current(SERVICE)] = Container(
+        cmd.current(SERVICE), "running", SERVICE, "T2", "sha256:new", mainpc_new.profile_hash)
+    record = {"mainpc": {SERVICE: row(mainpc_new, {"tag": "T1", "digest": "sha256:old"})},
+              "pc2": {SERVICE: row(fresh(session, "pc2", config='{"memory": "1g"}'))},
+              "node3": {SERVICE: row(fresh(session, "node3", digest="sha256:canaried00"))}}
+    now = {"mainpc": [mainpc_new],
+           "pc2": [fresh(session, "pc2", config='{"memory":"1g"}'),
+                   Release(OTHER, "T2", "reg/rt", "sha256:x", "")],
+           "node3": [fresh(session, "node3", digest="sha256:pushedagain")]}
+    assert pause.differences(record, now, facts, ["mainpc"]) == [
+        "node3 affective_processing_center: T2 now points to pushedagain; the canary ran "
+        "canaried00 (the tag was pushed again)",
+        "pc2 affective_processing_center: changed since the pause: settings",
+        "pc2 real_time_audio_pipeline: not in the paused rollout (added since)"]
+    assert pause.differences(record, {"mainpc": [mainpc_new]}, facts, ["mainpc"]) == [
+        "node3 affective_processing_center: in the paused rollout but no longer selected "
+        "(dropped from the spec or not in the registry)",
+        "pc2 affective_processing_center: in the paused rollout but no longer selected "
+        "(dropped from the spec or not in the registry)"]
+
+
+def test_a_canary_service_the_rollout_did_not_change_must_still_need_no_change(lab):
+    _, session = lab
+    facts = {"mainpc": RolloutFacts(containers=dict(session.facts_by_host["mainpc"].containers),
+                                    state=dict(session.facts_by_host["mainpc"].state))}
+    other = Release(OTHER, "T1", "reg/rt", "sha256:other",
+                    session.fleet.profile_of("mainpc").content_hash())
+    assert pause.differences({}, {"mainpc": [other]}, facts, ["mainpc"]) == []
+    moved = Release(OTHER, "T3", "reg/rt", "sha256:moved", other.profile_hash)
+    assert pause.differences({}, {"mainpc": [moved]}, facts, ["mainpc"]) == [
+        "mainpc real_time_audio_pipeline: would change now, but the canary did not change it"]
+    assert pause.differences({}, {"pc2": [other]}, {}, ["mainpc"]) == [
+        "pc2 real_time_audio_pipeline: not in the paused rollout (added since)"]
+    assert pause.differences({}, {"mainpc": [other]}, {}, ["mainpc"]) == [
+        "mainpc real_time_audio_pipeline: would change now, but the canary did not change it"]
+
+
+def test_a_batch_host_is_not_asked_to_run_what_the_canary_runs(lab):
+    _, session = lab
+    release = fresh(session, "pc2")
+    record = {"pc2": {SERVICE: row(release)}}
+    assert pause.differences(record, {"pc2": [release]}, {"pc2": None}, ["mainpc"]) == []
+    record = {"mainpc": {SERVICE: row(release)}}
+    assert pause.differences(record, {"mainpc": [release]}, {"mainpc": None}, ["mainpc"]) == [
+        "mainpc affective_processing_center: the canary no longer runs what it ran (nothing now)"]
+
+
+# -- abort --------------------------------------------------------------------------------------------
+def test_abort_plans_ledgers_and_reports_what_it_restored(lab):
+    job, session = lab
+    paused(job)
+    plans = []
+    report = pause.abort(job, lambda line: None, on_plan=plans.append)
+    assert report.ok and not report.interrupted and report.action == "abort"
+    [plan] = plans
+    assert plan.label == "abort T2" and plan.waves == [["mainpc"]] and plan.skipped == []
+    assert [(r.host, r.service, r.change, r.running_tag, r.running_digest, r.tag, r.digest, r.why)
+            for r in plan.rows] == [("mainpc", SERVICE, True, "T2", "sha256:new", "T1",
+                                     "sha256:old", ["abort"])]
+    [line] = [e for e in ledger(session, "mainpc") if e["action"] == "abort"]
+    assert {k: line[k] for k in ("action", "service", "tag", "digest", "previous_tag",
+                                 "previous_digest", "result")} == {
+        "action": "abort", "service": SERVICE, "tag": "T1", "digest": "sha256:old",
+        "previous_tag": "T2", "previous_digest": "sha256:new", "result": "ok"}
+    assert "reason" not in line
+    assert set(report.phases) == {"connect_and_preflight", "locks", "waves", "health_gates"}
+    assert report.phases["health_gates"] == 2.0              # the restore gate's min_healthy
+
+
+def test_abort_of_a_first_install_removes_the_canary_container(lab):
+    job, session = lab
+    del session.facts_by_host["mainpc"].containers[cmd.current(SERVICE)]
+    del session.facts_by_host["mainpc"].state[SERVICE]
+    paused(job)
+    plans = []
+    report = pause.abort(job, lambda line: None, on_plan=plans.append)
+    assert report.ok
+    assert [(r.tag, r.digest) for r in plans[0].rows] == [("(nothing)", "")]
+    assert cmd.current(SERVICE) not in session.facts_by_host["mainpc"].containers
+    assert SERVICE not in session.facts_by_host["mainpc"].state
+
+
+def test_abort_skips_a_canary_already_back_and_one_changed_by_hand(lab):
+    job, session = lab
+    paused(job)
+    containers = session.facts_by_host["mainpc"].containers
+    containers[cmd.current(SERVICE)] = containers.pop(cmd.previous(SERVICE))     # put back by hand
+    containers[cmd.current(SERVICE)] = Container(cmd.current(SERVICE), "running", SERVICE, "T1",
+                                                 "sha256:old", session.fleet.profile_of(
+                                                     "mainpc").content_hash())
+    plans = []
+    report = pause.abort(job, lambda line: None, on_plan=plans.append)
+    assert report.ok and report.lines == [] and not session.locks
+    assert report.phases["health_gates"] == 0.0                  # nothing gated
+    assert plans[0].rows == [] and plans[0].skipped == [
+        f"mainpc {SERVICE}: already runs what it ran before"]
+    assert [n for n, _ in session.deploys()].count("roll_back") == 0
+
+    paused(job)
+    containers[cmd.current(SERVICE)] = Container(cmd.current(SERVICE), "running", SERVICE, "T9",
+                                                 "sha256:hand", "ph")
+    plans = []
+    report = pause.abort(job, lambda line: None, on_plan=plans.append)
+    assert report.ok and plans[0].skipped == [
+        f"mainpc {SERVICE}: runs T9, neither what the paused rollout started nor what it "
+        "replaced; left as it is"]
+    assert session.running("mainpc", SERVICE).digest == "sha256:hand"
+
+
+def test_an_abort_whose_restore_fails_says_so_in_the_report_and_the_ledger(lab):
+    job, session = lab
+    paused(job)
+    session.rollback_fails.add("mainpc")
+    report = pause.abort(job, lambda line: None)
+    assert not report.ok and not session.locks
+    assert "  mainpc: ROLLBACK FAILED: check it by hand" in report.lines
+    [line] = [e for e in ledger(session, "mainpc") if e["action"] == "abort"]
+    assert (line["result"], line["reason"]) == ("rollback_failed", "the restore failed")
+    assert report.phases["health_gates"] == 0.0                  # the restore never started
+    assert session.facts_by_host["mainpc"].state[SERVICE]["digest"] == "sha256:new"
+
+
+def test_an_abort_whose_ledger_write_fails_fails(lab):
+    job, session = lab
+    paused(job)
+    session.record_fails.add("mainpc")
+    report = pause.abort(job, lambda line: None)
+    assert not report.ok and not session.locks
+    assert session.running("mainpc", SERVICE).digest == "sha256:old"
+    assert report.lines[-1].startswith("mainpc: could not write the ledger/state.json "
+                                       "(No route to host)")
+
+
+def test_a_paused_lock_that_names_no_remaining_waves_can_still_be_aborted(lab):
+    job, session = lab
+    paused(job)
+    rewrite_locks(session, lambda lock: lock.pop("remaining"))
+    report = pause.abort(job, lambda line: None)
+    assert report.ok and report.plan.hosts == ["mainpc"]
+    assert session.running("mainpc", SERVICE).digest == "sha256:old"
+
+
+def test_abort_ledgers_the_restored_versions_config_and_times_each_phase(lab, monkeypatch):
+    import types
+
+    job, session = lab
+    ph = session.fleet.profile_of("mainpc").content_hash()
+    session.facts_by_host["mainpc"].containers[cmd.current(SERVICE)] = Container(
+        cmd.current(SERVICE), "running", SERVICE, "T1", "sha256:old", ph, "c0ffee", '{"m": 1}')
+    paused(job)
+    ticks = iter([100.0, 101.0, 103.0, 110.0, 111.0, 112.0])
+    import time as real_time
+    monkeypatch.setattr(pause, "time", types.SimpleNamespace(monotonic=lambda: next(ticks),
+                                                             time=real_time.time))
+    report = pause.abort(job, lambda line: None)
+    assert report.ok
+    [line] = [e for e in ledger(session, "mainpc") if e["action"] == "abort"]
+    assert (line["digest"], line["config_hash"]) == ("sha256:old", "c0ffee")
+    # started 100, checked 101, locked 103, ran 110, then 111 and 112 as it reports
+    assert (report.seconds, report.phases) == (11.0, {
+        "connect_and_preflight": 1.0, "locks": 2.0 + 2.0, "waves": 7.0, "health_gates": 2.0})
+
+
+def test_abort_says_what_it_rolls_back(lab):
+    job, session = lab
+    paused(job)
+    said = []
+    assert pause.abort(job, said.append).ok
+    assert said[0] == "aborting T2: rolling the canary mainpc back"
+
+
+def test_a_paused_lock_that_lost_its_remaining_waves_is_not_promoted_half_way(lab):
+    """The record still names the batches' hosts; a lock without its `remaining` waves makes
+    promote see only the canary: it refuses, naming the hosts the record has and it would skip."""
+    job, session = lab
+    paused(job)
+    rewrite_locks(session, lambda lock: lock.pop("remaining"))
+    said = []
+    before = list(session.runs)
+    with pytest.raises(RigError) as caught:
+        pause.promote(job, said.append)
+    assert said[0] == "promoting T2: canary mainpc passed; next "
+    assert caught.value.lines[:2] == [
+        f"node3 {SERVICE}: in the paused rollout but no longer selected (dropped from the spec or "
+        "not in the registry)",
+        f"pc2 {SERVICE}: in the paused rollout but no longer selected (dropped from the spec or "
+        "not in the registry)"]
+    assert session.runs == before

@@ -1,0 +1,303 @@
+"""The host side of a rollout (tasks/rollout.py) as data: the RolloutState fact parsed from what a
+host prints, and what each operation and deploy yields or calls for a given state of the host."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+
+import pytest
+from pyinfra.api import FunctionCommand
+from pyinfra.context import ctx_host
+
+import tasks.rollout as ops
+from rig.commands import container as cmd
+from rig.commands.base import fail, write_file
+from rig.secrets import Secret
+from tasks.rollout import Container, RolloutFacts, RolloutState, parse_rollout_facts
+from tasks.util import Shell
+
+PH = "f" * 64
+
+
+class FakeData(dict):
+    __getattr__ = dict.get
+
+
+class FakeHost:
+    """Just enough of pyinfra's host for an operation or deploy body: the fact, data, noop."""
+
+    def __init__(self, facts: RolloutFacts, fleet=None, name="mainpc"):
+        self.name = name
+        self.data = FakeData(rig_fleet=fleet, rig_host=name)
+        self.facts = facts
+        self.noops: list[str] = []
+        self.print_prefix = f"[{name}] "
+
+    def get_fact(self, fact, **kwargs):
+        assert fact is RolloutState
+        return self.facts
+
+    def noop(self, message):
+        self.noops.append(message)
+
+
+def run_op(op, host: FakeHost, **kwargs) -> list:
+    with ctx_host.use(host):
+        return list(op._inner(**kwargs))
+
+
+def box(service, state="running", tag="T1", digest="sha256:1", name=None, config=""):
+    return Container(name or cmd.current(service), state, service, tag, digest, PH,
+                     cmd.Release(service, tag, "r", digest, PH, config).config_hash, config)
+
+
+def release(service="svc", tag="T2", digest="sha256:2", config=""):
+    return cmd.Release(service, tag, "reg/" + service, digest, PH, config)
+
+
+# -- the fact -----------------------------------------------------------------------------------------
+GPU_LINE = ("0, GPU-00000000-0000-0000-0000-000000004090, NVIDIA GeForce RTX 4090, 8.9, 24564, "
+            "3000, 535.129.03")
+APP_LINE = "GPU-00000000-0000-0000-0000-000000004090, 4242, /opt/venv/bin/python, 3000"
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def host_output(**sections) -> list[str]:
+    base = {"time": ["1700000123"], "gpu": [GPU_LINE], "gpu-apps": [APP_LINE],
+            "gpu-pids": ["4242 /rig-svc", "77", "x9 /rig-other"], "docker": ["active"],
+            "profile": [PH],
+            "containers": ["rig-svc\trunning\tsvc\tT1\tsha256:1\tph\tch\t{\"m\": 1}",
+                           "rig-svc-prev\texited\tsvc\tT0\tsha256:0\tph",
+                           "rig-other\trunning\tother\tT5\tsha256:5\tph\tch5",
+                           "", "five\tfields\tonly\there\tnow",
+                           "nine\ta\tb\tc\td\te\tf\tg\th"],
+            "state": ['{"svc": {"tag": "T1", "digest": "sha256:1"}}'],
+            "lock": ["@present " + "a" * 64, b64('{"id": "ops-1", "operator": "ops"}')]}
+    base.update(sections)
+    return [line for title, body in base.items() for line in (f"--- {title}", *body)]
+
+
+def test_the_fact_reads_every_section_a_host_prints():
+    facts = parse_rollout_facts(host_output())
+    assert facts.host_time == 1700000123.0
+    assert facts.docker_active is True and facts.profile_hash == PH
+    assert sorted(facts.containers) == ["rig-other", "rig-svc", "rig-svc-prev"]
+    assert facts.containers["rig-svc"] == Container("rig-svc", "running", "svc", "T1", "sha256:1",
+                                                    "ph", "ch", '{"m": 1}')
+    assert facts.containers["rig-svc-prev"].config_hash == ""
+    assert facts.state == {"svc": {"tag": "T1", "digest": "sha256:1"}} and facts.warnings == []
+    assert facts.lock == {"id": "ops-1", "operator": "ops"} and facts.lock_sha == "a" * 64
+    assert [(g.index, g.name) for g in facts.gpus] == [(0, "NVIDIA GeForce RTX 4090")]
+    assert [a.pid for a in facts.gpu_apps] == [4242]
+    assert facts.gpu_containers == {4242: "rig-svc"} and facts.gpu_error is None
+    assert RolloutState().process(host_output()) == facts
+
+
+def test_a_host_that_printed_nothing_has_no_engine_profile_lock_or_state():
+    facts = parse_rollout_facts(host_output(time=["soon"], docker=["inactive"], profile=[""],
+                                            containers=[], state=[], lock=[], gpu=[], **{
+                                                "gpu-apps": [], "gpu-pids": []}))
+    assert facts == RolloutFacts()
+    assert parse_rollout_facts([]).docker_active is False
+    assert RolloutFacts().docker_active is False
+
+
+def test_the_one_round_trip_command_prints_every_section():
+    command = str(RolloutState().command())
+    assert all(f"--- {title}" in command for title in
+               ("time", "gpu", "gpu-apps", "gpu-pids", "docker", "profile", "containers",
+                "state", "lock"))
+
+
+@pytest.mark.parametrize("gpu,error", [
+    (["no nvidia-smi"], "nvidia-smi is not installed"),
+    (["NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.",
+      "second line"],
+     "nvidia-smi failed: NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA "
+     "driver."),
+    (["x" * 300], "nvidia-smi failed: " + "x" * 160),
+    ([], None),
+    ([GPU_LINE], None),
+])
+def test_why_a_host_lists_no_gpu(gpu, error):
+    assert parse_rollout_facts(host_output(gpu=gpu)).gpu_error == error
+
+
+def test_a_lock_section_without_the_present_marker_is_no_lock():
+    facts = parse_rollout_facts(host_output(lock=[b64('{"id": "ops-1"}')]))
+    assert facts.lock is None and facts.lock_sha is None
+    facts = parse_rollout_facts(host_output(lock=["@present ", b64('{"id": "ops-1"}')]))
+    assert facts.lock == {"id": "ops-1"} and facts.lock_sha is None
+    facts = parse_rollout_facts(host_output(lock=["@present " + "b" * 64]))
+    assert facts.lock == {"malformed": "empty"} and facts.lock_sha == "b" * 64
+
+
+def test_running_names_only_a_running_current_container():
+    facts = parse_rollout_facts(host_output())
+    assert facts.running("svc").digest == "sha256:1"
+    assert facts.running("nothing") is None
+    facts.containers["rig-svc"] = box("svc", state="exited")
+    assert facts.running("svc") is None
+    assert box("svc", state="restarting").running is False and box("svc").running is True
+
+
+@pytest.mark.parametrize("state", ['{"half": ', '[1, 2]', '{"svc": {"tag": "T1"}}',
+                                   '{"svc": {"tag": "T1", "digest": 7}}', '"text"'])
+def test_a_state_json_not_of_the_right_shape_is_rebuilt_from_running_current_containers(state):
+    lines = host_output(state=[state], containers=[
+        "rig-svc\trunning\tsvc\tT1\tsha256:1\tph\tch",
+        "rig-old\texited\told\tT0\tsha256:0\tph",                    # not running
+        "rig-svc2-prev\trunning\tsvc2\tT3\tsha256:3\tph",            # not the current one
+        "rig-bare\trunning\tbare\tT4\tsha256:4\tph"])                # no config label
+    facts = parse_rollout_facts(lines)
+    assert facts.state == {
+        "svc": {"tag": "T1", "digest": "sha256:1", "profile_hash": "ph", "config_hash": "ch",
+                "since": None, "previous": None},
+        "bare": {"tag": "T4", "digest": "sha256:4", "profile_hash": "ph", "config_hash": None,
+                 "since": None, "previous": None}}
+    assert facts.warnings == [f"state.json was unreadable ({state.strip()[:60]!r}...): rebuilt from the "
+                              "running containers' labels"]
+
+
+# -- operations ---------------------------------------------------------------------------------------
+def test_release_running_writes_each_secret_then_replaces_the_container(fleet):
+    svc = "affective_processing_center"
+    facts = RolloutFacts(containers={cmd.current(svc): box(svc),
+                                     cmd.previous(svc): box(svc, "exited")})
+    rel = release(svc, config=json.dumps({"secret B": "vb", "secret A": "va"}))
+    secrets = {"B": Secret("b-value", "env B"), "A": Secret("a-value", "env A")}
+    host = FakeHost(facts, fleet)
+    commands = run_op(ops.release_running, host, release=rel, secrets=secrets)
+    writes = [c for c in commands if isinstance(c, FunctionCommand)]
+    assert [(w.function, w.args) for w in writes] == [
+        (ops._write_secret, (svc, "A", secrets["A"], "va")),
+        (ops._write_secret, (svc, "B", secrets["B"], "vb"))]
+    assert commands[2:] == list(cmd.replace_commands(fleet, "mainpc", rel, has_current=True,
+                                                     has_previous=True))
+    only_prev = RolloutFacts(containers={cmd.previous(svc): box(svc, "exited")})
+    assert run_op(ops.release_running, FakeHost(only_prev, fleet), release=rel) == list(
+        cmd.replace_commands(fleet, "mainpc", rel, has_current=False, has_previous=True))
+    first = RolloutFacts()
+    assert run_op(ops.release_running, FakeHost(first, fleet), release=rel) == list(
+        cmd.replace_commands(fleet, "mainpc", rel, has_current=False, has_previous=False))
+
+
+def test_release_running_is_a_noop_when_the_release_already_runs(fleet):
+    rel = release()
+    facts = RolloutFacts(containers={"rig-svc": box("svc", tag="T2", digest="sha256:2")})
+    host = FakeHost(facts, fleet)
+    assert run_op(ops.release_running, host, release=rel, secrets=None) == []
+    assert host.noops == ["svc already runs T2"]
+
+
+def test_a_secret_is_written_on_stdin_with_its_own_deadline_and_a_failure_is_logged(
+        monkeypatch, caplog):
+    calls = []
+
+    def host_shell(host, command, stdin=None, timeout=None):
+        calls.append((str(command), stdin, timeout))
+        return Shell(False, "", ["disk", "full"])
+    monkeypatch.setattr(ops, "host_shell", host_shell)
+    host = FakeHost(RolloutFacts())
+    with caplog.at_level(logging.ERROR):
+        assert ops._write_secret(None, host, "svc", "TOKEN", Secret("s3cret", "env"), "v1") is False
+    [(command, stdin, timeout)] = calls
+    assert command == str(cmd.write_secret("svc", "TOKEN", "v1")) and "s3cret" not in command
+    assert stdin == "czNjcmV0" and timeout == 30
+    assert "[mainpc] could not write secret TOKEN of svc: full" in caplog.text
+    monkeypatch.setattr(ops, "host_shell", lambda *a, **k: Shell(True, "", []))
+    assert ops._write_secret(None, host, "svc", "TOKEN", Secret("s3cret", "env"), "v1") is True
+
+
+def test_release_restored_starts_the_kept_container_or_fails_without_one():
+    before = {"tag": "T1", "digest": "sha256:1"}
+    replaced = RolloutFacts(containers={"rig-svc": box("svc", tag="T2", digest="sha256:2"),
+                                        "rig-svc-prev": box("svc", "exited")})
+    assert run_op(ops.release_restored, FakeHost(replaced), service="svc", before=before) == list(
+        cmd.restore_commands("svc", True))
+    gone = RolloutFacts(containers={"rig-svc": box("svc", tag="T2", digest="sha256:2")})
+    assert run_op(ops.release_restored, FakeHost(gone), service="svc", before=before) == [
+        fail("svc: no kept container to go back to T1")]
+    first_install = RolloutFacts(containers={"rig-svc": box("svc", tag="T2", digest="sha256:2")})
+    assert run_op(ops.release_restored, FakeHost(first_install), service="svc", before=None) == list(
+        cmd.restore_commands("svc", False))
+    back = RolloutFacts(containers={"rig-svc": box("svc")})
+    host = FakeHost(back)
+    assert run_op(ops.release_restored, host, service="svc", before=before) == []
+    assert host.noops == ["svc already runs its previous version"]
+
+
+def test_previous_removed_removes_only_kept_containers_there():
+    facts = RolloutFacts(containers={"rig-a-prev": box("a", "exited"), "rig-b": box("b")})
+    assert run_op(ops.previous_removed, FakeHost(facts), services=["a", "b"]) == [
+        cmd.remove_containers(["rig-a-prev"])]
+    host = FakeHost(facts)
+    assert run_op(ops.previous_removed, host, services=["b"]) == []
+    assert host.noops == ["no previous containers kept"]
+
+
+def test_ledger_recorded_appends_the_lines_and_writes_state_sorted_and_indented():
+    entries = [{"service": "svc", "result": "ok"}]
+    state = {"svc": {"tag": "T2"}, "a": {"tag": "T0"}}
+    assert run_op(ops.ledger_recorded, FakeHost(RolloutFacts()), entries=entries,
+                  state_doc=state) == [
+        cmd.append_ledger(entries),
+        write_file(cmd.STATE_FILE, '{\n  "a": {\n    "tag": "T0"\n  },\n  "svc": {\n'
+                   '    "tag": "T2"\n  }\n}\n', "0644")]
+    host = FakeHost(RolloutFacts())
+    assert run_op(ops.ledger_recorded, host, entries=[], state_doc=state) == []
+    assert host.noops == ["nothing to record"]
+
+
+# -- deploys: which operations each host gets -----------------------------------------------------------
+@pytest.fixture
+def calls(monkeypatch):
+    seen = []
+    for name in ("release_running", "release_restored", "previous_removed", "ledger_recorded",
+                 "unused_secrets_removed"):
+        monkeypatch.setattr(ops, name, lambda _n=name, **kw: seen.append((_n, kw)))
+    return seen
+
+
+def test_roll_out_runs_each_release_of_this_host_with_its_services_secrets(calls):
+    a, b = release("a"), release("b")
+    secret = {"K": Secret("v", "env K")}
+    with ctx_host.use(FakeHost(RolloutFacts())):
+        ops.roll_out._inner({"mainpc": [a, b], "pc2": [release("c")]}, {"b": secret})
+        ops.roll_out._inner({"pc2": [a]})
+        ops.roll_out._inner({"mainpc": [a]})
+    assert calls == [("release_running", {"name": "a: run T2", "release": a, "secrets": None}),
+                     ("release_running", {"name": "b: run T2", "release": b, "secrets": secret}),
+                     ("release_running", {"name": "a: run T2", "release": a, "secrets": None})]
+
+
+def test_roll_back_restores_only_services_off_their_previous_version(calls):
+    facts = RolloutFacts(containers={"rig-a": box("a", tag="T2", digest="sha256:2"),
+                                     "rig-a-prev": box("a", "exited"),
+                                     "rig-b": box("b")})
+    before = {"tag": "T1", "digest": "sha256:1"}
+    restored: dict = {}
+    with ctx_host.use(FakeHost(facts)):
+        ops.roll_back._inner({"mainpc": {"a": before, "b": before}}, restored)
+        ops.roll_back._inner({"pc2": {"a": before}}, restored)
+    assert restored == {"mainpc": ["a"]}
+    assert calls == [("release_restored", {"name": "a: restore previous", "service": "a",
+                                           "before": before})]
+
+
+def test_record_removes_kept_containers_of_finished_hosts_and_writes_their_ledger(calls):
+    entries, states = {"mainpc": [{"result": "ok"}]}, {"mainpc": {"a": {}}}
+    with ctx_host.use(FakeHost(RolloutFacts())):
+        ops.record._inner(entries, states, {"mainpc": ["a"]})
+        ops.record._inner({}, states, {"pc2": ["a"]})
+    assert calls == [
+        ("previous_removed", {"name": "remove kept containers", "services": ["a"]}),
+        ("unused_secrets_removed", {"name": "remove unused secret versions"}),
+        ("ledger_recorded", {"name": "ledger and state", "entries": entries["mainpc"],
+                             "state_doc": states["mainpc"]}),
+        ("unused_secrets_removed", {"name": "remove unused secret versions"})]
