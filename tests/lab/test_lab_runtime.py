@@ -171,7 +171,8 @@ def test_4_memory_for_one_service_on_pc2_replaces_exactly_that_container(spec):
     plan = run(spec, "plan", "--tag", "rt-1", token=token, check=True)
     changed = [line for line in plan.stdout.splitlines() if " change " in line]
     assert len(changed) == 1 and changed[0].split()[:2] == ["pc2", USER], plan.stdout
-    assert changed[0].endswith("(memory 6g -> 5g)"), changed[0]
+    assert changed[0].endswith("(memory 6g -> 5g) [gate: /health + lists the loaded models]"), \
+        changed[0]
     assert "1 change(s)" in plan.stdout
     result = run(spec, "rollout", "--tag", "rt-1", token=token)
     assert result.returncode == 0, result.stdout + result.stderr
