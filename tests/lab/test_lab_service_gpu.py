@@ -95,6 +95,8 @@ def test_a_gate_check_that_never_answers_rolls_the_canary_back(spec):
     original = edited(spec, listed,
                       "      - {name: lists the model, path: /models, expect: {loaded: [never]},\n"
                       "         gate: true}\n" + listed)
+    edited(spec, "    runtime: {memory: 12g, cpus: 8, shm_size: 2g}\n",   # a change to gate
+           "    runtime: {memory: 12g, cpus: 8, shm_size: 2g}\n    env: {RIG_NOTE: gate}\n")
     try:
         result = run(spec, "rollout", "--tag", "gpu-1", "--services", MOC, "--no-verify")
     finally:
