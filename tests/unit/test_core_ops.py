@@ -426,3 +426,26 @@ def test_a_lock_taken_over_during_the_last_wave_fails_the_command_naming_who(lab
     assert not report.ok and waves_run == [["mainpc"], ["pc2"], ["node3"]]
     assert any(line.startswith("node3: this rollout's lock was taken over: locked by")
                for line in report.lines)
+
+
+def test_the_registry_client_is_the_specs_registry_with_its_token(fleet, monkeypatch):
+    monkeypatch.setenv(fleet.registry.token_env, "ghp-token-value")
+    client = ops._registry(FakeJob(fleet, FakeSession(fleet, ["mainpc"])))
+    assert (client.host, client.username, client.password) == (
+        fleet.registry.host, fleet.registry.username, "ghp-token-value")
+
+
+def test_rollback_to_a_tag_the_registry_lacks_says_so_not_nothing_to_roll_back(lab, tmp_path):
+    job, session, registry, _, _ = lab
+    registry.manifest_digest = lambda path, tag: None
+    with pytest.raises(RigError) as caught:
+        ops.rollback(job, "T9", ops.Options(services=[SERVICE], verify=False), quiet())
+    assert caught.value.lines[0].endswith(":T9: not in the registry")
+    assert caught.value.lines[-1] == "pre-flight failed: no host was changed"
+
+
+def test_a_rollback_hook_names_every_service_when_none_is_selected(lab, tmp_path):
+    job, session, _, _, _ = lab
+    log = hooks(tmp_path, "rollback")
+    ops.rollback(job, None, ops.Options(verify=False), quiet())
+    assert [e["services"] for e in log()] == [",".join(sorted([GPU_A, GPU_B, SERVICE]))]
