@@ -99,14 +99,14 @@ def parse_rollout_facts(lines: list[str]) -> RolloutFacts:
             try:
                 value = json.loads(text)
             except ValueError:
-                value = {"unreadable": text[:200]}
+                value = None   # not JSON: rebuilt from the labels below
             if name == "state":
                 facts.state = value if _state_shape(value) else _from_labels(facts, text)
     return facts
 
 
 def _state_shape(value) -> bool:
-    return isinstance(value, dict) and "unreadable" not in value and all(
+    return isinstance(value, dict) and all(
         isinstance(v, dict) and isinstance(v.get("digest"), str) for v in value.values())
 
 

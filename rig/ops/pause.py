@@ -72,6 +72,9 @@ def differences(record: dict, fresh: dict[str, list[cmd.Release]], facts: dict,
         host_facts = facts.get(host)
         for service in sorted(set(recorded) | set(now)):
             was, new = recorded.get(service), now.get(service)
+            if was is None and host_facts is not None and host_facts.running(service) is None \
+                    and (host_facts.state.get(service) or {}).get("stopped"):
+                continue  # stopped by an operator: the rollout left it so, and so does promote
             if was is None and host in canary:  # unchanged on the canary: must still be so
                 running = host_facts.running(service) if host_facts else None
                 state = host_facts.state.get(service) if host_facts else None

@@ -125,6 +125,9 @@ def _plan(job: Job, label: str, hosts: list[str], releases, facts, opts: Options
     changes = {h: [Change(h, r, facts[h].running(r.service), facts[h].state.get(r.service))
                    for r in releases.get(h, [])]
                for h in hosts if facts.get(h) is not None}
+    skipped = list(skipped)
+    if not opts.start_stopped:  # before the GPU checks: a service left stopped starts nothing
+        _leave_stopped(changes, facts, skipped)
     if not problems:  # the GPU: each image's CUDA against the driver, memory against the card
         from .gpu import gpu_problems
 
@@ -137,9 +140,6 @@ def _plan(job: Job, label: str, hosts: list[str], releases, facts, opts: Options
         problems = gpu_problems(job.fleet, changes, facts, image_env)
     if problems:
         raise RigError(*problems, "pre-flight failed: no host was changed")
-    skipped = list(skipped)
-    if not opts.start_stopped:
-        _leave_stopped(changes, facts, skipped)
     rows = [PlanRow(h, c.release.service, c.needed, c.running.tag if c.running else None,
                     c.running.digest if c.running else None, c.release.tag, c.release.digest,
                     c.why if c.needed else [],

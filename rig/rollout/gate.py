@@ -101,6 +101,6 @@ def parse_probe(line: str, started: float) -> Probe | None:
         state, exit_code, restarts = (parts[2].split(":") + ["0", "0"])[:3]
         code = int(parts[3]) if parts[3].isdigit() else 0
         body = base64.b64decode(parts[4]).decode(errors="replace") if len(parts) > 4 else ""
-    except ValueError:
+        return Probe(t, state or "missing", int(exit_code or 0), code, body, int(restarts or 0))
+    except ValueError:  # a garbled line is no probe (never an exception in the gate loop)
         return None
-    return Probe(t, state or "missing", int(exit_code or 0), code, body, int(restarts or 0))

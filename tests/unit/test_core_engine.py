@@ -214,6 +214,7 @@ def test_a_fleet_rollback_that_fails_on_an_earlier_host_is_in_its_ledger_line(fl
              "sha256:new")]
     assert "  mainpc: ROLLBACK FAILED: check it by hand" in outcome.lines
     assert "    mainpc: Roll back | restore previous" in outcome.lines
+    assert not any(line.startswith("    pc2: ") for line in outcome.lines)     # restored fine
     assert "  pc2: serving its previous version (restored and healthy: " \
         f"{SERVICE})" in outcome.lines
 
@@ -458,3 +459,79 @@ def test_a_restore_whose_gate_fails_is_a_failed_rollback_naming_the_gate(fleet):
                                         'row; 200 {"status": "degraded"}')
     [line] = ledger(session)["mainpc"]
     assert line["result"] == "rollback_failed"
+
+
+def test_the_engine_redacts_with_the_secret_store_it_was_given(fleet):
+    from rig.secrets import SecretStore
+
+    fleet = three_hosts(fleet)
+    store = SecretStore(fleet)
+    store._read[SERVICE] = {"KEY": Secret("wxyz-1234", "env KEY")}
+    rollout = Rollout(session_running(fleet), fleet, lambda line: None, "rollout", "T2", store)
+    assert rollout.redact("token wxyz-1234 seen") == "token [secret] seen"
+
+
+def test_take_locks_without_options_does_not_break_a_stale_lock(fleet):
+    import time as _time
+
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    session.lock_files["pc2"] = json.dumps({"id": "bo-1", "operator": "bo", "machine": "far",
+                                            "heartbeat": _time.time() - 7200}).encode()
+    rollout = engine(fleet, session)
+    [problem] = rollout.take_locks()
+    assert problem.startswith("pc2: locked by bo") and session.lock("pc2")["id"] == "bo-1"
+    assert not session.locks - {"pc2"}
+    session.lock_files["pc2"] = json.dumps({"id": "bo-1", "operator": "bo", "machine": "far",
+                                            "heartbeat": _time.time()}).encode()
+    [problem] = rollout.take_locks(break_lock=True)          # live: only with --force
+    assert "its heartbeat is fresh, so --break-lock refuses" in problem
+
+
+@pytest.mark.parametrize("pause,waves,failing,watched", [
+    (1.0, WAVES, False, True),                 # a second is a pause too
+    (30.0, [["mainpc"]], False, False),        # nothing comes after the canary
+    (30.0, WAVES, True, False),                # a canary that failed is not watched
+])
+def test_which_canary_is_watched(fleet, pause, waves, failing, watched):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet, failing={("mainpc", SERVICE)} if failing else ())
+    said = []
+    engine(fleet, session, said).run(waves, changes_for(fleet, session), pause=pause)
+    assert any(line.startswith(f"pause {pause:g} s: watching") for line in said) is watched
+
+
+def test_a_pause_of_zero_seconds_watches_nothing(fleet):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    said = []
+    outcome = engine(fleet, session, said).run(WAVES, changes_for(fleet, session), pause=0.0)
+    assert outcome.ok and not any(line.startswith("pause") for line in said)
+    assert outcome.gate_seconds == 3 * 2.0
+
+
+def test_a_restore_the_runner_did_not_report_on_is_a_failed_rollback(fleet):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet, failing={("mainpc", SERVICE)})
+    real = session.run
+
+    def run(deploy, hosts=None, **kwargs):
+        results = real(deploy, hosts=hosts, **kwargs)
+        if deploy is eng.roll_back:
+            results.pop("mainpc", None)
+        return results
+    session.run = run
+    outcome = engine(fleet, session).run(WAVES, changes_for(fleet, session))
+    assert "  mainpc: ROLLBACK FAILED: check it by hand" in outcome.lines
+    assert not any(line.startswith("    mainpc: ") for line in outcome.lines)
+    [line] = ledger(session)["mainpc"]
+    assert line["result"] == "rollback_failed"
+
+
+def test_a_lost_host_is_reported_lost_not_as_a_failed_step(fleet):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet, frozen={"pc2"})
+    outcome = engine(fleet, session).run(WAVES, changes_for(fleet, session))
+    start = outcome.lines.index("  pc2: LOST, not rolled back")
+    assert outcome.lines[start + 1].startswith("    pc2 LOST: ")
+    assert "    pc2: " not in outcome.lines

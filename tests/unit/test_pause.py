@@ -138,3 +138,26 @@ def test_no_paused_rollout_nothing_to_do(lab):
     job, session, _ = lab
     with pytest.raises(RigError, match="no paused rollout"):
         pause.promote(job, lambda line: None)
+
+
+def test_a_service_an_operator_stopped_does_not_block_promote(lab, monkeypatch):
+    """The rollout left it stopped (and out of the record); promote must do the same, not call
+    it a change since the pause."""
+    job, session, _ = lab
+    monkeypatch.setattr("rig.ops.hosts.verify", lambda *a, **k: 0)
+    for host in HOSTS:
+        facts = session.facts_by_host[host]
+        box = facts.containers[cmd.current(OTHER)]
+        facts.containers[cmd.current(OTHER)] = Container(box.name, "exited", *_rest(box))
+        facts.state[OTHER]["stopped"] = True
+    opts = ops.Options(services=[SERVICE, OTHER], verify=False, pause="manual")
+    paused_report = ops.rollout(job, "T2", opts, lambda line: None)
+    assert paused_report.paused and any(OTHER in line for line in paused_report.plan.skipped)
+    promoted = pause.promote(job, lambda line: None)
+    assert promoted.ok, promoted.lines
+    assert all(session.running(h, OTHER) is None for h in HOSTS)            # still stopped
+    assert {session.running(h, SERVICE).digest for h in HOSTS} == {"sha256:new"}
+
+
+def _rest(box):
+    return (box.service, box.tag, box.digest, box.profile_hash, box.config_hash, box.config)

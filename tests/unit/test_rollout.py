@@ -381,3 +381,10 @@ def test_a_service_name_ending_in_prev_is_refused_with_its_line(tmp_path):
                     "service name 'affective_processing_center-prev' ends in '-prev', which names "
                     "the kept container of service 'affective_processing_center' "
                     "(rig-affective_processing_center-prev); choose another name")
+
+
+def test_a_service_named_unreadable_keeps_its_state_and_a_garbled_probe_is_no_probe():
+    facts = parse_rollout_facts(["--- state", '{"unreadable": {"tag": "T1", "digest": "sha256:1"}}'])
+    assert facts.state == {"unreadable": {"tag": "T1", "digest": "sha256:1"}} and not facts.warnings
+    assert parse_probe("probe 5 running:x:0 200", 0.0) is None
+    assert parse_probe("probe 5 running:0:y 200", 0.0) is None
