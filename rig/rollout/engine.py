@@ -33,7 +33,7 @@ from ..images import image_for
 from ..ledger import entry, next_state, operator
 from ..secrets import SecretStore
 from . import probing
-from .decide import KEEP, REGATE, REMOVE, REPLACE, START, Version, decide
+from .decide import KEEP, REGATE, REMOVE, Version, decide
 from .locks import HostLocks, may_take
 from .probing import STOPPED
 from .watch import GateWatch
@@ -51,10 +51,6 @@ class Change:
     @property
     def decision(self) -> str:
         return decide(self.release, self.running, self.recorded)
-
-    @property
-    def differs(self) -> bool:
-        return self.decision in (START, REPLACE)
 
     @property
     def unfinished(self) -> bool:

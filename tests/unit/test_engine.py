@@ -723,3 +723,38 @@ def test_a_restored_version_is_judged_by_health_not_by_gate_checks_it_never_had(
     logs = max(i for i, c in enumerate(mainpc) if "docker logs" in c)   # the failed gate's end
     assert last_check < logs                       # the restore gate ran no gate check ...
     assert any("probe $(date" in c for c in mainpc[logs:])   # ... only /health probes
+
+
+def test_a_lock_taken_over_on_a_later_host_alone_still_fails_the_rollout(fleet):
+    """Wave 1 recorded fine on mainpc; pc2's lock alone is forced away before its wave: the
+    rollout stops there and fails, though every record it wrote succeeded."""
+    from rig.rollout.locks import HostLocks
+
+    fleet = three_hosts(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"])
+    rollout = engine(fleet, session)
+    assert rollout.take_locks() == []
+
+    class Pc2Only:
+        def names(self):
+            return ["pc2"]
+
+        def shell(self, name, command, stdin=None, timeout=None):
+            return session.shell(name, command, stdin, timeout)
+
+    def steal(s):
+        if len(s.runs) == 2:
+            assert HostLocks(Pc2Only(), 3600, "rollout", "T9").take(break_lock=True,
+                                                                    force=True) == []
+    session.after_run = steal
+    outcome = rollout.run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    rollout.release_locks()
+    assert not outcome.ok and rollout.record_failures == []
+    assert "stopped before wave 2: pc2 not touched" in outcome.lines
+
+
+def test_rollback_to_a_previous_version_recorded_without_a_tag(fleet):
+    facts = RolloutFacts(state={"model_ops_coordinator": {
+        "tag": "T1-mainpc", "digest": "sha256:1", "previous": {"tag": None, "digest": "sha256:0"}}})
+    target = ops.previous_target({"mainpc": facts}, None, fleet)
+    assert target("mainpc", "model_ops_coordinator") == (None, "sha256:0")
