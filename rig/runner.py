@@ -175,6 +175,16 @@ def _new_state(targets: list[Target], parallel: int | None, progress: _Progress,
     return state
 
 
+def _quiet_failed_hosts() -> None:
+    """A host that drops out mid-deploy makes pyinfra raise PyinfraError in that host's greenlet
+    ("No hosts remaining!"); rig reports the host itself (LOST, with why), so gevent's hub must
+    not print that greenlet's traceback (Hub.NOT_ERROR: gevent's documented list of exceptions
+    it does not report)."""
+    hub = gevent.get_hub()
+    if PyinfraError not in hub.NOT_ERROR:
+        hub.NOT_ERROR = (*hub.NOT_ERROR, PyinfraError)
+
+
 class Session:
     """with Session(targets) as s: s.facts(...), s.shell(...), s.run(deploy) -> results."""
 
@@ -192,6 +202,7 @@ class Session:
         self.clock, self.sleep = time.monotonic, gevent.sleep  # what gates wait on
 
     def __enter__(self) -> Session:
+        _quiet_failed_hosts()
         self.state = _new_state(self.targets, self.parallel, self.progress, self.connect_timeout)
         failed = [t for t in self.targets if not self._connected(t.name)]
         if failed:

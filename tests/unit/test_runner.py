@@ -176,3 +176,13 @@ def test_a_handshake_that_gets_no_answer_is_not_called_an_authentication_problem
                                  "timeout.)")
     assert line.startswith("no answer during the SSH handshake (the host is frozen or overloaded?)")
     assert runner._connect_error("[Errno 111] Connection refused") == "[Errno 111] Connection refused"
+
+
+def test_a_host_dropping_out_mid_deploy_prints_no_greenlet_traceback():
+    import gevent
+    from pyinfra.api.exceptions import PyinfraError
+
+    with Session([LOCAL]):
+        assert PyinfraError in gevent.get_hub().NOT_ERROR
+    runner._quiet_failed_hosts()                      # idempotent
+    assert list(gevent.get_hub().NOT_ERROR).count(PyinfraError) == 1
