@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from ..gpu.smi import APPS_QUERY, GPU_QUERY, HEADER_QUERY
 
-__all__ = ["APPS_QUERY", "GPU_QUERY", "HEADER_QUERY", "kernel_log_command"]
+__all__ = ["APPS_QUERY", "GPU_QUERY", "HEADER_QUERY", "MEMORY_MARK", "MEMORY_QUERY",
+           "gate_sample_command", "kernel_log_command", "split_gate_sample"]
+
+MEMORY_QUERY = "nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader,nounits"
+MEMORY_MARK = "--- rig: gpu memory"
 
 
 def kernel_log_command(since_epoch: float) -> str:
@@ -17,3 +21,23 @@ def kernel_log_command(since_epoch: float) -> str:
     since = int(since_epoch // 1)
     return (f"journalctl -k --since @{since} -o short-iso --no-pager 2>/dev/null"
             " || dmesg --time-format iso 2>/dev/null || true")
+
+
+def gate_sample_command(since_epoch: float) -> str:
+    """What a gate reads on a GPU host every few seconds, in one round trip: the kernel log since
+    `since_epoch` (Xid errors), then a mark line, then each card's memory used and total (MiB).
+    Always exits 0; a failing nvidia-smi prints nothing after the mark."""
+    return (f"{{ {kernel_log_command(since_epoch)}; }}; echo '{MEMORY_MARK}'; "
+            f"{MEMORY_QUERY} 2>/dev/null || true")
+
+
+def split_gate_sample(stdout: str) -> tuple[str, list[tuple[int, int]]]:
+    """gate_sample_command's output -> (the kernel log, [(used MiB, total MiB) per card]).
+    Lines after the mark that are not two integers are skipped (nvidia-smi's "[N/A]")."""
+    log, _, memory = stdout.partition(MEMORY_MARK + "\n")
+    cards = []
+    for line in memory.splitlines():
+        used, _, total = line.partition(",")
+        if used.strip().isdigit() and total.strip().isdigit():
+            cards.append((int(used), int(total)))
+    return log, cards

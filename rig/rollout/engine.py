@@ -26,7 +26,7 @@ import gevent
 from tasks.rollout import RolloutState, record, roll_back, roll_out
 
 from ..commands import container as cmd
-from ..commands.gpu import kernel_log_command
+from ..commands.gpu import gate_sample_command, split_gate_sample
 from ..config import Fleet
 from ..gpu.xid import parse_kernel_lines
 from ..images import image_for
@@ -170,6 +170,7 @@ class Rollout:
         self.facts_read_at = self.clock()
         self.wave_began: dict[str, float] = {}   # host -> its clock when its wave began
         self.on_probe = None
+        self.on_gpu = None      # (host, [(used MiB, total MiB) per card]) while gates run
 
     # -- hosts ----------------------------------------------------------------------------------
     def facts(self) -> dict:
@@ -205,7 +206,7 @@ class Rollout:
         deadlines = {(h, s): j.deadline for h in services
                      for s, j in probing.judges_for(self.fleet, services[h], hold).items()}
         with GateWatch(self.say, deadlines, clock=self.clock) as watch:
-            self.on_probe = watch.probe
+            self.on_probe, self.on_gpu = watch.probe, watch.gpu
             jobs = {h: gevent.spawn(one, h) for h in sorted(services) if services[h]}
             gevent.joinall(list(jobs.values()))
         verdicts = {}
@@ -219,14 +220,18 @@ class Rollout:
 
     def _gpu_errors(self, host: str):
         """For a GPU host: a reader of its kernel log for fatal Xid errors since its wave began
-        (the host's own clock, from pre-flight); None elsewhere."""
+        (the host's own clock, from pre-flight); None elsewhere. The same round trip reads the
+        cards' memory for the gate's display (on_gpu)."""
         began = self.wave_began.get(host)
         if not self.fleet.gpu_present(host) or began is None:
             return None
 
         def read() -> str | None:
-            answer = self.session.shell(host, kernel_log_command(began), timeout=30)
-            fatal = [e for e in parse_kernel_lines(answer.stdout) if e.fatal]
+            answer = self.session.shell(host, gate_sample_command(began), timeout=30)
+            log, cards = split_gate_sample(answer.stdout)
+            if cards and self.on_gpu is not None:
+                self.on_gpu(host, cards)
+            fatal = [e for e in parse_kernel_lines(log) if e.fatal]
             if not fatal:
                 return None
             e = fatal[0]

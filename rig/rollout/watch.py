@@ -1,5 +1,6 @@
 """Long gates you can watch: while gates and pauses run (minutes, for a model that loads), each
-host and service with its elapsed time against its deadline and the last answer.
+host and service with its elapsed time against its deadline and the last answer, and each GPU
+host's card memory (used of total, read with the gate's Xid check every few seconds).
 
 On a terminal a live table (rich) redraws in place; elsewhere (CI, a log file) a plain
 timestamped line per host and service whenever its answer changes, and every `every` seconds
@@ -33,6 +34,7 @@ class GateWatch:
         self.rows = {key: Row(deadline=d) for key, d in deadlines.items()}
         self.live = sys.stdout.isatty() if live is None else live
         self._live = None
+        self.memory: dict[str, str] = {}   # host -> "18200/24564 MiB" (each card, comma-joined)
 
     def __enter__(self) -> GateWatch:
         if self.live and self.rows:
@@ -56,17 +58,23 @@ class GateWatch:
             self._live.update(self._table())
         elif probe.t >= self.every and (changed or self.clock() - row.said_at >= self.every):
             row.said_at = self.clock()
-            self.say(f"{time.strftime('%H:%M:%S')} {host:<10} {service}: {self._line(row)}")
+            self.say(f"{time.strftime('%H:%M:%S')} {host:<10} {service}: {self._line(host, row)}")
 
-    @staticmethod
-    def _line(row: Row) -> str:
-        return f"{row.answer[:60]} ({row.seconds:.0f} s of {row.deadline:.0f} s)"
+    def gpu(self, host: str, cards: list[tuple[int, int]]) -> None:
+        """A GPU host's cards: [(used MiB, total MiB)]; shown next to each of its services."""
+        self.memory[host] = ", ".join(f"{used}/{total} MiB" for used, total in cards)
+        if self._live is not None:
+            self._live.update(self._table())
+
+    def _line(self, host: str, row: Row) -> str:
+        gpu = f", GPU memory {self.memory[host]}" if host in self.memory else ""
+        return f"{row.answer[:60]} ({row.seconds:.0f} s of {row.deadline:.0f} s{gpu})"
 
     def _table(self):
         from rich.table import Table
 
-        table = Table("host", "service", "elapsed", "last answer", box=None)
+        table = Table("host", "service", "elapsed", "last answer", "GPU memory", box=None)
         for (host, service), row in sorted(self.rows.items()):
             table.add_row(host, service, f"{row.seconds:.0f} s of {row.deadline:.0f} s",
-                          row.answer[:60])
+                          row.answer[:60], self.memory.get(host, ""))
         return table

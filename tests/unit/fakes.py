@@ -48,6 +48,7 @@ class FakeSession:
         # (host, service) -> seconds after start until its gate checks pass (inf: never)
         self.checks_fail_until = dict(checks_fail_until or {})
         self.kernel_log: dict[str, str] = {}     # host -> what journalctl -k prints
+        self.gpu_memory: dict[str, str] = {}     # host -> nvidia-smi's memory.used,memory.total
         self.now = start
         self.facts_by_host = {h: RolloutFacts(docker_active=True,
                                               profile_hash=fleet.profile_of(h).content_hash())
@@ -104,8 +105,9 @@ class FakeSession:
                 return Shell(False, "", [f"no answer within {timeout:.0f} s"])
             return Shell(True, "".join(self._probe(name, s) + "\n"
                                        for s in PROBE.findall(command)), [])
-        if command.startswith("journalctl -k "):
-            return Shell(True, self.kernel_log.get(name, "-- No entries --\n"), [])
+        if command.startswith("{ journalctl -k "):   # commands.gpu.gate_sample_command
+            return Shell(True, self.kernel_log.get(name, "-- No entries --\n")
+                         + "--- rig: gpu memory\n" + self.gpu_memory.get(name, ""), [])
         if command.startswith("docker exec ") and " python -c " in command:
             return self._checks(name, shlex.split(command))
         if "docker logs" in command:
