@@ -70,5 +70,8 @@ def git_state(repo: Path) -> GitState | None:
 
 
 def current_tag(repo: Path, explicit: str | None = None) -> str:
-    """The tag for now: --tag, FORCE_IMAGE_TAG, else from the checkout at repo and today (UTC)."""
-    return resolve_tag(explicit, dict(os.environ), datetime.now(UTC), git_state(repo))
+    """The tag for now: --tag, FORCE_IMAGE_TAG, else from the checkout at repo and today (UTC).
+    git runs only in the last case."""
+    environ = dict(os.environ)
+    git = None if explicit or environ.get("FORCE_IMAGE_TAG") else git_state(repo)
+    return resolve_tag(explicit, environ, datetime.now(UTC), git)

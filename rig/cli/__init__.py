@@ -4,15 +4,30 @@ policy here. User mistakes and unreachable parts are RigError: plain lines, exit
 
 from __future__ import annotations
 
-# pyinfra runs hosts in gevent greenlets and its CLI module patches the standard library on
-# import; doing it first, before ssl is imported by requests, is what pyinfra's own CLI does.
-from gevent import monkey
+import sys
 
-monkey.patch_all()
+import click
 
-import click  # noqa: E402
+from .common import CONTEXT, Context
 
-from .common import CONTEXT, Context  # noqa: E402
+LOCAL_VERBS = frozenset({"validate", "tag"})
+"""Verbs that reach no host and no registry: they start without gevent (about 0.1 s)."""
+
+
+def patch_for_hosts(verb: str | None) -> bool:
+    """pyinfra runs hosts in gevent greenlets, so the standard library (socket, ssl, threads)
+    must be gevent's before requests, paramiko or pyinfra import it, as pyinfra's own CLI does.
+    Registering the verbs imports none of them (tests/unit/test_cli.py checks), so patching
+    here, once the verb is known, is early enough. Returns whether it patched."""
+    if verb in LOCAL_VERBS:
+        return False
+    from gevent import monkey
+
+    if "ssl" in sys.modules and not monkey.is_module_patched("ssl"):
+        raise RuntimeError("rig: ssl was imported before gevent patched it (an import at the "
+                           "top of a rig.cli module?)")
+    monkey.patch_all()
+    return True
 
 
 @click.group(context_settings=CONTEXT)
@@ -40,6 +55,7 @@ def main(ctx: click.Context, config: str, env: str | None) -> None:
     Production: `rig --env production ...` with RIG_HOST_MAINPC=ops@192.168.1.10 (see README).
     The tag defaults to YYYYMMDD-<git sha> (`rig tag`); --tag or FORCE_IMAGE_TAG override it.
     """
+    patch_for_hosts(ctx.invoked_subcommand)
     ctx.obj = Context(config, env)
 
 

@@ -87,3 +87,58 @@ def test_the_spec_is_read_from_disk_once_per_command(monkeypatch):
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["target"]
     assert calls.count("fleet.yml") == 1
+
+
+# -- a lean start: gevent only for verbs that reach hosts ----------------------------------------
+HEAVY = ("gevent", "ssl", "socket", "requests", "paramiko", "pyinfra", "pydantic", "docker")
+
+
+def _modules_after(code: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport json, sys\nprint(json.dumps("
+                          f"{{m: m in sys.modules for m in {HEAVY!r}}}))"],
+                         cwd="/tmp", capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_registering_the_verbs_imports_nothing_heavy():
+    assert _modules_after("import rig.cli") == {m: False for m in HEAVY}
+
+
+def test_local_verbs_start_without_gevent_and_host_verbs_patch_before_ssl():
+    code = ("import rig.cli\nfrom gevent import monkey\n"
+            "print(rig.cli.patch_for_hosts('validate'), rig.cli.patch_for_hosts('tag'),"
+            " monkey.is_module_patched('socket'))\n"
+            "print(rig.cli.patch_for_hosts('rollout'), monkey.is_module_patched('socket'),"
+            " monkey.is_module_patched('ssl'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd="/tmp", capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.splitlines() == ["False False False", "True True True"], out.stderr
+    late = subprocess.run([sys.executable, "-c", "import ssl, rig.cli\n"
+                           "rig.cli.patch_for_hosts('status')"], cwd="/tmp",
+                          capture_output=True, text=True, timeout=60)
+    assert late.returncode == 1 and "ssl was imported before gevent patched it" in late.stderr
+
+
+def test_validate_run_as_the_operator_runs_it_never_loads_gevent_or_pyinfra():
+    spec = str(REPO / "fleet.yml")
+    code = (f"import sys\nsys.argv = ['rig', '-c', {spec!r}, 'validate']\nimport rig.cli\n"
+            "try:\n    rig.cli.main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n")
+    loaded = _modules_after(code)
+    assert not loaded["gevent"] and not loaded["pyinfra"] and not loaded["paramiko"]
+    assert loaded["pydantic"]          # it did validate
+
+
+def test_an_explicit_tag_runs_no_git(monkeypatch, tmp_path):
+    import rig.tags
+
+    def no_git(repo):
+        raise AssertionError("git ran")
+    monkeypatch.setattr(rig.tags, "git_state", no_git)
+    monkeypatch.delenv("FORCE_IMAGE_TAG", raising=False)
+    assert rig.tags.current_tag(tmp_path, "20261130-0ab17ebd") == "20261130-0ab17ebd"
+    monkeypatch.setenv("FORCE_IMAGE_TAG", "20261130-1a2b3c4d")
+    assert rig.tags.current_tag(tmp_path) == "20261130-1a2b3c4d"
+    monkeypatch.delenv("FORCE_IMAGE_TAG")
+    with pytest.raises(AssertionError, match="git ran"):
+        rig.tags.current_tag(tmp_path)
