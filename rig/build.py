@@ -254,7 +254,11 @@ def reuse(registry, plan: BuildPlan, say) -> None:
         say(f"tagged {image.ref} (same sources as {src})")
 
 
-def verify_rows(registry, images: list[Image]) -> list[dict]:
-    """One row per expected image: its ref and digest in the registry, or None (missing)."""
+def verify_rows(registry, images: list[Image], known: dict[str, str] | None = None) -> list[dict]:
+    """One row per expected image: its ref and digest in the registry, or None (missing).
+    known: target -> digest the registry gave in this command (a build's plan) is not asked
+    again."""
+    known = known or {}
     return [{"image": i.ref, "kind": i.kind, "machine": i.machine,
-             "digest": registry.manifest_digest(i.path, i.tag)} for i in images]
+             "digest": known.get(i.target) or registry.manifest_digest(i.path, i.tag)}
+            for i in images]

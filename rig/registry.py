@@ -97,6 +97,8 @@ class RegistryClient:
         # override a session's verify, which would silently drop the registry's CA.
         self._verify: str | bool = self.ca_file or True
         self._tokens: dict[str, str] = {}
+        self._basic = False     # the registry asked for basic auth once: send it up front
+        self.requests = 0       # HTTP requests sent (each authenticated one may cost a bcrypt)
 
     @property
     def base(self) -> str:
@@ -191,11 +193,15 @@ class RegistryClient:
         token = self._tokens.get(scope)
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        response = self._send(method, url, headers, until, data=data)
+        basic = (self.username, self.password) if self._basic else None
+        response = self._send(method, url, headers, until, auth=basic, data=data)
         if response.status_code != 401:
             return response
         scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+        if basic is not None and scheme == "basic":
+            raise self._error(f"credentials refused for {self.username}")
         if scheme == "basic":
+            self._basic = True
             response = self._send(method, url, headers, until,
                                   auth=(self.username, self.password), data=data)
             if response.status_code == 401:
@@ -268,6 +274,7 @@ class RegistryClient:
                 raise self._error(f"{what}: no answer within {self.deadline:g} s")
             wait = min(self.timeout, remaining)
             deadline = _Deadline(until)
+            self.requests += 1
             try:
                 with deadline:
                     response = self._session.request(

@@ -101,7 +101,8 @@ def build(job: Job, tag: str, push: bool, rebuild: bool, allow_dirty: bool, buil
             report.timings = run_build(fleet, plan, options, LocalExecutor(), say)
     if push:
         reuse(registry, plan, say)
-        report.rows = verify_rows(registry, images)
+        # what the plan found present was read moments ago; the rest is asked now
+        report.rows = verify_rows(registry, images, known=plan.present)
     return report
 
 

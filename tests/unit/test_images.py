@@ -294,15 +294,35 @@ def test_basic_auth_registry_and_manifest_copy():
          {"WWW-Authenticate": 'Basic realm="registry"'}, b""),
         ("GET", "https://10.77.0.1:5000/v2/rig/app/manifests/src-1", 200,
          {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}, b'{"m": 1}'),
-        ("PUT", "https://10.77.0.1:5000/v2/rig/app/manifests/T2", 401,
-         {"WWW-Authenticate": 'Basic realm="registry"'}, b""),
         ("PUT", "https://10.77.0.1:5000/v2/rig/app/manifests/T2", 201,
+         {"Docker-Content-Digest": "sha256:b"}, b""),
+        ("HEAD", "https://10.77.0.1:5000/v2/rig/app/manifests/T2", 200,
          {"Docker-Content-Digest": "sha256:b"}, b""),
     ], host="10.77.0.1:5000")
     assert client.copy_manifest("rig/app", "src-1", "T2") == "sha256:b"
     put = replay.seen[-1]
     assert put.body == b'{"m": 1}'
     assert put.headers["Content-Type"] == "application/vnd.oci.image.manifest.v1+json"
+    # a registry that asked for basic auth once gets it up front: one request per call, not two
+    assert "Authorization" not in replay.seen[0].headers
+    assert [r.headers["Authorization"].startswith("Basic ") for r in replay.seen[1:]] == [True, True]
+    assert client.manifest_digest("rig/app", "T2") == "sha256:b"
+    assert replay.seen[-1].headers["Authorization"].startswith("Basic ")
+    assert client.requests == 4 and not replay.answers
+
+
+def test_credentials_refused_when_sent_up_front_are_one_line_not_a_loop():
+    client, replay = _client([
+        ("HEAD", "https://10.77.0.1:5000/v2/rig/app/manifests/T1", 401,
+         {"WWW-Authenticate": 'Basic realm="registry"'}, b""),
+        ("HEAD", "https://10.77.0.1:5000/v2/rig/app/manifests/T1", 404, {}, b""),
+        ("HEAD", "https://10.77.0.1:5000/v2/rig/app/manifests/T2", 401,
+         {"WWW-Authenticate": 'Basic realm="registry"'}, b""),
+    ], host="10.77.0.1:5000")
+    assert client.manifest_digest("rig/app", "T1") is None
+    with pytest.raises(RigError, match="credentials refused for user"):
+        client.manifest_digest("rig/app", "T2")
+    assert client.requests == 3 and not replay.answers
 
 
 def test_refused_credentials_are_one_clear_line():

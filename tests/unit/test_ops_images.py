@@ -33,6 +33,7 @@ class Registry:
         self.log.append("ping")
 
     def manifest_digest(self, path, tag):
+        self.log.append(("head", path, tag))
         return self.digests.get((path, tag))
 
     def copy_manifest(self, path, src, tag):
@@ -82,8 +83,14 @@ def test_build_decides_per_image_reuses_tags_and_checks_the_registry(fleet, setu
     targets, options, executor = builds[0]
     assert targets == rest and isinstance(executor, SshExecutor) and executor.name == "mainpc"
     assert (options.push, options.rebuild, options.revision) == (True, False, SHA)
-    assert registry.log == ["ping", ("copy", reused.path, source_tag(hashes[reused.target]),
-                                     reused.tag)]
+    assert [e for e in registry.log if e[0] != "head"] == [
+        "ping", ("copy", reused.path, source_tag(hashes[reused.target]), reused.tag)]
+    # after the push the registry is asked again for every image but the one it just said is
+    # present (the plan's digest is reused)
+    after = registry.log[registry.log.index(("copy", reused.path,
+                                             source_tag(hashes[reused.target]), reused.tag)):]
+    assert [e[1] for e in after if e[0] == "head"] == [i.path for i in images[1:]]
+    assert report.rows[0]["digest"] == "sha256:p"
     assert said == [f"tagged {reused.ref} (same sources as {source_tag(hashes[reused.target])})"]
     assert [r["image"] for r in report.rows] == [i.ref for i in images]
     assert report.missing == 0 and report.timings == {"bake": 1.0}
@@ -109,7 +116,7 @@ def test_without_push_nothing_is_tagged_or_checked_and_rebuild_builds_all(fleet,
         registry.digests[(i.path, i.tag)] = "sha256:p"
     report = ops_images.build(job, "T2", False, True, False, (), print)
     assert builds[0][0] == [i.target for i in images] and builds[0][1].revision == "unknown"
-    assert report.rows == [] and report.pushed is False and registry.log == ["ping"]
+    assert report.rows == [] and report.pushed is False and registry.log == ["ping"]  # no asking
 
 
 def test_everything_present_builds_nothing(fleet, setup):
@@ -118,6 +125,8 @@ def test_everything_present_builds_nothing(fleet, setup):
         registry.digests[(i.path, i.tag)] = "sha256:p"
     report = ops_images.build(job, "T2", True, False, False, (), print)
     assert builds == [] and opened == [] and report.built == 0 and report.missing == 0
+    heads = [e for e in registry.log if e[0] == "head"]
+    assert len(heads) == len(report.rows) == len(expected_images(fleet, "T2", {}))  # once each
 
 
 def test_a_spec_without_a_build_host_builds_on_this_machine(fleet, setup):
