@@ -42,6 +42,13 @@ class Job:
         return SecretStore(self.fleet)
 
     @cached_property
+    def registry(self):
+        """One registry client per command: it authenticates once and keeps its connection."""
+        from ..registry import client_for
+
+        return client_for(self.fleet)
+
+    @cached_property
     def targets(self) -> list[Target]:
         return targets(self.fleet, self.env)
 

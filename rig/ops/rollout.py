@@ -109,9 +109,7 @@ def _leave_stopped(changes: dict[str, list[Change]], facts, skipped: list[str]) 
 
 
 def _registry(job: Job):
-    from ..registry import client_for
-
-    return client_for(job.fleet)
+    return job.registry   # the command's one client (ops/job.py)
 
 
 def _plan(job: Job, label: str, hosts: list[str], releases, facts, opts: Options,

@@ -428,11 +428,17 @@ def test_a_lock_taken_over_during_the_last_wave_fails_the_command_naming_who(lab
                for line in report.lines)
 
 
-def test_the_registry_client_is_the_specs_registry_with_its_token(fleet, monkeypatch):
+def test_the_registry_client_is_the_specs_registry_with_its_token_one_per_command(fleet, repo,
+                                                                                  monkeypatch):
+    from rig.ops.job import Job
+
     monkeypatch.setenv(fleet.registry.token_env, "ghp-token-value")
-    client = ops._registry(FakeJob(fleet, FakeSession(fleet, ["mainpc"])))
+    job = Job(repo / "fleet.yml", "production")
+    client = ops._registry(job)
     assert (client.host, client.username, client.password) == (
         fleet.registry.host, fleet.registry.username, "ghp-token-value")
+    assert ops._registry(job) is client          # authenticated once, one connection kept
+    assert Job(repo / "fleet.yml", "production").registry is not client
 
 
 def test_rollback_to_a_tag_the_registry_lacks_says_so_not_nothing_to_roll_back(lab, tmp_path):
