@@ -7,7 +7,8 @@ facts, run one-off commands, run @deploy functions, and report per host what cha
         s.run(roll_out, hosts=[...], ...)  # a fresh Inventory + State: add_deploy, run_ops
 
 Every run step gets its own State (pyinfra's State is built for one add-ops-then-run pass),
-so nothing here subclasses State or writes to its attributes. This is the one place rig talks
+so nothing here subclasses State or writes to its attributes; the States of one Session share
+each host's one SSH connection (rig's pooled connector, connector.py). This is the one place rig talks
 to pyinfra's engine; tasks/ holds what runs on hosts. The one workaround on pyinfra's internals
 (TCP_NODELAY on the SSH socket) is isolated in `_tcp_nodelay` and guarded by a contract test.
 """
@@ -36,6 +37,7 @@ from tasks.util import DEFAULT_TIMEOUT, Shell, host_shell
 from .commands import jobs
 from .commands.base import Cmd  # noqa: F401  (re-exported for callers of follow)
 from .commands.host import sudo_check as cmd_sudo_check
+from .connector import POOL_KEY, SshPool
 from .errors import RigError
 from .inventory import Target
 
@@ -147,19 +149,26 @@ def _quiet_pyinfra_logger() -> logging.Logger:
     return logger
 
 
-def _make_inventory(targets: Iterable[Target]) -> Inventory:
+def inventory_name(target: Target) -> str:
+    """SSH targets go through rig's pooled SSH connector (connector.py: one connection per host
+    per Session); names that already say their connector (@local in tests) stay as they are."""
+    return target.name if target.name.startswith("@") else f"@rigssh/{target.name}"
+
+
+def _make_inventory(targets: Iterable[Target], pool: SshPool | None = None) -> Inventory:
     targets = list(targets)
     groups: dict[str, list[str]] = {}
     for t in targets:
         for group in t.data.get("rig_groups", ()):
-            groups.setdefault(group, []).append(t.name)
-    return Inventory(([(t.name, dict(t.data)) for t in targets], {}),
+            groups.setdefault(group, []).append(inventory_name(t))
+    extra = {POOL_KEY: pool} if pool is not None else {}
+    return Inventory(([(inventory_name(t), {**t.data, **extra}) for t in targets], {}),
                      **{g: (names, {}) for g, names in groups.items()})
 
 
 def _new_state(targets: list[Target], parallel: int | None, progress: _Progress,
-               connect_timeout: int) -> State:
-    inventory = _make_inventory(targets)
+               connect_timeout: int, pool: SshPool | None = None) -> State:
+    inventory = _make_inventory(targets, pool)
     config = Config(PARALLEL=parallel or 0, FAIL_PERCENT=None, CONNECT_TIMEOUT=connect_timeout)
     state = State(inventory, config, check_for_changes=False)
     state.add_callback_handler(progress)
@@ -197,13 +206,15 @@ class Session:
         self.say, self.parallel, self.connect_timeout = say, parallel, connect_timeout
         self.describe = describe_connect_error or (lambda t, m: [f"{t.name}: unreachable: {m}"])
         self.state: State | None = None
+        self.pool = SshPool()   # one SSH connection per host, shared by every State below
         self.progress = _Progress(say)
         self.lost: dict[str, str] = {}   # hosts that stopped answering during this session
         self.clock, self.sleep = time.monotonic, gevent.sleep  # what gates wait on
 
     def __enter__(self) -> Session:
         _quiet_failed_hosts()
-        self.state = _new_state(self.targets, self.parallel, self.progress, self.connect_timeout)
+        self.state = _new_state(self.targets, self.parallel, self.progress, self.connect_timeout,
+                                self.pool)
         failed = [t for t in self.targets if not self._connected(t.name)]
         if failed:
             lines = [line for t in failed for line in
@@ -335,7 +346,7 @@ class Session:
         chosen = [t for t in wanted if t.name not in self.lost]
         if not chosen:
             return results
-        state = _new_state(chosen, self.parallel, self.progress, self.connect_timeout)
+        state = _new_state(chosen, self.parallel, self.progress, self.connect_timeout, self.pool)
         try:
             for t in chosen:
                 if not any(h.name == t.name for h in state.activated_hosts):
@@ -369,6 +380,7 @@ class Session:
         if self.state is not None:
             disconnect_all(self.state)
             self.state = None
+        self.pool.close()
 
     def __exit__(self, *exc) -> None:
         self.close()

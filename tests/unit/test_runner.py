@@ -112,6 +112,98 @@ def test_tcp_nodelay_workaround_still_finds_the_ssh_client():
     assert "get_transport" in inspect.getsource(runner._tcp_nodelay)
 
 
+# -- one SSH connection per host per Session (rig/connector.py) ---------------------------------
+class FakeTransport:
+    def __init__(self):
+        self.active, self.keepalive, self.sock = True, None, self
+
+    def is_active(self):
+        return self.active
+
+    def set_keepalive(self, seconds):
+        self.keepalive = seconds
+
+    def setsockopt(self, *args):
+        pass
+
+
+class FakeClient:
+    def __init__(self):
+        self.transport, self.closed = FakeTransport(), False
+
+    def get_transport(self):
+        return self.transport
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def handshakes(monkeypatch):
+    """SSHConnector._connect stood in for: each call is one new connection (a handshake)."""
+    from pyinfra.connectors.ssh import SSHConnector
+
+    made: list[tuple[str, FakeClient]] = []
+
+    def connect(self):
+        self.client = FakeClient()
+        made.append((self.host.name, self.client))
+    monkeypatch.setattr(SSHConnector, "_connect", connect)
+    return made
+
+
+def test_the_states_of_a_session_share_one_connection_per_host(handshakes):
+    from rig.connector import PooledSSHConnector, SshPool
+
+    targets = [Target("mainpc", {"ssh_hostname": "10.0.0.1", "rig_groups": ["canary"]}),
+               Target("pc2", {"ssh_hostname": "10.0.0.2"})]
+    pool, progress = SshPool(), runner._Progress(None)
+    first = runner._new_state(targets, None, progress, 10, pool)
+    assert sorted(h.name for h in first.activated_hosts) == ["mainpc", "pc2"]
+    assert {type(h.connector) for h in first.activated_hosts} == {PooledSSHConnector}
+    assert [h.name for h in first.inventory.get_group("canary")] == ["mainpc"]
+    second = runner._new_state(targets, None, progress, 10, pool)    # the next step's State
+    assert sorted(name for name, _ in handshakes) == ["mainpc", "pc2"] and pool.opened == 2
+    clients = {h.name: h.connector.client for h in second.activated_hosts}
+    assert clients == {name: client for name, client in handshakes}
+    dict(handshakes)["pc2"].transport.active = False      # pc2's connection dropped
+    runner._new_state(targets, None, progress, 10, pool)
+    assert [name for name, _ in handshakes].count("pc2") == 2 and pool.opened == 3
+    assert handshakes[0][1].closed is False and dict(handshakes[:2])["pc2"].closed is True
+    pool.close()
+    assert all(client.closed for _, client in handshakes) and pool.clients == {}
+
+
+def test_without_a_pool_every_state_connects_and_at_names_keep_their_connector(handshakes):
+    targets = [Target("mainpc", {"ssh_hostname": "10.0.0.1"})]
+    runner._new_state(targets, None, runner._Progress(None), 10)
+    runner._new_state(targets, None, runner._Progress(None), 10)
+    assert [name for name, _ in handshakes] == ["mainpc", "mainpc"]
+    assert runner.inventory_name(LOCAL) == "@local"
+    assert runner.inventory_name(targets[0]) == "@rigssh/mainpc"
+
+
+def test_the_pooled_connector_is_what_pyinfra_finds_by_its_entry_point():
+    """Installed rig registers it (pyproject.toml); pyinfra looks connectors up by name."""
+    from pyinfra.api.connectors import get_execution_connectors
+    from pyinfra.connectors.ssh import SSHConnector
+
+    from rig.connector import PooledSSHConnector
+
+    assert get_execution_connectors()["rigssh"] is PooledSSHConnector
+    assert issubclass(PooledSSHConnector, SSHConnector)
+    # what the connector relies on: SSHConnector.connect() leaves the client in self.client
+    assert "self.client = SSHClient()" in inspect.getsource(SSHConnector._connect)
+    assert "self._connect()" in inspect.getsource(SSHConnector.connect)
+
+
+def test_a_session_closes_its_pooled_connections(handshakes):
+    session = Session([Target("mainpc", {"ssh_hostname": "10.0.0.1"})])
+    with session:
+        assert [name for name, _ in handshakes] == ["mainpc"]
+    assert handshakes[0][1].closed and session.pool.clients == {}
+
+
 PRIVATE = [
     r"\.is_executing\s*=", r"\.failed_hosts\s*[-+|&]?=", r"\.active_hosts\s*[-+|&]?=",
     r"op_hash_order\.(extend|append)", r"def get_op_order", r"class \w+\(State\)",

@@ -1,0 +1,69 @@
+"""One SSH connection per host per command: pyinfra's SSH connector, with its connection kept.
+
+rig gives every run step a fresh pyinfra State (a State is built for one add-ops-then-run pass,
+runner.py), and every State connects its hosts again: a one-host rollout opened three SSH
+connections (pre-flight, the wave, the record step), each a handshake and a login (about
+120 ms of sshd here, LAB-NOTES). This connector is pyinfra's own SSH connector with one change:
+`connect()` first looks in the Session's pool for a live connection to the same host and uses
+it; only when there is none does it connect, and the new connection joins the pool. Commands
+of several States then run as channels of one SSH transport, as `ssh -O ControlMaster` would.
+
+It is a connector as pyinfra intends them to be added: a class named by the
+`pyinfra.connectors` entry point (`@rigssh/<host>` in the inventory, pyproject.toml), whose
+`make_names_data` yields the plain host name. What it relies on of SSHConnector is that
+`connect()` leaves the paramiko client in `self.client` and commands use it; the same
+attribute `runner._tcp_nodelay` reads, and the contract tests in tests/unit/test_runner.py
+fail if pyinfra moves it. pyinfra's `disconnect()` clears the SFTP cache and leaves the client
+open; the Session closes the pool's clients when it ends."""
+
+from __future__ import annotations
+
+from pyinfra.connectors.ssh import SSHConnector
+
+POOL_KEY = "rig_ssh_pool"
+"""The host data key holding the Session's pool (an SshPool)."""
+
+
+class SshPool:
+    """host name -> the paramiko client of its one connection in this Session."""
+
+    def __init__(self) -> None:
+        self.clients: dict[str, object] = {}
+        self.opened = 0          # connections made (a test and the bench read it)
+
+    def __copy__(self) -> SshPool:
+        return self      # pyinfra hands out shallow copies of host data; a pool is shared
+
+    def live(self, name: str):
+        client = self.clients.get(name)
+        transport = client.get_transport() if client is not None else None
+        return client if transport is not None and transport.is_active() else None
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - a connection that is already gone is closed
+                pass
+        self.clients.clear()
+
+
+class PooledSSHConnector(SSHConnector):
+    """pyinfra's SSH connector, reusing the Session's live connection to the host."""
+
+    @staticmethod
+    def make_names_data(name):
+        yield name, {}, []    # the host keeps its own name; its data says where to connect
+
+    def connect(self) -> None:
+        pool = self.host.data.get(POOL_KEY)
+        client = pool.live(self.host.name) if pool is not None else None
+        if client is not None:
+            self.client = client
+            return
+        super().connect()
+        if pool is not None:
+            if self.host.name in pool.clients:   # a dead one: it goes
+                pool.clients.pop(self.host.name).close()
+            pool.clients[self.host.name] = self.client
+            pool.opened += 1
