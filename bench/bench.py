@@ -4,11 +4,16 @@ Every figure is the median of RIG_BENCH_RUNS (default 5) runs with min and max, 
 comparison is a ratio of two figures taken in this run, on the same hosts:
   1. no-change converge of mainpc+pc2: `rig bootstrap` vs the same state with Ansible
   2. rollout of one service to one host vs the floor (docker pull by digest, stop, run, first
-     healthy answer, rm, by hand in one ssh session), and where rig's extra time goes
+     healthy answer, rm, by hand in one ssh session): timed inside the host (the physical floor
+     of the docker work) and from this machine (a fresh ssh and sudo, as a person pays them),
+     and where rig's extra time goes
   3. scale: no-change converge and a one-service rollout (canary 1, batch 2) on 2, 4, 8 hosts;
      one wave of 7 hosts vs one wave of 1 host; rig's peak memory in the 8-host rollout
   4. `rig build --push` when every image is already in the registry
   5. three changed services on one host vs one changed service on the same host
+  6. SSH connections and commands under sudo on a host per rollout, converge and status, from
+     the host's own sshd and sudo log lines; registry requests per no-change build, from the lab
+     registry's access log
 Writes bench/results.json. Leaves the lab up (8 hosts); `make lab-down` removes it."""
 
 from __future__ import annotations
@@ -209,25 +214,82 @@ def bench_rollout(spec: Path, digests: dict) -> dict:
     repository = f"10.77.0.1:5000/rig/{SERVICE}"
     ssh("mainpc", f"docker stop rig-{SERVICE} >/dev/null; docker rm -f floor-a floor-b >/dev/null 2>&1; "
                   f"{floor_run(repository, digests['bench-1'], 'floor-a')} >/dev/null")
-    floors, floor_healthy = [], []
+    floors, floor_healthy, by_hand = [], [], []
     try:
         for i in range(RUNS):
             old, new = ("floor-a", "floor-b") if i % 2 == 0 else ("floor-b", "floor-a")
             digest = digests[("bench-2", "bench-1")[i % 2]]
+            started = time.perf_counter()   # by hand: a fresh ssh, the handshake and sudo
             s, h, e = map(float, ssh("mainpc", floor_script(repository, digest, old, new)).split())
+            by_hand.append(time.perf_counter() - started)
             floors.append(e - s)
             floor_healthy.append(h - s)
     finally:
         ssh("mainpc", f"docker rm -f floor-a floor-b >/dev/null 2>&1; docker start rig-{SERVICE} >/dev/null")
     result = {"rig": stats(times), "floor": stats(floors), "floor_to_healthy": stats(floor_healthy),
+              "floor_by_hand": stats(by_hand),
               "rig_gate": stats(gates), "rig_startup": stats(startup),
               "rig_preflight": stats(preflight), "rig_locks": stats(locks),
               "rig_wave_steps": stats(waves)}
     result["rig_over_floor"] = round(result["rig"]["median"] / result["floor"]["median"], 2)
+    result["rig_over_floor_by_hand"] = round(result["rig"]["median"]
+                                             / result["floor_by_hand"]["median"], 2)
     accounted = sum(result[k]["median"] for k in ("rig_gate", "rig_startup", "rig_preflight",
                                                   "rig_locks", "rig_wave_steps"))
     result["rig_other"] = round(result["rig"]["median"] - accounted, 3)
     return result
+
+
+# -- 6. SSH connections and remote commands per host, from the host's own log -----------------
+def host_log_counts(host: str, since: float, until: float) -> dict:
+    """From mainpc's journal between two instants (lab hosts share this machine's clock):
+    SSH logins (sshd's "Accepted publickey") and commands run under sudo (sudo's COMMAND=)."""
+    window = f"--since @{int(since)} --until @{int(until) + 1} -o cat --no-pager"
+    out = ssh(host, f"journalctl -u ssh {window} | grep -c 'Accepted publickey'; "
+                    f"journalctl -t sudo {window} | grep -c 'COMMAND='; true")
+    logins, commands = (int(n) for n in out.split()[:2])
+    return {"connections": logins, "sudo_commands": commands}
+
+
+def counted(host: str, argv, cwd=REPO, expect: str | None = None) -> dict:
+    """Run argv with a quiet second on either side; what host's logs say it cost there."""
+    time.sleep(1.1)
+    since = time.time()
+    timed(argv, cwd=cwd, expect=expect)
+    until = time.time()
+    time.sleep(1.1)
+    return host_log_counts(host, since, until)
+
+
+def bench_connections(spec: Path) -> dict:
+    say("6. SSH connections and sudo commands on mainpc per command (sshd's and sudo's log)")
+    rig_spec = [*RIG, "-c", str(spec / "fleet.yml")]
+    settle(spec, "mainpc")
+    result = {
+        "rollout": counted("mainpc", [*rig_spec, "rollout", "--tag", "bench-2", "--services",
+                                      SERVICE, "--limit", "mainpc", "--no-verify"], cwd=spec,
+                           expect=r"1 service\(s\) to start"),
+        "converge": counted("mainpc", [*RIG, "bootstrap", "--limit", "mainpc"],
+                            expect=r"\b0 changes on"),
+        "status": counted("mainpc", [*RIG, "status", "--limit", "mainpc"]),
+    }
+    settle(spec, "mainpc")
+    return result
+
+
+# -- 4b. registry requests, from the lab registry's access log --------------------------------
+def registry_requests(argv, cwd=REPO, expect: str | None = None) -> tuple[float, int]:
+    """Seconds, and the requests rig made to the lab registry (its access log: one line per
+    request, rig's have python-requests' user agent)."""
+    from rig.lab.layout import LabPaths
+
+    log = LabPaths.for_repo(REPO).registry_dir / "registry.log"
+    start = log.stat().st_size
+    seconds = timed(argv, cwd=cwd, expect=expect)
+    with log.open("rb") as f:
+        f.seek(start)
+        lines = f.read().decode(errors="replace").splitlines()
+    return seconds, sum(1 for line in lines if '"python-requests/' in line and ' HTTP/1.1" ' in line)
 
 
 # -- 3. scale ---------------------------------------------------------------------------------
@@ -312,13 +374,15 @@ def bench_three(spec: Path) -> dict:
 def bench_build(spec: Path) -> dict:
     say("4. rig build --push with every image already in the registry")
     rig_spec = [*RIG, "-c", str(spec / "fleet.yml")]
-    times = [timed([*rig_spec, "build", "--push", "--allow-dirty", "--tag", "bench-1"], cwd=spec,
-                   expect="built 0, tagged 0, present 5") for _ in range(RUNS)]
-    return {"rig": stats(times)}
+    samples = [registry_requests([*rig_spec, "build", "--push", "--allow-dirty", "--tag", "bench-1"],
+                                 cwd=spec, expect="built 0, tagged 0, present 5") for _ in range(RUNS)]
+    return {"rig": stats([seconds for seconds, _ in samples]),
+            "registry_requests": max(requests for _, requests in samples)}
 
 
 def table(results: dict) -> str:
-    c, r, s, b, m = (results[k] for k in ("converge", "rollout", "scale", "build", "memory"))
+    c, r, s, b, m, n = (results[k] for k in ("converge", "rollout", "scale", "build", "memory",
+                                              "connections"))
     fmt = lambda x: f"{x['median']:.2f} s ({x['min']:.2f}-{x['max']:.2f})"  # noqa: E731
     lines = [f"rig bench, {RUNS} runs each, median (min-max)", "",
              "1. no-change converge, mainpc + pc2",
@@ -329,7 +393,9 @@ def table(results: dict) -> str:
              f"   rig rollout          {fmt(r['rig'])}",
              f"   floor (by hand)      {fmt(r['floor'])}   (to first healthy answer "
              f"{r['floor_to_healthy']['median']:.2f} s)",
-             f"   rig / floor          {r['rig_over_floor']:.2f}x",
+             f"   floor by hand, from here (fresh ssh, sudo)  {fmt(r['floor_by_hand'])}",
+             f"   rig / floor          {r['rig_over_floor']:.2f}x (in-host);   rig / by hand "
+             f"{r['rig_over_floor_by_hand']:.2f}x",
              f"   where rig's time goes: CLI start-up {r['rig_startup']['median']:.2f} s; "
              f"connect + pre-flight facts {r['rig_preflight']['median']:.2f} s;",
              f"     locks {r['rig_locks']['median']:.2f} s; wave steps (pull/stop/run, "
@@ -344,11 +410,15 @@ def table(results: dict) -> str:
               f"   one wave of 7 hosts   {fmt(s['wave7'])}; of 1 host {fmt(s['wave1'])}; "
               f"7 / 1 {s['wave7_over_wave1']:.2f}x",
               f"   rig's peak memory, 8-host rollout: {m['peak_mib']:.0f} MiB", "",
-              "4. no-change build", f"   rig build --push     {fmt(b['rig'])}", "",
+              "4. no-change build", f"   rig build --push     {fmt(b['rig'])}, "
+              f"{b['registry_requests']} registry requests", "",
               "5. rollout to one host, three changed services vs one",
               f"   three                {fmt(r['three'])}",
               f"   one                  {fmt(r['one'])}",
-              f"   three / one          {r['three_over_one']:.2f}x"]
+              f"   three / one          {r['three_over_one']:.2f}x", "",
+              "6. on mainpc, per command: SSH connections / commands under sudo",
+              *(f"   {what:<20} {n[what]['connections']} / {n[what]['sudo_commands']}"
+                for what in ("rollout", "converge", "status"))]
     return "\n".join(lines)
 
 
@@ -362,6 +432,7 @@ def main() -> None:
     results["scale"] = bench_scale(spec)
     results["memory"] = bench_memory(spec)
     results["build"] = bench_build(spec)
+    results["connections"] = bench_connections(spec)
     (REPO / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     say("")
     say(table(results))

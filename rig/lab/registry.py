@@ -19,7 +19,7 @@ def registry_config(paths: LabPaths, http_secret: str) -> dict:
     folder = paths.registry_dir
     return {
         "version": 0.1,
-        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "log": {"level": "warn", "accesslog": {"disabled": False}},  # the bench counts requests
         "storage": {
             "filesystem": {"rootdirectory": str(folder / "data")},
             "delete": {"enabled": True},
