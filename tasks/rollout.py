@@ -132,13 +132,29 @@ class RolloutState(FactBase):
 
 # -- operations -------------------------------------------------------------------------------
 @operation()
-def release_running(release: cmd.Release, secrets: dict | None = None):
+def images_pulled(releases: list[cmd.Release]):
+    """Every image a release on this host still needs is pulled, all at once (several
+    services in one wave: their pulls overlap, then each is swapped).
+
+    + releases: what this host is to run
+    """
+    facts = host.get_fact(RolloutState)
+    refs = sorted({r.pinned for r in releases if not runs(facts.running(r.service), r)})
+    if not refs:
+        host.noop("every release already runs")
+        return
+    yield cmd.pull_all(refs)
+
+
+@operation()
+def release_running(release: cmd.Release, secrets: dict | None = None, pulled: bool = False):
     """rig-<service> runs release.digest with the current profile and settings (config hash);
     the container it replaces is kept stopped as rig-<service>-prev until the rollout finishes.
     The service's secrets are written first, each value on stdin.
 
     + release: what to run
     + secrets: name -> rig.secrets.Secret
+    + pulled: its image was pulled already (images_pulled)
     """
     facts = host.get_fact(RolloutState)
     if runs(facts.running(release.service), release):
@@ -151,7 +167,8 @@ def release_running(release: cmd.Release, secrets: dict | None = None):
                                               versions.get(secret_name)), {})
     yield from cmd.replace_commands(fleet_of(host), host.name, release,
                                     has_current=name in facts.containers,
-                                    has_previous=cmd.previous(release.service) in facts.containers)
+                                    has_previous=cmd.previous(release.service) in facts.containers,
+                                    pulled=pulled)
 
 
 def _write_secret(state, host, service: str, name: str, secret, version: str | None = None) -> bool:
@@ -232,9 +249,13 @@ def unused_secrets_removed():
 def roll_out(releases: dict, secrets: dict | None = None):
     """releases: host -> [Release]; secrets: service -> {name: Secret}, for the services that
     have any. The engine gates what started."""
-    for release in releases.get(host.name, []):
+    mine = releases.get(host.name, [])
+    together = len(mine) > 1     # one service pulls in its own step, as before
+    if together:
+        images_pulled(name="pull images", releases=mine)
+    for release in mine:
         release_running(name=f"{release.service}: run {release.tag}", release=release,
-                        secrets=(secrets or {}).get(release.service))
+                        secrets=(secrets or {}).get(release.service), pulled=together)
 
 
 @deploy("Roll back")

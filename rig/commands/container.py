@@ -216,11 +216,20 @@ def write_secret(service: str, name: str, version: str | None = None) -> Cmd:
                   sh("mv", "-f", path + ".new", path))
 
 
+def pull_all(refs: list[str]) -> Cmd:
+    """Pull several images at once, each by digest (a host's services in one wave, before any
+    is swapped); fails, with each failed pull's own words on stderr, if any pull failed."""
+    script = ('rc=0; pids=""; for ref in "$@"; do docker pull -q "$ref" >/dev/null & '
+              'pids="$pids $!"; done; for pid in $pids; do wait "$pid" || rc=1; done; exit $rc')
+    return sh("sh", "-c", script, "pull", *refs)
+
+
 def replace_commands(fleet: Fleet, host: str, release: Release, has_current: bool,
-                     has_previous: bool) -> list[Cmd]:
-    """Pull by digest, keep the running container as -prev (stopped), start the new one."""
+                     has_previous: bool, pulled: bool = False) -> list[Cmd]:
+    """Pull by digest (unless pulled already), keep the running container as -prev (stopped),
+    start the new one."""
     name, prev = current(release.service), previous(release.service)
-    commands = [sh("docker", "pull", "-q", release.pinned)]
+    commands = [] if pulled else [sh("docker", "pull", "-q", release.pinned)]
     if has_previous:
         commands.append(sh("docker", "rm", "-f", prev))
     if has_current:

@@ -259,7 +259,7 @@ def test_ledger_recorded_appends_the_lines_and_writes_state_sorted_and_indented(
 def calls(monkeypatch):
     seen = []
     for name in ("release_running", "release_restored", "previous_removed", "ledger_recorded",
-                 "unused_secrets_removed"):
+                 "unused_secrets_removed", "images_pulled"):
         monkeypatch.setattr(ops, name, lambda _n=name, **kw: seen.append((_n, kw)))
     return seen
 
@@ -271,9 +271,28 @@ def test_roll_out_runs_each_release_of_this_host_with_its_services_secrets(calls
         ops.roll_out._inner({"mainpc": [a, b], "pc2": [release("c")]}, {"b": secret})
         ops.roll_out._inner({"pc2": [a]})
         ops.roll_out._inner({"mainpc": [a]})
-    assert calls == [("release_running", {"name": "a: run T2", "release": a, "secrets": None}),
-                     ("release_running", {"name": "b: run T2", "release": b, "secrets": secret}),
-                     ("release_running", {"name": "a: run T2", "release": a, "secrets": None})]
+    assert calls == [("images_pulled", {"name": "pull images", "releases": [a, b]}),
+                     ("release_running", {"name": "a: run T2", "release": a, "secrets": None,
+                                          "pulled": True}),
+                     ("release_running", {"name": "b: run T2", "release": b, "secrets": secret,
+                                          "pulled": True}),
+                     ("release_running", {"name": "a: run T2", "release": a, "secrets": None,
+                                          "pulled": False})]
+
+
+def test_several_releases_on_a_host_pull_together_only_what_does_not_run_yet(fleet):
+    a, b, c = release("a"), release("b"), release("c", digest="sha256:3")
+    facts = RolloutFacts(containers={"rig-a": box("a", tag="T2", digest="sha256:2")})
+    assert run_op(ops.images_pulled, FakeHost(facts, fleet), releases=[a, b, c]) == [
+        cmd.pull_all(["reg/b@sha256:2", "reg/c@sha256:3"])]
+    done = FakeHost(RolloutFacts(containers={"rig-a": box("a", tag="T2", digest="sha256:2")}),
+                    fleet)
+    assert run_op(ops.images_pulled, done, releases=[a]) == []
+    assert done.noops == ["every release already runs"]
+    rel = release("affective_processing_center")
+    pulled = run_op(ops.release_running, FakeHost(RolloutFacts(), fleet), release=rel,
+                    pulled=True)
+    assert pulled == list(cmd.replace_commands(fleet, "mainpc", rel, False, False))[1:]
 
 
 def test_roll_back_restores_only_services_off_their_previous_version(calls):

@@ -235,6 +235,29 @@ def test_replace_keeps_the_old_container_stopped(fleet):
     assert commands[3].startswith("docker run -d --name rig-model_ops_coordinator ")
     first = cmd.replace_commands(fleet, "mainpc", RELEASE, has_current=False, has_previous=False)
     assert len(first) == 2
+    pulled = cmd.replace_commands(fleet, "mainpc", RELEASE, True, True, pulled=True)
+    assert pulled == commands[1:]
+
+
+def test_several_pulls_run_at_once_and_any_failure_fails_them(tmp_path):
+    import subprocess
+
+    line = cmd.pull_all(["r/a@sha256:1", "r/b@sha256:2"])
+    assert line == ("sh -c 'rc=0; pids=\"\"; for ref in \"$@\"; do docker pull -q \"$ref\" "
+                    ">/dev/null & pids=\"$pids $!\"; done; for pid in $pids; do wait \"$pid\" || "
+                    "rc=1; done; exit $rc' pull r/a@sha256:1 r/b@sha256:2")
+    fake = tmp_path / "docker"   # a docker whose pull of anything with "bad" in it fails, slowly
+    fake.write_text('#!/bin/sh\nsleep 0.3\ncase "$3" in *bad*) echo "no such $3" >&2; exit 1;; esac\n'
+                    'echo "$3" >> "$(dirname "$0")/pulled"\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    good = subprocess.run(["sh", "-c", cmd.pull_all(["r/a", "r/b", "r/c"])], env=env,
+                          capture_output=True, text=True, timeout=10)
+    assert good.returncode == 0
+    assert sorted((tmp_path / "pulled").read_text().split()) == ["r/a", "r/b", "r/c"]
+    bad = subprocess.run(["sh", "-c", cmd.pull_all(["r/a", "r/bad", "r/c"])], env=env,
+                         capture_output=True, text=True, timeout=10)
+    assert bad.returncode == 1 and bad.stderr == "no such r/bad\n"
 
 
 def test_restore_commands():
