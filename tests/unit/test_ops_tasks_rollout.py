@@ -223,7 +223,7 @@ def test_unused_secrets_removed_is_the_gc_script(fleet):
 def ops_log(monkeypatch):
     log: list[tuple] = []
     for name in ("release_running", "release_restored", "previous_removed", "ledger_recorded",
-                 "unused_secrets_removed"):
+                 "unused_secrets_removed", "images_pulled"):
         monkeypatch.setattr(tasks_rollout, name,
                             lambda name_=name, **kw: log.append((name_, kw)))
     return log
@@ -241,10 +241,11 @@ def test_roll_out_runs_this_hosts_releases_with_their_services_secrets(fleet, op
     run_deploy(tasks_rollout.roll_out, FakeHost(fleet, RolloutFacts()),
                releases={"mainpc": [r, other], "pc2": [r]}, secrets=secrets)
     assert ops_log == [
+        ("images_pulled", {"name": "pull images", "releases": [r, other]}),
         ("release_running", {"name": f"{SERVICE}: run T2", "release": r,
-                             "secrets": secrets[SERVICE]}),
+                             "secrets": secrets[SERVICE], "pulled": True}),
         ("release_running", {"name": "real_time_audio_pipeline: run T2", "release": other,
-                             "secrets": None})]
+                             "secrets": None, "pulled": True})]
     ops_log.clear()
     run_deploy(tasks_rollout.roll_out, FakeHost(fleet, RolloutFacts(), "node9"),
                releases={"mainpc": [r]})
