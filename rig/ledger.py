@@ -4,7 +4,7 @@
     time, operator, action, host, service, tag, digest, previous_tag, previous_digest,
     profile_hash, config_hash, result
 /var/lib/rig/state.json is the current state: service -> tag, digest, profile_hash, config_hash, since,
-stopped (an operator ran `rig stop`),
+stopped (an operator ran `rig stop`), health (the gate timings the version passed under),
 previous {tag, digest} (what `rig rollback` returns to). Neither holds a secret."""
 
 from __future__ import annotations
@@ -28,10 +28,13 @@ CONTROL = ("stop", "start", "restart")  # actions that keep the version and flip
 
 
 def entry(now: str, who: str, action: str, host: str, release: Release, before: dict | None,
-          result: str, reason: str | None = None, config_hash: str | None = None) -> dict:
+          result: str, reason: str | None = None, config_hash: str | None = None,
+          health: dict | None = None) -> dict:
     """One ledger line: one attempt on one host and service, written once its outcome is known.
     A release with no digest means "back to running nothing" (a reverted first install).
-    config_hash: the version's own, where the release carries no config (a restored one)."""
+    config_hash: the version's own, where the release carries no config (a restored one).
+    health: the gate timings this version passed under (start_period, interval, timeout,
+    retries); state.json keeps them, so that a later restore of it is judged by them."""
     assert result in RESULTS, result
     before = before or {}
     line = {
@@ -44,7 +47,36 @@ def entry(now: str, who: str, action: str, host: str, release: Release, before: 
     }
     if reason:
         line["reason"] = reason
+    if health:
+        line["health"] = health
     return line
+
+
+HEALTH_KEYS = ("start_period", "interval", "timeout", "retries")
+
+
+def health_record(spec) -> dict:
+    """A service's gate timings (its HealthSpec), as state.json keeps them."""
+    return {key: getattr(spec, key) for key in HEALTH_KEYS}
+
+
+def recorded_health(record: dict | None) -> dict | None:
+    """The gate timings state.json recorded for a version, if they are sane numbers (the file
+    lives on the host); None otherwise: the spec's then apply."""
+    health = (record or {}).get("health")
+    if not isinstance(health, dict):
+        return None
+    limits = {"start_period": 86400, "interval": 3600, "timeout": 3600, "retries": 1000}
+    clean = {}
+    for key, most in limits.items():
+        value = health.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= most:
+            return None
+        clean[key] = value
+    if clean["interval"] <= 0 or clean["timeout"] <= 0 or clean["retries"] < 1:
+        return None
+    clean["retries"] = int(clean["retries"])
+    return clean
 
 
 def next_state(state: dict, entries: list[dict]) -> dict:
@@ -68,4 +100,6 @@ def next_state(state: dict, entries: list[dict]) -> dict:
             "since": e["time"],
             "previous": {"tag": old.get("tag"), "digest": old.get("digest")} if old else None,
         }
+        if e.get("health"):
+            new[e["service"]]["health"] = e["health"]
     return new

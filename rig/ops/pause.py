@@ -185,7 +185,7 @@ def abort(job: Job, say, on_plan=None) -> RolloutReport:
                             Version.of(release_of(row["to"])).to_dict(),
                             "ok" if restored[host] else "rollback_failed",
                             None if restored[host] else "the restore failed",
-                            (before or {}).get("config_hash")))
+                            (before or {}).get("config_hash"), (before or {}).get("health")))
                 overrides = {h: {s: record[h][s].get("state") for s in services}
                              for h, services in targets.items() if restored[h]}
                 engine.record(entries, states, {h: [] for h in targets}, overrides)

@@ -30,10 +30,10 @@ from ..commands.gpu import gate_sample_command, split_gate_sample
 from ..config import Fleet
 from ..gpu.xid import parse_kernel_lines
 from ..images import image_for
-from ..ledger import entry, next_state, operator
+from ..ledger import entry, health_record, next_state, operator, recorded_health
 from ..secrets import SecretStore
 from . import probing
-from .decide import KEEP, REGATE, REMOVE, Version, decide
+from .decide import KEEP, REGATE, REMOVE, Version, decide, same
 from .locks import HostLocks, may_take
 from .probing import STOPPED
 from .watch import GateWatch
@@ -80,9 +80,17 @@ class Change:
     @property
     def before(self) -> dict | None:
         """What the host ran before this change: what runs, or for an unfinished change what
-        was last recorded as healthy."""
+        was last recorded as healthy; with the gate timings state.json recorded for that very
+        version (a restore of it is judged by them)."""
         version = Version.of(self.recorded) if self.unfinished else Version.of(self.running)
-        return version.to_dict() if version else None
+        if version is None:
+            return None
+        found = version.to_dict()
+        health = recorded_health(self.recorded) if same(Version.of(self.recorded), version) \
+            else None
+        if health:
+            found["health"] = health
+        return found
 
 
 @dataclass
@@ -191,10 +199,13 @@ class Rollout:
         return self.locks.release()
 
     def gate(self, services: dict[str, list[str]], hold: float | None = None,
-             allow_missing: dict[str, tuple] | None = None, restored: bool = False) -> dict:
+             allow_missing: dict[str, tuple] | None = None, restored: bool = False,
+             recorded: dict[str, dict[str, dict | None]] | None = None) -> dict:
         """Health gates on every host at once: (host, service) -> Verdict. What a rollback
-        restored is judged by /health alone (no gate checks the spec gained since), and a
-        second signal never stops its gates."""
+        restored is judged by /health alone (no gate checks the spec gained since), by the gate
+        timings it passed under when it was recorded (recorded: host -> service -> timings; a
+        model that loads for minutes is not judged by a newer spec's shorter start period), and
+        a second signal never stops its gates."""
         def one(host: str):
             return probing.gate(lambda command, timeout: self.session.shell(host, command,
                                                                             timeout=timeout),
@@ -202,9 +213,11 @@ class Rollout:
                                 allow_missing=(allow_missing or {}).get(host, ()),
                                 abort=None if restored else self.abort, clock=self.clock,
                                 sleep=self.sleep, gpu_errors=self._gpu_errors(host),
-                                on_probe=self.on_probe, gate_checks=not restored)
+                                on_probe=self.on_probe, gate_checks=not restored,
+                                timings=(recorded or {}).get(host))
         deadlines = {(h, s): j.deadline for h in services
-                     for s, j in probing.judges_for(self.fleet, services[h], hold).items()}
+                     for s, j in probing.judges_for(self.fleet, services[h], hold,
+                                                    (recorded or {}).get(h)).items()}
         with GateWatch(self.say, deadlines, clock=self.clock) as watch:
             self.on_probe, self.on_gpu = watch.probe, watch.gpu
             jobs = {h: gevent.spawn(one, h) for h in sorted(services) if services[h]}
@@ -296,7 +309,9 @@ class Rollout:
                     failed, gates = self._watch(pending, pause, outcome)
                 now = _now()
                 if not failed:
-                    entries = {h: [entry(now, self.who, self.action, h, c.release, c.before, "ok")
+                    entries = {h: [entry(now, self.who, self.action, h, c.release, c.before, "ok",
+                                         health=health_record(
+                                             self.fleet.services[c.release.service].health))
                                    for c in cs] for h, cs in pending.items()}
                     if later:
                         self.record(entries, states)
@@ -442,7 +457,8 @@ class Rollout:
                  if results.get(h) is not None and results[h].ok}
         gates = self.gate(gated, allow_missing={
             h: tuple(s for s in services if targets[h][s] is None) for h, services in gated.items()},
-            restored=True)
+            restored=True, recorded={h: {s: recorded_health(targets[h][s]) for s in services}
+                                     for h, services in gated.items()})
         ok = {h: results.get(h) is not None and results[h].ok
               and all(g.passed for (gh, _), g in gates.items() if gh == h) for h in targets}
         return ok, gates, results
@@ -478,7 +494,7 @@ class Rollout:
                     Version.of(c.release).to_dict(),
                     "ok" if restored[host] else "rollback_failed",
                     f"wave {number} failed (auto_rollback: fleet)",
-                    (c.before or {}).get("config_hash")))
+                    (c.before or {}).get("config_hash"), (c.before or {}).get("health")))
         outcome.lines += self._restore_lines(hosts, restored, gates, results, changes)
         self.record(entries, states)
 

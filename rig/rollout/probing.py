@@ -27,13 +27,17 @@ PROBE_SLACK = 10.0      # seconds a probe round may take beyond the services' he
 WALL_SLACK = 60.0       # seconds past the judges' own deadline before the loop gives up by clock
 
 
-def judges_for(fleet, services: list[str], hold: float | None) -> dict[str, GateJudge]:
+def judges_for(fleet, services: list[str], hold: float | None,
+               timings: dict[str, dict | None] | None = None) -> dict[str, GateJudge]:
     """A gate judges by the service's health settings and rollout.min_healthy; a canary pause
     (hold) watches an already healthy service: no start period, and it must stay healthy for
-    the pause's length."""
+    the pause's length. timings: service -> recorded gate timings (a restored version's, from
+    state.json) that replace the spec's."""
     judges = {}
     for service in services:
         health = fleet.services[service].health
+        if (timings or {}).get(service):
+            health = health.model_copy(update=timings[service])
         judges[service] = (GateJudge(health.model_copy(update={"start_period": 0.0}), hold)
                            if hold else GateJudge(health, fleet.rollout.min_healthy))
     return judges
@@ -42,7 +46,8 @@ def judges_for(fleet, services: list[str], hold: float | None) -> dict[str, Gate
 def gate(shell: Callable, fleet, host: str, services: list[str], hold: float | None = None,
          allow_missing: tuple = (), abort=None, clock=time.monotonic, sleep=gevent.sleep,
          on_probe: Callable | None = None, gpu_errors: Callable | None = None,
-         gate_checks: bool = True) -> dict[str, Verdict]:
+         gate_checks: bool = True, timings: dict[str, dict | None] | None = None
+         ) -> dict[str, Verdict]:
     """Judge every service on one host; returns service -> Verdict (a failed one carries the
     container's last log lines). A service with `gate: true` checks passes only once its
     /health has passed AND those checks answer as expected (a pause does not re-run them).
@@ -51,12 +56,12 @@ def gate(shell: Callable, fleet, host: str, services: list[str], hold: float | N
     gate_checks=False: /health alone (a restored version is judged by /health, not by checks
     the spec may have gained since it last ran)."""
     specs = {s: fleet.services[s] for s in services}
-    judges = judges_for(fleet, services, hold)
+    judges = judges_for(fleet, services, hold, timings)
     checks = {s: [c for c in specs[s].checks if c.gate] for s in services} \
         if gate_checks and not hold else {}
-    round_trip = cmd.probe_services([(s, spec.port, spec.health.path, spec.health.timeout)
+    round_trip = cmd.probe_services([(s, spec.port, spec.health.path, judges[s].health.timeout)
                                      for s, spec in specs.items()])
-    probe_timeout = max(spec.health.timeout for spec in specs.values()) + PROBE_SLACK
+    probe_timeout = max(j.health.timeout for j in judges.values()) + PROBE_SLACK
     started = clock()
     give_up = started + max(j.deadline for j in judges.values()) + WALL_SLACK
     origins: dict[str, float] = {}
@@ -109,7 +114,7 @@ def gate(shell: Callable, fleet, host: str, services: list[str], hold: float | N
                 verdicts[service] = verdict
         fast += 1
         if len(verdicts) < len(services) and all(v.passed for v in verdicts.values()):
-            intervals = [specs[s].health.interval for s in services if s not in verdicts]
+            intervals = [judges[s].health.interval for s in services if s not in verdicts]
             sleep(min([cmd.FAST_POLL, *intervals]) if quick and fast < cmd.FAST_PROBES
                   else min(intervals))
     if gpu_errors is not None and verdicts and all(v.passed for v in verdicts.values()):

@@ -207,3 +207,33 @@ def test_a_secret_rotated_then_rolled_back_returns_with_its_old_value(spec):
     assert "/etc/rig/secrets/model_ops_coordinator/HF_TOKEN@" in mounted
     assert "secret HF_TOKEN rotated" in result.stdout          # what the plan said
     assert rotated not in result.stdout + result.stderr        # never the value
+
+
+def logins(host: str, since: float, until: float) -> int:
+    """SSH logins on host between two instants, from sshd's own log (lab hosts share this
+    machine's clock); the reading ssh comes a second after `until` and is not counted."""
+    out = ssh(host, f"journalctl -u ssh --since @{int(since)} --until @{int(until) + 1} -o cat "
+                    "--no-pager | grep -c 'Accepted publickey'; true").stdout
+    return int(out.split()[0])
+
+
+def test_a_command_opens_one_ssh_connection_per_host(spec):
+    """Pre-flight, the canary wave, its gate, the next wave and the record step share each
+    host's one connection (rig/connector.py); so do status and a no-change converge."""
+    counts = {}
+    with service_settings(spec, {"RIG_CORE_NOTE": "connections"}):
+        for what, argv in (("rollout", ("rollout", "--tag", "core-1", "--services", SERVICE,
+                                        "--no-verify")),
+                           ("status", ("status",)),
+                           ("bootstrap", ("bootstrap",))):
+            time.sleep(1.1)
+            since = time.time()
+            result = run(spec, *argv)
+            until = time.time()
+            time.sleep(1.1)
+            assert result.returncode == 0, result.stdout + result.stderr
+            counts[what] = {h: logins(h, since, until) for h in HOSTS}
+    assert counts == {what: {"mainpc": 1, "pc2": 1} for what in ("rollout", "status",
+                                                                 "bootstrap")}, counts
+    back = run(spec, "rollout", "--tag", "core-1", "--services", SERVICE, "--no-verify")
+    assert back.returncode == 0, back.stdout + back.stderr

@@ -519,3 +519,44 @@ def test_only_a_put_back_that_completed_takes_the_host_off_the_release_list(flee
     assert len(locks.take(break_lock=True)) == 1
     assert json.loads(session.lock_files["mainpc"])["id"] == "bo-1"           # it was put back
     assert list(locks.lost) == ["mainpc"] and locks.lost["mainpc"].startswith("locked by bo since")
+
+
+# -- recorded gate timings (state.json lives on the host: only sane numbers count) -----------------
+@pytest.mark.parametrize("record,expected", [
+    ({"health": {"start_period": 120, "interval": 1, "timeout": 2, "retries": 3}},
+     {"start_period": 120, "interval": 1, "timeout": 2, "retries": 3}),
+    ({"health": {"start_period": 0, "interval": 0.5, "timeout": 1.5, "retries": 1.0}},
+     {"start_period": 0, "interval": 0.5, "timeout": 1.5, "retries": 1}),
+    ({"health": {"start_period": 86401, "interval": 1, "timeout": 2, "retries": 3}}, None),
+    ({"health": {"start_period": -1, "interval": 1, "timeout": 2, "retries": 3}}, None),
+    ({"health": {"start_period": 10, "interval": 0, "timeout": 2, "retries": 3}}, None),
+    ({"health": {"start_period": 10, "interval": 1, "timeout": 0, "retries": 3}}, None),
+    ({"health": {"start_period": 10, "interval": 1, "timeout": 2, "retries": 0}}, None),
+    ({"health": {"start_period": 10, "interval": 1, "timeout": 2, "retries": 1001}}, None),
+    ({"health": {"start_period": True, "interval": 1, "timeout": 2, "retries": 3}}, None),
+    ({"health": {"start_period": "120", "interval": 1, "timeout": 2, "retries": 3}}, None),
+    ({"health": {"interval": 1, "timeout": 2, "retries": 3}}, None),
+    ({"health": "120s"}, None), ({}, None), (None, None),
+])
+def test_recorded_gate_timings_count_only_when_sane(record, expected):
+    from rig.ledger import recorded_health
+
+    assert recorded_health(record) == expected
+
+
+def test_gate_timings_go_from_a_ledger_entry_into_state_json_and_nowhere_else():
+    from rig.commands.container import Release
+    from rig.ledger import entry, next_state
+
+    timings = {"start_period": 120.0, "interval": 1.0, "timeout": 2.0, "retries": 3}
+    release = Release("svc", "T2", "reg/svc", "sha256:2", "ph")
+    ok = entry("t", "op", "rollout", "h", release, {"tag": "T1", "digest": "sha256:1"}, "ok",
+               health=timings)
+    assert ok["health"] == timings
+    assert "health" not in entry("t", "op", "rollout", "h", release, None, "ok")
+    assert next_state({}, [ok])["svc"]["health"] == timings
+    failed = dict(ok, result="failed", health={"start_period": 1.0})
+    assert next_state({"svc": {"tag": "T1", "digest": "sha256:1", "health": timings}},
+                      [failed])["svc"]["health"] == timings
+    plain = entry("t", "op", "rollout", "h", release, None, "ok")
+    assert "health" not in next_state({"svc": {"tag": "T1", "health": timings}}, [plain])["svc"]

@@ -778,3 +778,43 @@ def test_rollback_to_a_previous_version_recorded_without_a_tag(fleet):
         "tag": "T1-mainpc", "digest": "sha256:1", "previous": {"tag": None, "digest": "sha256:0"}}})
     target = ops.previous_target({"mainpc": facts}, None, fleet)
     assert target("mainpc", "model_ops_coordinator") == (None, "sha256:0")
+
+
+# -- a restore is judged by the timings its version passed under ----------------------------------
+SLOW = {"start_period": 120.0, "interval": 1.0, "timeout": 2.0, "retries": 3}
+
+
+@pytest.mark.parametrize("recorded,restored_ok", [(SLOW, True), (None, False)])
+def test_a_restored_slow_loader_is_judged_by_its_recorded_timings_not_the_new_specs(
+        fleet, recorded, restored_ok):
+    """The previous version loads for 75 s and passed its gate with start_period 120 s; the
+    spec now says 20 s. Its restore after a failed canary must wait out its own load."""
+    fleet = with_gate_check(fleet)
+    assert fleet.services[SERVICE].health.start_period == 20.0
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"],
+                                              loading={("mainpc", SERVICE): 75},
+                                              checks_fail_until={("mainpc", SERVICE): 1e9}))
+    if recorded:
+        session.facts_by_host["mainpc"].state[SERVICE]["health"] = recorded
+    session.now += 100      # the old container finished loading long ago
+    session.started[("mainpc", SERVICE)] = 0.0
+    outcome = engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]],
+                                         changes_for(fleet, session))
+    assert not outcome.ok
+    restored = f"  mainpc: serving its previous version (restored and healthy: {SERVICE})"
+    assert (restored in outcome.lines) is restored_ok, outcome.lines
+    assert session.running("mainpc", SERVICE).digest == "sha256:old"
+    state = session.facts_by_host["mainpc"].state[SERVICE]
+    assert state.get("health") == recorded       # the restore keeps the version's timings
+
+
+def test_a_version_that_passes_its_gate_is_recorded_with_its_gate_timings(fleet):
+    fleet = three_hosts(fleet)
+    session = FakeSession(fleet, ["mainpc", "pc2", "node3"])
+    assert engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]],
+                                      changes_for(fleet, session)).ok
+    health = fleet.services[SERVICE].health
+    for host in session.hosts:
+        assert session.facts_by_host[host].state[SERVICE]["health"] == {
+            "start_period": health.start_period, "interval": health.interval,
+            "timeout": health.timeout, "retries": health.retries}
