@@ -139,7 +139,10 @@ class _PyinfraLog(logging.Handler):
         if "executed 0 commands" in message:
             return  # a FunctionCommand that said no (a health gate): rig reports why itself
         for line in message.splitlines():
-            print("      " + _ANSI.sub("", line), file=sys.stderr)
+            try:
+                print("      " + _ANSI.sub("", line), file=sys.stderr)
+            except OSError:   # nobody reads stderr any more: the work goes on
+                return
 
 
 def _quiet_pyinfra_logger() -> logging.Logger:

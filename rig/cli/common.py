@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -44,15 +45,15 @@ def friendly(func):
             return func(*args, **kwargs)
         except RigError as e:
             for i, line in enumerate(e.lines or [str(e)]):
-                click.echo(("rig: " if i == 0 else "     ") + line, err=True)
+                echo(("rig: " if i == 0 else "     ") + line, err=True)
             sys.exit(1)
         except Exception as e:  # the docker SDK's errors, without importing it (0.3 s) up front
             if not type(e).__module__.startswith("docker."):
                 raise
-            click.echo(f"rig: docker: {str(e).splitlines()[0]}", err=True)
+            echo(f"rig: docker: {str(e).splitlines()[0]}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
-            click.echo("rig: interrupted", err=True)
+            echo("rig: interrupted", err=True)
             sys.exit(130)
 
     return wrapper
@@ -85,16 +86,44 @@ def json_option(func):
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(func)
 
 
+_GONE: set[int] = set()   # file descriptors whose reader has gone
+
+
+def echo(text: str, err: bool = False) -> None:
+    """click.echo that never raises. When whatever reads rig's output has gone (a closed
+    terminal: EIO; `rig rollout | head`: a broken pipe), the command's work must go on, gates,
+    rollbacks, ledger and locks included: that stream is pointed at /dev/null and rig carries
+    on (its ledger still records what happened)."""
+    stream = sys.stderr if err else sys.stdout
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        fd = -1
+    if fd in _GONE:
+        return
+    try:
+        click.echo(text, err=err)
+    except OSError:
+        _GONE.add(fd)
+        if fd >= 0:
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)   # also what Python flushes at exit: no second error
+                os.close(devnull)
+            except OSError:
+                pass
+
+
 def say(part: str, message: str) -> None:
-    click.echo(f"  {part:<14} {message}")
+    echo(f"  {part:<14} {message}")
 
 
 def host_say(host: str, message: str) -> None:
-    click.echo(f"  {host:<10} {message}")
+    echo(f"  {host:<10} {message}")
 
 
 def say_line(message: str) -> None:
-    click.echo(f"  {message}")
+    echo(f"  {message}")
 
 
 def dump(value) -> None:
@@ -105,4 +134,4 @@ def dump(value) -> None:
         if isinstance(v, list):
             return [plain(x) for x in v]
         return v
-    click.echo(json.dumps(plain(value), indent=2, default=str))
+    echo(json.dumps(plain(value), indent=2, default=str))

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import CONTEXT, Context, dump, friendly, inventory_option, json_option, say_line
+from .common import CONTEXT, Context, dump, echo, friendly, inventory_option, json_option, say_line
 
 HOST_OPTION = {"metavar": "HOSTS", "default": None,
                "help": "Only these hosts or groups (default: every host that runs it)."}
@@ -38,7 +38,7 @@ def logs(obj: Context, inventory, service, limit, follow, since, tail, as_json) 
     if follow:
         try:
             ops.follow_logs(job, service, split(limit), since, tail,
-                            lambda host, line: click.echo(f"{host:<10} {line}"))
+                            lambda host, line: echo(f"{host:<10} {line}"))
         except KeyboardInterrupt:
             pass
         return
@@ -47,7 +47,7 @@ def logs(obj: Context, inventory, service, limit, follow, since, tail, as_json) 
         dump(lines)
         return
     for line in lines:
-        click.echo(f"{line.host:<10} {line.time} {line.text}")
+        echo(f"{line.host:<10} {line.time} {line.text}")
 
 
 @click.command("exec", context_settings={**CONTEXT, "ignore_unknown_options": True})
@@ -77,9 +77,9 @@ def exec_(obj: Context, inventory, service, limit, interactive, command) -> None
     many = len(results) > 1
     for r in results:
         for line in r.output.splitlines():
-            click.echo(f"{r.host:<10} {line}" if many else line)
+            echo(f"{r.host:<10} {line}" if many else line)
         if r.code:
-            click.echo(f"rig: {r.host}: exit code {r.code}", err=True)
+            echo(f"rig: {r.host}: exit code {r.code}", err=True)
     sys.exit(max(r.code for r in results))
 
 
@@ -110,7 +110,7 @@ def lock_status(obj: Context, inventory, limit, as_json) -> None:
         dump(rows)
         return
     for r in rows:
-        click.echo(f"{r.host:<10} {r.state:<8} {r.description if r.holder else ''}".rstrip())
+        echo(f"{r.host:<10} {r.state:<8} {r.description if r.holder else ''}".rstrip())
 
 
 @lock.command("release")
@@ -134,7 +134,7 @@ def lock_release(obj: Context, inventory, limit, force) -> None:
     from ..ops.job import split
 
     for line in ops.lock_release(obj.job(inventory), split(limit), force, say_line):
-        click.echo(f"  {line}")
+        echo(f"  {line}")
 
 
 @click.command()
@@ -168,13 +168,13 @@ def prune(obj: Context, inventory, limit, keep, dry_run, as_json) -> None:
         verb = "would remove" if dry_run else "removed"
         for host, plan in report.hosts.items():
             for name in plan.orphans:
-                click.echo(f"{host:<10} {verb} orphan container {name}")
+                echo(f"{host:<10} {verb} orphan container {name}")
             for image in plan.images:
-                click.echo(f"{host:<10} {verb} {image.ref} "
+                echo(f"{host:<10} {verb} {image.ref} "
                            f"{image.id[7:19]} {image.size / 1e6:.0f} MB")
-            click.echo(f"{host:<10} {plan.freed / 1e6:.0f} MB {'to free' if dry_run else 'freed'}; "
+            echo(f"{host:<10} {plan.freed / 1e6:.0f} MB {'to free' if dry_run else 'freed'}; "
                        f"kept {sum(plan.kept.values())} image(s)")
-        click.echo(f"{'would free' if dry_run else 'freed'} {report.freed / 1e6:.0f} MB in all")
+        echo(f"{'would free' if dry_run else 'freed'} {report.freed / 1e6:.0f} MB in all")
     if report.failed:
         raise RigError(*(f"{h}: {why}" for h, why in report.failed.items()))
 

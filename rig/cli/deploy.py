@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import Context, friendly, inventory_option, say_line
+from .common import Context, echo, friendly, inventory_option, say_line
 from .images import resolve_tag, tag_option
 from .rollout import (
     change_options,
@@ -42,24 +42,24 @@ def deploy(obj: Context, inventory, tag, services, canary, batch, limit, break_l
     job, tag = obj.job(inventory), resolve_tag(obj, tag)
     opts = ops.options_from(services, limit, canary, batch, break_lock, no_verify, start_stopped,
                             pause, force)
-    click.echo(f"deploy {tag}:")
+    echo(f"deploy {tag}:")
     report = run(job, tag, opts, say_line, on_build_plan=print_build_plan, on_plan=print_plan)
     print_report(report.rollout)
     if report.rollout.paused:
         return
     b, plan = report.build, report.rollout.plan
-    click.echo(f"deploy {tag} done in {report.seconds:.1f} s: "
+    echo(f"deploy {tag} done in {report.seconds:.1f} s: "
                + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report.phases.items()))
-    click.echo(f"  images   built {b.built}, reused {b.reused}, present {b.present}; "
+    echo(f"  images   built {b.built}, reused {b.reused}, present {b.present}; "
                f"{len(b.rows)} of {len(b.rows)} in {b.registry}")
-    click.echo(f"  rollout  {len(plan.waves)} wave(s), {plan.changes} change(s)"
+    echo(f"  rollout  {len(plan.waves)} wave(s), {plan.changes} change(s)"
                + (", services suite passed" if report.rollout.verify_rc == 0 else ""))
 
 
 def print_build_plan(states) -> None:
-    click.echo(f"build ({len(states)} images):")
+    echo(f"build ({len(states)} images):")
     for target, state in states:
-        click.echo(f"  {target:<40} {state}")
+        echo(f"  {target:<40} {state}")
 
 
 def _after_pause(verb: str):
@@ -70,7 +70,7 @@ def _after_pause(verb: str):
     def command(obj: Context, inventory) -> None:
         from ..ops import pause as ops
 
-        click.echo(f"{verb}:")
+        echo(f"{verb}:")
         run = ops.promote if verb == "promote" else ops.abort
         print_report(run(obj.job(inventory), say_line, on_plan=print_plan))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import Context, dump, friendly, host_say, inventory_option, json_option, limit_option
+from .common import Context, dump, echo, friendly, host_say, inventory_option, json_option, limit_option
 
 
 @click.command("gpu")
@@ -28,16 +28,16 @@ def gpu(obj: Context, inventory, limit, as_json) -> None:
         dump(rows)
         return
     if not rows:
-        click.echo("no GPU host selected (profiles without a GPU, or bootstrap.nvidia disabled)")
+        echo("no GPU host selected (profiles without a GPU, or bootstrap.nvidia disabled)")
     for r in rows:
         if r.card is None:
-            click.echo(f"{r.host:<10} no GPU answer: {r.error or 'nvidia-smi listed none'}")
+            echo(f"{r.host:<10} no GPU answer: {r.error or 'nvidia-smi listed none'}")
             continue
-        click.echo(f"{r.host:<10} {r.card}, driver {r.driver} (CUDA {r.cuda or '?'}), "
+        echo(f"{r.host:<10} {r.card}, driver {r.driver} (CUDA {r.cuda or '?'}), "
                    f"{r.used_mib} of {r.total_mib} MiB used")
         for user in r.users:
-            click.echo(f"{'':<10}   {user}")
-        click.echo(f"{'':<10}   Xid errors, last 24 h: " + ("; ".join(r.xids) or "none"))
+            echo(f"{'':<10}   {user}")
+        echo(f"{'':<10}   Xid errors, last 24 h: " + ("; ".join(r.xids) or "none"))
 
 
 COMMANDS = [gpu]

@@ -6,7 +6,16 @@ import sys
 
 import click
 
-from .common import CONTEXT, Context, break_lock_options, friendly, host_say, inventory_option, limit_option
+from .common import (
+    CONTEXT,
+    Context,
+    break_lock_options,
+    echo,
+    friendly,
+    host_say,
+    inventory_option,
+    limit_option,
+)
 
 
 @click.command()
@@ -30,7 +39,7 @@ def bootstrap(obj: Context, inventory: str | None, limit: str | None, break_lock
     from ..ops.job import split
 
     report = run(obj.job(inventory), split(limit), host_say,
-                 on_start=lambda hosts: click.echo(f"bootstrap {', '.join(hosts)}:"),
+                 on_start=lambda hosts: echo(f"bootstrap {', '.join(hosts)}:"),
                  break_lock=break_lock, force=force)
     print_converge(report)
 
@@ -45,9 +54,9 @@ def print_converge(report) -> None:
             detail += f", failed: {', '.join(r.failed)}"
         if r.not_run:
             detail += f", {r.not_run} not run"
-        click.echo(f"  {r.name:<10} {state:<8} {detail}")
+        echo(f"  {r.name:<10} {state:<8} {detail}")
     n, hosts = report.changes, len(report.results)
-    click.echo(f"{n} change{'s' if n != 1 else ''} on {hosts} host{'s' if hosts != 1 else ''} "
+    echo(f"{n} change{'s' if n != 1 else ''} on {hosts} host{'s' if hosts != 1 else ''} "
                f"in {report.seconds:.1f} s")
     if report.failed:
         raise RigError(f"failed on {', '.join(report.failed)}")
@@ -103,11 +112,11 @@ def hosts_trust(obj: Context, inventory: str | None, host: str, fingerprint: str
     from ..ops.hosts import trust
 
     def confirm(key) -> bool:
-        click.echo(f"{host} ({key.known_hosts_name}) offers {key.key_type} {key.fingerprint}")
+        echo(f"{host} ({key.known_hosts_name}) offers {key.key_type} {key.fingerprint}")
         return click.confirm("Trust this key?", default=False)
 
     key, what = trust(obj.job(inventory), host, fingerprint, confirm)
-    click.echo(f"{host}: {key.key_type} {key.fingerprint} {what}")
+    echo(f"{host}: {key.key_type} {key.fingerprint} {what}")
 
 
 COMMANDS = [bootstrap, verify, hosts]

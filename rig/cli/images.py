@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .common import CONTEXT, Context, friendly, inventory_option, say_line
+from .common import CONTEXT, Context, echo, friendly, inventory_option, say_line
 
 
 def tag_option(func):
@@ -25,7 +25,7 @@ def resolve_tag(obj: Context, tag: str | None) -> str:
 def print_image_rows(rows: list[dict]) -> int:
     """One line per expected image: its digest or MISSING. Returns how many are missing."""
     for row in rows:
-        click.echo(f"  {row['image']:<72} {row['digest'] or 'MISSING'}")
+        echo(f"  {row['image']:<72} {row['digest'] or 'MISSING'}")
     return sum(1 for row in rows if not row["digest"])
 
 
@@ -63,24 +63,24 @@ def build(obj: Context, inventory: str | None, tag: str | None, push: bool, rebu
 
     job, tag = obj.job(inventory), resolve_tag(obj, tag)
     if print_only:
-        click.echo(json.dumps(ops.bake_preview(job, tag, build_args), indent=2))
+        echo(json.dumps(ops.bake_preview(job, tag, build_args), indent=2))
         return
 
     def on_plan(states):
-        click.echo(f"build {tag} ({len(states)} images, registry {job.fleet.registry.host}):")
+        echo(f"build {tag} ({len(states)} images, registry {job.fleet.registry.host}):")
         for target, state in states:
-            click.echo(f"  {target:<40} {state}")
+            echo(f"  {target:<40} {state}")
 
     report = ops.build(job, tag, push, rebuild, allow_dirty, build_args, say_line, on_plan)
     if not push:
-        click.echo(f"not pushed (no --push): {report.built} built image(s) stay on "
+        echo(f"not pushed (no --push): {report.built} built image(s) stay on "
                    f"{report.where}; {report.reused} not tagged")
     else:
         print_image_rows(report.rows)
-        click.echo(f"built {report.built}, tagged {report.reused}, present {report.present}; "
+        echo(f"built {report.built}, tagged {report.reused}, present {report.present}; "
                    f"{len(report.rows) - report.missing} of {len(report.rows)} images in "
                    f"{report.registry}")
-    click.echo(f"done in {job.elapsed():.1f} s")
+    echo(f"done in {job.elapsed():.1f} s")
     if report.missing:
         raise RigError(f"{report.missing} image(s) missing from the registry after the build")
 
@@ -109,12 +109,12 @@ def images_verify(obj: Context, inventory: str | None, tag: str | None, as_json:
     rows = verify_images(job, tag)
     missing = [row for row in rows if not row["digest"]]
     if as_json:
-        click.echo(json.dumps({"tag": tag, "registry": job.fleet.registry.host, "images": rows,
+        echo(json.dumps({"tag": tag, "registry": job.fleet.registry.host, "images": rows,
                                "missing": len(missing)}, indent=2))
     else:
-        click.echo(f"images at {tag} in {job.fleet.registry.host}:")
+        echo(f"images at {tag} in {job.fleet.registry.host}:")
         print_image_rows(rows)
-        click.echo(f"{len(rows) - len(missing)} of {len(rows)} present")
+        echo(f"{len(rows) - len(missing)} of {len(rows)} present")
     if missing:
         sys.exit(1)
 

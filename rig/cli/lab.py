@@ -7,7 +7,7 @@ import time
 
 import click
 
-from .common import CONTEXT, Context, friendly, say
+from .common import CONTEXT, Context, echo, friendly, say
 
 
 @click.group(context_settings=CONTEXT)
@@ -33,9 +33,9 @@ def lab_up(obj: Context, count: int) -> None:
     from ..lab.lab import Lab
 
     started = time.monotonic()
-    click.echo(f"lab up ({count} host{'s' if count > 1 else ''}):")
+    echo(f"lab up ({count} host{'s' if count > 1 else ''}):")
     state = Lab.for_repo(obj.repo).up(count, say, gpus=_profile_gpus(obj, count))
-    click.echo(f"lab ready in {time.monotonic() - started:.1f} s: "
+    echo(f"lab ready in {time.monotonic() - started:.1f} s: "
                f"{len(state.hosts)} hosts; `rig --env lab ...` reaches them over SSH")
 
 
@@ -87,7 +87,7 @@ def lab_gpu(obj: Context, host, driver, used_mib, missing, reset) -> None:
                                  ("missing", missing)) if v is not None}
     state = Lab.for_repo(obj.repo).gpu(host, gpus[host], reset=reset, **changes)
     used = state["used_mib"] + sum(a.get("used_mib", 0) for a in state.get("apps", []))
-    click.echo(f"{host}: {state['name']}, {state['memory_mib']} MiB ({used} MiB used), driver "
+    echo(f"{host}: {state['name']}, {state['memory_mib']} MiB ({used} MiB used), driver "
                f"{state['driver']} (CUDA {state['cuda']})"
                + ("; nvidia-smi fails: no driver" if state["missing"] else ""))
 
@@ -99,9 +99,9 @@ def lab_down(obj: Context) -> None:
     """Remove every container, network, volume, process and file the lab created."""
     from ..lab.lab import Lab
 
-    click.echo("lab down:")
+    echo("lab down:")
     Lab.for_repo(obj.repo).down(say)
-    click.echo("lab removed")
+    echo("lab removed")
 
 
 @lab.command("status")
@@ -113,7 +113,7 @@ def lab_status(obj: Context) -> None:
 
     rows = Lab.for_repo(obj.repo).status()
     for part, ok, detail in rows:
-        click.echo(f"  {part:<14} {'ok  ' if ok else 'DOWN'} {detail}")
+        echo(f"  {part:<14} {'ok  ' if ok else 'DOWN'} {detail}")
     if not all(ok for _, ok, _ in rows):
         sys.exit(1)
 

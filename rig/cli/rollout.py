@@ -10,6 +10,7 @@ from .common import (
     Context,
     break_lock_options,
     dump,
+    echo,
     friendly,
     host_say,
     inventory_option,
@@ -51,7 +52,7 @@ def change_options(func):
 def print_plan(plan) -> None:
     rows = {(r.host, r.service): r for r in plan.rows}
     for number, wave in enumerate(plan.waves, start=1):
-        click.echo(f"wave {number} ({'canary' if number == 1 else 'batch'}): {', '.join(wave)}")
+        echo(f"wave {number} ({'canary' if number == 1 else 'batch'}): {', '.join(wave)}")
         for (host, _), r in rows.items():
             if host not in wave:
                 continue
@@ -59,10 +60,10 @@ def print_plan(plan) -> None:
             mark = "change" if r.change else "same  "
             why = f" ({'; '.join(r.why)})" if r.why else ""
             gate = f" [gate: /health + {', '.join(r.gate)}]" if r.gate and r.change else ""
-            click.echo(f"  {host:<10} {r.service:<30} {mark} {now} -> {r.tag} {r.digest[7:19]}"
+            echo(f"  {host:<10} {r.service:<30} {mark} {now} -> {r.tag} {r.digest[7:19]}"
                        f"{why}{gate}")
     for line in plan.skipped:
-        click.echo(f"  {line}")
+        echo(f"  {line}")
 
 
 def print_report(report) -> None:
@@ -70,24 +71,24 @@ def print_report(report) -> None:
     from ..errors import RigError
 
     for line in report.lines:
-        click.echo(line, err=not report.ok)
+        echo(line, err=not report.ok)
     if report.paused:
-        click.echo(f"{report.action} {report.label} paused after the canary "
+        echo(f"{report.action} {report.label} paused after the canary "
                    f"({report.seconds:.1f} s); locks held. Waves still to go: "
                    + "; ".join(", ".join(wave) for wave in report.paused))
-        click.echo("  rig promote    continue with those waves")
-        click.echo("  rig abort      roll the canary back and release the locks")
+        echo("  rig promote    continue with those waves")
+        echo("  rig abort      roll the canary back and release the locks")
         return
     if report.unreleased_locks:
-        click.echo(f"rig: could not release the lock on {', '.join(report.unreleased_locks)}; "
+        echo(f"rig: could not release the lock on {', '.join(report.unreleased_locks)}; "
                    "`--break-lock` once the host answers", err=True)
     if report.interrupted:
-        click.echo(f"rig: {report.action} interrupted after {report.seconds:.1f} s", err=True)
+        echo(f"rig: {report.action} interrupted after {report.seconds:.1f} s", err=True)
         sys.exit(128 + (report.signal or 2))  # 130 SIGINT, 143 SIGTERM, 129 SIGHUP
     if not report.ok:
         raise RigError(f"{report.action} {report.label} failed after {report.seconds:.1f} s")
     p = report.phases
-    click.echo(f"{report.action} {report.label} done in {report.seconds:.1f} s (connect and "
+    echo(f"{report.action} {report.label} done in {report.seconds:.1f} s (connect and "
                f"pre-flight {p['connect_and_preflight']:.2f} s, locks {p['locks']:.2f} s, waves "
                f"{p['waves']:.2f} s with {p['health_gates']:.2f} s in health gates)")
     if report.verify_rc not in (None, 0):
@@ -123,7 +124,7 @@ def rollout(obj: Context, inventory, tag, services, canary, batch, limit, break_
     job, tag = obj.job(inventory), resolve_tag(obj, tag)
     opts = ops.options_from(services, limit, canary, batch, break_lock, no_verify, start_stopped,
                             pause, force)
-    click.echo(f"rollout {tag}:")
+    echo(f"rollout {tag}:")
     print_report(ops.rollout(job, tag, opts, say_line, on_plan=print_plan))
 
 
@@ -148,7 +149,7 @@ def rollback(obj: Context, inventory, services, to_tag, canary, batch, limit, br
 
     job = obj.job(inventory)
     opts = ops.options_from(services, limit, canary, batch, break_lock, no_verify, force=force)
-    click.echo(f"rollback to {to_tag or 'previous'}:")
+    echo(f"rollback to {to_tag or 'previous'}:")
     print_report(ops.rollback(job, to_tag, opts, say_line, on_plan=print_plan))
 
 
@@ -174,9 +175,9 @@ def plan(obj: Context, inventory, tag, services, canary, batch, limit, as_json) 
     if as_json:
         dump(result)
         return
-    click.echo(f"plan {tag} for {', '.join(result.hosts)}:")
+    echo(f"plan {tag} for {', '.join(result.hosts)}:")
     print_plan(result)
-    click.echo(f"{result.changes} change(s); pre-flight passes")
+    echo(f"{result.changes} change(s); pre-flight passes")
 
 
 @click.command()
@@ -198,12 +199,12 @@ def status(obj: Context, inventory, limit, as_json) -> None:
     if as_json:
         dump(rows)
         return
-    click.echo(f"{'HOST':<10} {'SERVICE':<30} {'TAG':<28} {'DIGEST':<14} {'HEALTH':<12} SINCE")
+    echo(f"{'HOST':<10} {'SERVICE':<30} {'TAG':<28} {'DIGEST':<14} {'HEALTH':<12} SINCE")
     for r in rows:
-        click.echo(f"{r.host:<10} {r.service:<30} {r.tag or '-':<28} "
+        echo(f"{r.host:<10} {r.service:<30} {r.tag or '-':<28} "
                    f"{(r.digest or '-')[7:19] or '-':<14} {r.health:<12} {r.since or '-'}")
     for host, note in dict.fromkeys((r.host, r.note) for r in rows if r.note):
-        click.echo(f"{host}: {note}")
+        echo(f"{host}: {note}")
 
 
 @click.command()
@@ -231,7 +232,7 @@ def history(obj: Context, inventory, limit, service, count, as_json) -> None:
         dump(rows)
         return
     for r in rows:
-        click.echo(f"{r.get('time', '?')[:19]}  {r['host']:<8} {r.get('service', '?'):<28} "
+        echo(f"{r.get('time', '?')[:19]}  {r['host']:<8} {r.get('service', '?'):<28} "
                    f"{r.get('action', '?'):<13} {r.get('tag') or '-':<26} {r.get('result', '?'):<15} "
                    f"{r.get('operator', '?')}" + (f"  ({r['reason']})" if r.get("reason") else ""))
 

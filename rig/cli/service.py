@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import Context, break_lock_options, friendly, inventory_option, say_line
+from .common import Context, break_lock_options, echo, friendly, inventory_option, say_line
 
 HOST_HELP = "Only these hosts or groups (default: every host that runs the service)."
 
@@ -22,19 +22,19 @@ def _control(verb: str):
         from ..ops.job import split
         from ..ops.service import control_service
 
-        click.echo(f"{verb} {service}:")
+        echo(f"{verb} {service}:")
         if force and not break_lock:
             raise RigError("--force goes with --break-lock")
         report = control_service(obj.job(inventory), verb, service, split(limit), break_lock,
                                  say_line, force)
         for line in report.lines:
-            click.echo(f"  {line}", err=not report.ok)
+            echo(f"  {line}", err=not report.ok)
         if report.unreleased_locks:
-            click.echo(f"rig: could not release the lock on {', '.join(report.unreleased_locks)}",
+            echo(f"rig: could not release the lock on {', '.join(report.unreleased_locks)}",
                        err=True)
         if not report.ok:
             raise RigError(f"{verb} {service} failed after {report.seconds:.1f} s")
-        click.echo(f"{verb} {service} done in {report.seconds:.1f} s")
+        echo(f"{verb} {service} done in {report.seconds:.1f} s")
 
     command.help = HELP[verb]
     return command

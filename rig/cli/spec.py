@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import Context, friendly
+from .common import Context, echo, friendly
 
 
 @click.command()
@@ -38,12 +38,12 @@ def validate(obj: Context, overlay: str | None) -> None:
                     load_spec(obj.config, env)) for env in envs]
     for label, fleet in checked:
         hosts = ", ".join(f"{h} ({s.profile})" for h, s in fleet.hosts.items())
-        click.echo(f"{label}: valid")
-        click.echo(f"  hosts     {hosts}")
-        click.echo(f"  families  {', '.join(fleet.families)}")
-        click.echo(f"  services  {', '.join(f'{n}:{s.port}' for n, s in fleet.services.items())}")
-        click.echo(f"  registry  {fleet.registry.host}/{fleet.registry.namespace}")
-        click.echo(f"  rollout   canary {', '.join(fleet.rollout.canary)}, batch {fleet.rollout.batch}")
+        echo(f"{label}: valid")
+        echo(f"  hosts     {hosts}")
+        echo(f"  families  {', '.join(fleet.families)}")
+        echo(f"  services  {', '.join(f'{n}:{s.port}' for n, s in fleet.services.items())}")
+        echo(f"  registry  {fleet.registry.host}/{fleet.registry.namespace}")
+        echo(f"  rollout   canary {', '.join(fleet.rollout.canary)}, batch {fleet.rollout.batch}")
 
 
 @click.command("tag")
@@ -54,7 +54,7 @@ def tag_command(obj: Context) -> None:
     YYYYMMDD-<8-char git sha> (UTC), with -dirty for a work tree with changes."""
     from ..tags import current_tag
 
-    click.echo(current_tag(obj.repo))
+    echo(current_tag(obj.repo))
 
 
 COMMANDS = [validate, tag_command]

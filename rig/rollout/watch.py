@@ -40,14 +40,35 @@ class GateWatch:
         if self.live and self.rows:
             from rich.live import Live
 
-            self._live = Live(self._table(), refresh_per_second=2, transient=True)
-            self._live.__enter__()
+            # redrawn on each probe, by the gate itself: no refresh thread of its own
+            self._live = Live(self._table(), auto_refresh=False, transient=True)
+            self._draw(self._live.__enter__)
         return self
 
     def __exit__(self, *exc) -> None:
         if self._live is not None:
-            self._live.__exit__(*exc)
+            live, self._live = self._live, None
+            try:
+                live.__exit__(*exc)
+            except OSError:
+                pass
+
+    def _draw(self, action, *args) -> None:
+        """The display must never stop a gate: a terminal that went away ends the live table
+        (and a plain line that cannot be written is dropped)."""
+        try:
+            action(*args)
+        except OSError:
             self._live = None
+
+    def _redraw(self) -> None:
+        self._live.update(self._table(), refresh=True)
+
+    def _say(self, line: str) -> None:
+        try:
+            self.say(line)
+        except OSError:
+            pass
 
     def probe(self, host: str, service: str, probe) -> None:
         row = self.rows.setdefault((host, service), Row())
@@ -55,16 +76,16 @@ class GateWatch:
         changed = answer != row.answer
         row.answer, row.seconds = answer, probe.t
         if self._live is not None:
-            self._live.update(self._table())
+            self._draw(self._redraw)
         elif probe.t >= self.every and (changed or self.clock() - row.said_at >= self.every):
             row.said_at = self.clock()
-            self.say(f"{time.strftime('%H:%M:%S')} {host:<10} {service}: {self._line(host, row)}")
+            self._say(f"{time.strftime('%H:%M:%S')} {host:<10} {service}: {self._line(host, row)}")
 
     def gpu(self, host: str, cards: list[tuple[int, int]]) -> None:
         """A GPU host's cards: [(used MiB, total MiB)]; shown next to each of its services."""
         self.memory[host] = ", ".join(f"{used}/{total} MiB" for used, total in cards)
         if self._live is not None:
-            self._live.update(self._table())
+            self._draw(self._redraw)
 
     def _line(self, host: str, row: Row) -> str:
         gpu = f", GPU memory {self.memory[host]}" if host in self.memory else ""

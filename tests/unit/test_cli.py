@@ -142,3 +142,47 @@ def test_an_explicit_tag_runs_no_git(monkeypatch, tmp_path):
     monkeypatch.delenv("FORCE_IMAGE_TAG")
     with pytest.raises(AssertionError, match="git ran"):
         rig.tags.current_tag(tmp_path)
+
+
+# -- output whose reader has gone never stops the work ---------------------------------------------
+def test_output_to_a_reader_that_went_away_is_dropped_and_the_command_goes_on():
+    """`rig rollout | head`, or a closed terminal: writes fail (EPIPE, EIO); a gate, rollback,
+    ledger and lock release must still happen, so rig's echo drops the output instead."""
+    code = ("import sys\nfrom rig.cli.common import echo, say_line\n"
+            "for i in range(20000):\n    say_line(f'line {i} ' + 'x' * 60)\n"
+            "echo('still here', err=True)\n")
+    import shlex
+
+    result = subprocess.run(f"{sys.executable} -c {shlex.quote(code)} | head -c 100 >/dev/null; "
+                            "echo \"exit ${PIPESTATUS[0]}\" >&2",
+                            shell=True, executable="/bin/bash", cwd="/tmp", capture_output=True,
+                            text=True, timeout=60)
+    assert result.stderr.splitlines() == ["still here", "exit 0"], result.stderr
+
+
+def test_a_gate_display_that_cannot_write_does_not_stop_the_gate():
+    from rig.rollout.gate import Probe
+    from rig.rollout.watch import GateWatch
+
+    def gone(line):
+        raise BrokenPipeError(32, "Broken pipe")
+    with GateWatch(gone, {("mainpc", "svc"): 330.0}, live=False) as watch:
+        watch.probe("mainpc", "svc", Probe(20.0, "running", 0, 503, '{"status": "loading"}'))
+        watch.probe("mainpc", "svc", Probe(40.0, "running", 0, 200, '{"status": "ok"}'))
+    assert watch.rows[("mainpc", "svc")].answer == '200 {"status": "ok"}'
+
+    class DeadTerminal:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            raise OSError(5, "Input/output error")
+    import rich.live
+    real = rich.live.Live
+    rich.live.Live = DeadTerminal
+    try:
+        with GateWatch(gone, {("mainpc", "svc"): 330.0}, live=True) as watch:
+            watch.probe("mainpc", "svc", Probe(20.0, "running", 0, 503, "{}"))
+    finally:
+        rich.live.Live = real
+    assert watch._live is None
