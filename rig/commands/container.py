@@ -344,7 +344,7 @@ def gpu_pids() -> Cmd:
     cgroup names the container's id): what a replaced container holds on the card."""
     return Cmd(
         "command -v nvidia-smi >/dev/null && "
-        "for p in $(nvidia-smi --query-compute-apps=pid --format=csv,noheader 2>/dev/null); do "
+        f"for p in $({APPS_QUERY} 2>/dev/null | cut -d, -f2); do "
         "c=$(sed -n 's/.*docker[-/]\\([0-9a-f]\\{64\\}\\).*/\\1/p' /proc/$p/cgroup 2>/dev/null "
         "| head -n 1); [ -n \"$c\" ] && echo \"$p $(docker inspect -f '{{.Name}}' $c)\"; "
         "done", compound=True)

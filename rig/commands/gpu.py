@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from ..gpu.smi import APPS_QUERY, GPU_QUERY, HEADER_QUERY
 
-__all__ = ["APPS_QUERY", "GPU_QUERY", "HEADER_QUERY", "MEMORY_MARK", "MEMORY_QUERY",
-           "gate_sample_command", "kernel_log_command", "split_gate_sample"]
+__all__ = ["APPS_QUERY", "GPU_QUERY", "HEADER_QUERY", "MEMORY_MARK", "gate_sample_command",
+           "kernel_log_command", "split_gate_sample"]
 
-MEMORY_QUERY = "nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader,nounits"
 MEMORY_MARK = "--- rig: gpu memory"
 
 
@@ -25,19 +24,18 @@ def kernel_log_command(since_epoch: float) -> str:
 
 def gate_sample_command(since_epoch: float) -> str:
     """What a gate reads on a GPU host every few seconds, in one round trip: the kernel log since
-    `since_epoch` (Xid errors), then a mark line, then each card's memory used and total (MiB).
-    Always exits 0; a failing nvidia-smi prints nothing after the mark."""
+    `since_epoch` (Xid errors), then a mark line, then the cards as pre-flight's GPU_QUERY lists
+    them (their memory used and total). Always exits 0; a failing nvidia-smi prints nothing
+    after the mark."""
     return (f"{{ {kernel_log_command(since_epoch)}; }}; echo '{MEMORY_MARK}'; "
-            f"{MEMORY_QUERY} 2>/dev/null || true")
+            f"{GPU_QUERY} 2>/dev/null || true")
 
 
 def split_gate_sample(stdout: str) -> tuple[str, list[tuple[int, int]]]:
     """gate_sample_command's output -> (the kernel log, [(used MiB, total MiB) per card]).
-    Lines after the mark that are not two integers are skipped (nvidia-smi's "[N/A]")."""
-    log, _, memory = stdout.partition(MEMORY_MARK + "\n")
-    cards = []
-    for line in memory.splitlines():
-        used, _, total = line.partition(",")
-        if used.strip().isdigit() and total.strip().isdigit():
-            cards.append((int(used), int(total)))
-    return log, cards
+    A card whose memory nvidia-smi did not give ("[N/A]") is left out."""
+    from ..gpu.smi import parse_gpus
+
+    log, _, cards = stdout.partition(MEMORY_MARK + "\n")
+    return log, [(g.memory_used_mib, g.memory_total_mib) for g in parse_gpus(cards)
+                 if g.memory_used_mib is not None and g.memory_total_mib is not None]

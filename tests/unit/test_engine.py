@@ -720,7 +720,9 @@ def test_a_long_gate_on_a_gpu_host_shows_its_cards_memory(fleet):
     session = FakeSession(fleet, ["mainpc", "pc2", "node3"], loading={("mainpc", SERVICE): 60})
     for host in session.hosts:
         session.facts_by_host[host].host_time = 1_800_000_000.0
-    session.gpu_memory["mainpc"] = "18200, 24564\n[N/A], [N/A]\n"
+    session.gpu_memory["mainpc"] = (
+        "0, GPU-1, NVIDIA GeForce RTX 4090, 8.9, 24564, 18200, 535.129.03\n"
+        "1, GPU-2, NVIDIA GeForce RTX 4090, 8.9, [N/A], [N/A], 535.129.03\n")
     lines: list[str] = []
     rollout = Rollout(session, fleet, lines.append, "rollout", "T2")
     assert rollout.run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session),

@@ -603,3 +603,29 @@ def test_a_standin_driver_too_old_for_an_image_is_reported(tmp_path):
         "pc2: 10.77.0.1:5000/rig/x@sha256:0f3a needs CUDA 12.1 (driver >= 530.30.02), pc2 has "
         "driver 470.256.02 (GeForce cards have no forward compatibility: update the driver, or "
         "build on an older CUDA base)")
+
+
+def _smi_calls() -> set[str]:
+    """Every nvidia-smi invocation in the commands rig sends to hosts."""
+    import re
+
+    from rig.commands import container, gpu
+
+    lines = [gpu.gate_sample_command(1_800_000_000), str(container.gpu_pids()),
+             str(container.rollout_state_command()), smi.GPU_QUERY, smi.APPS_QUERY,
+             smi.HEADER_QUERY]
+    found = set()
+    for line in lines:
+        for match in re.finditer(r"nvidia-smi((?: --?[\w=.,-]+)*)", line):
+            found.add(match.group(0))
+    return found
+
+
+def test_the_standin_answers_every_nvidia_smi_call_rig_makes(tmp_path):
+    """Everything that reads the GPU in production reads it the same way on the lab: a query
+    rig starts making must be one the stand-in answers (it refuses others with exit 2)."""
+    calls = _smi_calls()
+    assert smi.GPU_QUERY in calls and smi.APPS_QUERY in calls and "nvidia-smi" in calls
+    for call in sorted(calls):
+        result = run_standin(mainpc_state(), call, tmp_path)
+        assert (result.returncode, result.stderr) == (0, ""), call
