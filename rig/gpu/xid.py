@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from .xid_catalog import XID_CATALOG
 
@@ -85,3 +86,21 @@ def parse_kernel_lines(text: str) -> list[XidEvent]:
         if event is not None:
             events.append(event)
     return events
+
+
+def epoch_of(time: str | None) -> float | None:
+    """An event's time as Unix seconds, when it is an ISO 8601 time with its offset (what
+    kernel_log_command asks journalctl and dmesg for); None otherwise."""
+    if not time or not re.search(r"(Z|[+-][0-9]{2}:?[0-9]{2})$", time):
+        return None
+    try:
+        return datetime.fromisoformat(time.replace(",", ".")).timestamp()
+    except ValueError:
+        return None
+
+
+def since(events: list[XidEvent], epoch: float) -> list[XidEvent]:
+    """The events at or after `epoch`. The dmesg fallback prints the whole ring buffer since
+    boot, so times are compared here; an event whose time cannot be read is kept (a GPU error
+    is not dropped for its format)."""
+    return [e for e in events if (at := epoch_of(e.time)) is None or at >= epoch]

@@ -97,7 +97,7 @@ def gpu_status(job, limit: list[str] | None, say, hours: float = 24) -> list[Gpu
     container), and the Xid errors of the last `hours`."""
     from ..commands.gpu import HEADER_QUERY, kernel_log_command
     from ..gpu.smi import parse_header_cuda
-    from ..gpu.xid import parse_kernel_lines
+    from ..gpu.xid import parse_kernel_lines, since as xid_since
     from ..rollout.engine import Rollout
     from .job import select_hosts
 
@@ -125,6 +125,6 @@ def gpu_status(job, limit: list[str] | None, say, hours: float = 24) -> list[Gpu
                      + (f" ({f.gpu_containers[a.pid]})" if a.pid in f.gpu_containers else "")
                      + f" {a.used_mib if a.used_mib is not None else '?'} MiB" for a in f.gpu_apps]
         row.xids = [f"{e.time or '?'} Xid {e.xid} ({e.meaning}){' FATAL' if e.fatal else ''}"
-                    for e in parse_kernel_lines(logs[host].stdout)][-10:]
+                    for e in xid_since(parse_kernel_lines(logs[host].stdout), since[host])][-10:]
         rows.append(row)
     return rows

@@ -28,7 +28,7 @@ from tasks.rollout import RolloutState, record, roll_back, roll_out
 from ..commands import container as cmd
 from ..commands.gpu import gate_sample_command, split_gate_sample
 from ..config import Fleet
-from ..gpu.xid import parse_kernel_lines
+from ..gpu.xid import parse_kernel_lines, since
 from ..images import image_for
 from ..ledger import entry, health_record, next_state, operator, recorded_health
 from ..secrets import SecretStore
@@ -244,7 +244,7 @@ class Rollout:
             log, cards = split_gate_sample(answer.stdout)
             if cards and self.on_gpu is not None:
                 self.on_gpu(host, cards)
-            fatal = [e for e in parse_kernel_lines(log) if e.fatal]
+            fatal = [e for e in since(parse_kernel_lines(log), began) if e.fatal]
             if not fatal:
                 return None
             e = fatal[0]

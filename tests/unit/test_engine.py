@@ -656,13 +656,16 @@ def test_a_gate_check_that_never_answers_fails_the_canary_after_the_gates_deadli
 
 
 # -- GPU errors during a gate ---------------------------------------------------------------------
-XID_79 = ("2026-11-30T10:01:02+0000 mainpc kernel: NVRM: Xid (PCI:0000:01:00): 79, pid=1234, "
-          "GPU has fallen off the bus.\n")
+XID_79 = ("2027-01-15T08:00:30+0000 mainpc kernel: NVRM: Xid (PCI:0000:01:00): 79, pid=1234, "
+          "GPU has fallen off the bus.\n")      # 30 s after the hosts' clock (1_800_000_000)
+OLD_79 = XID_79.replace("2027-01-15T08:00:30+0000", "2026-11-30T10:01:02,123456+00:00")
 XID_45 = ("2026-11-30T10:01:02+0000 mainpc kernel: NVRM: Xid (PCI:0000:01:00): 45, pid=1234, "
           "Ch 00000010\n")
 
 
-@pytest.mark.parametrize("log,fails", [(XID_79, True), (XID_45, False), ("", False)])
+@pytest.mark.parametrize("log,fails", [(XID_79, True), (XID_45, False), ("", False),
+                                       (OLD_79, False),   # dmesg's whole buffer: before the wave
+                                       (OLD_79 + XID_79, True)])
 def test_a_fatal_gpu_error_during_the_canarys_gate_fails_it(fleet, log, fails):
     fleet = three_hosts(fleet)
     session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"]))

@@ -629,3 +629,19 @@ def test_the_standin_answers_every_nvidia_smi_call_rig_makes(tmp_path):
     for call in sorted(calls):
         result = run_standin(mainpc_state(), call, tmp_path)
         assert (result.returncode, result.stderr) == (0, ""), call
+
+
+def test_xid_events_before_a_time_are_left_out_unless_their_time_cannot_be_read():
+    from rig.gpu.xid import epoch_of, parse_kernel_lines, since
+
+    text = ("2027-01-15T07:59:59,999999+00:00 NVRM: Xid (PCI:0000:01:00): 79, pid=1, old\n"
+            "2027-01-15T08:00:00+0000 h kernel: NVRM: Xid (PCI:0000:01:00): 48, at the second\n"
+            "2027-01-15T09:00:00+01:00 h kernel: NVRM: Xid (PCI:0000:01:00): 63, same instant\n"
+            "[  179.437933] NVRM: Xid (PCI:0000:01:00): 13, uptime only\n"
+            "2027-01-15T10:00:00 h kernel: NVRM: Xid (PCI:0000:01:00): 31, no offset\n")
+    events = parse_kernel_lines(text)
+    assert epoch_of(events[0].time) == 1_799_999_999.999999
+    assert epoch_of(events[2].time) == 1_800_000_000.0
+    assert epoch_of(events[3].time) is None and epoch_of(events[4].time) is None
+    assert [e.xid for e in since(events, 1_800_000_000.0)] == [48, 63, 13, 31]
+    assert [e.xid for e in since(events, 1_800_000_000.5)] == [13, 31]
