@@ -22,13 +22,15 @@ MIB = 2**20
 
 
 def gpu_problems(fleet: Fleet, changes: dict[str, list[Change]], facts: dict,
-                 image_env: Callable[[str, str], dict]) -> list[str]:
+                 image_env: Callable[[str, str], dict], all_start: bool = False) -> list[str]:
     """Problems of every GPU host whose changes start GPU services (image_env(repository,
-    digest) reads an image's environment; each image is read once)."""
+    digest) reads an image's environment; each image is read once). all_start: every change
+    starts its container (rig start/restart of what runs), not only those a rollout needs."""
     problems: list[str] = []
     envs: dict[tuple[str, str], dict] = {}
     for host, host_changes in changes.items():
-        starting = [c for c in host_changes if c.needed and fleet.wants_gpu(c.release.service, host)]
+        starting = [c for c in host_changes if (all_start or c.needed)
+                    and fleet.wants_gpu(c.release.service, host)]
         if not starting or not fleet.gpu_present(host) or facts.get(host) is None:
             continue
         host_facts = facts[host]
@@ -78,6 +80,32 @@ def memory_problem(fleet: Fleet, host: str, starting: list[Change], host_facts) 
             + "; free the card or lower gpu_memory")
 
 
+def control_gpu_problems(job, service: str, facts: dict) -> list[str]:
+    """rig start/restart of SERVICE's container on GPU hosts: the same driver and memory checks
+    as a rollout's pre-flight, for the version each host runs (a restart after a driver
+    downgrade fails at container start on a real card: "unsatisfied condition: cuda>=...")."""
+    from ..commands.container import Release, current
+    from ..images import image_for
+
+    changes = {}
+    for host, host_facts in facts.items():
+        running = host_facts.containers.get(current(service)) if host_facts else None
+        if running is None or not job.fleet.gpu_present(host) or not running.digest:
+            continue
+        image = image_for(job.fleet, service, host, running.tag or "unknown")
+        changes[host] = [Change(host, Release(service, running.tag, image.repository,
+                                              running.digest, running.profile_hash,
+                                              running.config), running,
+                                host_facts.state.get(service))]
+    if not changes:
+        return []
+
+    def image_env(repository: str, digest: str) -> dict:
+        path = repository.removeprefix(f"{job.fleet.registry.host}/")
+        return job.registry.image_env(path, digest)
+    return gpu_problems(job.fleet, changes, facts, image_env, all_start=True)
+
+
 # -- rig gpu ---------------------------------------------------------------------------------------
 @dataclass
 class GpuRow:
@@ -97,7 +125,8 @@ def gpu_status(job, limit: list[str] | None, say, hours: float = 24) -> list[Gpu
     container), and the Xid errors of the last `hours`."""
     from ..commands.gpu import HEADER_QUERY, kernel_log_command
     from ..gpu.smi import parse_header_cuda
-    from ..gpu.xid import parse_kernel_lines, since as xid_since
+    from ..gpu.xid import parse_kernel_lines
+    from ..gpu.xid import since as xid_since
     from ..rollout.engine import Rollout
     from .job import select_hosts
 

@@ -46,6 +46,10 @@ def control_service(job: Job, verb: str, service: str, limit: list[str] | None,
                                   break_lock, time.time(), force)
         problems += [f"{h}: {service} was never rolled out here (no container rig-{service})"
                      for h in hosts if facts.get(h) and cmd.current(service) not in facts[h].containers]
+        if not problems and verb != "stop":   # what starts must meet the driver and fit the card
+            from .gpu import control_gpu_problems
+
+            problems += control_gpu_problems(job, service, facts)
         if problems:
             raise RigError(*problems, f"rig {verb}: nothing was changed")
         try:

@@ -455,3 +455,28 @@ def test_a_rollback_hook_names_every_service_when_none_is_selected(lab, tmp_path
     log = hooks(tmp_path, "rollback")
     ops.rollback(job, None, ops.Options(verify=False), quiet())
     assert [e["services"] for e in log()] == [",".join(sorted([GPU_A, GPU_B, SERVICE]))]
+
+
+def test_start_and_restart_of_a_gpu_service_meet_the_driver_and_a_stop_needs_nothing(lab):
+    """A restart after a driver downgrade would fail at container start on a real card; rig
+    refuses it before anything is touched, as a rollout's pre-flight does."""
+    from rig.ops.service import control_service
+
+    job, session, registry, _, _ = lab
+    job.registry = registry
+    ph = job.fleet.profile_of("mainpc").content_hash()
+    session.facts_by_host["mainpc"].containers[cmd.current(GPU_A)] = Container(
+        cmd.current(GPU_A), "running", GPU_A, "T1", "sha256:moc1", ph)
+    registry.env = {"NVIDIA_REQUIRE_CUDA": "cuda>=99.0"}
+    for verb in ("restart", "start"):
+        with pytest.raises(RigError) as caught:
+            control_service(job, verb, GPU_A, ["mainpc"], False, quiet())
+        assert caught.value.lines[0].startswith("mainpc: ")
+        assert caught.value.lines[-1] == f"rig {verb}: nothing was changed"
+    assert session.runs == [] and not session.locks
+    # the image each host runs, by its digest, in the registry's own repository name
+    assert registry.env_reads == [("haymayndzultra/ai_system/model_ops_coordinator",
+                                   "sha256:moc1")] * 2
+    reads = len(registry.env_reads)
+    assert control_service(job, "stop", GPU_A, ["mainpc"], False, quiet()).ok
+    assert len(registry.env_reads) == reads          # a stop starts nothing: no GPU check
