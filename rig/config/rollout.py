@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from .base import Duration, Name, StrictModel, parse_duration
-from .runtime import Size
+from .runtime import SizeOrZero
 
 PERCENT = re.compile(r"^([0-9]{1,3})%\Z")  # a batch share: "50%"
 
@@ -56,10 +56,11 @@ class RolloutSpec(StrictModel):
         default=3, ge=1, le=1000,
         description="`rig prune` keeps this many newest images per service on each host (plus "
         "whatever runs and what a rollback would need)")
-    gpu_reserve: Size = Field(
+    gpu_reserve: SizeOrZero = Field(
         default=1024 * 2**20,
         description="GPU memory kept free on every card for the driver, CUDA contexts and a "
-        "display (1g): a host's GPU services' gpu_memory must fit in the card's memory less this")
+        "display (1g; 0 for none): a host's GPU services' gpu_memory must fit in the card's "
+        "memory less this")
     host_timeout: Duration = Field(
         default=120.0, gt=0,
         description="Deadline for any one remote step (pull, stop, run, ledger, lock); a host "

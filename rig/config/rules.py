@@ -15,7 +15,7 @@ Problem = tuple[tuple, str]
 def check(fleet: Fleet) -> list[Problem]:
     problems: list[Problem] = []
     for rule in (_groups, _canary, _families, _service_hosts, _ports, _build_host, _paths,
-                 _by_profile, _capabilities, _container_names, _gpu_memory):
+                 _by_profile, _capabilities, _container_names, _gpu_memory, _gpu_settings):
         problems.extend(rule(fleet))
     return problems
 
@@ -64,13 +64,47 @@ def _gpu_memory(fleet: Fleet) -> Iterator[Problem]:
                                    f"profile {spec.profile} has no GPU")
             continue
         room = gpu.memory_mib * 2**20 - fleet.rollout.gpu_reserve
-        if total > room:
+        if room <= 0:
+            yield ("rollout", "gpu_reserve"), (
+                f"rollout.gpu_reserve {fleet.rollout.gpu_reserve // 2**20} MiB leaves nothing "
+                f"of host {host}'s {gpu.model} ({gpu.memory_mib} MiB) for the GPU services "
+                f"that declare gpu_memory there ({', '.join(s for s, _, _ in declared)})")
+        elif total > room:
             parts = " + ".join(f"{s} {show_size(size)}" for s, size, _ in declared)
             yield declared[-1][2], (
                 f"host {host} ({gpu.model}, {gpu.memory_mib} MiB): its GPU services declare "
                 f"{parts} = {total // 2**20} MiB, more than the card's {gpu.memory_mib} MiB less "
                 f"rollout.gpu_reserve {fleet.rollout.gpu_reserve // 2**20} MiB "
                 f"({room // 2**20} MiB)")
+
+
+def _gpu_settings(fleet: Fleet) -> Iterator[Problem]:
+    """A service's own GPU settings must mean something on each host it runs on: gpu_memory on
+    a service that uses no GPU there is ignored (an error, not a silent no-op), and a GPU index
+    the host's profile does not have names no card. Each spec line is reported once."""
+    seen: set[tuple] = set()
+    for host, hspec in fleet.hosts.items():
+        profile = fleet.profiles.get(hspec.profile)
+        cards = 1 if profile is not None and profile.gpu is not None else 0
+        for service in fleet.services_on(host):
+            spec = fleet.services[service]
+            layers = [(("services", service, "runtime"), spec.runtime)]
+            if hspec.profile in spec.by_profile:
+                layers.append((("services", service, "by_profile", hspec.profile),
+                               spec.by_profile[hspec.profile]))
+            wants = fleet.wants_gpu(service, host)
+            for path, layer in layers:
+                if layer.gpu_memory is not None and not wants and (*path, "gpu_memory") not in seen:
+                    seen.add((*path, "gpu_memory"))
+                    yield (*path, "gpu_memory"), (
+                        f"{service} declares gpu_memory but uses no GPU on host {host} (gpu is "
+                        "false and gpus none): set gpu: true, or remove gpu_memory")
+                if isinstance(layer.gpus, list) and cards and max(layer.gpus) >= cards \
+                        and (*path, "gpus") not in seen:
+                    seen.add((*path, "gpus"))
+                    yield (*path, "gpus"), (
+                        f"{service}: GPU {max(layer.gpus)} does not exist on host {host}, whose "
+                        f"profile {hspec.profile} has {cards} GPU (index 0)")
 
 
 def _groups(fleet: Fleet) -> Iterator[Problem]:

@@ -46,6 +46,26 @@ def show_size(size: int) -> str:
 Size = Annotated[int, BeforeValidator(parse_size)]
 """Bytes; written as 512m, 8g, 1.5g or a number of bytes."""
 
+
+def parse_size_or_zero(value: object) -> int:
+    """A size, or 0 (nothing: e.g. no GPU memory held back)."""
+    if isinstance(value, bool):
+        raise ValueError("expected 0, a size such as 512m, 1g or 1.5g, or a number of bytes")
+    if value == 0:
+        return 0
+    match = _SIZE.fullmatch(value.strip().lower()) if isinstance(value, str) and len(value) < 32 \
+        else None
+    if match and float(match.group(1)) == 0:
+        return 0
+    try:
+        return parse_size(value)
+    except ValueError:
+        raise ValueError("expected 0, a size such as 512m, 1g or 1.5g (k, m, g: KiB, MiB, GiB) "
+                         "or a number of bytes") from None
+
+
+SizeOrZero = Annotated[int, BeforeValidator(parse_size_or_zero)]
+
 def _matching(pattern: str, expected: str):
     compiled = re.compile(pattern)
 

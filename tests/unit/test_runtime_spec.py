@@ -215,3 +215,45 @@ def test_gpu_memory_that_fits_is_valid_and_changes_no_container(tmp_path):
     assert fleet.runtime("model_ops_coordinator", "pc2").gpu_memory == 8 * 2**30
     assert container_config(fleet, "pc2", "model_ops_coordinator", "sha256:1", "p", {}) == \
         container_config(plain, "pc2", "model_ops_coordinator", "sha256:1", "p", {})
+
+
+def test_gpu_settings_that_mean_nothing_on_a_host_fail_validate_at_their_line(tmp_path):
+    from rig.config import load_fleet
+
+    path, text = _spec_with(tmp_path, [
+        ("    runtime: {memory: 2g, cpus: 2}\n", "    runtime: {memory: 2g, cpus: 2, gpu_memory: 30g}\n"),
+        ("      pc2: {memory: 3g, cpus: 2, gpus: [0]}", "      pc2: {memory: 3g, cpus: 2, gpus: [3]}")])
+    with pytest.raises(RigError) as caught:
+        load_fleet(path)
+    lines = text.splitlines()
+    memory = next(i for i, r in enumerate(lines, 1) if "cpus: 2, gpu_memory: 30g}" in r)
+    gpus = next(i for i, r in enumerate(lines, 1) if "gpus: [3]}" in r)
+    assert sorted(caught.value.lines) == sorted([
+        f"{path}:{memory}: services.affective_processing_center.runtime.gpu_memory: "
+        "affective_processing_center declares gpu_memory but uses no GPU on host mainpc (gpu is "
+        "false and gpus none): set gpu: true, or remove gpu_memory",
+        f"{path}:{gpus}: services.real_time_audio_pipeline.by_profile.pc2.gpus: "
+        "real_time_audio_pipeline: GPU 3 does not exist on host pc2, whose profile pc2 has 1 GPU "
+        "(index 0)"])
+
+
+@pytest.mark.parametrize("reserve,problem", [
+    ("0", None), ("0m", None), ("12g", "leaves nothing"), ("13g", "leaves nothing"),
+    ("-1", "expected 0, a size"), ("none", "expected 0, a size")])
+def test_the_gpu_reserve_may_be_zero_and_one_as_big_as_the_card_is_named(tmp_path, reserve,
+                                                                       problem):
+    from rig.config import load_fleet
+
+    path, _ = _spec_with(tmp_path, [
+        ("rollout:\n", f"rollout:\n  gpu_reserve: {reserve}\n"),
+        ("    runtime: {memory: 12g, cpus: 8, shm_size: 2g}\n",
+         "    runtime: {memory: 12g, cpus: 8, shm_size: 2g, gpu_memory: 1g}\n")])
+    if problem is None:
+        assert load_fleet(path).rollout.gpu_reserve == 0
+        return
+    with pytest.raises(RigError) as caught:
+        load_fleet(path)
+    assert problem in " ".join(caught.value.lines), caught.value.lines
+    if problem == "leaves nothing":
+        assert caught.value.lines[0].split(": ", 2)[1] == "rollout.gpu_reserve"
+        assert "host pc2's NVIDIA GeForce RTX 3060 (12288 MiB)" in caught.value.lines[0]
