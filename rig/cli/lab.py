@@ -80,9 +80,17 @@ def lab_gpu(obj: Context, host, driver, used_mib, missing, reset) -> None:
     from ..errors import RigError
     from ..lab.lab import Lab
 
+    import re
+
     gpus = _profile_gpus(obj, 20)
     if host not in gpus:
         raise RigError(f"{host}: not a lab host with a GPU in its profile ({', '.join(gpus)})")
+    if driver is not None and not re.fullmatch(r"[0-9]{1,4}(\.[0-9]{1,4}){0,2}", driver):
+        raise RigError(f"--driver {driver[:40]!r}: a driver version as nvidia-smi prints it, "
+                       "such as 535.129.03 or 470.256.02")
+    if used_mib is not None and used_mib > gpus[host].memory_mib:
+        raise RigError(f"--used-mib {used_mib}: more than {host}'s {gpus[host].model} has "
+                       f"({gpus[host].memory_mib} MiB)")
     changes = {k: v for k, v in (("driver", driver), ("used_mib", used_mib),
                                  ("missing", missing)) if v is not None}
     state = Lab.for_repo(obj.repo).gpu(host, gpus[host], reset=reset, **changes)

@@ -186,3 +186,33 @@ def test_a_gate_display_that_cannot_write_does_not_stop_the_gate():
     finally:
         rich.live.Live = real
     assert watch._live is None
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--driver", "abc"], "--driver 'abc': a driver version as nvidia-smi prints it"),
+    (["--driver", "535.129.03, x"], "--driver '535.129.03, x': a driver version"),
+    (["--driver", ""], "--driver '': a driver version"),
+    (["--used-mib", "20000"], "--used-mib 20000: more than pc2's NVIDIA GeForce RTX 3060 has "
+                              "(12288 MiB)")])
+def test_lab_gpu_refuses_what_no_card_would_say_before_touching_the_lab(args, words):
+    result = run_rig("-c", str(REPO / "fleet.yml"), "lab", "gpu", "pc2", *args)
+    assert result.returncode == 1 and words in result.stderr, result.stderr
+
+
+def test_rig_gpu_exits_1_when_a_gpu_hosts_card_does_not_answer(monkeypatch):
+    import rig.ops.gpu
+    from rig.ops.gpu import GpuRow
+
+    rows = [GpuRow("mainpc", card="NVIDIA GeForce RTX 4090", driver=None, total_mib=24564,
+                   used_mib=None),
+            GpuRow("pc2", error="nvidia-smi failed: NVIDIA-SMI has failed")]
+    monkeypatch.setattr(rig.ops.gpu, "gpu_status", lambda job, limit, say: rows)
+    result = CliRunner().invoke(main, ["-c", str(REPO / "fleet.yml"), "--env", "lab", "gpu"])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[0] == ("mainpc     NVIDIA GeForce RTX 4090, driver ? (CUDA ?), "
+                                             "? of 24564 MiB used")
+    assert "pc2        no GPU answer: nvidia-smi failed: NVIDIA-SMI has failed" in result.output
+    assert "no working GPU on pc2" in result.output
+    rows.pop()
+    assert CliRunner().invoke(main, ["-c", str(REPO / "fleet.yml"), "--env", "lab",
+                                     "gpu"]).exit_code == 0
