@@ -21,10 +21,9 @@ def gpu(obj: Context, inventory, limit, as_json) -> None:
     \b
     Example:
       rig --env production gpu --limit pc2"""
+    from ..errors import RigError
     from ..ops.gpu import gpu_status
     from ..ops.job import split
-
-    from ..errors import RigError
 
     rows = gpu_status(obj.job(inventory), split(limit), host_say)
     if as_json:

@@ -77,10 +77,10 @@ def lab_gpu(obj: Context, host, driver, used_mib, missing, reset) -> None:
       rig lab gpu pc2 --used-mib 11000       # the card is busy
       rig lab gpu pc2 --missing              # no GPU: rig verify --suite bootstrap fails
       rig lab gpu pc2 --reset"""
+    import re
+
     from ..errors import RigError
     from ..lab.lab import Lab
-
-    import re
 
     gpus = _profile_gpus(obj, 20)
     if host not in gpus:

@@ -35,6 +35,9 @@ def gpu_problems(fleet: Fleet, changes: dict[str, list[Change]], facts: dict,
             continue
         host_facts = facts[host]
         driver = host_facts.gpus[0].driver if host_facts.gpus else None
+        card = card_problem(fleet, host, host_facts)
+        if card:
+            problems.append(card)
         for c in starting:
             key = (c.release.repository, c.release.digest)
             if key not in envs:
@@ -47,6 +50,21 @@ def gpu_problems(fleet: Fleet, changes: dict[str, list[Change]], facts: dict,
         if problem:
             problems.append(problem)
     return problems
+
+
+def card_problem(fleet: Fleet, host: str, host_facts) -> str | None:
+    """The card nvidia-smi lists must be the profile's: images are built for the profile's
+    CUDA arch, and gpu_memory is budgeted against its memory."""
+    want = fleet.profile_of(host).gpu
+    if want is None or not host_facts.gpus:
+        return None
+    found = host_facts.gpus[0]
+    if (found.name, found.compute_cap) == (want.model, want.compute_cap):
+        return None
+    return (f"{host}: the GPU is {found.name} (compute {found.compute_cap or '?'}), but the "
+            f"profile {fleet.hosts[host].profile} says {want.model} (compute "
+            f"{want.compute_cap}): images are built for the profile's card; fix the profile "
+            "or the host")
 
 
 def memory_problem(fleet: Fleet, host: str, starting: list[Change], host_facts) -> str | None:

@@ -3,6 +3,8 @@ what would start against the card's free memory; one line per problem with the n
 
 from __future__ import annotations
 
+import pytest
+
 from rig.commands import container as cmd
 from rig.gpu.smi import App, Gpu
 from rig.ops.gpu import gpu_problems
@@ -89,3 +91,20 @@ def test_a_busy_card_refuses_a_start_that_cannot_fit_naming_the_other_users(flee
     [line] = gpu_problems(fleet, {"pc2": [change(fleet, "pc2", running=old)]}, {"pc2": mine},
                           lambda repo, digest: {})
     assert "(pid 4242 python (someone-else) 7000 MiB): 5288 MiB free;" in line
+
+
+@pytest.mark.parametrize("name,cap,fine", [
+    ("NVIDIA GeForce RTX 3060", "8.6", True), ("NVIDIA GeForce RTX 3070", "8.6", False),
+    ("NVIDIA GeForce RTX 3060", "8.9", False), ("NVIDIA GeForce RTX 3060", None, False)])
+def test_a_card_other_than_the_profiles_is_refused_naming_both(fleet, name, cap, fine):
+    found = facts()
+    found.gpus = [Gpu(0, "GPU-1", name, cap, 12288, 0, "535.129.03")]
+    problems = gpu_problems(fleet, {"pc2": [change(fleet, "pc2")]}, {"pc2": found},
+                            lambda repo, digest: REQUIRE)
+    if fine:
+        assert problems == []
+        return
+    assert problems == [
+        f"pc2: the GPU is {name} (compute {cap or '?'}), but the profile pc2 says NVIDIA GeForce "
+        "RTX 3060 (compute 8.6): images are built for the profile's card; fix the profile or the "
+        "host"]
