@@ -130,6 +130,9 @@ def ansible_venv() -> Path:
         say("  creating .bench/ansible-venv (ansible-core 2.19, the newest for Python 3.11)")
         run([sys.executable, "-m", "venv", str(venv)])
         run([str(venv / "bin/pip"), "install", "-q", "ansible-core==2.19.14"])
+    if not list(venv.glob("lib/python*/site-packages/ansible_collections/community/docker")):
+        say("  adding the community collections (ansible 12.3: community.docker for the rollout)")
+        run([str(venv / "bin/pip"), "install", "-q", "ansible==12.3.0", "ansible-core==2.19.14"])
     return venv
 
 
@@ -224,20 +227,62 @@ def bench_rollout(spec: Path, digests: dict) -> dict:
             by_hand.append(time.perf_counter() - started)
             floors.append(e - s)
             floor_healthy.append(h - s)
+        ssh("mainpc", "docker rm -f floor-a floor-b >/dev/null 2>&1")
+        by_ansible = bench_rollout_ansible(repository, digests)
     finally:
-        ssh("mainpc", f"docker rm -f floor-a floor-b >/dev/null 2>&1; docker start rig-{SERVICE} >/dev/null")
+        ssh("mainpc", f"docker rm -f floor-a floor-b ans-a ans-b >/dev/null 2>&1; "
+                      f"docker start rig-{SERVICE} >/dev/null")
     result = {"rig": stats(times), "floor": stats(floors), "floor_to_healthy": stats(floor_healthy),
-              "floor_by_hand": stats(by_hand),
+              "floor_by_hand": stats(by_hand), "ansible": stats(by_ansible),
               "rig_gate": stats(gates), "rig_startup": stats(startup),
               "rig_preflight": stats(preflight), "rig_locks": stats(locks),
               "rig_wave_steps": stats(waves)}
     result["rig_over_floor"] = round(result["rig"]["median"] / result["floor"]["median"], 2)
     result["rig_over_floor_by_hand"] = round(result["rig"]["median"]
                                              / result["floor_by_hand"]["median"], 2)
+    result["ansible_over_rig"] = round(result["ansible"]["median"] / result["rig"]["median"], 2)
     accounted = sum(result[k]["median"] for k in ("rig_gate", "rig_startup", "rig_preflight",
                                                   "rig_locks", "rig_wave_steps"))
     result["rig_other"] = round(result["rig"]["median"] - accounted, 3)
     return result
+
+
+def bench_rollout_ansible(repository: str, digests: dict) -> list[float]:
+    """The same one-service rollout as a playbook (bench/ansible.py ROLLOUT: community.docker and
+    the uri module, pipelining and ControlPersist): pull by digest, stop the old container, run
+    the new one with rig's flags, wait for the JSON health answer, remove the old one."""
+    import ansible  # bench/ansible.py
+
+    from rig.commands import container as cmd
+    from rig.inventory import load_spec
+    from rig.lab.layout import LabPaths
+    from rig.lab.state import LabState
+
+    say("   the same rollout with Ansible (community.docker, uri)")
+    ssh("mainpc", "python3 -c 'import requests' 2>/dev/null || (apt-get update -qq && "
+                  "apt-get install -y -qq python3 python3-requests >/dev/null)")
+    fleet = load_spec(WORK / "spec" / "fleet.yml", "lab")
+    address = LabState.load(LabPaths.for_repo(REPO)).hosts["mainpc"]
+    folder = ansible.write_rollout(WORK / "ansible-rollout", REPO, address)
+    playbook = [str(ansible_venv() / "bin/ansible-playbook"), "rollout.yml", "-e", "@vars.json"]
+    env = {"ANSIBLE_CONFIG": str(folder / "ansible.cfg")}
+
+    def play(old: str, new: str, digest: str) -> float:
+        argv = cmd.run_argv(fleet, "mainpc", cmd.Release(SERVICE, "ansible", repository, digest, "x"))
+        params = ansible.container_params(argv)
+        params.update(name=new, labels={})        # as the floor: not one of rig's containers
+        (folder / "vars.json").write_text(json.dumps({
+            "image": f"{repository}@{digest}", "old": old, "port": PORT, "run": params}))
+        return timed(playbook, cwd=folder, env=env, expect=r"failed=0")
+
+    ssh("mainpc", "docker rm -f ans-a ans-b >/dev/null 2>&1; "
+                  f"{floor_run(repository, digests['bench-1'], 'ans-a')} >/dev/null")
+    play("ans-a", "ans-b", digests["bench-2"])          # warm-up: the SSH master connection
+    times = []
+    for i in range(RUNS):
+        old, new = ("ans-b", "ans-a") if i % 2 == 0 else ("ans-a", "ans-b")
+        times.append(play(old, new, digests[("bench-1", "bench-2")[i % 2]]))
+    return times
 
 
 # -- 6. SSH connections and remote commands per host, from the host's own log -----------------
@@ -396,6 +441,8 @@ def table(results: dict) -> str:
              f"   floor by hand, from here (fresh ssh, sudo)  {fmt(r['floor_by_hand'])}",
              f"   rig / floor          {r['rig_over_floor']:.2f}x (in-host);   rig / by hand "
              f"{r['rig_over_floor_by_hand']:.2f}x",
+             f"   ansible-playbook     {fmt(r['ansible'])}   Ansible / rig "
+             f"{r['ansible_over_rig']:.2f}x",
              f"   where rig's time goes: CLI start-up {r['rig_startup']['median']:.2f} s; "
              f"connect + pre-flight facts {r['rig_preflight']['median']:.2f} s;",
              f"     locks {r['rig_locks']['median']:.2f} s; wave steps (pull/stop/run, "
