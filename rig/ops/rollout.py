@@ -328,12 +328,15 @@ class StatusRow:
 
 
 def health_word(body: str, expect: dict, running: bool, stopped: bool = False) -> str:
-    """ok, down (no answer), BAD <body> (an answer that is not the expected one); stopped
-    when an operator stopped it (rig stop), not running otherwise."""
+    """ok, down (no answer), loading (the service says so: a model still loading), BAD <body>
+    (an answer that is not the expected one); stopped when an operator stopped it (rig stop),
+    not running otherwise."""
     if not running:
         return "stopped" if stopped else "not running"
     if body_matches(body, expect):
         return "ok"
+    if body_matches(body, {"status": "loading"}):
+        return "loading"
     return "down" if not body.strip() else "BAD " + body.strip()[:40]
 
 

@@ -356,6 +356,8 @@ def test_health_words():
                            True) == 'BAD {"status": "degraded", "why": "the model'
     assert ops.health_word("", expect, False) == "not running"
     assert ops.health_word("", expect, False, stopped=True) == "stopped"
+    assert ops.health_word('{"status": "loading", "seconds": 75.0}', expect, True) == "loading"
+    assert ops.health_word('{"status": "Loading"}', expect, True) == 'BAD {"status": "Loading"}'
 
 
 def test_status_shows_what_runs_its_health_since_when_the_lock_and_orphans(lab):
