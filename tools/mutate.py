@@ -93,6 +93,7 @@ TESTS: dict[str, list[str]] = {
     "rig/ops/rollout.py": CORE_TESTS,
     "rig/ops/pause.py": CORE_TESTS,
     "tasks/rollout.py": CORE_TESTS,
+    "rig/ledger.py": CORE_TESTS,     # the ledger and state.json the core writes
     "rig/prune.py": ["tests/unit/test_day2.py", "tests/unit/test_prune*.py"],
 }
 ALL_TESTS = ["tests/unit"]

@@ -527,6 +527,8 @@ def test_only_a_put_back_that_completed_takes_the_host_off_the_release_list(flee
      {"start_period": 120, "interval": 1, "timeout": 2, "retries": 3}),
     ({"health": {"start_period": 0, "interval": 0.5, "timeout": 1.5, "retries": 1.0}},
      {"start_period": 0, "interval": 0.5, "timeout": 1.5, "retries": 1}),
+    ({"health": {"start_period": 5, "interval": 0.2, "timeout": 0.5, "retries": 2}},
+     {"start_period": 5, "interval": 0.2, "timeout": 0.5, "retries": 2}),
     ({"health": {"start_period": 86401, "interval": 1, "timeout": 2, "retries": 3}}, None),
     ({"health": {"start_period": -1, "interval": 1, "timeout": 2, "retries": 3}}, None),
     ({"health": {"start_period": 10, "interval": 0, "timeout": 2, "retries": 3}}, None),
@@ -542,6 +544,8 @@ def test_recorded_gate_timings_count_only_when_sane(record, expected):
     from rig.ledger import recorded_health
 
     assert recorded_health(record) == expected
+    if expected:
+        assert type(recorded_health(record)["retries"]) is int     # 1.0 -> 1 (a count)
 
 
 def test_gate_timings_go_from_a_ledger_entry_into_state_json_and_nowhere_else():

@@ -823,3 +823,21 @@ def test_a_version_that_passes_its_gate_is_recorded_with_its_gate_timings(fleet)
         assert session.facts_by_host[host].state[SERVICE]["health"] == {
             "start_period": health.start_period, "interval": health.interval,
             "timeout": health.timeout, "retries": health.retries}
+
+
+def test_a_fleet_rollback_puts_back_each_touched_hosts_version_with_its_hash_and_timings(fleet):
+    """mainpc passed wave 1, pc2 fails wave 2: mainpc's auto-rollback ledger line and state.json
+    name the version it went back to, with that version's config hash and gate timings."""
+    fleet = three_hosts(fleet, auto_rollback="fleet")
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"],
+                                              failing={("pc2", SERVICE)}))
+    old = session.facts_by_host["mainpc"].containers[cmd.current(SERVICE)]
+    session.facts_by_host["mainpc"].containers[cmd.current(SERVICE)] = Container(
+        old.name, old.state, old.service, old.tag, old.digest, old.profile_hash, "c0ffee")
+    session.facts_by_host["mainpc"].state[SERVICE].update(config_hash="c0ffee", health=SLOW)
+    outcome = engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]],
+                                         changes_for(fleet, session))
+    assert not outcome.ok
+    state = session.facts_by_host["mainpc"].state[SERVICE]
+    assert (state["digest"], state["config_hash"], state["health"]) == ("sha256:old", "c0ffee",
+                                                                        SLOW)
