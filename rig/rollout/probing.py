@@ -19,7 +19,7 @@ import gevent
 
 from ..commands import container as cmd
 from ..commands.checks import check_command, parse_results
-from .gate import GateJudge, Verdict
+from .gate import GateJudge, Verdict, describe
 
 STOPPED = "stopped by a second signal"
 XID_EVERY = 10.0        # seconds between two reads of the host's kernel log for GPU (Xid) errors
@@ -41,6 +41,14 @@ def judges_for(fleet, services: list[str], hold: float | None,
         judges[service] = (GateJudge(health.model_copy(update={"start_period": 0.0}), hold)
                            if hold else GateJudge(health, fleet.rollout.min_healthy))
     return judges
+
+
+def last_answer(judge: GateJudge) -> str:
+    """What the service last answered, as a verdict shows it ("" before the first probe)."""
+    probe = judge.last
+    if probe is None:
+        return ""
+    return describe(probe) if probe.state == "running" else f"container {probe.state}"
 
 
 def gate(shell: Callable, fleet, host: str, services: list[str], hold: float | None = None,
@@ -76,7 +84,8 @@ def gate(shell: Callable, fleet, host: str, services: list[str], hold: float | N
                 verdicts.update({s: Verdict(False, why) for s in waiting})
                 break
         if abort is not None and abort.is_set():  # the operator insists: no more waiting
-            verdicts.update({s: Verdict(False, STOPPED) for s in waiting})
+            verdicts.update({s: Verdict(False, STOPPED, last_answer(judges[s]))
+                             for s in waiting})
             break
         if clock() > give_up:
             verdicts.update({s: Verdict(False, f"no verdict within {give_up - started:.0f} s "

@@ -322,6 +322,9 @@ def test_a_second_signal_stops_the_gates_and_rolls_the_wave_back_as_interrupted(
     assert [h for n, h, _ in session.runs if n == "roll_back"] == [["mainpc"]]
     [line] = recorded_entries(session)["mainpc"]
     assert (line["result"], line["reason"]) == ("interrupted", STOPPED)
+    # the report says what the service last answered, not "nothing"
+    assert any(line.endswith(f'{STOPPED}; answered: 503 {{"status": "loading"}}')
+               for line in outcome.lines), outcome.lines
 
 
 def test_the_gate_stops_at_its_next_probe_once_aborted(lab_fleet):
