@@ -168,15 +168,36 @@ def rollout(job: Job, tag: str, opts: Options, say, on_plan=None, resolve=None) 
     hook = {"tag": tag, "hosts": hosts, "services": services}
     if not opts.adopt:  # promote continues a rollout whose pre-rollout hook already ran
         job.hook("pre-rollout", say, **hook)
-    if resolve is None:
-        releases, problems = resolve_releases(job.fleet, hosts, opts.services, at_tag(tag),
-                                              _registry(job), job.secrets)
+    if resolve is None:   # the registry is asked while the hosts connect (nothing waits)
+        looked_up = _started(resolve_releases, job.fleet, hosts, opts.services, at_tag(tag),
+                             _registry(job), job.secrets)
 
         def resolve(facts):
+            releases, problems = looked_up()
             return releases, problems, []
     with _after(job, "post-rollout", say, hook) as done:
         done.report = _execute(job, "rollout", tag, hosts, resolve, opts, say, on_plan)
     return done.report
+
+
+def _started(function, *args) -> Callable:
+    """function(*args) started now in a greenlet; the returned callable waits for it and gives
+    its result or raises its error (a RigError stays a RigError; gevent prints nothing)."""
+    import gevent
+
+    def run():
+        try:
+            return True, function(*args)
+        except Exception as e:  # noqa: BLE001 - handed to whoever waits for the result
+            return False, e
+    job = gevent.spawn(run)
+
+    def result():
+        ok, value = job.get()
+        if not ok:
+            raise value
+        return value
+    return result
 
 
 class _after:

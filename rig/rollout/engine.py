@@ -108,38 +108,55 @@ def at_tag(tag: str):
     return lambda host, service: (tag, None)
 
 
+LOOKUPS = 8   # registry look-ups in flight at once
+
+
+def _lookup_digests(images: list, registry) -> dict[str, str | None]:
+    """image ref -> its digest in the registry (None: not there), each asked once, up to
+    LOOKUPS at a time. A look-up that fails (the registry refuses us, or does not answer)
+    raises, as it would on its own."""
+    from gevent.pool import Pool
+
+    wanted = {image.ref: image for image in images}
+    refs = list(wanted)
+    found = Pool(LOOKUPS).map(lambda ref: registry.manifest_digest(wanted[ref].path,
+                                                                   wanted[ref].tag), refs)
+    return dict(zip(refs, found, strict=True))
+
+
 def resolve_releases(fleet: Fleet, hosts: list[str], services: list[str] | None, target,
                      registry, secrets: SecretStore | None = None
                      ) -> tuple[dict[str, list[cmd.Release]], list[str]]:
     """host -> releases, each image resolved to its digest and its container config (runtime,
     env, secret hashes). `target(host, service)` says which (tag, digest) to run: digest None
-    means "look the tag up in the registry"; a None target leaves the service out (rollback:
-    nothing recorded to go back to). A secret that cannot be read raises RigError here,
-    before any host is touched."""
+    means "look the tag up in the registry" (the look-ups run together); a None target leaves
+    the service out (rollback: nothing recorded to go back to). A secret that cannot be read
+    raises RigError here, before any host is touched."""
     secrets = secrets or SecretStore(fleet)
-    digests: dict[str, str | None] = {}
-    releases: dict[str, list[cmd.Release]] = {}
-    problems: list[str] = []
+    chosen = []   # (host, service, image, digest or None), each target asked once
     for host in hosts:
-        profile_hash = fleet.profile_of(host).content_hash()
         for service in fleet.services_on(host):
             wanted = target(host, service) if not services or service in services else None
-            if wanted is None:
-                continue
-            tag, digest = wanted
-            image = image_for(fleet, service, host, tag)
-            if digest is None:
-                if image.ref not in digests:
-                    digests[image.ref] = registry.manifest_digest(image.path, image.tag)
-                    if digests[image.ref] is None:
-                        problems.append(f"{image.ref}: not in the registry")
-                digest = digests[image.ref]
-            if digest:
-                hashes = {name: cmd.secret_hash(service, name, secret.value)
-                          for name, secret in secrets.of(service).items()}
-                config = cmd.container_config(fleet, host, service, digest, profile_hash, hashes)
-                releases.setdefault(host, []).append(cmd.Release(
-                    service, image.tag, image.repository, digest, profile_hash, config))
+            if wanted is not None:
+                chosen.append((host, service, image_for(fleet, service, host, wanted[0]),
+                               wanted[1]))
+    digests = _lookup_digests([image for _, _, image, digest in chosen if digest is None],
+                              registry)
+    releases: dict[str, list[cmd.Release]] = {}
+    problems: list[str] = []
+    for host, service, image, digest in chosen:
+        if digest is None:
+            digest = digests[image.ref]
+            if digest is None and f"{image.ref}: not in the registry" not in problems:
+                problems.append(f"{image.ref}: not in the registry")
+        if digest:
+            hashes = {name: cmd.secret_hash(service, name, secret.value)
+                      for name, secret in secrets.of(service).items()}
+            config = cmd.container_config(fleet, host, service, digest,
+                                          fleet.profile_of(host).content_hash(), hashes)
+            releases.setdefault(host, []).append(cmd.Release(
+                service, image.tag, image.repository, digest,
+                fleet.profile_of(host).content_hash(), config))
     return releases, problems
 
 

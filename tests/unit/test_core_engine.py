@@ -150,6 +150,37 @@ def test_each_image_is_looked_up_once_and_a_missing_one_is_named(fleet, monkeypa
     assert problems == [f"{image_for(fleet, SERVICE, 'pc2', 'T2').ref}: not in the registry"]
 
 
+def test_the_look_ups_run_together_and_each_target_is_asked_once(fleet, monkeypatch):
+    """Every image of a rollout is looked up at once (a registry an ocean away answers in one
+    round trip's time, not one per image); a target (rollback's notes it) is asked once."""
+    import gevent
+
+    monkeypatch.setenv("HF_TOKEN", "hunter2-secret-value")
+    fleet = three_hosts(fleet)
+    in_flight, most = [0], [0]
+
+    class Slow(Registry):
+        def manifest_digest(self, path, tag):
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+            gevent.sleep(0.05)
+            in_flight[0] -= 1
+            return super().manifest_digest(path, tag)
+    registry, asked = Slow(), []
+
+    def target(host, service):
+        asked.append((host, service))
+        return ("T2", None)
+    releases, problems = eng.resolve_releases(fleet, ["mainpc", "pc2", "node3"], None, target,
+                                              registry)
+    images = {image_for(fleet, s, h, "T2").ref for h in ("mainpc", "pc2", "node3")
+              for s in fleet.services_on(h)}
+    assert problems == [] and len(registry.asked) == len(images) >= 3
+    assert most[0] == len(images)                   # all in flight together
+    assert sorted(asked) == sorted(set(asked))       # each (host, service) once
+    assert [r.service for r in releases["mainpc"]] == fleet.services_on("mainpc")
+
+
 def test_a_target_with_a_digest_is_not_looked_up_and_none_leaves_the_service_out(fleet):
     fleet = three_hosts(fleet)
     registry = Registry()

@@ -482,3 +482,23 @@ def test_start_and_restart_of_a_gpu_service_meet_the_driver_and_a_stop_needs_not
     reads = len(registry.env_reads)
     assert control_service(job, "stop", GPU_A, ["mainpc"], False, quiet()).ok
     assert len(registry.env_reads) == reads          # a stop starts nothing: no GPU check
+
+
+def test_work_started_early_gives_its_result_or_raises_its_error_later(capfd):
+    import gevent
+
+    from rig.ops.rollout import _started
+
+    ran = []
+    result = _started(lambda a, b: ran.append(1) or a + b, 2, 3)
+    gevent.sleep(0)                       # it runs as soon as the caller waits on anything
+    assert ran == [1] and result() == 5 and result() == 5
+
+    def refuse():
+        raise RigError("secret HF_TOKEN: no variable and no file", "nothing was changed")
+    failed = _started(refuse)
+    gevent.sleep(0)
+    with pytest.raises(RigError) as caught:
+        failed()
+    assert caught.value.lines == ["secret HF_TOKEN: no variable and no file", "nothing was changed"]
+    assert capfd.readouterr().err == ""   # gevent printed no traceback for it
