@@ -52,10 +52,18 @@ def run(argv, cwd=REPO, env=None, check=True) -> subprocess.CompletedProcess:
     return result
 
 
+CPU: list[float] = []   # the control machine's CPU seconds (user + system) of each timed run
+
+
 def timed(argv, cwd=REPO, env=None, expect: str | None = None) -> float:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = run(argv, cwd, env)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if expect and not re.search(expect, result.stdout + result.stderr):
         raise SystemExit(f"bench: {' '.join(map(str, argv[:6]))}: expected /{expect}/ in output:\n"
                          f"{result.stdout[-1500:]}")
@@ -359,14 +367,24 @@ def bench_scale(spec: Path) -> dict:
     say("   one wave of 7 hosts vs one wave of 1 host")
     seven = ",".join(HOSTS8[1:])
     settle(spec, seven)
-    wave7 = [timed([*rig_spec, "rollout", "--tag", ("bench-2", "bench-1")[i % 2], "--services",
-                    SERVICE, "--limit", seven, "--canary", seven, "--no-verify"], cwd=spec,
-                   expect=r": 7 service\(s\) to start") for i in range(RUNS)]
+    wave7, cpu7 = [], []
+    for i in range(RUNS):
+        wave7.append(timed([*rig_spec, "rollout", "--tag", ("bench-2", "bench-1")[i % 2],
+                            "--services", SERVICE, "--limit", seven, "--canary", seven,
+                            "--no-verify"], cwd=spec, expect=r": 7 service\(s\) to start"))
+        cpu7.append(CPU[-1])
     settle(spec, "pc2")
-    wave1 = [timed([*rig_spec, "rollout", "--tag", ("bench-2", "bench-1")[i % 2], "--services",
-                    SERVICE, "--limit", "pc2", "--canary", "pc2", "--no-verify"], cwd=spec,
-                   expect=r": 1 service\(s\) to start") for i in range(RUNS)]
+    wave1, cpu1 = [], []
+    for i in range(RUNS):
+        wave1.append(timed([*rig_spec, "rollout", "--tag", ("bench-2", "bench-1")[i % 2],
+                            "--services", SERVICE, "--limit", "pc2", "--canary", "pc2",
+                            "--no-verify"], cwd=spec, expect=r": 1 service\(s\) to start"))
+        cpu1.append(CPU[-1])
     result["wave7"], result["wave1"] = stats(wave7), stats(wave1)
+    # the control machine's CPU: what one command costs, and what each more host in a wave adds
+    result["cpu_wave1"], result["cpu_wave7"] = stats(cpu1), stats(cpu7)
+    result["cpu_per_extra_host"] = round((result["cpu_wave7"]["median"]
+                                          - result["cpu_wave1"]["median"]) / 6, 3)
     result["wave7_over_wave1"] = round(result["wave7"]["median"] / result["wave1"]["median"], 2)
     return result
 
@@ -456,6 +474,8 @@ def table(results: dict) -> str:
     lines += [f"   converge 8 / 2 hosts  {s['converge_8_over_2']:.2f}x",
               f"   one wave of 7 hosts   {fmt(s['wave7'])}; of 1 host {fmt(s['wave1'])}; "
               f"7 / 1 {s['wave7_over_wave1']:.2f}x",
+              f"   rig's CPU here, wave of 1 / of 7: {s['cpu_wave1']['median']:.2f} / "
+              f"{s['cpu_wave7']['median']:.2f} s; each more host {s['cpu_per_extra_host']:.3f} s",
               f"   rig's peak memory, 8-host rollout: {m['peak_mib']:.0f} MiB", "",
               "4. no-change build", f"   rig build --push     {fmt(b['rig'])}, "
               f"{b['registry_requests']} registry requests", "",
