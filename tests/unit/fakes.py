@@ -23,7 +23,15 @@ from rig.commands import container as cmd
 from rig.commands.lock import LOCK_FILE
 from rig.runner import HostResult
 from tasks.control import control
-from tasks.rollout import Container, RolloutFacts, needs_restore, record, roll_back, roll_out
+from tasks.rollout import (
+    Container,
+    RolloutFacts,
+    RolloutState,
+    needs_restore,
+    record,
+    roll_back,
+    roll_out,
+)
 from tasks.util import Shell
 
 OK_BODY = '{"status": "ok"}'
@@ -286,3 +294,35 @@ class FakeJob:
             def __exit__(self, *exc):
                 return False
         return Ctx()
+
+
+# -- one host, for an operation's or a deploy's body (tasks/rollout.py) -------------------------
+class FakeData(dict):
+    __getattr__ = dict.get
+
+
+class FakeHost:
+    """Just enough of pyinfra's host for an operation or deploy body: the RolloutState fact,
+    data, noop messages."""
+
+    def __init__(self, facts: RolloutFacts, fleet=None, name="mainpc"):
+        self.name = name
+        self.data = FakeData(rig_fleet=fleet, rig_host=name)
+        self.facts = facts
+        self.noops: list[str] = []
+        self.print_prefix = f"[{name}] "
+
+    def get_fact(self, fact, **kwargs):
+        assert fact is RolloutState
+        return self.facts
+
+    def noop(self, message):
+        self.noops.append(message)
+
+
+def run_op(op, host: FakeHost, **kwargs) -> list:
+    """What an operation yields on the fake host."""
+    from pyinfra.context import ctx_host
+
+    with ctx_host.use(host):
+        return list(op._inner(**kwargs))

@@ -18,34 +18,9 @@ from rig.secrets import Secret
 from tasks.rollout import Container, RolloutFacts, RolloutState, parse_rollout_facts
 from tasks.util import Shell
 
+from .fakes import FakeHost, run_op
+
 PH = "f" * 64
-
-
-class FakeData(dict):
-    __getattr__ = dict.get
-
-
-class FakeHost:
-    """Just enough of pyinfra's host for an operation or deploy body: the fact, data, noop."""
-
-    def __init__(self, facts: RolloutFacts, fleet=None, name="mainpc"):
-        self.name = name
-        self.data = FakeData(rig_fleet=fleet, rig_host=name)
-        self.facts = facts
-        self.noops: list[str] = []
-        self.print_prefix = f"[{name}] "
-
-    def get_fact(self, fact, **kwargs):
-        assert fact is RolloutState
-        return self.facts
-
-    def noop(self, message):
-        self.noops.append(message)
-
-
-def run_op(op, host: FakeHost, **kwargs) -> list:
-    with ctx_host.use(host):
-        return list(op._inner(**kwargs))
 
 
 def box(service, state="running", tag="T1", digest="sha256:1", name=None, config=""):

@@ -27,35 +27,16 @@ from tasks.rollout import (
 )
 from tasks.util import Shell
 
+from . import fakes
+from .fakes import run_op
+
 SERVICE = "model_ops_coordinator"
 CURRENT, PREVIOUS = f"rig-{SERVICE}", f"rig-{SERVICE}-prev"
 
 
-class FakeData(dict):
-    __getattr__ = dict.get
-
-
-class FakeHost:
-    """An operation's view of a host: its RolloutState fact, data, noop messages."""
-
-    def __init__(self, fleet, facts: RolloutFacts, name="mainpc"):
-        self.name = name
-        self.data = FakeData(rig_fleet=fleet, rig_host=name)
-        self.facts = facts
-        self.noops: list[str] = []
-        self.print_prefix = f"[{name}] "
-
-    def get_fact(self, fact, **kwargs):
-        assert fact is RolloutState
-        return self.facts
-
-    def noop(self, message):
-        self.noops.append(message)
-
-
-def run_op(op, fake: FakeHost, **kwargs) -> list:
-    with ctx_host.use(fake):
-        return list(op._inner(**kwargs))
+def FakeHost(fleet, facts: RolloutFacts, name="mainpc") -> fakes.FakeHost:  # noqa: N802
+    """The shared fake host (fakes.py), with the fleet first as these tests pass it."""
+    return fakes.FakeHost(facts, fleet, name)
 
 
 def lines(commands) -> list[str]:
