@@ -202,14 +202,17 @@ class Session:
 
     def __init__(self, targets: list[Target], say: Callable[[str, str], None] | None = None,
                  parallel: int | None = None, connect_timeout: int = 10,
-                 describe_connect_error: Callable[[Target, str], list[str]] | None = None):
+                 describe_connect_error: Callable[[Target, str], list[str]] | None = None,
+                 pool: SshPool | None = None):
         if not targets:
             raise RigError("no hosts selected")
         self.targets = list(targets)
         self.say, self.parallel, self.connect_timeout = say, parallel, connect_timeout
         self.describe = describe_connect_error or (lambda t, m: [f"{t.name}: unreachable: {m}"])
         self.state: State | None = None
-        self.pool = SshPool()   # one SSH connection per host, shared by every State below
+        # one SSH connection per host, shared by every State below; a pool handed in (the
+        # command's, ops/job.py) is shared with the command's other Sessions and outlives this one
+        self.pool, self.own_pool = pool or SshPool(), pool is None
         self.progress = _Progress(say)
         self.lost: dict[str, str] = {}   # hosts that stopped answering during this session
         self.clock, self.sleep = time.monotonic, gevent.sleep  # what gates wait on
@@ -281,21 +284,47 @@ class Session:
         return results
 
     def shell(self, name: str, command: Cmd | str, stdin: str | None = None,
-              timeout: float | None = None) -> Shell:
+              timeout: float | None = None, retry: bool = False) -> Shell:
         """One command; a host already lost in this session is not waited for again, and one
-        that passes its deadline is lost from then on."""
+        that passes its deadline is lost from then on. A connection that dropped (sshd
+        restarted, a reset link) is opened again once: the host is lost only when that fails
+        too. retry=True (a read, or a command safe to run twice): the command runs again on
+        the new connection; otherwise its failure stands (it may have run before the drop)."""
         if name in self.lost:
             return Shell(False, "", [f"{name}: lost earlier in this run ({self.lost[name]})"])
         result = host_shell(self.host(name), command, stdin=stdin, timeout=timeout)
-        if not result.ok and result.stderr[-1:] and result.stderr[-1].startswith(
-                ("no answer within", "connection lost")):
-            self.lost[name] = result.stderr[-1]
+        why = result.stderr[-1] if not result.ok and result.stderr[-1:] else ""
+        if why.startswith("connection lost"):
+            failed = self._reconnect(name)
+            if failed:
+                self.lost[name] = f"{why}; connecting again failed: {failed}"
+            elif retry:
+                return self.shell(name, command, stdin, timeout)
+        elif why.startswith("no answer within"):
+            self.lost[name] = why
         return result
 
-    def shell_all(self, commands: dict[str, Cmd | str], timeout: float | None = None
-                  ) -> dict[str, Shell]:
+    def _reconnect(self, name: str) -> str | None:
+        """The host's connection again, through pyinfra's public disconnect/connect: the pooled
+        connector takes a live connection another step opened since, or opens one (within the
+        connect timeout). Returns why that failed, None when connected."""
+        host = self.host(name)
+        host.disconnect()
+        try:
+            with gevent.Timeout(self.connect_timeout + 5, TimeoutError):
+                host.connect(show_errors=False, raise_exceptions=True)
+        except TimeoutError:
+            return f"no answer within {self.connect_timeout + 5} s"
+        except Exception as e:  # noqa: BLE001 - pyinfra's ConnectError, or the link's own
+            return _connect_error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        if self.say:
+            self.say(name, "the SSH connection dropped; connected again")
+        return None
+
+    def shell_all(self, commands: dict[str, Cmd | str], timeout: float | None = None,
+                  retry: bool = False) -> dict[str, Shell]:
         """One command per host, run on all of them at once."""
-        jobs = {name: gevent.spawn(self.shell, name, c, None, timeout)
+        jobs = {name: gevent.spawn(self.shell, name, c, None, timeout, retry)
                 for name, c in commands.items()}
         gevent.joinall(list(jobs.values()))
         return {name: job.value if job.successful() else Shell(False, "", [str(job.exception)])
@@ -316,7 +345,8 @@ class Session:
             while time.monotonic() < deadline:
                 if stop is not None and stop.is_set():
                     return 130, last
-                result = self.shell(name, jobs.job_poll(workdir, offset), timeout=60)
+                result = self.shell(name, jobs.job_poll(workdir, offset), timeout=60,
+                                    retry=True)   # a read: safe on a new connection
                 if not result.ok:
                     return 255, result.stderr[-5:] or ["lost the host while following"]
                 code, offset, data = jobs.parse_poll(result.stdout)
@@ -334,7 +364,7 @@ class Session:
             return 124, last + [f"still running after {timeout:.0f} s: stopped"]
         finally:
             if not finished:
-                self.shell(name, jobs.job_stop(workdir), timeout=20)
+                self.shell(name, jobs.job_stop(workdir), timeout=20, retry=True)
 
     # -- deploys --------------------------------------------------------------------------------
     def run(self, deploy_func, *args, hosts: list[str] | None = None,
@@ -374,7 +404,7 @@ class Session:
             disconnect_all(state)
         for name, result in results.items():  # failed: an answer, or a host that went away?
             if result.failed and name not in self.lost:
-                self.shell(name, "true", timeout=LIVENESS_TIMEOUT)
+                self.shell(name, "true", timeout=LIVENESS_TIMEOUT, retry=True)
             if name in self.lost and not result.unreachable:
                 result.unreachable = f"stopped answering: {self.lost[name]}"
         return {t.name: results[t.name] for t in wanted if t.name in results}
@@ -383,7 +413,8 @@ class Session:
         if self.state is not None:
             disconnect_all(self.state)
             self.state = None
-        self.pool.close()
+        if self.own_pool:
+            self.pool.close()
 
     def __exit__(self, *exc) -> None:
         self.close()

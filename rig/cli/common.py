@@ -33,6 +33,9 @@ class Context:
             from ..ops.job import Job
 
             self._job = Job(self.config, resolve_env(self.env_option, inventory, default="lab"))
+            context = click.get_current_context(silent=True)
+            if context is not None:      # its SSH connections close when the command ends
+                context.call_on_close(self._job.close)
         return self._job
 
 

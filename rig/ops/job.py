@@ -10,6 +10,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..config import Fleet
+from ..connector import SshPool
 from ..errors import RigError
 from ..inventory import Target, load_spec, targets
 from ..runner import Session
@@ -52,9 +53,21 @@ class Job:
     def targets(self) -> list[Target]:
         return targets(self.fleet, self.env)
 
+    @cached_property
+    def pool(self) -> SshPool:
+        """The command's SSH connections, one per host, shared by all its Sessions (promote
+        and abort read the paused rollout's lock, then roll out, on the same connection)."""
+        return SshPool()
+
     def session(self, hosts: list[str], say: Say | None = None) -> Session:
         chosen = [t for t in self.targets if t.name in hosts]
-        return Session(chosen, say=say, describe_connect_error=hostkeys.describe_connect_error)
+        return Session(chosen, say=say, describe_connect_error=hostkeys.describe_connect_error,
+                       pool=self.pool)
+
+    def close(self) -> None:
+        """The command's SSH connections closed (the CLI calls it when the command ends)."""
+        if "pool" in self.__dict__:
+            self.pool.close()
 
     def hook(self, name: str, say, **variables) -> int | None:
         """Run hooks/<name> beside the spec (ops/hooks.py), without the spec's credentials."""

@@ -224,8 +224,8 @@ class Rollout:
         model that loads for minutes is not judged by a newer spec's shorter start period), and
         a second signal never stops its gates."""
         def one(host: str):
-            return probing.gate(lambda command, timeout: self.session.shell(host, command,
-                                                                            timeout=timeout),
+            return probing.gate(lambda command, timeout: self.session.shell(
+                                    host, command, timeout=timeout, retry=True),  # reads only
                                 self.fleet, host, services[host], hold=hold,
                                 allow_missing=(allow_missing or {}).get(host, ()),
                                 abort=None if restored else self.abort, clock=self.clock,
@@ -257,7 +257,8 @@ class Rollout:
             return None
 
         def read() -> str | None:
-            answer = self.session.shell(host, gate_sample_command(began), timeout=30)
+            answer = self.session.shell(host, gate_sample_command(began), timeout=30,
+                                        retry=True)
             log, cards = split_gate_sample(answer.stdout)
             if cards and self.on_gpu is not None:
                 self.on_gpu(host, cards)

@@ -176,7 +176,8 @@ class HostLocks:
         self.holder["heartbeat"] = time.time()
         gone = []
         for host in list(self.locked):
-            answer = self.session.shell(host, cmd.refresh(self.holder))
+            # retry: safe to run twice, it only touches a lock that is ours
+            answer = self.session.shell(host, cmd.refresh(self.holder), retry=True)
             word, _, lock, _ = cmd.parse_answer(answer.stdout) if answer.ok else ("", None, None, b"")
             if word == "GONE":
                 self.locked.remove(host)
@@ -213,7 +214,8 @@ class HostLocks:
         self._stop_beating()
         failed = []
         for host in self.locked:
-            answer = self.session.shell(host, cmd.release(self.holder["id"]))
+            # retry: safe to run twice, it only touches a lock that is ours
+            answer = self.session.shell(host, cmd.release(self.holder["id"]), retry=True)
             word, _, lock, _ = cmd.parse_answer(answer.stdout) if answer.ok else ("", None, None, b"")
             if word == "GONE":
                 self.lost[host] = describe_lock(lock, self.stale_after, time.time()) \

@@ -138,6 +138,36 @@ def test_a_gate_longer_than_host_timeout_passes(spec):
     assert back.returncode == 0, back.stdout + back.stderr
 
 
+def test_rigs_ssh_connection_killed_mid_gate_is_opened_again_and_the_rollout_finishes(spec):
+    """sshd keeps listening, but the session process carrying rig's one connection to mainpc is
+    killed while the gate waits for a 20 s model load: rig connects again, the gate goes on to
+    its verdict, and the record and the lock's release reach the host."""
+    from rig.lab.layout import LabPaths
+    from rig.lab.state import LabState
+
+    from .conftest import REPO
+
+    engine = ["docker", "-H", LabState.load(LabPaths.for_repo(REPO)).docker_host]
+    with service_settings(spec, {"RIG_LOAD_SECONDS": "20"}, start_period="90s"):
+        run_ = start(spec, "rollout", "--tag", "core-1", "--services", SERVICE, "--limit",
+                     "mainpc", "--no-verify")
+        wait_for_line(run_, "wave 1/1")
+        time.sleep(6)     # the new container is loading; the gate is probing
+        killed = subprocess.run([*engine, "exec", "rig-lab-mainpc", "pkill", "-KILL", "-f",
+                                 r"ops@notty|ops \[priv\]"], capture_output=True, text=True)
+        out, err = run_.communicate(timeout=180)
+    print(out, err)
+    assert killed.returncode == 0, killed.stderr      # a session process was there to kill
+    assert run_.returncode == 0, out + err
+    assert "mainpc     the SSH connection dropped; connected again" in out
+    assert f"{SERVICE}: healthy for" in out
+    assert lock("mainpc") is None
+    line = last_ledger("mainpc")
+    assert (line["service"], line["result"]) == (SERVICE, "ok")
+    back = run(spec, "rollout", "--tag", "core-1", "--services", SERVICE, "--no-verify")
+    assert back.returncode == 0, back.stdout + back.stderr
+
+
 def test_a_timed_pause_longer_than_host_timeout_passes_and_break_lock_cannot_take_it(spec):
     """A 30 s pause on 15 s host_timeout; meanwhile the lock's heartbeat moves and --break-lock
     from another rollout is refused, naming the holder."""
@@ -221,19 +251,25 @@ def test_a_command_opens_one_ssh_connection_per_host(spec):
     """Pre-flight, the canary wave, its gate, the next wave and the record step share each
     host's one connection (rig/connector.py); so do status and a no-change converge."""
     counts = {}
+
+    def count(what, *argv):
+        time.sleep(1.1)
+        since = time.time()
+        result = run(spec, *argv)
+        until = time.time()
+        time.sleep(1.1)
+        assert result.returncode == 0, result.stdout + result.stderr
+        counts[what] = {h: logins(h, since, until) for h in HOSTS}
+
+    rollout = ("rollout", "--tag", "core-1", "--services", SERVICE, "--no-verify")
     with service_settings(spec, {"RIG_CORE_NOTE": "connections"}):
-        for what, argv in (("rollout", ("rollout", "--tag", "core-1", "--services", SERVICE,
-                                        "--no-verify")),
-                           ("status", ("status",)),
-                           ("bootstrap", ("bootstrap",))):
-            time.sleep(1.1)
-            since = time.time()
-            result = run(spec, *argv)
-            until = time.time()
-            time.sleep(1.1)
-            assert result.returncode == 0, result.stdout + result.stderr
-            counts[what] = {h: logins(h, since, until) for h in HOSTS}
-    assert counts == {what: {"mainpc": 1, "pc2": 1} for what in ("rollout", "status",
-                                                                 "bootstrap")}, counts
+        count("rollout", *rollout)
+        count("status", "status")
+        count("bootstrap", "bootstrap")
+    with service_settings(spec, {"RIG_CORE_NOTE": "connections, paused"}):
+        count("paused", *rollout, "--pause", "manual")
+        count("promote", "promote")   # reads the paused lock, then rolls out: the command's pool
+    assert counts == {what: {"mainpc": 1, "pc2": 1} for what in (
+        "rollout", "status", "bootstrap", "paused", "promote")}, counts
     back = run(spec, "rollout", "--tag", "core-1", "--services", SERVICE, "--no-verify")
     assert back.returncode == 0, back.stdout + back.stderr

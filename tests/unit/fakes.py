@@ -97,7 +97,7 @@ class FakeSession:
     def clock(self):
         return self.now
 
-    def shell(self, name, command, stdin=None, timeout=None):
+    def shell(self, name, command, stdin=None, timeout=None, retry=False):
         command = str(command)
         self.commands.append((name, command, timeout))
         if self.on_shell:

@@ -255,7 +255,7 @@ def test_a_failed_gate_is_reported_with_its_answer_and_its_last_eight_log_lines(
     session = session_running(fleet, failing={("mainpc", SERVICE)})
     real = session.shell
 
-    def shell(name, command, stdin=None, timeout=None):
+    def shell(name, command, stdin=None, timeout=None, retry=False):
         if "docker logs" in command:
             from tasks.util import Shell
             return Shell(True, "".join(f"line {i}\n" for i in range(12)), [])

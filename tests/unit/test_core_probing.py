@@ -282,7 +282,7 @@ def slow_shell(session, seconds=0.003):
     """Each command to the host takes `seconds` of the control machine's clock."""
     real = session.shell
 
-    def shell(name, command, stdin=None, timeout=None):
+    def shell(name, command, stdin=None, timeout=None, retry=False):
         session.now += seconds
         return real(name, command, stdin, timeout)
     session.shell = shell

@@ -321,7 +321,7 @@ def answering(session, answer, when):
     """The session's shell, but `answer` for the commands `when(host, command)` picks."""
     real = session.shell
 
-    def shell(name, command, stdin=None, timeout=None):
+    def shell(name, command, stdin=None, timeout=None, retry=False):
         if when(name, str(command)):
             return answer
         return real(name, command, stdin, timeout)
@@ -508,7 +508,7 @@ def test_only_a_put_back_that_completed_takes_the_host_off_the_release_list(flee
     session.lock_files["pc2"] = lock_bytes(id="cy-1", heartbeat=time.time())
     real = session.shell
 
-    def shell(name, command, stdin=None, timeout=None):
+    def shell(name, command, stdin=None, timeout=None, retry=False):
         answer = real(name, command, stdin, timeout)
         if name == "mainpc" and " take " in command and len(
                 [c for h, c, _ in session.commands if h == "mainpc" and " take " in c]) == 3:

@@ -208,7 +208,7 @@ def test_ctrl_c_while_taking_locks_releases_those_taken(fleet):
     session = FakeSession(fleet, ["mainpc", "pc2", "node3"])
     taken = session.shell
 
-    def shell(name, command, stdin=None, timeout=None):
+    def shell(name, command, stdin=None, timeout=None, retry=False):
         if " take " in command and name == "pc2":
             raise KeyboardInterrupt
         return taken(name, command, stdin, timeout)
@@ -767,7 +767,7 @@ def test_a_lock_taken_over_on_a_later_host_alone_still_fails_the_rollout(fleet):
         def names(self):
             return ["pc2"]
 
-        def shell(self, name, command, stdin=None, timeout=None):
+        def shell(self, name, command, stdin=None, timeout=None, retry=False):
             return session.shell(name, command, stdin, timeout)
 
     def steal(s):

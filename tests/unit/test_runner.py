@@ -204,6 +204,81 @@ def test_a_session_closes_its_pooled_connections(handshakes):
     assert handshakes[0][1].closed and session.pool.clients == {}
 
 
+def test_sessions_given_the_commands_pool_share_it_and_leave_it_open(handshakes):
+    """promote and abort open a Session to read the paused lock, then one to roll out: with the
+    command's pool (ops/job.py) the second logs in no more."""
+    from rig.connector import SshPool
+
+    pool, targets = SshPool(), [Target("mainpc", {"ssh_hostname": "10.0.0.1"})]
+    with Session(targets, pool=pool):
+        pass
+    with Session(targets, pool=pool) as second:
+        assert second.host("mainpc").connector.client is handshakes[0][1]
+    assert len(handshakes) == 1 and not handshakes[0][1].closed and pool.opened == 1
+    pool.close()
+    assert handshakes[0][1].closed
+
+
+@pytest.fixture
+def dropping(monkeypatch, handshakes):
+    """A Session on one SSH host whose commands answer from `script`: "drop" is a link that
+    went away mid-command (the connection dies), anything else that answer; `ran` lists them."""
+    from tasks.util import Shell
+
+    ran: list[str] = []
+    script: list[str] = []
+
+    def host_shell(host, command, stdin=None, timeout=None, sudo=None):
+        ran.append(str(command))
+        answer = script.pop(0) if script else "ok"
+        if answer == "drop":
+            host.connector.client.transport.active = False
+            return Shell(False, "", ["connection lost: Socket is closed"])
+        return Shell(True, answer, [])
+    monkeypatch.setattr(runner, "host_shell", host_shell)
+    return script, ran
+
+
+def test_a_dropped_connection_is_opened_again_and_a_read_is_retried_on_it(dropping, handshakes):
+    script, ran = dropping
+    said: list[tuple[str, str]] = []
+    with Session([Target("mainpc", {"ssh_hostname": "10.0.0.1"})],
+                 say=lambda host, line: said.append((host, line))) as session:
+        script[:] = ["drop", "answer"]
+        read = session.shell("mainpc", "cat /var/lib/rig/state.json", retry=True)
+        assert (read.ok, read.stdout) == (True, "answer") and session.lost == {}
+        assert [name for name, _ in handshakes] == ["mainpc", "mainpc"]   # one new login
+        assert session.host("mainpc").connector.client is handshakes[1][1]
+        script[:] = ["drop"]
+        swap = session.shell("mainpc", "docker run ...")    # not safe twice: its failure stands
+        assert (swap.ok, swap.stderr) == (False, ["connection lost: Socket is closed"])
+        assert session.lost == {} and len(handshakes) == 3
+        after = session.shell("mainpc", "true")
+        assert after.ok
+    assert ran == ["cat /var/lib/rig/state.json", "cat /var/lib/rig/state.json", "docker run ...",
+                   "true"]
+    assert said == [("mainpc", "the SSH connection dropped; connected again")] * 2
+
+
+def test_a_host_that_cannot_be_reached_again_is_lost(dropping, handshakes, monkeypatch):
+    from pyinfra.connectors.ssh import SSHConnector
+
+    script, ran = dropping
+    with Session([Target("mainpc", {"ssh_hostname": "10.0.0.1",
+                                    "ssh_connect_retries": 0})]) as session:
+        def refused(self):
+            raise OSError("Connection refused")
+        monkeypatch.setattr(SSHConnector, "_connect", refused)
+        script[:] = ["drop"]
+        read = session.shell("mainpc", "cat x", retry=True)
+        later = session.shell("mainpc", "cat x", retry=True)
+    assert not read.ok and ran == ["cat x"]
+    assert session.lost["mainpc"].startswith("connection lost: Socket is closed; connecting "
+                                             "again failed: ")
+    assert "Connection refused" in session.lost["mainpc"]
+    assert later.stderr == [f"mainpc: lost earlier in this run ({session.lost['mainpc']})"]
+
+
 PRIVATE = [
     r"\.is_executing\s*=", r"\.failed_hosts\s*[-+|&]?=", r"\.active_hosts\s*[-+|&]?=",
     r"op_hash_order\.(extend|append)", r"def get_op_order", r"class \w+\(State\)",
