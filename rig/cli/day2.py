@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..errors import RigError
 from .common import CONTEXT, Context, dump, echo, friendly, inventory_option, json_option, say_line
 
 HOST_OPTION = {"metavar": "HOSTS", "default": None,
@@ -37,10 +38,12 @@ def logs(obj: Context, inventory, service, limit, follow, since, tail, as_json) 
     job = obj.job(inventory)
     if follow:
         try:
-            ops.follow_logs(job, service, split(limit), since, tail,
-                            lambda host, line: echo(f"{host:<10} {line}"))
+            problems = ops.follow_logs(job, service, split(limit), since, tail,
+                                       lambda host, line: echo(f"{host:<10} {line}"))
         except KeyboardInterrupt:
-            pass
+            return
+        if problems:   # a host dropped out of the stream: said, and the exit code says so
+            raise RigError(*problems)
         return
     lines = ops.logs(job, service, split(limit), since, tail, say_line)
     if as_json:
@@ -157,7 +160,6 @@ def prune(obj: Context, inventory, limit, keep, dry_run, as_json) -> None:
     Example:
       rig prune --dry-run
       rig prune --keep 2 --host pc2"""
-    from ..errors import RigError
     from ..ops import day2 as ops
     from ..ops.job import split
 

@@ -73,12 +73,14 @@ def logs(job: Job, service: str, limit, since: str | None, tail: int | None, say
 
 
 def follow_logs(job: Job, service: str, limit, since: str | None, tail: int | None,
-                on_line) -> None:
+                on_line) -> list[str]:
     """Every host's log stream at once, as lines come, until Ctrl-C or SIGTERM: the signal only
     sets an event, each follower then stops its remote `docker logs --follow` job itself, and
     the job folders go. Each host's job runs in a private folder made fresh for it (root's,
     under LOGS_ROOT: no other user can plant its pid file), and ends by itself when rig stops
-    polling it (rig killed, connection lost: commands/day2.py follow_command)."""
+    polling it (rig killed, connection lost: commands/day2.py follow_command). Returns why
+    each host whose stream ended early stopped (lost, or docker logs failed); [] when every
+    stream ran until it was stopped or ended by itself (the container was removed)."""
     hosts = _hosts(job, service, limit)
     since = check_since(since)
     stop = threading.Event()
@@ -106,12 +108,27 @@ def follow_logs(job: Job, service: str, limit, since: str | None, tail: int | No
             finally:
                 stop.set()
                 gevent.joinall(followers, timeout=30)
+            return [_follow_problem(host, follower) for host, follower in zip(hosts, followers,
+                                                                               strict=True)
+                    if _follow_problem(host, follower)]
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
             if workdirs:
                 session.shell_all({h: seq(job_stop(w), job_dir_remove(w, day2.LOGS_ROOT))
                                    for h, w in workdirs.items()}, timeout=20)
+
+
+def _follow_problem(host: str, follower) -> str | None:
+    """Why a host's log stream stopped before rig stopped it, or None (stopped by rig: 130;
+    docker logs ended by itself: 0)."""
+    if not follower.successful():
+        return f"{host}: stopped following: {follower.exception}"
+    code, last = follower.value
+    if code in (0, 130):
+        return None
+    return (f"{host}: stopped following (exit {code}): "
+            + (" ".join(last[-1:]) or "no reason given"))
 
 
 # -- exec -----------------------------------------------------------------------------------------

@@ -272,10 +272,11 @@ def test_a_bound_job_that_ends_by_itself_gives_its_exit_code(tmp_path):
 class FollowSession:
     """What follow_logs asks of a session, answered as a host would; every command kept."""
 
-    def __init__(self, fail_mktemp: tuple[str, ...] = ()):
+    def __init__(self, fail_mktemp: tuple[str, ...] = (), ends: dict | None = None):
         self.commands: list[dict[str, str]] = []
         self.followed: list[tuple[str, str, str]] = []
         self.fail_mktemp = fail_mktemp
+        self.ends = ends or {}     # host -> what its follow returns (default: ended by itself)
 
     def shell_all(self, commands, timeout=None):
         self.commands.append({h: str(c) for h, c in commands.items()})
@@ -292,7 +293,10 @@ class FollowSession:
     def follow(self, name, command, workdir, on_line, timeout, interval, stop):
         self.followed.append((name, command.line, workdir))
         on_line("2026-11-24T01:00:00Z hello")
-        return 0, []
+        end = self.ends.get(name, (0, []))
+        if isinstance(end, Exception):
+            raise end
+        return end
 
 
 def follow_job(fleet, session):
@@ -316,6 +320,20 @@ def test_follow_logs_runs_each_host_in_its_own_private_folder_and_removes_it(fle
                                      for h, w in folders.items()}]
     assert lines == [(h, "2026-11-24T01:00:00Z hello") for h in hosts]
     assert not any("/tmp" in c for batch in session.commands for c in batch.values())
+
+
+def test_follow_logs_names_each_host_whose_stream_ended_early_and_only_those(fleet):
+    service = next(s for s in fleet.services if len(fleet.service_hosts(s)) > 1)
+    first, second = fleet.service_hosts(service)[:2]
+    session = FollowSession(ends={first: (255, ["lost the host while following"]),
+                                  second: (130, [])})
+    problems = ops_day2.follow_logs(follow_job(fleet, session), service, [first, second], None,
+                                    None, lambda host, line: None)
+    assert problems == [f"{first}: stopped following (exit 255): lost the host while following"]
+    session = FollowSession(ends={first: (0, []), second: RuntimeError("boom")})
+    problems = ops_day2.follow_logs(follow_job(fleet, session), service, [first, second], None,
+                                    None, lambda host, line: None)
+    assert problems == [f"{second}: stopped following: boom"]
 
 
 def test_follow_logs_stops_when_a_host_has_no_folder_and_removes_the_others(fleet):
