@@ -130,15 +130,27 @@ class RolloutState(FactBase):
         return parse_rollout_facts(list(output))
 
 
+class KeptContainers(FactBase):
+    """The names of rig's containers: whether a kept one (rig-<service>-prev) is there is what
+    the record step needs to know, without the whole RolloutState (nvidia-smi, state.json...)."""
+
+    def command(self) -> str:
+        return cmd.kept_containers_command().line
+
+    def process(self, output) -> set[str]:
+        return {line.strip() for line in output if line.strip()}
+
+
 # -- operations -------------------------------------------------------------------------------
 @operation()
-def images_pulled(releases: list[cmd.Release]):
+def images_pulled(releases: list[cmd.Release], known: RolloutFacts | None = None):
     """Every image a release on this host still needs is pulled, all at once (several
     services in one wave: their pulls overlap, then each is swapped).
 
     + releases: what this host is to run
+    + known: the host's RolloutState as pre-flight read it (None: read it now)
     """
-    facts = host.get_fact(RolloutState)
+    facts = known or host.get_fact(RolloutState)
     refs = sorted({r.pinned for r in releases if not runs(facts.running(r.service), r)})
     if not refs:
         host.noop("every release already runs")
@@ -147,7 +159,8 @@ def images_pulled(releases: list[cmd.Release]):
 
 
 @operation()
-def release_running(release: cmd.Release, secrets: dict | None = None, pulled: bool = False):
+def release_running(release: cmd.Release, secrets: dict | None = None, pulled: bool = False,
+                    known: RolloutFacts | None = None):
     """rig-<service> runs release.digest with the current profile and settings (config hash);
     the container it replaces is kept stopped as rig-<service>-prev until the rollout finishes.
     The service's secrets are written first, each value on stdin.
@@ -155,8 +168,9 @@ def release_running(release: cmd.Release, secrets: dict | None = None, pulled: b
     + release: what to run
     + secrets: name -> rig.secrets.Secret
     + pulled: its image was pulled already (images_pulled)
+    + known: the host's RolloutState as pre-flight read it (None: read it now)
     """
-    facts = host.get_fact(RolloutState)
+    facts = known or host.get_fact(RolloutState)
     if runs(facts.running(release.service), release):
         host.noop(f"{release.service} already runs {release.tag}")
         return
@@ -215,8 +229,8 @@ def previous_removed(services: list[str]):
 
     + services: services whose kept containers go
     """
-    facts = host.get_fact(RolloutState)
-    kept = [cmd.previous(s) for s in services if cmd.previous(s) in facts.containers]
+    present = host.get_fact(KeptContainers)
+    kept = [cmd.previous(s) for s in services if cmd.previous(s) in present]
     if not kept:
         host.noop("no previous containers kept")
         return
@@ -246,16 +260,19 @@ def unused_secrets_removed():
 
 
 @deploy("Roll out")
-def roll_out(releases: dict, secrets: dict | None = None):
+def roll_out(releases: dict, secrets: dict | None = None, known: dict | None = None):
     """releases: host -> [Release]; secrets: service -> {name: Secret}, for the services that
-    have any. The engine gates what started."""
+    have any; known: host -> RolloutFacts pre-flight read (the hosts are locked since, and a
+    wave's hosts untouched until now: not read again). The engine gates what started."""
     mine = releases.get(host.name, [])
+    facts = (known or {}).get(host.name)
     together = len(mine) > 1     # one service pulls in its own step, as before
     if together:
-        images_pulled(name="pull images", releases=mine)
+        images_pulled(name="pull images", releases=mine, known=facts)
     for release in mine:
         release_running(name=f"{release.service}: run {release.tag}", release=release,
-                        secrets=(secrets or {}).get(release.service), pulled=together)
+                        secrets=(secrets or {}).get(release.service), pulled=together,
+                        known=facts)
 
 
 @deploy("Roll back")

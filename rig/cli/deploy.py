@@ -67,12 +67,21 @@ def _after_pause(verb: str):
     @inventory_option
     @click.pass_obj
     @friendly
-    def command(obj: Context, inventory) -> None:
+    def command(obj: Context, inventory, no_verify: bool = False) -> None:
         from ..ops import pause as ops
 
         echo(f"{verb}:")
-        run = ops.promote if verb == "promote" else ops.abort
-        print_report(run(obj.job(inventory), say_line, on_plan=print_plan))
+        if verb == "promote":
+            report = ops.promote(obj.job(inventory), say_line, on_plan=print_plan,
+                                 verify=not no_verify)
+        else:
+            report = ops.abort(obj.job(inventory), say_line, on_plan=print_plan)
+        print_report(report)
+
+    if verb == "promote":
+        command = click.option("--no-verify", is_flag=True,
+                               help="Skip the services suite (testinfra) after the waves, as "
+                                    "`rig rollout --no-verify` does.")(command)
 
     command.help = {
         "promote": """Continue a rollout paused after its canary (rollout.pause: manual, or

@@ -243,8 +243,10 @@ def replace_commands(fleet: Fleet, host: str, release: Release, has_current: boo
 def secrets_gc() -> Cmd:
     """Secret files no rig container mounts any more go: old versions, and the secrets of
     services the spec dropped (once their containers are gone). Nothing is removed when the
-    engine cannot be asked what its containers mount."""
+    engine cannot be asked what its containers mount; the engine is not asked at all when
+    the host has no secrets (every record step runs this)."""
     script = (
+        f"set -- {SECRETS_DIR}/*; [ -e \"$1\" ] || exit 0; "
         "ids=$(docker ps -aq --filter label=rig.service) || exit 0; "
         "used=$(for i in $ids; do docker inspect -f "
         "'{{range .Mounts}}{{println .Source}}{{end}}' \"$i\" || exit 1; done) || exit 0; "
@@ -331,6 +333,11 @@ def containers_command() -> Cmd:
                          '{{.Label "rig.profile-hash"}}', '{{.Label "rig.config-hash"}}',
                          '{{.Label "rig.config"}}'])
     return sh("docker", "ps", "-a", "--filter", "label=rig.service", "--format", fields)
+
+
+def kept_containers_command() -> Cmd:
+    """The names of rig's containers, one per line (tasks/rollout.py KeptContainers)."""
+    return sh("docker", "ps", "-a", "--filter", "label=rig.service", "--format", "{{.Names}}")
 
 
 def gpu_query(query: str) -> Cmd:

@@ -104,7 +104,7 @@ def differences(record: dict, fresh: dict[str, list[cmd.Release]], facts: dict,
     return lines
 
 
-def promote(job: Job, say, on_plan=None) -> RolloutReport:
+def promote(job: Job, say, on_plan=None, verify: bool = True) -> RolloutReport:
     lock = paused_rollout(job, say)
     record, canary = lock["record"], lock["canary"]
     say(f"promoting {lock['tag']}: canary {', '.join(canary)} passed; next "
@@ -124,7 +124,7 @@ def promote(job: Job, say, on_plan=None) -> RolloutReport:
         return releases, [], []
     opts = Options(services=lock.get("services"), limit=hosts, canary=canary,
                    batch=lock.get("batch"), pause="none", adopt=lock["id"],
-                   cleanup={h: list(record.get(h) or {}) for h in canary})
+                   cleanup={h: list(record.get(h) or {}) for h in canary}, verify=verify)
     return rollout(job, lock["tag"], opts, say, on_plan, resolve=resolve)
 
 

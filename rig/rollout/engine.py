@@ -370,7 +370,7 @@ class Rollout:
         secrets = {c.release.service: self.secrets.of(c.release.service)
                    for cs in pending.values() for c in cs}
         swapped = self.session.run(roll_out, hosts=list(pending), releases=releases,
-                                   secrets=secrets)
+                                   secrets=secrets, known=self.last_facts)
         started = {h: [c.release.service for c in cs] for h, cs in pending.items()
                    if swapped.get(h) is not None and swapped[h].ok}
         return swapped, self.gate(started)

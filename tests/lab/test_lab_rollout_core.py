@@ -268,7 +268,8 @@ def test_a_command_opens_one_ssh_connection_per_host(spec):
         count("bootstrap", "bootstrap")
     with service_settings(spec, {"RIG_CORE_NOTE": "connections, paused"}):
         count("paused", *rollout, "--pause", "manual")
-        count("promote", "promote")   # reads the paused lock, then rolls out: the command's pool
+        # reads the paused lock, then rolls out: one pool for the command's Sessions
+        count("promote", "promote", "--no-verify")
     assert counts == {what: {"mainpc": 1, "pc2": 1} for what in (
         "rollout", "status", "bootstrap", "paused", "promote")}, counts
     back = run(spec, "rollout", "--tag", "core-1", "--services", SERVICE, "--no-verify")

@@ -25,6 +25,7 @@ from rig.runner import HostResult
 from tasks.control import control
 from tasks.rollout import (
     Container,
+    KeptContainers,
     RolloutFacts,
     RolloutState,
     needs_restore,
@@ -137,7 +138,7 @@ class FakeSession:
         return results
 
     # -- deploys ---------------------------------------------------------------------------------
-    def _roll_out(self, host, releases, secrets=None):
+    def _roll_out(self, host, releases, secrets=None, known=None):
         if host in self.pull_fails:
             return HostResult(host, failed=[f"Roll out | {releases[host][0].service}: run T2"])
         if host in self.lost_in_wave:
@@ -310,9 +311,13 @@ class FakeHost:
         self.data = FakeData(rig_fleet=fleet, rig_host=name)
         self.facts = facts
         self.noops: list[str] = []
+        self.reads: list[str] = []       # the facts an operation read, by class name
         self.print_prefix = f"[{name}] "
 
     def get_fact(self, fact, **kwargs):
+        self.reads.append(fact.__name__)
+        if fact is KeptContainers:
+            return set(self.facts.containers)
         assert fact is RolloutState
         return self.facts
 

@@ -432,6 +432,18 @@ def test_the_operator_hears_each_wave_its_gates_and_the_pause(fleet):
     assert outcome.gate_seconds == 2.0 + 30.0 + 2.0
 
 
+def test_each_wave_swaps_on_what_pre_flight_read_without_reading_again(fleet):
+    """The hosts are locked from pre-flight on and a wave's hosts untouched until their wave:
+    the swap decides on the pre-flight read (tasks/rollout.py roll_out's `known`)."""
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    rollout = engine(fleet, session)
+    facts = rollout.facts()
+    assert rollout.run(WAVES, changes_for(fleet, session), facts).ok
+    swaps = [(hosts, kw["known"]) for name, hosts, kw in session.runs if name == "roll_out"]
+    assert [hosts for hosts, _ in swaps] == WAVES and all(known is facts for _, known in swaps)
+
+
 def test_the_operator_hears_the_signals_and_the_rollback(fleet):
     import signal
 

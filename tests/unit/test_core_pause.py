@@ -133,6 +133,16 @@ def test_promote_says_what_passed_and_which_waves_come(lab):
     assert said[0] == "promoting T2: canary mainpc passed; next pc2; node3"
 
 
+def test_promote_runs_the_services_suite_unless_told_not_to(lab, monkeypatch):
+    job, session = lab
+    paused(job)
+    seen = []
+    monkeypatch.setattr(pause, "rollout", lambda job, tag, opts, *a, **kw: seen.append(opts))
+    pause.promote(job, lambda line: None)
+    pause.promote(job, lambda line: None, verify=False)
+    assert [o.verify for o in seen] == [True, False]
+
+
 def test_a_canary_host_that_needed_nothing_is_left_alone_by_promote_and_abort(lab):
     """A two-host canary where pc2 already ran the release: the record has no row for pc2;
     promote and abort go on without it."""

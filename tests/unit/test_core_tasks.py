@@ -15,7 +15,13 @@ import tasks.rollout as ops
 from rig.commands import container as cmd
 from rig.commands.base import fail, write_file
 from rig.secrets import Secret
-from tasks.rollout import Container, RolloutFacts, RolloutState, parse_rollout_facts
+from tasks.rollout import (
+    Container,
+    KeptContainers,
+    RolloutFacts,
+    RolloutState,
+    parse_rollout_facts,
+)
 from tasks.util import Shell
 
 from .fakes import FakeHost, run_op
@@ -242,17 +248,35 @@ def calls(monkeypatch):
 def test_roll_out_runs_each_release_of_this_host_with_its_services_secrets(calls):
     a, b = release("a"), release("b")
     secret = {"K": Secret("v", "env K")}
+    seen = RolloutFacts(host_time=1.0)     # what pre-flight read: the operations use it
     with ctx_host.use(FakeHost(RolloutFacts())):
-        ops.roll_out._inner({"mainpc": [a, b], "pc2": [release("c")]}, {"b": secret})
+        ops.roll_out._inner({"mainpc": [a, b], "pc2": [release("c")]}, {"b": secret},
+                            {"mainpc": seen, "pc2": RolloutFacts()})
         ops.roll_out._inner({"pc2": [a]})
         ops.roll_out._inner({"mainpc": [a]})
-    assert calls == [("images_pulled", {"name": "pull images", "releases": [a, b]}),
+    assert calls == [("images_pulled", {"name": "pull images", "releases": [a, b], "known": seen}),
                      ("release_running", {"name": "a: run T2", "release": a, "secrets": None,
-                                          "pulled": True}),
+                                          "pulled": True, "known": seen}),
                      ("release_running", {"name": "b: run T2", "release": b, "secrets": secret,
-                                          "pulled": True}),
+                                          "pulled": True, "known": seen}),
                      ("release_running", {"name": "a: run T2", "release": a, "secrets": None,
-                                          "pulled": False})]
+                                          "pulled": False, "known": None})]
+
+
+def test_what_pre_flight_read_is_not_read_again_by_the_wave_and_record_reads_only_names(fleet):
+    facts = RolloutFacts(containers={"rig-a": box("a", tag="T2", digest="sha256:2"),
+                                     "rig-b-prev": box("b", "exited")})
+    host = FakeHost(RolloutFacts(), fleet)     # a read now would see nothing running
+    assert run_op(ops.release_running, host, release=release("a"), known=facts) == []
+    assert run_op(ops.images_pulled, host, releases=[release("a")], known=facts) == []
+    assert host.noops == ["a already runs T2", "every release already runs"]
+    assert host.reads == []
+    host = FakeHost(facts, fleet)
+    assert run_op(ops.previous_removed, host, services=["a", "b"]) == [
+        cmd.remove_containers(["rig-b-prev"])]
+    assert host.reads == ["KeptContainers"]
+    assert KeptContainers().process(["rig-a\n", "rig-b-prev", " "]) == {"rig-a", "rig-b-prev"}
+    assert str(KeptContainers().command()) == cmd.kept_containers_command().line
 
 
 def test_several_releases_on_a_host_pull_together_only_what_does_not_run_yet(fleet):

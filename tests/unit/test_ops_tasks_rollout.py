@@ -222,11 +222,11 @@ def test_roll_out_runs_this_hosts_releases_with_their_services_secrets(fleet, op
     run_deploy(tasks_rollout.roll_out, FakeHost(fleet, RolloutFacts()),
                releases={"mainpc": [r, other], "pc2": [r]}, secrets=secrets)
     assert ops_log == [
-        ("images_pulled", {"name": "pull images", "releases": [r, other]}),
+        ("images_pulled", {"name": "pull images", "releases": [r, other], "known": None}),
         ("release_running", {"name": f"{SERVICE}: run T2", "release": r,
-                             "secrets": secrets[SERVICE], "pulled": True}),
+                             "secrets": secrets[SERVICE], "pulled": True, "known": None}),
         ("release_running", {"name": "real_time_audio_pipeline: run T2", "release": other,
-                             "secrets": None, "pulled": True})]
+                             "secrets": None, "pulled": True, "known": None})]
     ops_log.clear()
     run_deploy(tasks_rollout.roll_out, FakeHost(fleet, RolloutFacts(), "node9"),
                releases={"mainpc": [r]})

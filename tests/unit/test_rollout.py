@@ -383,6 +383,12 @@ def test_secrets_gc_keeps_what_containers_mount_and_removes_the_rest(tmp_path):
     docker.write_text("#!/bin/sh\nexit 1\n")   # the engine does not answer: nothing goes
     subprocess.run(["sh", "-c", line], check=True, env=env, timeout=30)
     assert len([p for p in root.rglob("*") if p.is_file()]) == 3
+    docker.write_text(f"#!/bin/sh\necho asked >>{tmp_path}/asked\nexit 0\n")
+    subprocess.run(["sh", "-c", line], check=True, env=env, timeout=30)
+    assert (tmp_path / "asked").read_text() == "asked\n"     # secrets there: the engine asked
+    empty = cmd.secrets_gc().line.replace("/etc/rig/secrets", str(tmp_path / "none"))
+    subprocess.run(["sh", "-c", empty], check=True, env=env, timeout=30)
+    assert (tmp_path / "asked").read_text() == "asked\n"     # no secrets: not asked again
 
 
 def test_a_service_name_ending_in_prev_is_refused_with_its_line(tmp_path):
