@@ -84,6 +84,12 @@ def ssh_config(targets: list[Target], control_dir: str) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+def close_masters_argv(config: str, targets: list[Target]) -> list[list[str]]:
+    """`ssh -O exit` for each target: the multiplexed connections end with the suite, not
+    ControlPersist seconds after it (they kept a login open on each host for a minute)."""
+    return [["ssh", "-F", config, "-O", "exit", _value(t.name)] for t in targets]
+
+
 def write_ssh_config(targets: list[Target]) -> str:
     """The config in a private (0700) folder that also holds the control sockets; a short path
     (sockets are limited to ~108 bytes)."""

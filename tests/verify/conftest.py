@@ -5,12 +5,13 @@ expectations both come from them, so one property is checked per test, parametri
 hosts, through the same SSH user and sudo rig uses."""
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import testinfra
 
-from rig.verify import load_targets, write_ssh_config
+from rig.verify import close_masters_argv, load_targets, write_ssh_config
 
 FLEET, TARGETS = load_targets()
 _CONFIG = write_ssh_config(TARGETS)
@@ -40,4 +41,6 @@ def host(target):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    for argv in close_masters_argv(_CONFIG, TARGETS):   # no login left behind for a minute
+        subprocess.run(argv, capture_output=True, timeout=15, check=False)
     shutil.rmtree(Path(_CONFIG).parent, ignore_errors=True)
