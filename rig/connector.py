@@ -25,11 +25,12 @@ POOL_KEY = "rig_ssh_pool"
 
 
 class SshPool:
-    """host name -> the paramiko client of its one connection in this Session."""
+    """host name -> the paramiko client of its one connection in this command."""
 
     def __init__(self) -> None:
         self.clients: dict[str, object] = {}
         self.opened = 0          # connections made (a test and the bench read it)
+        self._locks: dict[str, object] = {}
 
     def __copy__(self) -> SshPool:
         return self      # pyinfra hands out shallow copies of host data; a pool is shared
@@ -38,6 +39,22 @@ class SshPool:
         client = self.clients.get(name)
         transport = client.get_transport() if client is not None else None
         return client if transport is not None and transport.is_active() else None
+
+    def lock(self, name: str):
+        """One connect at a time per host: a gate probe and the lock's heartbeat that find the
+        link dropped at once make one new connection, not two half-made ones."""
+        from gevent.lock import Semaphore
+
+        return self._locks.setdefault(name, Semaphore())
+
+    def retire(self, name: str) -> None:
+        """A dead connection leaves the pool. Only its transport is closed: the client object
+        stays usable by whoever still holds it, whose next command then fails as a dropped
+        link does and connects again (paramiko's close() would leave them an AttributeError)."""
+        client = self.clients.pop(name, None)
+        transport = client.get_transport() if client is not None else None
+        if transport is not None:
+            transport.close()
 
     def close(self) -> None:
         for client in self.clients.values():
@@ -57,13 +74,21 @@ class PooledSSHConnector(SSHConnector):
 
     def connect(self) -> None:
         pool = self.host.data.get(POOL_KEY)
-        client = pool.live(self.host.name) if pool is not None else None
-        if client is not None:
-            self.client = client
+        if pool is None:
+            super().connect()
             return
-        super().connect()
-        if pool is not None:
-            if self.host.name in pool.clients:   # a dead one: it goes
-                pool.clients.pop(self.host.name).close()
+        with pool.lock(self.host.name):
+            client = pool.live(self.host.name)
+            if client is not None:
+                self.client = client
+                return
+            pool.retire(self.host.name)        # a dead one: it goes
+            try:
+                super().connect()
+            except BaseException:  # failed, timed out or killed mid-handshake: nothing half-open
+                half = getattr(self, "client", None)
+                if half is not None:
+                    half.close()
+                raise
             pool.clients[self.host.name] = self.client
             pool.opened += 1

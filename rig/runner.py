@@ -213,6 +213,7 @@ class Session:
         # one SSH connection per host, shared by every State below; a pool handed in (the
         # command's, ops/job.py) is shared with the command's other Sessions and outlives this one
         self.pool, self.own_pool = pool or SshPool(), pool is None
+        self._using: dict[str, object] = {}
         self.progress = _Progress(say)
         self.lost: dict[str, str] = {}   # hosts that stopped answering during this session
         self.clock, self.sleep = time.monotonic, gevent.sleep  # what gates wait on
@@ -221,6 +222,7 @@ class Session:
         _quiet_failed_hosts()
         self.state = _new_state(self.targets, self.parallel, self.progress, self.connect_timeout,
                                 self.pool)
+        self._using = dict(self.pool.clients)  # the connection each control host runs on
         failed = [t for t in self.targets if not self._connected(t.name)]
         if failed:
             lines = [line for t in failed for line in
@@ -292,8 +294,17 @@ class Session:
         the new connection; otherwise its failure stands (it may have run before the drop)."""
         if name in self.lost:
             return Shell(False, "", [f"{name}: lost earlier in this run ({self.lost[name]})"])
+        if self.pool.clients.get(name) is not self._using.get(name):
+            failed = self._reconnect(name, quiet=True)   # another step connected again since
+            if failed:
+                self.lost[name] = f"connecting again failed: {failed}"
+                return Shell(False, "", [self.lost[name]])
         result = host_shell(self.host(name), command, stdin=stdin, timeout=timeout)
         why = result.stderr[-1] if not result.ok and result.stderr[-1:] else ""
+        if not result.ok and not why.startswith(("no answer within", "connection lost")) \
+                and self.pool.live(name) is None:  # the link went down while the command ran
+            why = f"connection lost: {why or 'closed mid-command'}"
+            result = Shell(False, result.stdout, [*result.stderr[:-1], why])
         if why.startswith("connection lost"):
             failed = self._reconnect(name)
             if failed:
@@ -304,7 +315,7 @@ class Session:
             self.lost[name] = why
         return result
 
-    def _reconnect(self, name: str) -> str | None:
+    def _reconnect(self, name: str, quiet: bool = False) -> str | None:
         """The host's connection again, through pyinfra's public disconnect/connect: the pooled
         connector takes a live connection another step opened since, or opens one (within the
         connect timeout). Returns why that failed, None when connected."""
@@ -317,7 +328,8 @@ class Session:
             return f"no answer within {self.connect_timeout + 5} s"
         except Exception as e:  # noqa: BLE001 - pyinfra's ConnectError, or the link's own
             return _connect_error(str(e).splitlines()[0] if str(e) else type(e).__name__)
-        if self.say:
+        self._using[name] = self.pool.clients.get(name)
+        if self.say and not quiet:
             self.say(name, "the SSH connection dropped; connected again")
         return None
 

@@ -134,6 +134,10 @@ class KeptContainers(FactBase):
     """The names of rig's containers: whether a kept one (rig-<service>-prev) is there is what
     the record step needs to know, without the whole RolloutState (nvidia-smi, state.json...)."""
 
+    @staticmethod
+    def default() -> set[str]:
+        return set()      # no output: no containers (pyinfra's default would be None)
+
     def command(self) -> str:
         return cmd.kept_containers_command().line
 

@@ -48,6 +48,12 @@ def connection_args(host, timeout: float | None = None, sudo: bool | None = None
     return args
 
 
+def channel_timeout(host) -> int:
+    """How long paramiko waits for a new channel on the host (host_timeout, inventory.py)."""
+    kwargs = host.data.get("ssh_paramiko_connect_kwargs") or {}
+    return int(kwargs.get("channel_timeout") or host.data.get("_timeout") or DEFAULT_TIMEOUT)
+
+
 def host_shell(host, command: Cmd | str | list, stdin: str | None = None,
                timeout: float | None = None, sudo: bool | None = None) -> Shell:
     """One command on a connected pyinfra host, outside any operation or inside a
@@ -62,5 +68,8 @@ def host_shell(host, command: Cmd | str | list, stdin: str | None = None,
         except TimeoutError:
             return Shell(False, "", [f"no answer within {args['_timeout']} s"])
         except (OSError, EOFError, SSHException) as e:  # the link dropped (sshd killed, reset)
+            if "Timeout opening channel" in str(e):   # the link is up, the host says nothing
+                return Shell(False, "", [f"no answer within {channel_timeout(host)} s "
+                                         "(opening a channel: the host is frozen or overloaded?)"])
             return Shell(False, "", [f"connection lost: {e or type(e).__name__}"])
     return Shell(ok, output.stdout, output.stderr_lines)

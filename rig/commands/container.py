@@ -336,8 +336,11 @@ def containers_command() -> Cmd:
 
 
 def kept_containers_command() -> Cmd:
-    """The names of rig's containers, one per line (tasks/rollout.py KeptContainers)."""
-    return sh("docker", "ps", "-a", "--filter", "label=rig.service", "--format", "{{.Names}}")
+    """The names of rig's containers, one per line (tasks/rollout.py KeptContainers); nothing
+    when the engine does not answer (the record step still writes the ledger; a kept
+    container left behind goes with the next rollout of its service)."""
+    return ok(no_stderr(sh("docker", "ps", "-a", "--filter", "label=rig.service",
+                           "--format", "{{.Names}}")))
 
 
 def gpu_query(query: str) -> Cmd:

@@ -7,7 +7,8 @@ beside it, so reading the lock and acting on what was read cannot be split by an
              (compare-and-swap: breaking a dead holder's lock, promote/abort taking over a
              paused rollout's); prints TAKEN, or HELD <sha256> and the file
     refresh  rewrite it with a new heartbeat if it still holds our id; OURS, or GONE and the file
-    release  remove it if it still holds our id; RELEASED, or GONE and the file
+    release  remove it if it still holds our id; RELEASED, FREE (there is none: a release
+             run again after a dropped connection), or GONE and the file
     remove   remove it if its sha256 is still the one we were shown (`rig lock release`);
              REMOVED, FREE, or HELD <sha256> and the file
 
@@ -38,7 +39,8 @@ take) if [ ! -e "$f" ]; then put "$2" && echo TAKEN
       elif [ "$3" != - ] && [ "$(h)" = "$3" ]; then put "$2" && echo TAKEN
       else held HELD; fi ;;
 refresh) if grep -qF -- "$2" "$f" 2>/dev/null; then put "$3" && echo OURS; else held GONE; fi ;;
-release) if grep -qF -- "$2" "$f" 2>/dev/null; then rm -f "$f" && echo RELEASED; else held GONE; fi ;;
+release) if grep -qF -- "$2" "$f" 2>/dev/null; then rm -f "$f" && echo RELEASED
+         elif [ ! -e "$f" ] && [ ! -L "$f" ]; then echo FREE; else held GONE; fi ;;
 remove) if [ ! -e "$f" ]; then echo FREE
         elif [ "$(h)" = "$2" ]; then rm -f "$f" && echo REMOVED; else held HELD; fi ;;
 *) echo "unknown lock verb $1" >&2; exit 2 ;;

@@ -98,19 +98,23 @@ def follow_logs(job: Job, service: str, limit, since: str | None, tail: int | No
                 raise RigError(*(f"{h}: could not make a folder for the log job: "
                                  f"{' '.join(made[h].stderr[-1:]) or made[h].stdout.strip()[-200:]}"
                                  for h in failed))
-            followers = [gevent.spawn(session.follow, h,
-                                      day2.follow_command(service, since, tail, workdirs[h]),
-                                      workdirs[h], lambda line, h=h: on_line(h, line),
-                                      24 * 3600, 0.5, stop)
-                         for h in hosts]
+            def follow(host: str):
+                code, last = session.follow(host, day2.follow_command(service, since, tail,
+                                                                     workdirs[host]),
+                                            workdirs[host], lambda line: on_line(host, line),
+                                            24 * 3600, 0.5, stop)
+                if code == 0 and not stop.is_set():   # the container went (a rollout replaced it)
+                    on_line(host, f"-- the log stream of rig-{service} ended (the container "
+                                  "was replaced or removed); still following the others --")
+                return code, last
+            followers = [gevent.spawn(follow, h) for h in hosts]
             try:
                 gevent.joinall(followers)
             finally:
                 stop.set()
                 gevent.joinall(followers, timeout=30)
-            return [_follow_problem(host, follower) for host, follower in zip(hosts, followers,
-                                                                               strict=True)
-                    if _follow_problem(host, follower)]
+            problems = [_follow_problem(h, f) for h, f in zip(hosts, followers, strict=True)]
+            return [problem for problem in problems if problem]
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
@@ -120,12 +124,17 @@ def follow_logs(job: Job, service: str, limit, since: str | None, tail: int | No
 
 
 def _follow_problem(host: str, follower) -> str | None:
-    """Why a host's log stream stopped before rig stopped it, or None (stopped by rig: 130;
-    docker logs ended by itself: 0)."""
+    """Why a host's log stream stopped before rig stopped it, or None: stopped by rig (130),
+    the day-long cap (124), or docker logs ended by itself (0: the container was replaced or
+    removed; on_line has said so). A follower still running after its 30 s to stop is a host
+    that stopped answering."""
+    if not follower.ready():
+        follower.kill(block=False)
+        return f"{host}: stopped following: no answer when asked to stop"
     if not follower.successful():
         return f"{host}: stopped following: {follower.exception}"
     code, last = follower.value
-    if code in (0, 130):
+    if code in (0, 124, 130):
         return None
     return (f"{host}: stopped following (exit {code}): "
             + (" ".join(last[-1:]) or "no reason given"))

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import gevent
 
-from tasks.rollout import RolloutState, record, roll_back, roll_out
+from tasks.rollout import RolloutState, parse_rollout_facts, record, roll_back, roll_out
 
 from ..commands import container as cmd
 from ..commands.gpu import gate_sample_command, split_gate_sample
@@ -208,7 +208,35 @@ class Rollout:
         """Every host's lock (rollout/locks.py rules); while held, a heartbeat keeps it fresh."""
         problems = self.locks.take(break_lock, force, adopt)
         if not problems:
+            problems = self._changed_since_read()
+        if not problems:
             self.locks.start_beating()
+        return problems
+
+    def _changed_since_read(self) -> list[str]:
+        """The waves act on what pre-flight read (tasks/rollout.py roll_out's `known`), and the
+        hosts were read before they were locked: another rig that came and went in between
+        would leave that read stale. So each locked host's containers are read again, one
+        `docker ps` (not the whole RolloutState), and must be what pre-flight saw."""
+        hosts = [h for h in self.locks.locked if self.last_facts.get(h) is not None]
+        if not hosts:
+            return []
+        answers = self.session.shell_all({h: cmd.containers_command() for h in hosts},
+                                         timeout=30, retry=True)
+        problems = []
+        for host in hosts:
+            answer = answers[host]
+            if not answer.ok:
+                problems.append(f"{host}: could not read its containers again once locked: "
+                                + (" ".join(answer.stderr[-1:]) or "no answer"))
+                continue
+            now = parse_rollout_facts(["--- containers", *answer.stdout.splitlines()]).containers
+            read = self.last_facts[host].containers
+            changed = sorted(n for n in set(now) | set(read) if now.get(n) != read.get(n))
+            if changed:
+                problems.append(f"{host}: its containers changed between the pre-flight read "
+                                f"and taking the lock ({', '.join(changed)}): another rollout, "
+                                "or by hand? run the command again")
         return problems
 
     def release_locks(self) -> list[str]:

@@ -220,7 +220,7 @@ class HostLocks:
             if word == "GONE":
                 self.lost[host] = describe_lock(lock, self.stale_after, time.time()) \
                     if lock else "no lock at all"
-            elif word != "RELEASED":
-                failed.append(host)
+            elif word not in ("RELEASED", "FREE"):  # FREE: nobody holds it (our retry's answer,
+                failed.append(host)                 # or forced away; the heartbeat tells those)
         self.locked = []
         return failed

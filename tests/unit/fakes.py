@@ -98,6 +98,9 @@ class FakeSession:
     def clock(self):
         return self.now
 
+    def shell_all(self, commands, timeout=None, retry=False):
+        return {name: self.shell(name, c, None, timeout, retry) for name, c in commands.items()}
+
     def shell(self, name, command, stdin=None, timeout=None, retry=False):
         command = str(command)
         self.commands.append((name, command, timeout))
@@ -119,6 +122,10 @@ class FakeSession:
                          + "--- rig: gpu memory\n" + self.gpu_memory.get(name, ""), [])
         if command.startswith("docker exec ") and " python -c " in command:
             return self._checks(name, shlex.split(command))
+        if command == cmd.containers_command().line:   # the read again once locked
+            return Shell(True, "".join("\t".join([c.name, c.state, c.service, c.tag, c.digest,
+                                                   c.profile_hash, c.config_hash, c.config]) + "\n"
+                                       for c in self.facts_by_host[name].containers.values()), [])
         if "docker logs" in command:
             return Shell(True, "loading weights\nHF_TOKEN=hunter2-secret-value\nfatal: nope\n", [])
         return Shell(True, "", [])
@@ -242,7 +249,7 @@ class FakeSession:
             if raw is not None and rest[0].encode() in raw:
                 self.lock_files[host] = None
                 return Shell(True, "RELEASED\n", [])
-            return held("GONE")
+            return Shell(True, "FREE\n", []) if raw is None else held("GONE")
         if verb == "remove":
             if raw is None:
                 return Shell(True, "FREE\n", [])

@@ -531,6 +531,43 @@ def test_take_locks_without_options_does_not_break_a_stale_lock(fleet):
     assert "its heartbeat is fresh, so --break-lock refuses" in problem
 
 
+def test_a_host_whose_containers_changed_before_it_was_locked_is_refused(fleet):
+    """Read, then another rig came and went (it left a kept container), then our lock: the
+    waves would act on a stale read, so nothing starts; every lock taken is given back."""
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    rollout = engine(fleet, session)
+    rollout.facts()
+    assert rollout.take_locks() == [] and session.locks == set(HOSTS)   # unchanged: locked
+    rollout.release_locks()
+    import dataclasses
+
+    session.facts_by_host["pc2"].containers[cmd.previous(SERVICE)] = dataclasses.replace(
+        box(fleet, "pc2", state="exited"), name=cmd.previous(SERVICE))
+    assert rollout.take_locks() == [
+        f"pc2: its containers changed between the pre-flight read and taking the lock "
+        f"(rig-{SERVICE}-prev): another rollout, or by hand? run the command again"]
+    assert rollout.release_locks() == [] and session.locks == set()
+
+
+def test_a_host_whose_containers_cannot_be_read_again_once_locked_is_refused(fleet):
+    from tasks.util import Shell
+
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    plain = session.shell
+
+    def shell(name, command, stdin=None, timeout=None, retry=False):
+        if name == "node3" and str(command) == cmd.containers_command().line:
+            return Shell(False, "", ["Cannot connect to the Docker daemon"])
+        return plain(name, command, stdin, timeout, retry)
+    session.shell = shell
+    rollout = engine(fleet, session)
+    rollout.facts()
+    assert rollout.take_locks() == ["node3: could not read its containers again once locked: "
+                                    "Cannot connect to the Docker daemon"]
+
+
 @pytest.mark.parametrize("pause,waves,failing,watched", [
     (1.0, WAVES, False, True),                 # a second is a pause too
     (30.0, [["mainpc"]], False, False),        # nothing comes after the canary

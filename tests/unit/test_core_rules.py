@@ -475,6 +475,15 @@ def test_release_reports_hosts_that_did_not_answer_and_forgets_them(fleet):
     assert locks.locked == [] and locks.lost == {} and session.locks == {"node3"}
 
 
+def test_a_release_that_finds_no_lock_is_released_not_lost(fleet):
+    """What a release run again after a dropped connection sees: its first run removed it."""
+    session = FakeSession(three(fleet), HOSTS)
+    locks = HostLocks(session, 3600, "rollout", "T2")
+    assert locks.take() == []
+    session.lock_files["pc2"] = None
+    assert locks.release() == [] and locks.lost == {} and session.locks == set()
+
+
 def test_a_heartbeat_that_finds_no_lock_says_no_lock_at_all(fleet):
     session = FakeSession(three(fleet), HOSTS)
     locks = HostLocks(session, 3600, "rollout", "T2")

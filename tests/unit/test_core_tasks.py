@@ -276,6 +276,7 @@ def test_what_pre_flight_read_is_not_read_again_by_the_wave_and_record_reads_onl
         cmd.remove_containers(["rig-b-prev"])]
     assert host.reads == ["KeptContainers"]
     assert KeptContainers().process(["rig-a\n", "rig-b-prev", " "]) == {"rig-a", "rig-b-prev"}
+    assert KeptContainers.default() == set()      # no output at all: no containers
     assert str(KeptContainers().command()) == cmd.kept_containers_command().line
 
 

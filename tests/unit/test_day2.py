@@ -276,7 +276,7 @@ class FollowSession:
         self.commands: list[dict[str, str]] = []
         self.followed: list[tuple[str, str, str]] = []
         self.fail_mktemp = fail_mktemp
-        self.ends = ends or {}     # host -> what its follow returns (default: ended by itself)
+        self.ends = ends or {}     # host -> what its follow returns
 
     def shell_all(self, commands, timeout=None):
         self.commands.append({h: str(c) for h, c in commands.items()})
@@ -293,7 +293,7 @@ class FollowSession:
     def follow(self, name, command, workdir, on_line, timeout, interval, stop):
         self.followed.append((name, command.line, workdir))
         on_line("2026-11-24T01:00:00Z hello")
-        end = self.ends.get(name, (0, []))
+        end = self.ends.get(name, (130, []))     # default: stopped by rig (Ctrl-C)
         if isinstance(end, Exception):
             raise end
         return end
@@ -330,10 +330,28 @@ def test_follow_logs_names_each_host_whose_stream_ended_early_and_only_those(fle
     problems = ops_day2.follow_logs(follow_job(fleet, session), service, [first, second], None,
                                     None, lambda host, line: None)
     assert problems == [f"{first}: stopped following (exit 255): lost the host while following"]
-    session = FollowSession(ends={first: (0, []), second: RuntimeError("boom")})
+    session, lines = FollowSession(ends={first: (0, []), second: RuntimeError("boom")}), []
     problems = ops_day2.follow_logs(follow_job(fleet, session), service, [first, second], None,
-                                    None, lambda host, line: None)
+                                    None, lambda host, line: lines.append((host, line)))
     assert problems == [f"{second}: stopped following: boom"]
+    assert (first, f"-- the log stream of rig-{service} ended (the container was replaced or "
+                   "removed); still following the others --") in lines
+    session = FollowSession(ends={first: (124, ["still running after 86400 s: stopped"])})
+    assert ops_day2.follow_logs(follow_job(fleet, session), service, [first], None, None,
+                                lambda host, line: None) == []
+
+
+def test_a_follower_that_does_not_stop_when_asked_is_named(fleet, monkeypatch):
+    import gevent
+
+    service = next(iter(fleet.services))
+    host = fleet.service_hosts(service)[0]
+    monkeypatch.setattr(gevent, "joinall", lambda greenlets, timeout=None: None)
+    session = FollowSession()
+    session.follow = lambda *args: gevent.sleep(60)      # a host that stopped answering
+    problems = ops_day2.follow_logs(follow_job(fleet, session), service, [host], None, None,
+                                    lambda host, line: None)
+    assert problems == [f"{host}: stopped following: no answer when asked to stop"]
 
 
 def test_follow_logs_stops_when_a_host_has_no_folder_and_removes_the_others(fleet):

@@ -115,10 +115,13 @@ def test_tcp_nodelay_workaround_still_finds_the_ssh_client():
 # -- one SSH connection per host per Session (rig/connector.py) ---------------------------------
 class FakeTransport:
     def __init__(self):
-        self.active, self.keepalive, self.sock = True, None, self
+        self.active, self.keepalive, self.sock, self.closed = True, None, self, False
 
     def is_active(self):
         return self.active
+
+    def close(self):
+        self.active, self.closed = False, True
 
     def set_keepalive(self, seconds):
         self.keepalive = seconds
@@ -169,9 +172,13 @@ def test_the_states_of_a_session_share_one_connection_per_host(handshakes):
     dict(handshakes)["pc2"].transport.active = False      # pc2's connection dropped
     runner._new_state(targets, None, progress, 10, pool)
     assert [name for name, _ in handshakes].count("pc2") == 2 and pool.opened == 3
-    assert handshakes[0][1].closed is False and dict(handshakes[:2])["pc2"].closed is True
+    # the dead one's transport is closed, the client left to whoever holds it (paramiko's
+    # close() would take its transport away from under them)
+    assert not handshakes[0][1].transport.closed and dict(handshakes[:2])["pc2"].transport.closed
+    assert not dict(handshakes[:2])["pc2"].closed
     pool.close()
-    assert all(client.closed for _, client in handshakes) and pool.clients == {}
+    assert all(client.closed or client.transport.closed for _, client in handshakes)
+    assert pool.clients == {}
 
 
 def test_without_a_pool_every_state_connects_and_at_names_keep_their_connector(handshakes):
@@ -320,6 +327,112 @@ def test_a_command_that_hangs_where_pyinfra_has_no_deadline_is_cut_by_the_wall_c
     result = util.host_shell(FrozenHost(), "true")
     assert (result.ok, result.stderr) == (False, ["no answer within 1 s"])
     assert time.monotonic() - started < 5
+
+
+@pytest.fixture
+def slow_links(monkeypatch):
+    """Handshakes that take a while (other greenlets run meanwhile), and a host_shell that runs
+    on the client the host holds, failing as paramiko does on a dead or closed one."""
+    import gevent
+    from pyinfra.connectors.ssh import SSHConnector
+
+    from tasks.util import Shell
+
+    made: list[FakeClient] = []
+
+    def connect(self):
+        self.client = client = FakeClient()
+        client.transport.active = False          # the handshake is under way
+        gevent.sleep(0.05)
+        client.transport.active = True
+        made.append(client)
+    monkeypatch.setattr(SSHConnector, "_connect", connect)
+    ran: list[tuple[str, int]] = []
+
+    def host_shell(host, command, stdin=None, timeout=None, sudo=None):
+        client = host.connector.client
+        if client.closed:
+            raise AttributeError("'NoneType' object has no attribute 'open_session'")
+        if not client.transport.active:
+            return Shell(False, "", ["connection lost: SSH session not active"])
+        ran.append((str(command), made.index(client)))
+        return Shell(True, "ok", [])
+    monkeypatch.setattr(runner, "host_shell", host_shell)
+    return made, ran
+
+
+def test_a_connection_another_step_made_again_is_taken_before_the_next_command(slow_links):
+    """The wave's State found the link dead and connected again: the Session's own host moves
+    to that connection instead of running on the retired one."""
+    from pyinfra.api import deploy
+
+    @deploy("nothing")
+    def nothing():
+        pass
+    made, ran = slow_links
+    with Session([Target("mainpc", {"ssh_hostname": "10.0.0.1"})]) as session:
+        made[0].transport.active = False         # sshd restarted while no command ran
+        session.run(nothing)                     # the next step's State connects again
+        answer = session.shell("mainpc", "probe")
+    assert answer.ok and ran == [("probe", 1)] and len(made) == 2 and session.lost == {}
+
+
+def test_two_greenlets_that_find_the_link_dropped_make_one_new_connection(slow_links):
+    """A gate probe and the lock's heartbeat on one host, both after the drop."""
+    import gevent
+
+    made, ran = slow_links
+    with Session([Target("mainpc", {"ssh_hostname": "10.0.0.1"})]) as session:
+        made[0].transport.active = False
+        probe = gevent.spawn(session.shell, "mainpc", "gate probe", retry=True)
+        gevent.sleep(0.01)
+        beat = gevent.spawn(session.shell, "mainpc", "lock refresh", retry=True)
+        gevent.joinall([probe, beat])
+        assert probe.value.ok and beat.value.ok, (probe.value, beat.value)
+        assert len(made) == 2 and session.pool.opened == 2 and session.lost == {}
+        assert sorted(ran) == [("gate probe", 1), ("lock refresh", 1)]
+        assert session.shell("mainpc", "release", retry=True).ok
+
+
+def test_a_link_that_went_down_while_a_command_ran_is_a_dropped_connection(dropping, handshakes):
+    """paramiko gives no error when the transport dies mid-command: exit status -1 and what
+    output came. The pool's view of the link says it was a drop."""
+    from tasks.util import Shell
+
+    script, ran = dropping
+    with Session([Target("mainpc", {"ssh_hostname": "10.0.0.1"})]) as session:
+        def died(host, command, stdin=None, timeout=None, sudo=None):
+            host.connector.client.transport.active = False
+            return Shell(False, "partial", [])
+        runner.host_shell = died
+        answer = session.shell("mainpc", "docker run ...")
+        assert (answer.ok, answer.stdout, answer.stderr) == (
+            False, "partial", ["connection lost: closed mid-command"])
+    assert session.lost == {} and len(handshakes) == 2
+
+
+def test_a_frozen_host_that_opens_no_channel_is_no_answer_and_lost_not_reconnected(dropping,
+                                                                                   handshakes):
+    """paramiko's channel_timeout on a link that is up: a frozen host, not a dropped link; it
+    is lost at once (every later command would wait host_timeout again), never reconnected."""
+    from paramiko.ssh_exception import SSHException
+
+    import tasks.util as util
+
+    class Silent:
+        name = "mainpc"
+        data = {"_timeout": 15, "ssh_paramiko_connect_kwargs": {"channel_timeout": 15}}
+        state = None
+
+        def run_shell_command(self, command, **kwargs):
+            raise SSHException("Timeout opening channel.")
+    why = ("no answer within 15 s (opening a channel: the host is frozen or overloaded?)")
+    assert util.host_shell(Silent(), "true").stderr == [why]
+    script, ran = dropping
+    with Session([Target("mainpc", {"ssh_hostname": "10.0.0.1"})]) as session:
+        runner.host_shell = lambda *a, **kw: util.Shell(False, "", [why])
+        assert session.shell("mainpc", "cat x", retry=True).stderr == [why]
+    assert session.lost == {"mainpc": why} and len(handshakes) == 1
 
 
 def test_channel_opening_has_host_timeout_through_paramikos_public_connect_argument(fleet):
