@@ -15,7 +15,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, FunctionCommand, deploy, operation
 
 from rig.commands import container as cmd
-from rig.commands.base import fail, write_file
+from rig.commands.base import fail
 from rig.commands.lock import read_lock
 from rig.gpu.smi import parse_apps, parse_gpus
 from rig.rollout.decide import KEEP, decide, runs
@@ -130,21 +130,6 @@ class RolloutState(FactBase):
         return parse_rollout_facts(list(output))
 
 
-class KeptContainers(FactBase):
-    """The names of rig's containers: whether a kept one (rig-<service>-prev) is there is what
-    the record step needs to know, without the whole RolloutState (nvidia-smi, state.json...)."""
-
-    @staticmethod
-    def default() -> set[str]:
-        return set()      # no output: no containers (pyinfra's default would be None)
-
-    def command(self) -> str:
-        return cmd.kept_containers_command().line
-
-    def process(self, output) -> set[str]:
-        return {line.strip() for line in output if line.strip()}
-
-
 # -- operations -------------------------------------------------------------------------------
 @operation()
 def images_pulled(releases: list[cmd.Release], known: RolloutFacts | None = None):
@@ -227,42 +212,21 @@ def release_restored(service: str, before: dict | None):
     yield from cmd.restore_commands(service, has_previous)
 
 
-@operation()
-def previous_removed(services: list[str]):
-    """No rig-<service>-prev containers are left once a rollout has finished.
-
-    + services: services whose kept containers go
-    """
-    present = host.get_fact(KeptContainers)
-    kept = [cmd.previous(s) for s in services if cmd.previous(s) in present]
-    if not kept:
-        host.noop("no previous containers kept")
-        return
-    yield cmd.remove_containers(kept)
-
-
 @operation(is_idempotent=False)
-def ledger_recorded(entries: list[dict], state_doc: dict):
-    """Append entries to /var/lib/rig/ledger.jsonl and write /var/lib/rig/state.json.
+def recorded(finished: list[str], entries: list[dict], state_doc: dict | None):
+    """The record step, in one round trip: the kept containers (-prev) of `finished` services
+    removed, secret versions no rig container mounts removed (old versions once the kept
+    containers are gone, the secrets of services dropped from the spec), the ledger lines
+    appended and state.json written (commands/container.py record_command).
 
-    + entries: ledger lines for this host
+    + finished: services whose kept containers go (their rollout finished on this host)
+    + entries: ledger lines for this host (none: no ledger line, no state.json write)
     + state_doc: the host's new current-state document
     """
-    if not entries:
-        host.noop("nothing to record")
-        return
-    yield cmd.append_ledger(entries)
-    yield write_file(cmd.STATE_FILE, json.dumps(state_doc, indent=2, sort_keys=True) + "\n", "0644")
+    yield cmd.record_command(finished, entries, state_doc)
 
 
 # -- deploys the orchestration adds, one wave at a time ---------------------------------------
-@operation(is_idempotent=False)
-def unused_secrets_removed():
-    """Secret versions no rig container mounts any more are removed (old versions once the
-    kept containers are gone, and the secrets of services dropped from the spec)."""
-    yield cmd.secrets_gc()
-
-
 @deploy("Roll out")
 def roll_out(releases: dict, secrets: dict | None = None, known: dict | None = None):
     """releases: host -> [Release]; secrets: service -> {name: Secret}, for the services that
@@ -296,11 +260,8 @@ def roll_back(services: dict, restored: dict):
 
 @deploy("Record")
 def record(entries: dict, states: dict, finished: dict):
-    if host.name in finished:
-        previous_removed(name="remove kept containers", services=finished[host.name])
-    # after a finished wave, a rollback or an abort alike: a version no container mounts goes
-    # (a rotated secret whose new container was rolled back included)
-    unused_secrets_removed(name="remove unused secret versions")
-    if host.name in entries:
-        ledger_recorded(name="ledger and state", entries=entries[host.name],
-                        state_doc=states[host.name])
+    """After a finished wave, a rollback or an abort alike (a rotated secret whose new
+    container was rolled back goes too)."""
+    mine = entries.get(host.name) or []
+    recorded(name="ledger, state and clean-up", finished=finished.get(host.name) or [],
+             entries=mine, state_doc=states.get(host.name) if mine else None)

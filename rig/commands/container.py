@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from ..gpu.smi import APPS_QUERY, GPU_QUERY
 from .base import (
     Cmd,
     all_of,
+    any_of,
     capture,
     decode_to,
     no_stderr,
@@ -25,6 +27,7 @@ from .base import (
     sh,
     subshell,
     to_file,
+    write_file,
 )
 from .host import PROFILE_ENV, PROFILE_HASH, PROFILE_JSON
 from .lock import LOCK_FILE, MAX_LOCK, NOT_A_FILE
@@ -226,18 +229,19 @@ def pull_all(refs: list[str]) -> Cmd:
 
 def replace_commands(fleet: Fleet, host: str, release: Release, has_current: bool,
                      has_previous: bool, pulled: bool = False) -> list[Cmd]:
-    """Pull by digest (unless pulled already), keep the running container as -prev (stopped),
-    start the new one."""
+    """Pull by digest (unless pulled already), then the swap as one line, one round trip
+    under sudo: the older kept container goes, the running one is kept as -prev (stopped),
+    the new one starts; the first that fails stops the rest. The pull is a command of its
+    own: a model image of many GiB may take most of host_timeout by itself."""
     name, prev = current(release.service), previous(release.service)
-    commands = [] if pulled else [sh("docker", "pull", "-q", release.pinned)]
+    swap = []
     if has_previous:
-        commands.append(sh("docker", "rm", "-f", prev))
+        swap.append(sh("docker", "rm", "-f", prev))
     if has_current:
         timeout = int(fleet.runtime(release.service, host).stop_timeout)
-        commands.append(all_of(sh("docker", "stop", "-t", timeout, name),
-                               sh("docker", "rename", name, prev)))
-    commands.append(sh(*run_argv(fleet, host, release)))
-    return commands
+        swap += [sh("docker", "stop", "-t", timeout, name), sh("docker", "rename", name, prev)]
+    swap.append(sh(*run_argv(fleet, host, release)))
+    return ([] if pulled else [sh("docker", "pull", "-q", release.pinned)]) + [all_of(*swap)]
 
 
 def secrets_gc() -> Cmd:
@@ -255,6 +259,30 @@ def secrets_gc() -> Cmd:
         "printf '%s\\n' \"$used\" | grep -qxF -- \"$f\" || rm -f -- \"$f\"; done; "
         f"rmdir {SECRETS_DIR}/* 2>/dev/null; true")
     return sh("sh", "-c", script)
+
+
+def remove_kept(services: list[str]) -> Cmd:
+    """The kept containers (rig-<service>-prev) of these services removed, those that are
+    there: one `docker ps` finds them, by exact name."""
+    def literal(name: str) -> str:    # docker's name filter is a regular expression
+        return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", name)
+    filters = [part for s in services for part in ("--filter", f"name=^/?{literal(previous(s))}$")]
+    found = capture(sh("docker", "ps", "-aq", "--filter", "label=rig.service", *filters))
+    return Cmd(f'ids={found} && {{ [ -z "$ids" ] || docker rm -f $ids >/dev/null; }}', compound=True)
+
+
+def record_command(finished: list[str], entries: list[dict], state_doc: dict | None) -> Cmd:
+    """The record step as one line, one round trip under sudo: the kept containers of
+    `finished` services removed, secret versions no container mounts removed, the ledger
+    lines appended and state.json written. Each part runs even when one before it failed (a
+    kept container that would not go must not cost the ledger); the line fails if any did."""
+    parts = [remove_kept(finished)] if finished else []
+    parts.append(secrets_gc())
+    if entries:
+        parts.append(all_of(append_ledger(entries),
+                            write_file(STATE_FILE, json.dumps(state_doc, indent=2, sort_keys=True)
+                                       + "\n", "0644")))
+    return seq(Cmd("rc=0"), *(any_of(part, Cmd("rc=1")) for part in parts), Cmd("exit $rc"))
 
 
 def restore_commands(service: str, has_previous: bool) -> list[Cmd]:
@@ -333,14 +361,6 @@ def containers_command() -> Cmd:
                          '{{.Label "rig.profile-hash"}}', '{{.Label "rig.config-hash"}}',
                          '{{.Label "rig.config"}}'])
     return sh("docker", "ps", "-a", "--filter", "label=rig.service", "--format", fields)
-
-
-def kept_containers_command() -> Cmd:
-    """The names of rig's containers, one per line (tasks/rollout.py KeptContainers); nothing
-    when the engine does not answer (the record step still writes the ledger; a kept
-    container left behind goes with the next rollout of its service)."""
-    return ok(no_stderr(sh("docker", "ps", "-a", "--filter", "label=rig.service",
-                           "--format", "{{.Names}}")))
 
 
 def gpu_query(query: str) -> Cmd:

@@ -25,7 +25,6 @@ from rig.runner import HostResult
 from tasks.control import control
 from tasks.rollout import (
     Container,
-    KeptContainers,
     RolloutFacts,
     RolloutState,
     needs_restore,
@@ -323,8 +322,6 @@ class FakeHost:
 
     def get_fact(self, fact, **kwargs):
         self.reads.append(fact.__name__)
-        if fact is KeptContainers:
-            return set(self.facts.containers)
         assert fact is RolloutState
         return self.facts
 

@@ -13,11 +13,10 @@ from pyinfra.context import ctx_host
 
 import tasks.rollout as ops
 from rig.commands import container as cmd
-from rig.commands.base import fail, write_file
+from rig.commands.base import fail
 from rig.secrets import Secret
 from tasks.rollout import (
     Container,
-    KeptContainers,
     RolloutFacts,
     RolloutState,
     parse_rollout_facts,
@@ -213,34 +212,11 @@ def test_release_restored_starts_the_kept_container_or_fails_without_one():
     assert host.noops == ["svc already runs its previous version"]
 
 
-def test_previous_removed_removes_only_kept_containers_there():
-    facts = RolloutFacts(containers={"rig-a-prev": box("a", "exited"), "rig-b": box("b")})
-    assert run_op(ops.previous_removed, FakeHost(facts), services=["a", "b"]) == [
-        cmd.remove_containers(["rig-a-prev"])]
-    host = FakeHost(facts)
-    assert run_op(ops.previous_removed, host, services=["b"]) == []
-    assert host.noops == ["no previous containers kept"]
-
-
-def test_ledger_recorded_appends_the_lines_and_writes_state_sorted_and_indented():
-    entries = [{"service": "svc", "result": "ok"}]
-    state = {"svc": {"tag": "T2"}, "a": {"tag": "T0"}}
-    assert run_op(ops.ledger_recorded, FakeHost(RolloutFacts()), entries=entries,
-                  state_doc=state) == [
-        cmd.append_ledger(entries),
-        write_file(cmd.STATE_FILE, '{\n  "a": {\n    "tag": "T0"\n  },\n  "svc": {\n'
-                   '    "tag": "T2"\n  }\n}\n', "0644")]
-    host = FakeHost(RolloutFacts())
-    assert run_op(ops.ledger_recorded, host, entries=[], state_doc=state) == []
-    assert host.noops == ["nothing to record"]
-
-
 # -- deploys: which operations each host gets -----------------------------------------------------------
 @pytest.fixture
 def calls(monkeypatch):
     seen = []
-    for name in ("release_running", "release_restored", "previous_removed", "ledger_recorded",
-                 "unused_secrets_removed", "images_pulled"):
+    for name in ("release_running", "release_restored", "recorded", "images_pulled"):
         monkeypatch.setattr(ops, name, lambda _n=name, **kw: seen.append((_n, kw)))
     return seen
 
@@ -263,7 +239,7 @@ def test_roll_out_runs_each_release_of_this_host_with_its_services_secrets(calls
                                           "pulled": False, "known": None})]
 
 
-def test_what_pre_flight_read_is_not_read_again_by_the_wave_and_record_reads_only_names(fleet):
+def test_what_pre_flight_read_is_not_read_again_by_the_wave_nor_the_record_step(fleet):
     facts = RolloutFacts(containers={"rig-a": box("a", tag="T2", digest="sha256:2"),
                                      "rig-b-prev": box("b", "exited")})
     host = FakeHost(RolloutFacts(), fleet)     # a read now would see nothing running
@@ -271,13 +247,10 @@ def test_what_pre_flight_read_is_not_read_again_by_the_wave_and_record_reads_onl
     assert run_op(ops.images_pulled, host, releases=[release("a")], known=facts) == []
     assert host.noops == ["a already runs T2", "every release already runs"]
     assert host.reads == []
-    host = FakeHost(facts, fleet)
-    assert run_op(ops.previous_removed, host, services=["a", "b"]) == [
-        cmd.remove_containers(["rig-b-prev"])]
-    assert host.reads == ["KeptContainers"]
-    assert KeptContainers().process(["rig-a\n", "rig-b-prev", " "]) == {"rig-a", "rig-b-prev"}
-    assert KeptContainers.default() == set()      # no output at all: no containers
-    assert str(KeptContainers().command()) == cmd.kept_containers_command().line
+    host = FakeHost(facts, fleet)     # the record step reads nothing: its one line finds them
+    assert run_op(ops.recorded, host, finished=["b"], entries=[], state_doc=None) == [
+        cmd.record_command(["b"], [], None)]
+    assert host.reads == []
 
 
 def test_several_releases_on_a_host_pull_together_only_what_does_not_run_yet(fleet):
@@ -315,8 +288,7 @@ def test_record_removes_kept_containers_of_finished_hosts_and_writes_their_ledge
         ops.record._inner(entries, states, {"mainpc": ["a"]})
         ops.record._inner({}, states, {"pc2": ["a"]})
     assert calls == [
-        ("previous_removed", {"name": "remove kept containers", "services": ["a"]}),
-        ("unused_secrets_removed", {"name": "remove unused secret versions"}),
-        ("ledger_recorded", {"name": "ledger and state", "entries": entries["mainpc"],
-                             "state_doc": states["mainpc"]}),
-        ("unused_secrets_removed", {"name": "remove unused secret versions"})]
+        ("recorded", {"name": "ledger, state and clean-up", "finished": ["a"],
+                      "entries": entries["mainpc"], "state_doc": states["mainpc"]}),
+        ("recorded", {"name": "ledger, state and clean-up", "finished": [], "entries": [],
+                      "state_doc": None})]

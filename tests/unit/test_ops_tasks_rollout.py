@@ -18,12 +18,9 @@ from tasks.rollout import (
     Container,
     RolloutFacts,
     RolloutState,
-    ledger_recorded,
     parse_rollout_facts,
-    previous_removed,
     release_restored,
     release_running,
-    unused_secrets_removed,
 )
 from tasks.util import Shell
 
@@ -76,17 +73,17 @@ def test_release_running_keeps_the_old_container_and_drops_an_older_kept_one(fle
     fake = FakeHost(fleet, RolloutFacts(containers={
         CURRENT: container(CURRENT, "running", old), PREVIOUS: container(PREVIOUS, "exited", old)}))
     out = lines(run_op(release_running, fake, release=new))
-    assert out[:3] == [f"docker pull -q reg.example/rig/{SERVICE}@sha256:{'b' * 64}",
-                       f"docker rm -f {PREVIOUS}",
-                       f"docker stop -t 10 {CURRENT} && docker rename {CURRENT} {PREVIOUS}"]
-    assert out[3].startswith(f"docker run -d --name {CURRENT} ")
+    assert len(out) == 2 and out[0] == f"docker pull -q reg.example/rig/{SERVICE}@sha256:{'b' * 64}"
+    assert out[1].startswith(f"docker rm -f {PREVIOUS} && docker stop -t 10 {CURRENT} && "
+                             f"docker rename {CURRENT} {PREVIOUS} && docker run -d --name {CURRENT} ")
 
 
 def test_a_stopped_container_of_the_same_release_is_replaced_not_kept_as_is(fleet):
     r = release(fleet)
     fake = FakeHost(fleet, RolloutFacts(containers={CURRENT: container(CURRENT, "exited", r)}))
     out = lines(run_op(release_running, fake, release=r))
-    assert out[1] == f"docker stop -t 10 {CURRENT} && docker rename {CURRENT} {PREVIOUS}"
+    assert out[1].startswith(f"docker stop -t 10 {CURRENT} && docker rename {CURRENT} {PREVIOUS} && "
+                             f"docker run -d --name {CURRENT} ")
     assert fake.noops == []
 
 
@@ -160,51 +157,11 @@ def test_restore_of_a_first_rollout_removes_the_new_container(fleet):
     assert out == [f"docker rm -f {CURRENT} >/dev/null 2>&1 || true"]
 
 
-# -- previous_removed, ledger_recorded, unused_secrets_removed --------------------------------------
-def test_previous_removed_removes_only_kept_containers_that_exist(fleet):
-    old = release(fleet, "T1")
-    fake = FakeHost(fleet, RolloutFacts(containers={PREVIOUS: container(PREVIOUS, "exited", old)}))
-    out = lines(run_op(previous_removed, fake, services=[SERVICE, "real_time_audio_pipeline"]))
-    assert out == [f"docker rm -f {PREVIOUS}"]
-    none = FakeHost(fleet, RolloutFacts())
-    assert run_op(previous_removed, none, services=[SERVICE]) == []
-    assert none.noops == ["no previous containers kept"]
-
-
-def test_ledger_recorded_appends_lines_then_writes_state_atomically(fleet):
-    entries = [{"service": SERVICE, "to": "T2", "result": "ok"}]
-    state_doc = {SERVICE: {"tag": "T2", "digest": "sha256:2"}}
-    out = lines(run_op(ledger_recorded, FakeHost(fleet, RolloutFacts()), entries=entries,
-                       state_doc=state_doc))
-    ledger = base64.b64encode((json.dumps(entries[0], sort_keys=True) + "\n").encode()).decode()
-    state = base64.b64encode((json.dumps(state_doc, indent=2, sort_keys=True) + "\n")
-                             .encode()).decode()
-    assert out == [
-        f"install -d -m 0755 /var/lib/rig && printf %s {ledger} | base64 -d >> "
-        "/var/lib/rig/ledger.jsonl",
-        f"install -d -m 0755 /var/lib/rig && printf %s {state} | base64 -d > "
-        "/var/lib/rig/state.json.rig-tmp && chmod 0644 /var/lib/rig/state.json.rig-tmp && "
-        "mv /var/lib/rig/state.json.rig-tmp /var/lib/rig/state.json"]
-
-
-def test_ledger_recorded_with_nothing_to_record_writes_nothing(fleet):
-    fake = FakeHost(fleet, RolloutFacts())
-    assert run_op(ledger_recorded, fake, entries=[], state_doc={"x": 1}) == []
-    assert fake.noops == ["nothing to record"]
-
-
-def test_unused_secrets_removed_is_the_gc_script(fleet):
-    out = run_op(unused_secrets_removed, FakeHost(fleet, RolloutFacts()))
-    assert lines(out) == [cmd.secrets_gc().line]
-    assert "rm -f -- \"$f\"" in str(out[0]) and "exit 0" in str(out[0])
-
-
 # -- the deploys: which operation for which host ---------------------------------------------------
 @pytest.fixture
 def ops_log(monkeypatch):
     log: list[tuple] = []
-    for name in ("release_running", "release_restored", "previous_removed", "ledger_recorded",
-                 "unused_secrets_removed", "images_pulled"):
+    for name in ("release_running", "release_restored", "recorded", "images_pulled"):
         monkeypatch.setattr(tasks_rollout, name,
                             lambda name_=name, **kw: log.append((name_, kw)))
     return log
@@ -254,27 +211,19 @@ def test_roll_back_restores_only_services_off_their_previous_version(fleet, ops_
     assert ops_log == [] and "pc2" not in restored
 
 
-def test_record_removes_kept_containers_unused_secrets_and_writes_the_ledger_per_host(fleet,
-                                                                                    ops_log):
+def test_record_is_one_operation_per_host_with_what_that_host_finished_and_records(fleet,
+                                                                                   ops_log):
     entries = {"mainpc": [{"e": 1}], "pc2": [{"e": 2}]}
     states = {"mainpc": {"s": 1}, "pc2": {"s": 2}}
-    gc = ("unused_secrets_removed", {"name": "remove unused secret versions"})
-    run_deploy(tasks_rollout.record, FakeHost(fleet, RolloutFacts()), entries=entries,
-               states=states, finished={"mainpc": [SERVICE]})
+    for name in ("mainpc", "pc2", "node9"):   # node9: nothing finished, nothing to record
+        run_deploy(tasks_rollout.record, FakeHost(fleet, RolloutFacts(), name), entries=entries,
+                   states=states, finished={"mainpc": [SERVICE]})
+    step = "ledger, state and clean-up"
     assert ops_log == [
-        ("previous_removed", {"name": "remove kept containers", "services": [SERVICE]}), gc,
-        ("ledger_recorded", {"name": "ledger and state", "entries": [{"e": 1}],
-                             "state_doc": {"s": 1}})]
-    ops_log.clear()
-    run_deploy(tasks_rollout.record, FakeHost(fleet, RolloutFacts(), "pc2"), entries=entries,
-               states=states, finished={"mainpc": [SERVICE]})
-    assert ops_log == [gc, ("ledger_recorded", {"name": "ledger and state", "entries": [{"e": 2}],
-                                                "state_doc": {"s": 2}})]
-    ops_log.clear()
-    # a host with nothing finished and nothing to record (a rollback, an abort): only the gc
-    run_deploy(tasks_rollout.record, FakeHost(fleet, RolloutFacts(), "node9"), entries=entries,
-               states=states, finished={})
-    assert ops_log == [gc]
+        ("recorded", {"name": step, "finished": [SERVICE], "entries": [{"e": 1}],
+                      "state_doc": {"s": 1}}),
+        ("recorded", {"name": step, "finished": [], "entries": [{"e": 2}], "state_doc": {"s": 2}}),
+        ("recorded", {"name": step, "finished": [], "entries": [], "state_doc": None})]
 
 
 # -- the fact ---------------------------------------------------------------------------------------

@@ -226,15 +226,16 @@ def test_write_secret_reads_the_value_from_stdin():
 
 def test_replace_keeps_the_old_container_stopped(fleet):
     commands = cmd.replace_commands(fleet, "mainpc", RELEASE, has_current=True, has_previous=True)
-    assert commands[:3] == [
-        "docker pull -q 10.77.0.1:5000/rig/model_ops_coordinator@sha256:" + "a" * 64,
-        "docker rm -f rig-model_ops_coordinator-prev",
+    assert len(commands) == 2       # the pull, then the swap in one round trip
+    assert commands[0] == "docker pull -q 10.77.0.1:5000/rig/model_ops_coordinator@sha256:" + "a" * 64
+    assert commands[1].startswith(
+        "docker rm -f rig-model_ops_coordinator-prev && "
         "docker stop -t 10 rig-model_ops_coordinator && "
-        "docker rename rig-model_ops_coordinator rig-model_ops_coordinator-prev",
-    ]
-    assert commands[3].startswith("docker run -d --name rig-model_ops_coordinator ")
+        "docker rename rig-model_ops_coordinator rig-model_ops_coordinator-prev && "
+        "docker run -d --name rig-model_ops_coordinator ")
+    assert commands[1].line.count(" && ") == 3 and commands[1].compound
     first = cmd.replace_commands(fleet, "mainpc", RELEASE, has_current=False, has_previous=False)
-    assert len(first) == 2
+    assert len(first) == 2 and first[1].startswith("docker run -d --name rig-model_ops_coordinator ")
     pulled = cmd.replace_commands(fleet, "mainpc", RELEASE, True, True, pulled=True)
     assert pulled == commands[1:]
 
@@ -389,6 +390,48 @@ def test_secrets_gc_keeps_what_containers_mount_and_removes_the_rest(tmp_path):
     empty = cmd.secrets_gc().line.replace("/etc/rig/secrets", str(tmp_path / "none"))
     subprocess.run(["sh", "-c", empty], check=True, env=env, timeout=30)
     assert (tmp_path / "asked").read_text() == "asked\n"     # no secrets: not asked again
+
+
+def test_the_record_step_is_one_line_that_runs_every_part_and_fails_if_one_did(tmp_path):
+    """Run for real by sh, with /var/lib/rig and /etc/rig/secrets in a temporary folder and a
+    `docker` stand-in that logs its calls and finds one of two kept containers."""
+    import json as _json
+    import subprocess
+
+    state_dir, secrets = tmp_path / "state", tmp_path / "secrets"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    calls = tmp_path / "calls"
+    docker.write_text("#!/bin/sh\n"
+                      f'echo "$@" >>{calls}\n'
+                      'case "$1 $*" in ps*"name=^/?rig-a-prev\\$"*) echo id-a ;; esac\n'
+                      'if [ "$1" = rm ] && [ -e "$0.fail" ]; then exit 1; fi\n'
+                      "exit 0\n")
+    docker.chmod(0o755)
+    entries = [{"service": "a", "result": "ok"}]
+    state = {"a": {"tag": "T2"}}
+
+    def run(finished, entries, state):
+        line = cmd.record_command(finished, entries, state).line
+        line = line.replace(cmd.STATE_DIR, str(state_dir)).replace("/etc/rig/secrets", str(secrets))
+        return subprocess.run(["sh", "-c", line], env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+                              capture_output=True, text=True, timeout=30)
+    done = run(["a", "b"], entries, state)
+    assert done.returncode == 0, done.stderr
+    assert "rm -f id-a" in calls.read_text()                   # only the kept one that is there
+    assert "name=^/?rig-b-prev$" in calls.read_text()
+    assert _json.loads((state_dir / "ledger.jsonl").read_text()) == entries[0]
+    assert _json.loads((state_dir / "state.json").read_text()) == state
+    (bin_dir / "docker.fail").write_text("")                    # the removal fails ...
+    failed = run(["a"], [{"service": "a", "result": "ok", "n": 2}], {"a": {"tag": "T3"}})
+    assert failed.returncode == 1                               # ... and the line says so,
+    assert len((state_dir / "ledger.jsonl").read_text().splitlines()) == 2   # but recorded
+    assert _json.loads((state_dir / "state.json").read_text()) == {"a": {"tag": "T3"}}
+    calls.write_text("")
+    nothing = run([], [], None)          # a host with nothing finished or recorded: the gc only
+    assert nothing.returncode == 0 and calls.read_text() == ""     # no secrets: no docker
+    assert len((state_dir / "ledger.jsonl").read_text().splitlines()) == 2
 
 
 def test_a_service_name_ending_in_prev_is_refused_with_its_line(tmp_path):
