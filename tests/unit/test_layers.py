@@ -22,7 +22,7 @@ RANKS = [
     ("rig.errors", 0), ("rig.config", 0),
     ("rig.commands", 1), ("rig.tags", 1), ("rig.plan", 1), ("rig.ledger", 1), ("rig.images", 1),
     ("rig.rollout.gate", 1), ("rig.secrets", 1), ("rig.hosts", 1), ("rig.registry", 1),
-    ("rig.prune", 1),
+    ("rig.prune", 1), ("rig.supply", 1),
     ("rig.proc", 1), ("rig.rollout", 1),
     ("tasks", 2),
     ("rig.lab", 3), ("rig.inventory", 3), ("rig.verify", 3),
