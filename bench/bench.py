@@ -98,7 +98,7 @@ def spec_copy() -> Path:
     for name in ("profiles", "inventory", "group_data", "dockerfiles", "tests"):
         shutil.copytree(REPO / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
     # the lab's state, keys, CA and token as copies: spec paths may not lead out of the folder
-    for part in ("state.json", "ssh", "ca/ca.crt", "registry/token", "secrets"):
+    for part in ("state.json", "ssh", "ca/ca.crt", "registry/token", "secrets", "signing"):
         source, copy = REPO / ".lab" / part, folder / ".lab" / part
         copy.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, copy)

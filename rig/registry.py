@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -168,6 +168,70 @@ class RegistryClient:
         """The image's environment (KEY=value entries of its config), as a dict."""
         env = (self.image_config(repository, digest).get("config") or {}).get("Env") or []
         return dict(e.split("=", 1) for e in env if isinstance(e, str) and "=" in e)
+
+    # -- signatures and attestations (rig/supply/cosign.py) -------------------------------------
+    def manifest(self, repository: str, reference: str) -> tuple[bytes, str] | None:
+        """The raw manifest at a tag or digest and its media type; None when there is none. A
+        manifest asked for by digest must hash to it."""
+        url = f"{self.base}{repository}/manifests/{reference}"
+        response = self._request("GET", url, scope=f"repository:{repository}:pull",
+                                 headers={"Accept": MANIFEST_TYPES}, until=self._until())
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._error(f"GET {repository}:{_show(reference)} -> {_status(response)}")
+        algorithm, _, expected = reference.partition(":")
+        if algorithm == "sha256" and hashlib.sha256(response.content).hexdigest() != expected:
+            raise self._error(f"{repository}@{_show(reference)}: content does not match its digest")
+        return response.content, response.headers.get("Content-Type", "")
+
+    def blob(self, repository: str, digest: str) -> bytes:
+        """A blob (at most MAX_BODY bytes) whose sha256 must be `digest`."""
+        url = f"{self.base}{repository}/blobs/{digest}"
+        response = self._request("GET", url, scope=f"repository:{repository}:pull",
+                                 until=self._until())
+        if response.status_code != 200:
+            raise self._error(f"GET {repository} blob {_show(digest)} -> {_status(response)}")
+        algorithm, _, expected = digest.partition(":")
+        if algorithm != "sha256" or hashlib.sha256(response.content).hexdigest() != expected:
+            raise self._error(f"{repository} blob {_show(digest)}: content does not match its digest")
+        return response.content
+
+    def push_blob(self, repository: str, data: bytes) -> str:
+        """Upload a blob (unless the registry has it): a POST that opens an upload, then one PUT
+        with the whole body and its digest, as GHCR and the distribution registry both take.
+        Returns its digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        until, scope = self._until(), f"repository:{repository}:pull,push"
+        head = self._request("HEAD", f"{self.base}{repository}/blobs/{digest}", scope=scope,
+                             until=until)
+        if head.status_code == 200:
+            return digest
+        opened = self._request("POST", f"{self.base}{repository}/blobs/uploads/", scope=scope,
+                               until=until)
+        location = opened.headers.get("Location", "")
+        if opened.status_code != 202 or not location:
+            raise self._error(f"POST {repository} blob upload -> {_status(opened)}")
+        url = urljoin(self.base, location)
+        if _netloc(*_split_host(urlsplit(url).netloc)) != _netloc(*_split_host(self.host)) \
+                or urlsplit(url).scheme != "https":
+            raise self._error(f"{repository}: the upload location {_show(url)} is not on "
+                              f"https://{self.host}; nothing is sent there")
+        put = self._request("PUT", url + ("&" if "?" in url else "?") + f"digest={digest}",
+                            scope=scope, headers={"Content-Type": "application/octet-stream"},
+                            data=data, until=until)
+        if put.status_code not in (201, 204):
+            raise self._error(f"PUT {repository} blob {digest[:19]} -> {_status(put)}")
+        return digest
+
+    def put_manifest(self, repository: str, tag: str, body: bytes, media_type: str) -> str:
+        """Put a manifest under a tag; returns its digest."""
+        put = self._request("PUT", f"{self.base}{repository}/manifests/{tag}",
+                            scope=f"repository:{repository}:pull,push",
+                            headers={"Content-Type": media_type}, data=body, until=self._until())
+        if put.status_code not in (200, 201):
+            raise self._error(f"PUT {repository}:{_show(tag)} -> {_status(put)}")
+        return put.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
 
     def _document(self, url: str, digest: str, scope: str, until: float, headers: dict) -> dict:
         """A JSON document whose sha256 must be `digest`."""

@@ -10,7 +10,7 @@ import click
 
 from .common import CONTEXT, Context
 
-LOCAL_VERBS = frozenset({"validate", "tag"})
+LOCAL_VERBS = frozenset({"validate", "tag", "keys"})
 """Verbs that reach no host and no registry: they start without gevent (about 0.1 s)."""
 
 

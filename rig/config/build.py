@@ -6,9 +6,33 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import URL_PATTERN, Line, Name, SpecPathOrAbsolute, StrictModel
+from .base import URL_PATTERN, EnvName, Line, Name, SpecPath, SpecPathOrAbsolute, StrictModel
 
 _PLATFORM = r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9.]+)?"
+
+
+class SigningSpec(StrictModel):
+    key: SpecPathOrAbsolute | None = Field(
+        default=None,
+        description="Private key that signs every image rig pushes: cosign's encrypted format "
+        "(`rig keys generate`, `cosign generate-key-pair`) or a PEM P-256 key. None: pushed "
+        "unsigned",
+    )
+    password_env: EnvName | None = Field(
+        default=None,
+        description="Name of the variable holding the key's password (never the password "
+        "itself: not in the spec, not in argv)",
+    )
+    password_file: SpecPath | None = Field(
+        default=None,
+        description="File (mode 0600) holding the password, read when password_env is unset "
+        "(the lab's key); relative to the spec and inside its folder",
+    )
+    public_keys: list[SpecPathOrAbsolute] = Field(
+        default_factory=list, max_length=32,
+        description="Public keys (PEM, cosign.pub) whose signature a rollout accepts; with any "
+        "set, rollout.require_signed is on unless turned off",
+    )
 
 
 class BuildSpec(StrictModel):
@@ -37,6 +61,10 @@ class BuildSpec(StrictModel):
     network: Literal["default", "host", "none"] = Field(
         default="default",
         description="Network for RUN steps; host where the engine has no bridge (the lab)",
+    )
+    signing: SigningSpec = Field(
+        default_factory=SigningSpec,
+        description="cosign-compatible signatures of pushed images, checked before rollouts",
     )
     source_url: Line = Field(
         default="",

@@ -60,6 +60,14 @@ class Fleet(StrictModel):
             raise RigError(f"{relative}: leads out of the spec's folder {self._base_dir}")
         return full
 
+    @property
+    def requires_signed(self) -> bool:
+        """Whether a rollout refuses images without a valid signature (rollout.require_signed;
+        by default, whenever build.signing lists public keys)."""
+        if self.rollout.require_signed is not None:
+            return self.rollout.require_signed
+        return bool(self.build.signing.public_keys)
+
     # -- hosts and groups ---------------------------------------------------------------------
     def groups(self) -> dict[str, list[str]]:
         """Group name -> hosts, including the implicit `canary` group from the rollout policy."""

@@ -52,6 +52,12 @@ class RolloutSpec(StrictModel):
         "health before the batches (a failure rolls it back like a failed gate), or manual: stop "
         "after the canary, locks held, until `rig promote` or `rig abort`",
     )
+    require_signed: bool | None = Field(
+        default=None,
+        description="Refuse, before any host is touched, an image without a valid signature by "
+        "one of build.signing.public_keys. Default: on when public keys are set; false turns it "
+        "off (and every rollout says so)",
+    )
     keep_images: int = Field(
         default=3, ge=1, le=1000,
         description="`rig prune` keeps this many newest images per service on each host (plus "

@@ -15,7 +15,8 @@ Problem = tuple[tuple, str]
 def check(fleet: Fleet) -> list[Problem]:
     problems: list[Problem] = []
     for rule in (_groups, _canary, _families, _service_hosts, _ports, _build_host, _paths,
-                 _by_profile, _capabilities, _container_names, _gpu_memory, _gpu_settings):
+                 _by_profile, _capabilities, _container_names, _gpu_memory, _gpu_settings,
+                 _signing):
         problems.extend(rule(fleet))
     return problems
 
@@ -171,7 +172,11 @@ def _paths(fleet: Fleet) -> Iterator[Problem]:
         (("registry", "token_file"), fleet.registry.token_file),
         (("registry", "ca_file"), fleet.registry.ca_file),
         (("build", "ca_bundle"), fleet.build.ca_bundle),
+        (("build", "signing", "key"), fleet.build.signing.key),
+        (("build", "signing", "password_file"), fleet.build.signing.password_file),
     ]
+    fields += [(("build", "signing", "public_keys", i), key)
+               for i, key in enumerate(fleet.build.signing.public_keys)]
     fields += [(("families", name, "context"), f.context) for name, f in fleet.families.items()]
     fields += [(("services", name, "context"), s.context) for name, s in fleet.services.items()]
     fields += [(("services", name, "secrets", key, "file"), source.file)
@@ -179,6 +184,13 @@ def _paths(fleet: Fleet) -> Iterator[Problem]:
     for loc, value in fields:
         if value and not value.startswith("/") and not is_inside(fleet.base_dir / value, fleet.base_dir):
             yield loc, f"{value!r} leads out of the spec's folder (through a symlink)"
+
+
+def _signing(fleet: Fleet) -> Iterator[Problem]:
+    """Signatures are required only where there are keys to check them with."""
+    if fleet.rollout.require_signed and not fleet.build.signing.public_keys:
+        yield (("rollout", "require_signed"), "require_signed is on but build.signing."
+               "public_keys lists no key to check signatures with")
 
 
 def _by_profile(fleet: Fleet) -> Iterator[Problem]:

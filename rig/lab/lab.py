@@ -80,6 +80,8 @@ class Lab:
         say("host image", ("imported " if imported else "up ") + HOST_IMAGE)
 
         self._ensure_secrets()
+        say("signing key", ("created " if self._ensure_signing_key() else "up ")
+            + str(self.paths.signing_dir / "cosign.pub"))
         make_ssh_key(self.paths.ssh_dir)
         public_key = (self.paths.ssh_dir / "id_ed25519.pub").read_bytes()
         self._remove_hosts_beyond(engine, names, state, say)
@@ -116,6 +118,23 @@ class Lab:
             path = self.paths.secrets_dir / name
             if not path.exists():
                 write_private(path, ("lab-" + secrets.token_hex(16) + "\n").encode())
+
+    def _ensure_signing_key(self) -> bool:
+        """The lab's signing pair in cosign's encrypted format, its random password in a 0600
+        file beside it (lab.yml: build.signing.password_file); made once, kept across
+        `rig lab down` (what was signed with it is gone with the registry anyway)."""
+        from ..supply.keys import generate_encrypted
+
+        folder = self.paths.signing_dir
+        if (folder / "cosign.key").exists() and (folder / "cosign.pub").exists():
+            return False
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        password = secrets.token_hex(16)
+        private, public = generate_encrypted(password.encode())
+        write_private(folder / "password", password.encode() + b"\n")
+        write_private(folder / "cosign.key", private)
+        (folder / "cosign.pub").write_bytes(public)
+        return True
 
     def _ensure_network(self, engine: Engine) -> bool:
         client = engine.client()

@@ -114,6 +114,11 @@ class LabPaths:
         return self.root / "ssh"
 
     @property
+    def signing_dir(self) -> Path:
+        """The lab's image-signing pair, cosign's format (lab.yml's build.signing)."""
+        return self.root / "signing"
+
+    @property
     def engine_dir(self) -> Path:
         return self.root / "engine"
 

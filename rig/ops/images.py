@@ -24,6 +24,7 @@ class BuildReport:
     where: str
     rows: list[dict] = field(default_factory=list)   # the registry check after a push
     timings: dict = field(default_factory=dict)
+    signed: tuple[int, int] | None = None   # (signed now, already signed); None: no key
 
     @property
     def missing(self) -> int:
@@ -74,6 +75,7 @@ def build(job: Job, tag: str, push: bool, rebuild: bool, allow_dirty: bool, buil
     """Per image: present -> nothing; same sources pushed -> tag in the registry; else build.
     Pushes only once every target built; then checks every expected image in the registry."""
     from ..registry import client_for
+    from .signing import signing_key
 
     fleet, images = job.fleet, images_at(job, tag, build_args)
     git = git_state(job.repo)
@@ -88,6 +90,9 @@ def build(job: Job, tag: str, push: bool, rebuild: bool, allow_dirty: bool, buil
               for i in images]
     if on_plan:
         on_plan(states)
+    # the key is needed only when something is pushed or tagged now (a no-change build never
+    # pays its scrypt); a wrong password stops the command before any build
+    key = signing_key(fleet) if push and (plan.build or plan.reuse) else None
     where = fleet.build.host or "this machine"
     report = BuildReport(tag, fleet.registry.host, states, len(plan.build), len(plan.reuse),
                          len(plan.present), push, where)
@@ -103,11 +108,46 @@ def build(job: Job, tag: str, push: bool, rebuild: bool, allow_dirty: bool, buil
         reuse(registry, plan, say)
         # what the plan found present was read moments ago; the rest is asked now
         report.rows = verify_rows(registry, images, known=plan.present)
+        if key is not None:
+            from .signing import sign_pushed
+
+            report.signed = sign_pushed(registry, images, report.rows,
+                                        set(plan.build) | set(plan.reuse), key, say)
     return report
 
 
-def verify_images(job: Job, tag: str) -> list[dict]:
-    """One row per expected image at tag: its digest in the registry, or None."""
+def sign_images(job: Job, tag: str, say) -> tuple[int, int]:
+    """Sign every expected image at tag (those already in the registry, pushed before signing
+    was set up or by another machine you trust). Returns (signed now, already signed)."""
     from ..registry import client_for
+    from .signing import sign_pushed, signing_key
 
-    return verify_rows(client_for(job.fleet), images_at(job, tag))
+    key = signing_key(job.fleet)
+    if key is None:
+        raise RigError("build.signing.key is not set: nothing to sign with")
+    registry, images = client_for(job.fleet), images_at(job, tag)
+    rows = verify_rows(registry, images)
+    missing = [row["image"] for row in rows if not row["digest"]]
+    if missing:
+        raise RigError(*(f"{ref}: not in the registry" for ref in missing),
+                       "nothing was signed (build and push the tag first)")
+    return sign_pushed(registry, images, rows, {i.target for i in images}, key, say)
+
+
+def verify_images(job: Job, tag: str) -> list[dict]:
+    """One row per expected image at tag: its digest in the registry, or None; with
+    build.signing.public_keys, `signed`: the short ids of the keys that signed it ([]: none)."""
+    from ..registry import client_for
+    from ..supply import cosign, keys
+    from .signing import public_keys
+
+    registry = client_for(job.fleet)
+    images = images_at(job, tag)
+    rows = verify_rows(registry, images)
+    trusted = public_keys(job.fleet)
+    if trusted:
+        for image, row in zip(images, rows, strict=True):
+            row["signed"] = [keys.short_id(k) for k in cosign.signers(
+                registry, image.path, image.repository, row["digest"], trusted)] \
+                if row["digest"] else []
+    return rows

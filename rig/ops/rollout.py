@@ -126,6 +126,11 @@ def _plan(job: Job, label: str, hosts: list[str], releases, facts, opts: Options
     skipped = list(skipped)
     if not opts.start_stopped:  # before the GPU checks: a service left stopped starts nothing
         _leave_stopped(changes, facts, skipped)
+    if not problems and job.fleet.requires_signed:   # every image signed by a trusted key
+        from .signing import public_keys, signature_problems
+
+        problems = signature_problems(job.fleet, _registry(job), releases,
+                                      public_keys(job.fleet))
     if not problems:  # the GPU: each image's CUDA against the driver, memory against the card
         from .gpu import gpu_problems
 
@@ -288,6 +293,8 @@ def _execute(job: Job, action: str, label: str, hosts: list[str], resolve, opts:
     started = time.monotonic()
     with job.session(hosts, say=lambda host, line: say(f"  {host:<10} {line}")) as session:
         engine = Rollout(session, job.fleet, say, action, label, job.secrets)
+        if job.fleet.rollout.require_signed is False:
+            say("warning: rollout.require_signed is false: image signatures are not checked")
         facts = engine.facts()
         for host, host_facts in facts.items():
             for warning in host_facts.warnings if host_facts else []:

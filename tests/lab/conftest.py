@@ -54,7 +54,7 @@ def copy_spec(target: Path) -> Path:
         shutil.copytree(REPO / folder, target / folder,
                         ignore=shutil.ignore_patterns("__pycache__"))
     lab = REPO / ".lab"
-    for part in ("state.json", "ssh", "ca/ca.crt", "registry/token", "secrets"):
+    for part in ("state.json", "ssh", "ca/ca.crt", "registry/token", "secrets", "signing"):
         source, copy = lab / part, target / ".lab" / part
         copy.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():

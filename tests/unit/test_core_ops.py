@@ -325,6 +325,31 @@ def test_previous_target_edges():
                      "interrupted rollout); going back to the last healthy version, T1"]
 
 
+# -- signatures ----------------------------------------------------------------------------------------
+def test_an_unsigned_image_is_refused_at_pre_flight_before_any_lock_or_change(lab):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from rig.supply.keys import public_pem
+
+    job, session, registry, _, _ = lab
+    (job.fleet.base_dir / "trusted.pub").write_bytes(
+        public_pem(ec.generate_private_key(ec.SECP256R1()).public_key()))
+    signing = job.fleet.build.signing.model_copy(update={"public_keys": ["trusted.pub"]})
+    job.fleet = job.fleet.model_copy(update={"build": job.fleet.build.model_copy(
+        update={"signing": signing})})
+    asked = []
+    registry.manifest_digest = lambda path, tag: "sha256:" + "2" * 64
+    registry.manifest = lambda path, ref: asked.append((path, ref))    # no signature there
+    with pytest.raises(RigError) as caught:
+        ops.rollout(job, "T2", ops.Options(services=[SERVICE], verify=False), quiet())
+    assert caught.value.lines[-1] == "pre-flight failed: no host was changed"
+    assert caught.value.lines[0].endswith("(pushed by someone else, or never signed)")
+    assert f"/{SERVICE}:T2 (sha256:222222222222)" in caught.value.lines[0]
+    assert asked == [(job.fleet.registry.repository(SERVICE).split("/", 1)[1],
+                      "sha256-" + "2" * 64 + ".sig")]
+    assert session.runs == [] and not session.locks
+
+
 # -- the GPU pre-flight ---------------------------------------------------------------------------------
 def test_the_gpu_pre_flight_reads_each_image_through_one_registry_client(lab):
     job, session, registry, _, made = lab

@@ -1,0 +1,104 @@
+"""Image signatures in the registry, as cosign stores them (key-based, no transparency log).
+
+The signatures of `<repo>@sha256:X` are the layers of an OCI image manifest tagged
+`sha256-X.sig` in `<repo>` (cosign's specs/SIGNATURE_SPEC.md): each layer's blob is a
+simple-signing payload naming the repository and digest, its annotation the base64 signature.
+A new signature is added as one more layer: signatures others made are kept.
+
+    sign(registry, path, repository, digest, key)         -> True when a signature was added
+    signers(registry, path, repository, digest, keys)      -> the keys that signed it
+
+`registry` is a rig.registry.RegistryClient (manifest, blob, push_blob, put_manifest); `path`
+is the repository's path in that registry, `repository` its full name (`host/path`), which
+is what a payload must name: a valid signature of another repository's image does not count.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from rig.errors import RigError
+
+from . import simplesign
+
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
+MAX_SIGNATURES = 64     # layers read from one signature manifest (each is a blob fetch)
+
+
+@dataclass(frozen=True)
+class Signature:
+    payload: bytes
+    signature: str      # base64 DER, from the layer's annotation
+
+
+def _manifest_doc(raw: bytes, what: str) -> dict:
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise RigError(f"{what}: the signature manifest is not JSON") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("layers", []), list):
+        raise RigError(f"{what}: the signature manifest is not an image manifest")
+    return doc
+
+
+def read(registry, path: str, digest: str) -> tuple[dict | None, list[Signature]]:
+    """(the signature manifest or None, the signatures in it)."""
+    found = registry.manifest(path, simplesign.sig_tag(digest))
+    if found is None:
+        return None, []
+    doc = _manifest_doc(found[0], f"{path}@{digest[:19]}")
+    signatures = []
+    for layer in doc.get("layers", [])[:MAX_SIGNATURES]:
+        if not isinstance(layer, dict) or layer.get("mediaType") != simplesign.MEDIA_TYPE:
+            continue
+        signature = (layer.get("annotations") or {}).get(simplesign.ANNOTATION)
+        if not isinstance(signature, str) or not isinstance(layer.get("digest"), str):
+            continue
+        signatures.append(Signature(registry.blob(path, layer["digest"]), signature))
+    return doc, signatures
+
+
+def verified_by(signatures: list[Signature], repository: str, digest: str,
+                public_keys: list) -> list:
+    """The public keys with a valid signature over a payload that names exactly
+    `repository` and `digest` (pure)."""
+    found = []
+    for signature in signatures:
+        try:
+            named = simplesign.parse_payload(signature.payload)
+        except RigError:
+            continue
+        if named != (repository, digest):
+            continue
+        for key in public_keys:
+            if key not in found and simplesign.verify(key, signature.payload, signature.signature):
+                found.append(key)
+    return found
+
+
+def signers(registry, path: str, repository: str, digest: str, public_keys: list) -> list:
+    return verified_by(read(registry, path, digest)[1], repository, digest, public_keys)
+
+
+def sign(registry, path: str, repository: str, digest: str, private_key) -> bool:
+    """Sign `repository@digest` with the key, unless a signature by it is there already."""
+    manifest, signatures = read(registry, path, digest)
+    if verified_by(signatures, repository, digest, [private_key.public_key()]):
+        return False
+    data = simplesign.payload(repository, digest)
+    layer = {"mediaType": simplesign.MEDIA_TYPE, "size": len(data),
+             "digest": registry.push_blob(path, data),
+             "annotations": {simplesign.ANNOTATION: simplesign.sign(private_key, data)}}
+    layers = [*(manifest or {}).get("layers", []), layer]
+    config = json.dumps({"architecture": "", "config": {}, "created": "0001-01-01T00:00:00Z",
+                         "history": [{"created": "0001-01-01T00:00:00Z"}], "os": "",
+                         "rootfs": {"type": "layers", "diff_ids": [x["digest"] for x in layers]}},
+                        separators=(",", ":")).encode()
+    body = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
+                       "config": {"mediaType": CONFIG_MEDIA_TYPE, "size": len(config),
+                                  "digest": registry.push_blob(path, config)},
+                       "layers": layers}, separators=(",", ":")).encode()
+    registry.put_manifest(path, simplesign.sig_tag(digest), body, MANIFEST_MEDIA_TYPE)
+    return True

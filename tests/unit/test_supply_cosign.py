@@ -1,0 +1,253 @@
+"""Signatures in the registry (rig/supply/cosign.py) against an in-memory registry that keeps
+manifests and blobs by digest as a real one does: a signature is added, never overwrites
+another, is not added twice, and counts only for the repository and digest it names. Every
+signature rig writes is checked again with plain `cryptography`, payload bytes from the registry
+and signature from the annotation, so signer and verifier cannot share a mistake."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from rig.errors import RigError
+from rig.supply import cosign, simplesign
+
+REPO = "10.77.0.1:5000/rig/model_ops_coordinator"
+PATH = "rig/model_ops_coordinator"
+DIGEST = "sha256:" + "ab" * 32
+OTHER = "sha256:" + "cd" * 32
+
+
+class MemoryRegistry:
+    def __init__(self):
+        self.blobs: dict[str, bytes] = {}
+        self.tags: dict[tuple[str, str], bytes] = {}
+        self.puts: list[str] = []
+
+    def manifest(self, path, reference):
+        raw = self.tags.get((path, reference))
+        return None if raw is None else (raw, cosign.MANIFEST_MEDIA_TYPE)
+
+    def blob(self, path, digest):
+        return self.blobs[digest]
+
+    def push_blob(self, path, data):
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        self.blobs[digest] = data
+        return digest
+
+    def put_manifest(self, path, tag, body, media_type):
+        assert media_type == cosign.MANIFEST_MEDIA_TYPE
+        self.puts.append(tag)
+        self.tags[(path, tag)] = body
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def key():
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def independent_check(registry, public_key, digest) -> int:
+    """How many layers of the signature manifest verify, by a few lines of plain
+    cryptography (no rig code): payload bytes from the registry, signature from the layer."""
+    doc = json.loads(registry.tags[(PATH, "sha256-" + digest[7:] + ".sig")])
+    good = 0
+    for layer in doc["layers"]:
+        data = registry.blobs[layer["digest"]]
+        signature = base64.b64decode(layer["annotations"]["dev.cosignproject.cosign/signature"])
+        try:
+            public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        except Exception:  # noqa: BLE001
+            continue
+        named = json.loads(data)["critical"]
+        good += named["image"]["docker-manifest-digest"] == digest and \
+            named["identity"]["docker-reference"] == REPO
+    return good
+
+
+def test_a_signature_is_added_once_and_verifies_independently():
+    registry, signer = MemoryRegistry(), key()
+    assert cosign.sign(registry, PATH, REPO, DIGEST, signer) is True
+    assert registry.puts == ["sha256-" + "ab" * 32 + ".sig"]
+    assert independent_check(registry, signer.public_key(), DIGEST) == 1
+    assert cosign.sign(registry, PATH, REPO, DIGEST, signer) is False     # already signed
+    assert registry.puts == ["sha256-" + "ab" * 32 + ".sig"]
+    assert cosign.signers(registry, PATH, REPO, DIGEST, [signer.public_key()]) == [
+        signer.public_key()]
+    doc = json.loads(registry.tags[(PATH, simplesign.sig_tag(DIGEST))])
+    assert doc["mediaType"] == cosign.MANIFEST_MEDIA_TYPE and doc["schemaVersion"] == 2
+    assert doc["layers"][0]["mediaType"] == "application/vnd.dev.cosign.simplesigning.v1+json"
+    config = json.loads(registry.blobs[doc["config"]["digest"]])
+    assert config["rootfs"]["diff_ids"] == [doc["layers"][0]["digest"]]
+
+
+def test_a_second_key_adds_a_layer_and_keeps_the_first():
+    registry, first, second = MemoryRegistry(), key(), key()
+    cosign.sign(registry, PATH, REPO, DIGEST, first)
+    cosign.sign(registry, PATH, REPO, DIGEST, second)
+    assert independent_check(registry, first.public_key(), DIGEST) == 1
+    assert independent_check(registry, second.public_key(), DIGEST) == 1
+    both = [first.public_key(), second.public_key()]
+    assert cosign.signers(registry, PATH, REPO, DIGEST, both) == both
+
+
+def test_only_a_signature_naming_this_repository_and_this_digest_counts():
+    registry, signer = MemoryRegistry(), key()
+    keys = [signer.public_key()]
+    assert cosign.signers(registry, PATH, REPO, DIGEST, keys) == []           # none at all
+    cosign.sign(registry, PATH, REPO, OTHER, signer)
+    # someone copies OTHER's valid signature manifest under DIGEST's tag
+    registry.tags[(PATH, simplesign.sig_tag(DIGEST))] = registry.tags[(PATH, simplesign.sig_tag(OTHER))]
+    assert cosign.signers(registry, PATH, REPO, DIGEST, keys) == []
+    cosign.sign(registry, "rig/other", "10.77.0.1:5000/rig/other", DIGEST, signer)
+    registry.tags[(PATH, simplesign.sig_tag(DIGEST))] = registry.tags[("rig/other",
+                                                                       simplesign.sig_tag(DIGEST))]
+    assert cosign.signers(registry, PATH, REPO, DIGEST, keys) == []           # another service's
+    assert cosign.signers(registry, PATH, REPO, DIGEST, [key().public_key()]) == []
+
+
+def test_a_changed_byte_in_the_payload_or_the_signature_does_not_verify():
+    registry, signer = MemoryRegistry(), key()
+    cosign.sign(registry, PATH, REPO, DIGEST, signer)
+    doc = json.loads(registry.tags[(PATH, simplesign.sig_tag(DIGEST))])
+    layer = doc["layers"][0]
+    data = registry.blobs[layer["digest"]]
+    registry.blobs[layer["digest"]] = data.replace(b"rig/", b"rjg/")
+    assert cosign.signers(registry, PATH, REPO, DIGEST, [signer.public_key()]) == []
+    registry.blobs[layer["digest"]] = data
+    raw = base64.b64decode(layer["annotations"][simplesign.ANNOTATION])
+    layer["annotations"][simplesign.ANNOTATION] = base64.b64encode(
+        raw[:-1] + bytes([raw[-1] ^ 1])).decode()
+    registry.tags[(PATH, simplesign.sig_tag(DIGEST))] = json.dumps(doc).encode()
+    assert cosign.signers(registry, PATH, REPO, DIGEST, [signer.public_key()]) == []
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[]", b'{"layers": "x"}'])
+def test_a_signature_manifest_that_is_not_one_is_a_clear_error(raw):
+    registry = MemoryRegistry()
+    registry.tags[(PATH, simplesign.sig_tag(DIGEST))] = raw
+    with pytest.raises(RigError, match="signature manifest"):
+        cosign.signers(registry, PATH, REPO, DIGEST, [key().public_key()])
+
+
+# -- rig/ops/signing.py: what a build signs, what a rollout refuses ------------------------------
+def test_a_rollout_names_each_image_without_a_trusted_signature_once(fleet):
+    from rig.commands.container import Release
+    from rig.ops.signing import signature_problems
+    from rig.supply import keys
+
+    repo = fleet.registry.repository("model_ops_coordinator")   # the spec's registry
+    path = repo.split("/", 1)[1]
+
+    def release_of(digest, tag="T1"):
+        return Release("model_ops_coordinator", tag, repo, digest, "ph")
+    registry, trusted, stranger = MemoryRegistry(), key(), key()
+    cosign.sign(registry, path, repo, DIGEST, trusted)
+    cosign.sign(registry, path, repo, OTHER, stranger)
+    releases = {"mainpc": [release_of(DIGEST), release_of(OTHER, "T2")],
+                "pc2": [release_of(OTHER, "T2")]}
+    problems = signature_problems(fleet, registry, releases, [trusted.public_key()])
+    assert problems == [
+        f"{repo}:T2 ({OTHER[:19]}): no valid signature by key "
+        f"{keys.short_id(trusted.public_key())} (pushed by someone else, or never signed)",
+        "`rig images verify --tag TAG` shows what is signed; `rig images sign --tag TAG` signs "
+        "the images at TAG once you trust them"]
+    assert signature_problems(fleet, registry, {"mainpc": [release_of(DIGEST)]},
+                              [trusted.public_key()]) == []
+
+
+def test_a_build_signs_what_it_pushed_or_tagged_and_leaves_what_was_there(fleet):
+    from types import SimpleNamespace
+
+    from rig.ops.signing import sign_pushed
+
+    registry, signer, said = MemoryRegistry(), key(), []
+    images = [SimpleNamespace(target=t, ref=f"{REPO}:{t}", path=PATH, repository=REPO)
+              for t in ("built", "reused", "present")]
+    rows = [{"image": f"{REPO}:built", "digest": DIGEST}, {"image": f"{REPO}:reused",
+                                                          "digest": OTHER},
+            {"image": f"{REPO}:present", "digest": "sha256:" + "ef" * 32}]
+    assert sign_pushed(registry, images, rows, {"built", "reused"}, signer, said.append) == (2, 0)
+    assert sorted(registry.puts) == sorted([simplesign.sig_tag(DIGEST), simplesign.sig_tag(OTHER)])
+    assert sign_pushed(registry, images, rows, {"built"}, signer, said.append) == (0, 1)
+    assert said == ["signed 2 image(s)", "signed 0 image(s), 1 already signed by this key"]
+
+
+def test_an_encrypted_key_without_its_password_stops_the_build_naming_the_variable(fleet, tmp_path,
+                                                                                    monkeypatch):
+    from rig.ops.signing import signing_key
+    from rig.supply.keys import generate_encrypted
+
+    private, _ = generate_encrypted(b"correct horse")
+    (fleet.base_dir / "k").mkdir(exist_ok=True)
+    (fleet.base_dir / "k" / "cosign.key").write_bytes(private)
+    signing = fleet.build.signing.model_copy(update={"key": "k/cosign.key",
+                                                     "password_env": "RIG_TEST_PW"})
+    fleet = fleet.model_copy(update={"build": fleet.build.model_copy(update={"signing": signing})})
+    monkeypatch.delenv("RIG_TEST_PW", raising=False)
+    with pytest.raises(RigError, match="its password is not given: RIG_TEST_PW is not set"):
+        signing_key(fleet)
+    (fleet.base_dir / "k" / "pw").write_text("correct horse\n")
+    (fleet.base_dir / "k" / "pw").chmod(0o644)
+    with_file = fleet.model_copy(update={"build": fleet.build.model_copy(update={
+        "signing": signing.model_copy(update={"password_file": "k/pw"})})})
+    with pytest.raises(RigError, match="readable by others"):
+        signing_key(with_file)
+    (fleet.base_dir / "k" / "pw").chmod(0o600)
+    assert signing_key(with_file).curve.name == "secp256r1"       # the file, the variable unset
+    monkeypatch.setenv("RIG_TEST_PW", "wrong")
+    with pytest.raises(RigError, match="wrong password"):
+        signing_key(fleet)
+    monkeypatch.setenv("RIG_TEST_PW", "correct horse")
+    assert signing_key(fleet).curve.name == "secp256r1"
+
+
+# -- rig keys generate, as an operator runs it -----------------------------------------------------
+def test_keys_generate_writes_a_cosign_pair_from_the_named_variable_and_replaces_nothing(tmp_path):
+    import os
+    import stat
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from rig.supply.keys import is_encrypted, load_private_key, load_public_key
+
+    rig = Path(sys.executable).with_name("rig")
+    env = {**os.environ, "MY_PW": "s3cret horse"}
+    done = subprocess.run([rig, "keys", "generate", "--out", tmp_path / "k", "--password-env",
+                           "MY_PW"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    private, public = tmp_path / "k" / "cosign.key", tmp_path / "k" / "cosign.pub"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600 and is_encrypted(private)
+    assert private.read_bytes().startswith(b"-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----")
+    assert load_private_key(private, b"s3cret horse").public_key() == load_public_key(public)
+    assert "s3cret" not in done.stdout + done.stderr
+    again = subprocess.run([rig, "keys", "generate", "--out", tmp_path / "k", "--password-env",
+                            "MY_PW"], capture_output=True, text=True, env=env, timeout=60)
+    assert again.returncode == 1 and "exists: not replaced" in again.stderr
+    unset = subprocess.run([rig, "keys", "generate", "--out", tmp_path / "j"], capture_output=True,
+                           text=True, env={k: v for k, v in os.environ.items()
+                                           if k != "RIG_SIGNING_PASSWORD"}, timeout=60)
+    assert unset.returncode == 1 and "RIG_SIGNING_PASSWORD is not set" in unset.stderr
+    assert not (tmp_path / "j" / "cosign.key").exists()
+
+
+def test_signatures_are_required_by_default_with_public_keys_and_only_where_keys_exist(fleet):
+    from rig.config import rules
+
+    def with_(require=None, keys=()):
+        signing = fleet.build.signing.model_copy(update={"public_keys": list(keys)})
+        return fleet.model_copy(update={
+            "build": fleet.build.model_copy(update={"signing": signing}),
+            "rollout": fleet.rollout.model_copy(update={"require_signed": require})})
+    assert not with_().requires_signed
+    assert with_(keys=["cosign.pub"]).requires_signed
+    assert not with_(False, ["cosign.pub"]).requires_signed
+    assert (("rollout", "require_signed"), "require_signed is on but build.signing.public_keys "
+            "lists no key to check signatures with") in rules.check(with_(True))
+    assert not [p for p in rules.check(with_(True, ["cosign.pub"])) if p[0][0] == "rollout"]
