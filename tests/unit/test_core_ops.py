@@ -326,15 +326,15 @@ def test_previous_target_edges():
 
 
 # -- signatures ----------------------------------------------------------------------------------------
-def test_an_unsigned_image_is_refused_at_pre_flight_before_any_lock_or_change(lab):
+def test_an_unsigned_image_is_refused_at_pre_flight_before_any_lock_or_change(lab, tmp_path):
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from rig.supply.keys import public_pem
 
     job, session, registry, _, _ = lab
-    (job.fleet.base_dir / "trusted.pub").write_bytes(
+    (tmp_path / "trusted.pub").write_bytes(
         public_pem(ec.generate_private_key(ec.SECP256R1()).public_key()))
-    signing = job.fleet.build.signing.model_copy(update={"public_keys": ["trusted.pub"]})
+    signing = job.fleet.build.signing.model_copy(update={"public_keys": [str(tmp_path / "trusted.pub")]})
     job.fleet = job.fleet.model_copy(update={"build": job.fleet.build.model_copy(
         update={"signing": signing})})
     asked = []

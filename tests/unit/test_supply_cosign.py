@@ -184,21 +184,23 @@ def test_an_encrypted_key_without_its_password_stops_the_build_naming_the_variab
     from rig.supply.keys import generate_encrypted
 
     private, _ = generate_encrypted(b"correct horse")
-    (fleet.base_dir / "k").mkdir(exist_ok=True)
-    (fleet.base_dir / "k" / "cosign.key").write_bytes(private)
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "cosign.key").write_bytes(private)
     signing = fleet.build.signing.model_copy(update={"key": "k/cosign.key",
                                                      "password_env": "RIG_TEST_PW"})
     fleet = fleet.model_copy(update={"build": fleet.build.model_copy(update={"signing": signing})})
+    fleet._base_dir = tmp_path        # the spec's folder: a scratch one, never the checkout
     monkeypatch.delenv("RIG_TEST_PW", raising=False)
     with pytest.raises(RigError, match="its password is not given: RIG_TEST_PW is not set"):
         signing_key(fleet)
-    (fleet.base_dir / "k" / "pw").write_text("correct horse\n")
-    (fleet.base_dir / "k" / "pw").chmod(0o644)
+    (tmp_path / "k" / "pw").write_text("correct horse\n")
+    (tmp_path / "k" / "pw").chmod(0o644)
     with_file = fleet.model_copy(update={"build": fleet.build.model_copy(update={
         "signing": signing.model_copy(update={"password_file": "k/pw"})})})
+    with_file._base_dir = tmp_path
     with pytest.raises(RigError, match="readable by others"):
         signing_key(with_file)
-    (fleet.base_dir / "k" / "pw").chmod(0o600)
+    (tmp_path / "k" / "pw").chmod(0o600)
     assert signing_key(with_file).curve.name == "secp256r1"       # the file, the variable unset
     monkeypatch.setenv("RIG_TEST_PW", "wrong")
     with pytest.raises(RigError, match="wrong password"):
