@@ -243,7 +243,22 @@ def _build_and_push(fleet, plan, options, executor, workdir, bake, mode, say) ->
                            *[f"  {line}" for line in last[-8:]])
         timings["push_s"] = round(time.monotonic() - started, 1)
         say(f"pushed {len(refs)} tags in {timings['push_s']} s")
+        timings["pushed"] = pushed_digests(executor, [plan.image(t) for t in plan.build])
     return timings
+
+
+def pushed_digests(executor, images: list[Image]) -> dict[str, str]:
+    """target -> the digest the build host's engine pushed it as (what a signature may cover);
+    a target the engine cannot say is left out (and is not signed)."""
+    ok, out, _ = executor.run(bake_cmd.pushed_digests_command([i.ref for i in images]))
+    known = [line.strip() for line in out.splitlines()] if ok else []
+    found = {}
+    for image in images:
+        for line in known:
+            repository, _, digest = line.partition("@")
+            if repository == image.repository and digest.startswith("sha256:"):
+                found[image.target] = digest
+    return found
 
 
 def reuse(registry, plan: BuildPlan, say) -> None:

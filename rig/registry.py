@@ -213,8 +213,7 @@ class RegistryClient:
         if opened.status_code != 202 or not location:
             raise self._error(f"POST {repository} blob upload -> {_status(opened)}")
         url = urljoin(self.base, location)
-        if _netloc(*_split_host(urlsplit(url).netloc)) != _netloc(*_split_host(self.host)) \
-                or urlsplit(url).scheme != "https":
+        if not self._own_url(url):
             raise self._error(f"{repository}: the upload location {_show(url)} is not on "
                               f"https://{self.host}; nothing is sent there")
         put = self._request("PUT", url + ("&" if "?" in url else "?") + f"digest={digest}",
@@ -303,6 +302,17 @@ class RegistryClient:
         if not isinstance(token, str) or not _TOKEN.fullmatch(token):
             raise self._error("token response holds a token that is not a plain string")
         return token
+
+    def _own_url(self, url: str) -> bool:
+        """https, on this registry's host and port, without user info (which would carry
+        credentials, or hide another host: https://host:x@evil/)."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            return False
+        return (parts.scheme == "https" and parts.username is None and parts.password is None
+                and _netloc(parts.hostname or "", port) == _netloc(*_split_host(self.host)))
 
     def _check_realm(self, realm: str) -> None:
         """The realm gets our basic credentials: https, no user info, and an allowed host."""

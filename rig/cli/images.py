@@ -183,12 +183,14 @@ def keys_generate(folder: str, password_env: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     private, public = out / "cosign.key", out / "cosign.pub"
     for path in (private, public):
-        if path.exists():
+        if path.exists() or path.is_symlink():
             raise RigError(f"{path} exists: not replaced (move it away first)")
     key_pem, pub_pem = generate_encrypted(password.encode())
-    with open(os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW   # never through a link
+    with open(os.open(private, flags, 0o600), "wb") as f:
         f.write(key_pem)
-    public.write_bytes(pub_pem)
+    with open(os.open(public, flags, 0o644), "wb") as f:
+        f.write(pub_pem)
     echo(f"wrote {private} (0600, encrypted) and {public}")
 
 

@@ -98,6 +98,13 @@ def push_command(refs: list[str]) -> str:
     return " && ".join(f"docker push -q {shlex.quote(ref)}" for ref in refs)
 
 
+def pushed_digests_command(refs: list[str]) -> str:
+    """The repository digests the build host's engine knows for these images after their push
+    (`repo@sha256:...` lines): what was pushed, as opposed to what the registry says now."""
+    return ("docker image inspect -f '{{range .RepoDigests}}{{println .}}{{end}}' "
+            + " ".join(shlex.quote(ref) for ref in refs))
+
+
 def builder_driver_command() -> str:
     return "docker buildx inspect 2>/dev/null | sed -n 's/^Driver: *//p' | head -n 1"
 

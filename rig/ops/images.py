@@ -109,10 +109,10 @@ def build(job: Job, tag: str, push: bool, rebuild: bool, allow_dirty: bool, buil
         # what the plan found present was read moments ago; the rest is asked now
         report.rows = verify_rows(registry, images, known=plan.present)
         if key is not None:
-            from .signing import sign_pushed
+            from .signing import sign_built
 
-            report.signed = sign_pushed(registry, images, report.rows,
-                                        set(plan.build) | set(plan.reuse), key, say)
+            report.signed = sign_built(registry, plan, report.rows,
+                                       report.timings.get("pushed") or {}, key, say)
     return report
 
 
@@ -131,6 +131,8 @@ def sign_images(job: Job, tag: str, say) -> tuple[int, int]:
     if missing:
         raise RigError(*(f"{ref}: not in the registry" for ref in missing),
                        "nothing was signed (build and push the tag first)")
+    for row in rows:     # what is signed is the digest each tag holds now: said, one by one
+        say(f"  {row['image']} at {row['digest']}")
     return sign_pushed(registry, images, rows, {i.target for i in images}, key, say)
 
 

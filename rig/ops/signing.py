@@ -25,7 +25,11 @@ def signing_key(fleet):
         return None
     path = fleet.path(spec.key)
     password = None
-    if keys.is_encrypted(path):
+    if not keys.is_encrypted(path):
+        if path.stat().st_mode & 0o077:
+            raise RigError(f"build.signing.key {spec.key}: an unencrypted private key readable by "
+                           "others (chmod 600, or use an encrypted key: rig keys generate)")
+    else:
         value = os.environ.get(spec.password_env) if spec.password_env else None
         if not value and spec.password_file:
             value = _read_private(fleet.path(spec.password_file), spec.password_file)
@@ -39,13 +43,31 @@ def signing_key(fleet):
 
 
 def _read_private(path, shown: str) -> str:
-    """A password file: readable by its owner only, like a registry token file."""
+    """A password file: a regular file readable by its owner only, like a registry token file;
+    its content is the password, one trailing newline aside (as `echo pw > file` writes it)."""
+    import stat
+
+    what = f"build.signing.password_file {shown}"
     try:
-        if path.stat().st_mode & 0o077:
-            raise RigError(f"build.signing.password_file {shown}: readable by others (chmod 600)")
-        return path.read_text().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)   # a FIFO must not hang the command
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise RigError(f"{what}: not a regular file")
+            if info.st_mode & 0o077:
+                raise RigError(f"{what}: readable by others (chmod 600)")
+            data = os.read(fd, 4097)
+        finally:
+            os.close(fd)
     except OSError as e:
-        raise RigError(f"build.signing.password_file {shown}: {e.strerror or e}") from None
+        raise RigError(f"{what}: {e.strerror or e}") from None
+    if len(data) > 4096:
+        raise RigError(f"{what}: over 4 KiB, not a password")
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise RigError(f"{what}: not UTF-8 text") from None
+    return text[:-1] if text.endswith("\n") else text
 
 
 def public_keys(fleet) -> list:
@@ -74,6 +96,40 @@ def sign_pushed(registry, images, rows: list[dict], targets: set[str], key, say)
         say(f"signed {signed} image(s)" + (f", {already} already signed by this key"
                                             if already else ""))
     return signed, already
+
+
+def sign_built(registry, plan, rows: list[dict], pushed: dict[str, str], key, say
+               ) -> tuple[int, int]:
+    """After a build's push: sign what this build pushed, at the digest the build host's
+    engine pushed (never what the registry merely says the tag holds: someone may have moved
+    it). Images reused from earlier sources are not signed here (signing them would sign
+    whatever their source tag holds); one this key never signed is named."""
+    from ..errors import RigError
+    from ..supply import cosign
+
+    digests = {row["image"]: row["digest"] for row in rows}
+    problems, built = [], []
+    for target in plan.build:
+        image = plan.image(target)
+        if pushed.get(target) is None:
+            problems.append(f"{image.ref}: the build host did not say which digest it pushed; "
+                            "not signed")
+        elif digests.get(image.ref) != pushed[target]:
+            problems.append(f"{image.ref}: the registry holds {str(digests.get(image.ref))[:19]}, "
+                            f"not the {pushed[target][:19]} this build pushed; not signed")
+        else:
+            built.append(image)
+    result = sign_pushed(registry, built, rows, {i.target for i in built}, key, say)
+    for target in plan.reuse:
+        image = plan.image(target)
+        digest = digests.get(image.ref)
+        if digest and not cosign.signers(registry, image.path, image.repository, digest,
+                                         [key.public_key()]):
+            say(f"{image.ref}: reused from {plan.reuse[target]}, which this key never signed: "
+                "left unsigned (`rig build --push --rebuild` builds and signs it)")
+    if problems:
+        raise RigError(*problems, "a rollout will refuse these images until they are signed")
+    return result
 
 
 def signature_problems(fleet, registry, releases: dict, keys: list) -> list[str]:

@@ -25,6 +25,7 @@ from . import simplesign
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
 MAX_SIGNATURES = 64     # layers read from one signature manifest (each is a blob fetch)
+MAX_PAYLOAD = 64 * 1024  # a simple-signing payload is a few hundred bytes
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,25 @@ def read(registry, path: str, digest: str) -> tuple[dict | None, list[Signature]
         return None, []
     doc = _manifest_doc(found[0], f"{path}@{digest[:19]}")
     signatures = []
-    for layer in doc.get("layers", [])[:MAX_SIGNATURES]:
-        if not isinstance(layer, dict) or layer.get("mediaType") != simplesign.MEDIA_TYPE:
+    for layer in _layers(doc)[:MAX_SIGNATURES]:
+        if layer.get("mediaType") != simplesign.MEDIA_TYPE:
             continue
         signature = (layer.get("annotations") or {}).get(simplesign.ANNOTATION)
-        if not isinstance(signature, str) or not isinstance(layer.get("digest"), str):
+        size = layer.get("size")
+        if not isinstance(signature, str) or not isinstance(size, int) or not 0 < size <= MAX_PAYLOAD:
             continue
-        signatures.append(Signature(registry.blob(path, layer["digest"]), signature))
+        try:
+            blob = registry.blob(path, simplesign.check_digest(layer.get("digest")))
+        except RigError:
+            continue    # a layer that cannot be read does not hide the others
+        signatures.append(Signature(blob, signature))
     return doc, signatures
+
+
+def _layers(doc: dict | None) -> list[dict]:
+    """The manifest's layers that are objects with a digest (junk ones are dropped)."""
+    return [layer for layer in (doc or {}).get("layers", [])
+            if isinstance(layer, dict) and isinstance(layer.get("digest"), str)]
 
 
 def verified_by(signatures: list[Signature], repository: str, digest: str,
@@ -83,15 +95,18 @@ def signers(registry, path: str, repository: str, digest: str, public_keys: list
 
 
 def sign(registry, path: str, repository: str, digest: str, private_key) -> bool:
-    """Sign `repository@digest` with the key, unless a signature by it is there already."""
+    """Sign `repository@digest` with the key, unless a signature by it is there already. The
+    new signature goes first (a manifest stuffed with junk layers cannot push it past what is
+    read), and is read back: two signers racing on one manifest lose no signature unnoticed."""
+    public = private_key.public_key()
     manifest, signatures = read(registry, path, digest)
-    if verified_by(signatures, repository, digest, [private_key.public_key()]):
+    if verified_by(signatures, repository, digest, [public]):
         return False
     data = simplesign.payload(repository, digest)
     layer = {"mediaType": simplesign.MEDIA_TYPE, "size": len(data),
              "digest": registry.push_blob(path, data),
              "annotations": {simplesign.ANNOTATION: simplesign.sign(private_key, data)}}
-    layers = [*(manifest or {}).get("layers", []), layer]
+    layers = [layer, *_layers(manifest)][:MAX_SIGNATURES]
     config = json.dumps({"architecture": "", "config": {}, "created": "0001-01-01T00:00:00Z",
                          "history": [{"created": "0001-01-01T00:00:00Z"}], "os": "",
                          "rootfs": {"type": "layers", "diff_ids": [x["digest"] for x in layers]}},
@@ -101,4 +116,7 @@ def sign(registry, path: str, repository: str, digest: str, private_key) -> bool
                                   "digest": registry.push_blob(path, config)},
                        "layers": layers}, separators=(",", ":")).encode()
     registry.put_manifest(path, simplesign.sig_tag(digest), body, MANIFEST_MEDIA_TYPE)
+    if not verified_by(read(registry, path, digest)[1], repository, digest, [public]):
+        raise RigError(f"{repository}@{digest[:19]}: the signature did not stay in the registry "
+                       "(another signer wrote the manifest at the same moment?): sign again")
     return True

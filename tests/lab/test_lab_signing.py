@@ -37,8 +37,9 @@ def client(spec):
 
 
 def containers(host: str) -> str:
-    return ssh(host, "docker ps -a --filter label=rig.service --format "
-                     "'{{.Names}} {{.ID}} {{.Status}}' | sort").stdout
+    """rig's containers on the host: name, id, image, started at (a restart or a swap shows)."""
+    return ssh(host, "docker ps -aq --filter label=rig.service | xargs -r docker inspect -f "
+                     "'{{.Name}} {{.Id}} {{.Image}} {{.State.StartedAt}}' | sort").stdout
 
 
 def test_every_pushed_image_is_signed_and_verifies_independently(spec):

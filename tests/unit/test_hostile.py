@@ -394,7 +394,7 @@ class FakeRegistry:
                 if self.command != "HEAD":
                     self.wfile.write(body)
 
-            do_GET = do_HEAD = do_PUT = _answer
+            do_GET = do_HEAD = do_PUT = do_POST = _answer
 
             def log_message(self, *args):
                 pass
@@ -626,3 +626,36 @@ def test_the_real_specs_registries_pass_the_realm_check(fleet, lab_fleet):
         realm = "https://ghcr.io/token" if reg.host == "ghcr.io" else f"https://{reg.host}/auth"
         RegistryClient(reg.host, reg.username, PASSWORD)._check_realm(realm)
     assert json.dumps(lab_fleet.registry.host) == '"10.77.0.1:5000"'
+
+
+@pytest.mark.parametrize("location", [
+    "https://{evil}/up", "//{evil}/up", "https://{good}:x@{evil}/up", "https://robot@{good}/up",
+    "http://{good}/up", "https://127.0.0.1:1/up"])
+def test_an_upload_location_off_the_registry_gets_nothing(servers, location):
+    """push_blob sends the blob, with credentials, only to https on the registry's own host and
+    port, without user info (https://host:x@evil/ names evil)."""
+    good, evil, client, _ = servers
+    good.routes[("POST", "/v2/rig/app/blobs/uploads/")] = [
+        (401, {"WWW-Authenticate": 'Basic realm="r"'}, b""),
+        (202, {"Location": location.format(good=good.host, evil=evil.host)}, b"")]
+    with pytest.raises(RigError, match="is not on https://127.0.0.1:.*nothing is sent there"):
+        client.push_blob("rig/app", b"payload")
+    assert evil.seen == [] and not any(m == "PUT" for m, _, _ in good.seen)
+
+
+def test_a_blob_goes_to_the_registrys_own_upload_location_once_with_its_digest(servers):
+    import hashlib
+
+    good, _, client, _ = servers
+    digest = "sha256:" + hashlib.sha256(b"payload").hexdigest()
+    good.routes[("POST", "/v2/rig/app/blobs/uploads/")] = [
+        (202, {"Location": "/v2/rig/app/blobs/uploads/u1?_state=x"}, b"")]
+    good.routes[("PUT", "/v2/rig/app/blobs/uploads/u1")] = [(201, {}, b"")]
+    assert client.push_blob("rig/app", b"payload") == digest
+    assert [(m, path) for m, path, _ in good.seen] == [
+        ("HEAD", f"/v2/rig/app/blobs/{digest}"), ("POST", "/v2/rig/app/blobs/uploads/"),
+        ("PUT", f"/v2/rig/app/blobs/uploads/u1?_state=x&digest={digest}")]
+    good.routes[("HEAD", f"/v2/rig/app/blobs/{digest}")] = [(200, {}, b"")]
+    good.seen.clear()
+    assert client.push_blob("rig/app", b"payload") == digest      # there already: one HEAD
+    assert [m for m, _, _ in good.seen] == ["HEAD"]
