@@ -439,8 +439,21 @@ def bench_build(spec: Path) -> dict:
     rig_spec = [*RIG, "-c", str(spec / "fleet.yml")]
     samples = [registry_requests([*rig_spec, "build", "--push", "--allow-dirty", "--tag", "bench-1"],
                                  cwd=spec, expect="built 0, tagged 0, present 5") for _ in range(RUNS)]
-    return {"rig": stats([seconds for seconds, _ in samples]),
-            "registry_requests": max(requests for _, requests in samples)}
+    # the same without signing (the lab's spec signs): a no-change build must not pay for it
+    lab_yml = spec / "lab.yml"
+    signed = lab_yml.read_text()
+    assert "    key: .lab/signing/cosign.key\n" in signed
+    try:
+        lab_yml.write_text(signed.replace("    key: .lab/signing/cosign.key\n", ""))
+        unsigned = [timed([*rig_spec, "build", "--push", "--allow-dirty", "--tag", "bench-1"],
+                          cwd=spec, expect="built 0, tagged 0, present 5") for _ in range(RUNS)]
+    finally:
+        lab_yml.write_text(signed)
+    result = {"rig": stats([seconds for seconds, _ in samples]),
+              "registry_requests": max(requests for _, requests in samples),
+              "unsigned": stats(unsigned)}
+    result["signing_cost_s"] = round(result["rig"]["median"] - result["unsigned"]["median"], 3)
+    return result
 
 
 def table(results: dict) -> str:
@@ -478,7 +491,9 @@ def table(results: dict) -> str:
               f"{s['cpu_wave7']['median']:.2f} s; each more host {s['cpu_per_extra_host']:.3f} s",
               f"   rig's peak memory, 8-host rollout: {m['peak_mib']:.0f} MiB", "",
               "4. no-change build", f"   rig build --push     {fmt(b['rig'])}, "
-              f"{b['registry_requests']} registry requests", "",
+              f"{b['registry_requests']} registry requests",
+              f"   without signing      {fmt(b['unsigned'])}; signing adds "
+              f"{b['signing_cost_s']:+.2f} s (target within 0.3 s)", "",
               "5. rollout to one host, three changed services vs one",
               f"   three                {fmt(r['three'])}",
               f"   one                  {fmt(r['one'])}",

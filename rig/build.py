@@ -247,17 +247,22 @@ def _build_and_push(fleet, plan, options, executor, workdir, bake, mode, say) ->
     return timings
 
 
-def pushed_digests(executor, images: list[Image]) -> dict[str, str]:
-    """target -> the digest the build host's engine pushed it as (what a signature may cover);
-    a target the engine cannot say is left out (and is not signed)."""
+def pushed_digests(executor, images: list[Image]) -> dict[str, set[str]]:
+    """target -> the digests the build host's engine pushed that very image as, in its
+    repository (what a signature may cover; machine variants share a repository, so each
+    image's own list counts). A target the engine cannot say is left out (and not signed)."""
     ok, out, _ = executor.run(bake_cmd.pushed_digests_command([i.ref for i in images]))
-    known = [line.strip() for line in out.splitlines()] if ok else []
-    found = {}
-    for image in images:
-        for line in known:
-            repository, _, digest = line.partition("@")
-            if repository == image.repository and digest.startswith("sha256:"):
-                found[image.target] = digest
+    lines = out.splitlines() if ok else []
+    found: dict[str, set[str]] = {}
+    for image, line in zip(images, lines, strict=False):
+        try:
+            entries = json.loads(line)
+        except ValueError:
+            continue
+        digests = {e.partition("@")[2] for e in entries or [] if isinstance(e, str)
+                   and e.partition("@")[0] == image.repository and "@sha256:" in e}
+        if digests:
+            found[image.target] = digests
     return found
 
 

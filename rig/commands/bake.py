@@ -99,9 +99,10 @@ def push_command(refs: list[str]) -> str:
 
 
 def pushed_digests_command(refs: list[str]) -> str:
-    """The repository digests the build host's engine knows for these images after their push
-    (`repo@sha256:...` lines): what was pushed, as opposed to what the registry says now."""
-    return ("docker image inspect -f '{{range .RepoDigests}}{{println .}}{{end}}' "
+    """The repository digests the build host's engine knows for these images after their push:
+    one JSON list (`repo@sha256:...`) per ref, in order. What was pushed, as opposed to what the
+    registry says now."""
+    return ("docker image inspect -f '{{json .RepoDigests}}' "
             + " ".join(shlex.quote(ref) for ref in refs))
 
 

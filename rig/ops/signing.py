@@ -98,7 +98,7 @@ def sign_pushed(registry, images, rows: list[dict], targets: set[str], key, say)
     return signed, already
 
 
-def sign_built(registry, plan, rows: list[dict], pushed: dict[str, str], key, say
+def sign_built(registry, plan, rows: list[dict], pushed: dict[str, set[str]], key, say
                ) -> tuple[int, int]:
     """After a build's push: sign what this build pushed, at the digest the build host's
     engine pushed (never what the registry merely says the tag holds: someone may have moved
@@ -114,9 +114,10 @@ def sign_built(registry, plan, rows: list[dict], pushed: dict[str, str], key, sa
         if pushed.get(target) is None:
             problems.append(f"{image.ref}: the build host did not say which digest it pushed; "
                             "not signed")
-        elif digests.get(image.ref) != pushed[target]:
+        elif digests.get(image.ref) not in pushed[target]:
             problems.append(f"{image.ref}: the registry holds {str(digests.get(image.ref))[:19]}, "
-                            f"not the {pushed[target][:19]} this build pushed; not signed")
+                            "not what this build pushed "
+                            f"({', '.join(sorted(d[:19] for d in pushed[target]))}); not signed")
         else:
             built.append(image)
     result = sign_pushed(registry, built, rows, {i.target for i in built}, key, say)

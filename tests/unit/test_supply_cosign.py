@@ -355,11 +355,12 @@ def test_a_build_signs_what_its_engine_pushed_never_what_the_registry_says_or_a_
             {"image": f"{REPO}:moved", "digest": OTHER},           # someone moved the tag
             {"image": f"{REPO}:reused", "digest": "sha256:" + "ef" * 32}]
     with pytest.raises(RigError) as caught:
-        sign_built(registry, plan, rows, {"built": DIGEST, "moved": "sha256:" + "12" * 32},
+        sign_built(registry, plan, rows, {"built": {DIGEST}, "moved": {"sha256:" + "12" * 32}},
                    signer, said.append)
     assert caught.value.lines == [
-        f"{REPO}:moved: the registry holds {OTHER[:19]}, not the sha256:121212121212 this build "
-        "pushed; not signed", "a rollout will refuse these images until they are signed"]
+        f"{REPO}:moved: the registry holds {OTHER[:19]}, not what this build pushed "
+        "(sha256:121212121212); not signed", "a rollout will refuse these images until they are "
+        "signed"]
     assert registry.puts == [simplesign.sig_tag(DIGEST)]           # only what it pushed
     assert said == ["signed 1 image(s)",
                     f"{REPO}:reused: reused from src-1, which this key never signed: left "
@@ -372,15 +373,17 @@ def test_the_pushed_digests_come_from_the_build_hosts_engine():
     from rig.build import pushed_digests
     from rig.commands.bake import pushed_digests_command
 
-    a = SimpleNamespace(target="a", ref=f"{REPO}:T", repository=REPO)
+    a = SimpleNamespace(target="a", ref=f"{REPO}:T-mainpc", repository=REPO)
+    a2 = SimpleNamespace(target="a2", ref=f"{REPO}:T-pc2", repository=REPO)   # same repository
     b = SimpleNamespace(target="b", ref="reg/other:T", repository="reg/other")
     ran = []
 
     class Executor:
         def run(self, command):
             ran.append(command)
-            return True, f"{REPO}@{DIGEST}\nreg/elsewhere@{OTHER}\n", []
-    assert pushed_digests(Executor(), [a, b]) == {"a": DIGEST}       # b: unknown, not signed
-    assert ran == [pushed_digests_command([a.ref, b.ref])]
-    assert ran[0] == ("docker image inspect -f '{{range .RepoDigests}}{{println .}}{{end}}' "
-                      f"{REPO}:T reg/other:T")
+            return True, (f'["{REPO}@{DIGEST}"]\n["{REPO}@{OTHER}"]\n'
+                          f'["reg/elsewhere@{DIGEST}"]\n'), []
+    assert pushed_digests(Executor(), [a, a2, b]) == {"a": {DIGEST}, "a2": {OTHER}}  # b: unknown
+    assert ran == [pushed_digests_command([a.ref, a2.ref, b.ref])]
+    assert ran[0] == ("docker image inspect -f '{{json .RepoDigests}}' "
+                      f"{REPO}:T-mainpc {REPO}:T-pc2 reg/other:T")
