@@ -32,7 +32,7 @@ from ..rollout.engine import (
     resolve_releases,
 )
 from .job import Job, select_hosts
-from .rollout import Options, Plan, PlanRow, RolloutReport, _registry, rollout
+from .rollout import Options, Plan, PlanRow, RolloutReport, _registry, rollout, signed
 
 
 def paused_rollout(job: Job, say) -> dict:
@@ -121,7 +121,7 @@ def promote(job: Job, say, on_plan=None, verify: bool = True) -> RolloutReport:
                            "or start a new rollout)")
         releases = {h: [release_of(row["to"]) for row in (record.get(h) or {}).values()]
                     for h in hosts}
-        return releases, [], []
+        return (*signed(job, releases, []), [])
     opts = Options(services=lock.get("services"), limit=hosts, canary=canary,
                    batch=lock.get("batch"), pause="none", adopt=lock["id"],
                    cleanup={h: list(record.get(h) or {}) for h in canary}, verify=verify)

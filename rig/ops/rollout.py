@@ -112,6 +112,26 @@ def _registry(job: Job):
     return job.registry   # the command's one client (ops/job.py)
 
 
+def signed(job: Job, releases: dict, problems: list[str]) -> tuple[dict, list[str]]:
+    """(releases, problems) with a line for every image without a valid signature by one of
+    build.signing.public_keys, when the spec requires signatures (rollout.require_signed):
+    every verb that would run an image (rollout, rollback, promote, deploy, plan) resolves its
+    releases through this, so the refusal comes before any lock or change."""
+    if not job.fleet.requires_signed or not releases:
+        return releases, problems
+    from .signing import public_keys, signature_problems
+
+    return releases, problems + signature_problems(job.fleet, _registry(job), releases,
+                                                   public_keys(job.fleet))
+
+
+def _resolved(job: Job, hosts: list[str], services: list[str] | None, target):
+    """Releases resolved in the registry and their signatures checked: the rollout runs this in
+    a greenlet while the hosts connect."""
+    return signed(job, *resolve_releases(job.fleet, hosts, services, target, _registry(job),
+                                         job.secrets))
+
+
 def _plan(job: Job, label: str, hosts: list[str], releases, facts, opts: Options,
           problems: list[str], skipped: list[str]) -> tuple[Plan, dict[str, list[Change]]]:
     """Pre-flight on read facts: waves and changes, or a RigError naming every problem."""
@@ -126,11 +146,6 @@ def _plan(job: Job, label: str, hosts: list[str], releases, facts, opts: Options
     skipped = list(skipped)
     if not opts.start_stopped:  # before the GPU checks: a service left stopped starts nothing
         _leave_stopped(changes, facts, skipped)
-    if not problems and job.fleet.requires_signed:   # every image signed by a trusted key
-        from .signing import public_keys, signature_problems
-
-        problems = signature_problems(job.fleet, _registry(job), releases,
-                                      public_keys(job.fleet))
     if not problems:  # the GPU: each image's CUDA against the driver, memory against the card
         from .gpu import gpu_problems
 
@@ -154,8 +169,7 @@ def _plan(job: Job, label: str, hosts: list[str], releases, facts, opts: Options
 def plan(job: Job, tag: str, opts: Options, say) -> Plan:
     """What `rig rollout` would do, touching nothing."""
     hosts = select_hosts(job.fleet, opts.limit, opts.services)
-    releases, problems = resolve_releases(job.fleet, hosts, opts.services, at_tag(tag),
-                                          _registry(job), job.secrets)
+    releases, problems = _resolved(job, hosts, opts.services, at_tag(tag))
     with job.session(hosts) as session:
         facts = Rollout(session, job.fleet, say, "plan", tag).facts()
     try:
@@ -174,8 +188,7 @@ def rollout(job: Job, tag: str, opts: Options, say, on_plan=None, resolve=None) 
     if not opts.adopt:  # promote continues a rollout whose pre-rollout hook already ran
         job.hook("pre-rollout", say, **hook)
     if resolve is None:   # the registry is asked while the hosts connect (nothing waits)
-        looked_up = _started(resolve_releases, job.fleet, hosts, opts.services, at_tag(tag),
-                             _registry(job), job.secrets)
+        looked_up = _started(_resolved, job, hosts, opts.services, at_tag(tag))
 
         def resolve(facts):
             releases, problems = looked_up()
@@ -264,8 +277,8 @@ def rollback(job: Job, to_tag: str | None, opts: Options, say, on_plan=None) -> 
         notes: list[str] = []
         target = at_tag(check_tag(to_tag)) if to_tag else previous_target(facts, notes,
                                                                            job.fleet)
-        releases, problems = resolve_releases(job.fleet, hosts, opts.services, target, registry,
-                                              job.secrets)
+        releases, problems = signed(job, *resolve_releases(job.fleet, hosts, opts.services,
+                                                           target, registry, job.secrets))
         for note in notes:
             say(note)
         skipped = [] if to_tag else [

@@ -350,6 +350,30 @@ def test_an_unsigned_image_is_refused_at_pre_flight_before_any_lock_or_change(la
     assert session.runs == [] and not session.locks
 
 
+def test_a_rollback_and_a_plan_check_signatures_too(lab, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from rig.supply.keys import public_pem
+
+    job, session, registry, _, _ = lab
+    (tmp_path / "trusted.pub").write_bytes(
+        public_pem(ec.generate_private_key(ec.SECP256R1()).public_key()))
+    signing = job.fleet.build.signing.model_copy(update={"public_keys": [str(tmp_path / "trusted.pub")]})
+    job.fleet = job.fleet.model_copy(update={"build": job.fleet.build.model_copy(
+        update={"signing": signing})})
+    registry.manifest_digest = lambda path, tag: "sha256:" + "2" * 64
+    registry.manifest = lambda path, ref: None
+    with pytest.raises(RigError) as back:      # back to T0, recorded in state.json
+        ops.rollback(job, None, ops.Options(services=[SERVICE], verify=False), quiet())
+    assert back.value.lines[-1] == "pre-flight failed: no host was changed"
+    assert f"/{SERVICE}:T0 (sha256:t0): its signatures could not be read" in back.value.lines[0]
+    with pytest.raises(RigError) as planned:
+        ops.plan(job, "T2", ops.Options(services=[SERVICE]), quiet())
+    assert planned.value.lines[-1] == "pre-flight would fail"
+    assert "no valid signature by key" in planned.value.lines[0]
+    assert session.runs == [] and not session.locks
+
+
 # -- the GPU pre-flight ---------------------------------------------------------------------------------
 def test_the_gpu_pre_flight_reads_each_image_through_one_registry_client(lab):
     job, session, registry, _, made = lab

@@ -143,6 +143,32 @@ def test_promote_runs_the_services_suite_unless_told_not_to(lab, monkeypatch):
     assert [o.verify for o in seen] == [True, False]
 
 
+def test_promote_refuses_a_paused_record_whose_images_are_not_signed(lab, tmp_path, monkeypatch):
+    """Signatures required since the pause (or the signature removed): promote checks the
+    record's releases before it takes a lock or touches a host."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from rig.supply.keys import public_pem
+
+    job, session = lab
+    paused(job)
+    (tmp_path / "trusted.pub").write_bytes(
+        public_pem(ec.generate_private_key(ec.SECP256R1()).public_key()))
+    signing = job.fleet.build.signing.model_copy(update={"public_keys": [str(tmp_path / "trusted.pub")]})
+    job.fleet = job.fleet.model_copy(update={"build": job.fleet.build.model_copy(
+        update={"signing": signing})})
+    registry = Registry()
+    registry.manifest = lambda path, ref: None
+    monkeypatch.setattr(ops, "_registry", lambda job: registry)
+    runs_before, locks_before = list(session.runs), {h: session.lock(h) for h in HOSTS}
+    with pytest.raises(RigError) as caught:
+        pause.promote(job, lambda line: None)
+    assert caught.value.lines[-1] == "pre-flight failed: no host was changed"
+    assert any("its signatures could not be read" in line or "no valid signature" in line
+               for line in caught.value.lines)
+    assert session.runs == runs_before and {h: session.lock(h) for h in HOSTS} == locks_before
+
+
 def test_a_canary_host_that_needed_nothing_is_left_alone_by_promote_and_abort(lab):
     """A two-host canary where pc2 already ran the release: the record has no row for pc2;
     promote and abort go on without it."""
