@@ -335,3 +335,16 @@ def run_op(op, host: FakeHost, **kwargs) -> list:
 
     with ctx_host.use(host):
         return list(op._inner(**kwargs))
+
+
+def requiring_signatures(fleet, folder: Path):
+    """The fleet with one trusted public key (a fresh P-256 key's, written in `folder`): its
+    rollouts, rollbacks and promotes now require signatures by it."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from rig.supply.keys import public_pem
+
+    (folder / "trusted.pub").write_bytes(
+        public_pem(ec.generate_private_key(ec.SECP256R1()).public_key()))
+    signing = fleet.build.signing.model_copy(update={"public_keys": [str(folder / "trusted.pub")]})
+    return fleet.model_copy(update={"build": fleet.build.model_copy(update={"signing": signing})})

@@ -15,7 +15,7 @@ from rig.ops import rollout as ops
 from tasks.rollout import Container, RolloutFacts
 from tasks.util import Shell
 
-from .fakes import FakeJob, FakeSession
+from .fakes import FakeJob, FakeSession, requiring_signatures
 
 SERVICE = "affective_processing_center"
 GPU_A, GPU_B = "model_ops_coordinator", "real_time_audio_pipeline"
@@ -327,16 +327,8 @@ def test_previous_target_edges():
 
 # -- signatures ----------------------------------------------------------------------------------------
 def test_an_unsigned_image_is_refused_at_pre_flight_before_any_lock_or_change(lab, tmp_path):
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from rig.supply.keys import public_pem
-
     job, session, registry, _, _ = lab
-    (tmp_path / "trusted.pub").write_bytes(
-        public_pem(ec.generate_private_key(ec.SECP256R1()).public_key()))
-    signing = job.fleet.build.signing.model_copy(update={"public_keys": [str(tmp_path / "trusted.pub")]})
-    job.fleet = job.fleet.model_copy(update={"build": job.fleet.build.model_copy(
-        update={"signing": signing})})
+    job.fleet = requiring_signatures(job.fleet, tmp_path)
     asked = []
     registry.manifest_digest = lambda path, tag: "sha256:" + "2" * 64
     registry.manifest = lambda path, ref: asked.append((path, ref))    # no signature there
@@ -351,16 +343,8 @@ def test_an_unsigned_image_is_refused_at_pre_flight_before_any_lock_or_change(la
 
 
 def test_a_rollback_and_a_plan_check_signatures_too(lab, tmp_path):
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from rig.supply.keys import public_pem
-
     job, session, registry, _, _ = lab
-    (tmp_path / "trusted.pub").write_bytes(
-        public_pem(ec.generate_private_key(ec.SECP256R1()).public_key()))
-    signing = job.fleet.build.signing.model_copy(update={"public_keys": [str(tmp_path / "trusted.pub")]})
-    job.fleet = job.fleet.model_copy(update={"build": job.fleet.build.model_copy(
-        update={"signing": signing})})
+    job.fleet = requiring_signatures(job.fleet, tmp_path)
     registry.manifest_digest = lambda path, tag: "sha256:" + "2" * 64
     registry.manifest = lambda path, ref: None
     with pytest.raises(RigError) as back:      # back to T0, recorded in state.json

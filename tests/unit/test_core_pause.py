@@ -16,7 +16,7 @@ from rig.ops import rollout as ops
 from rig.rollout.engine import release_doc
 from tasks.rollout import Container, RolloutFacts
 
-from .fakes import FakeJob, FakeSession
+from .fakes import FakeJob, FakeSession, requiring_signatures
 
 SERVICE = "affective_processing_center"
 OTHER = "real_time_audio_pipeline"
@@ -146,17 +146,9 @@ def test_promote_runs_the_services_suite_unless_told_not_to(lab, monkeypatch):
 def test_promote_refuses_a_paused_record_whose_images_are_not_signed(lab, tmp_path, monkeypatch):
     """Signatures required since the pause (or the signature removed): promote checks the
     record's releases before it takes a lock or touches a host."""
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from rig.supply.keys import public_pem
-
     job, session = lab
     paused(job)
-    (tmp_path / "trusted.pub").write_bytes(
-        public_pem(ec.generate_private_key(ec.SECP256R1()).public_key()))
-    signing = job.fleet.build.signing.model_copy(update={"public_keys": [str(tmp_path / "trusted.pub")]})
-    job.fleet = job.fleet.model_copy(update={"build": job.fleet.build.model_copy(
-        update={"signing": signing})})
+    job.fleet = requiring_signatures(job.fleet, tmp_path)
     registry = Registry()
     registry.manifest = lambda path, ref: None
     monkeypatch.setattr(ops, "_registry", lambda job: registry)
