@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .commands import bake as bake_cmd
@@ -244,6 +245,10 @@ def _build_and_push(fleet, plan, options, executor, workdir, bake, mode, say) ->
         timings["push_s"] = round(time.monotonic() - started, 1)
         say(f"pushed {len(refs)} tags in {timings['push_s']} s")
         timings["pushed"] = pushed_digests(executor, [plan.image(t) for t in plan.build])
+        timings["bases"] = base_digests(executor, sorted({
+            plan.image(t).args["BASE_IMAGE"] for t in plan.build
+            if plan.image(t).kind == "family" and plan.image(t).args.get("BASE_IMAGE")}))
+        timings["finished"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return timings
 
 
@@ -263,6 +268,27 @@ def pushed_digests(executor, images: list[Image]) -> dict[str, set[str]]:
                    and e.partition("@")[0] == image.repository and "@sha256:" in e}
         if digests:
             found[image.target] = digests
+    return found
+
+
+def base_digests(executor, refs: list[str]) -> dict[str, str]:
+    """ref -> the digest the build host's engine pulled it at (for provenance), for the base
+    images the families were built FROM; one the engine cannot say is left out."""
+    if not refs:
+        return {}
+    ok, out, _ = executor.run(bake_cmd.pushed_digests_command(refs))
+    found = {}
+    for ref, line in zip(refs, out.splitlines() if ok else [], strict=False):
+        name = ref.rsplit("@", 1)[0]
+        name = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+        try:
+            entries = json.loads(line)
+        except ValueError:
+            continue
+        for entry in entries or []:
+            if isinstance(entry, str) and entry.partition("@")[0] == name and "@sha256:" in entry:
+                found[ref] = entry.partition("@")[2]
+                break
     return found
 
 

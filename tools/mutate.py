@@ -88,6 +88,8 @@ CORE_TESTS = [
     "tests/unit/test_lock*.py",
     "tests/unit/test_pause*.py",
 ]
+# test_supply.py reads ../shared's vectors, which the mutants' copy has not
+SUPPLY_TESTS = ["tests/unit/test_supply_attest.py", "tests/unit/test_supply_cosign.py"]
 TESTS: dict[str, list[str]] = {
     "rig/rollout/*.py": CORE_TESTS,
     "rig/ops/rollout.py": CORE_TESTS,
@@ -95,6 +97,8 @@ TESTS: dict[str, list[str]] = {
     "tasks/rollout.py": CORE_TESTS,
     "rig/ledger.py": CORE_TESTS,     # the ledger and state.json the core writes
     "rig/prune.py": ["tests/unit/test_day2.py", "tests/unit/test_prune*.py"],
+    "rig/supply/*.py": SUPPLY_TESTS,
+    "rig/ops/signing.py": SUPPLY_TESTS,
 }
 ALL_TESTS = ["tests/unit"]
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider"]

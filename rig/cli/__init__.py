@@ -60,9 +60,9 @@ def main(ctx: click.Context, config: str, env: str | None) -> None:
 
 
 def _register() -> None:
-    from . import day2, deploy, gpu, hosts, images, lab, rollout, service, spec
+    from . import day2, deploy, gpu, hosts, images, lab, rollout, service, spec, supply
 
-    for module in (spec, lab, hosts, images, rollout, deploy, service, day2, gpu):
+    for module in (spec, lab, hosts, images, supply, rollout, deploy, service, day2, gpu):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -30,7 +30,23 @@ def print_image_rows(rows: list[dict]) -> int:
         if "signed" in row and row["digest"]:
             signed = ("  signed by " + ", ".join(row["signed"])) if row["signed"] else "  UNSIGNED"
         echo(f"  {row['image']:<72} {row['digest'] or 'MISSING'}{signed}")
+        if "provenance" in row and row["digest"]:
+            sbom = "NONE" if row["sbom"] is None else f"{row['sbom']} packages"
+            echo(f"      {_provenance_line(row['provenance'], row['problem'])}; sbom: {sbom}")
     return sum(1 for row in rows if not row["digest"])
+
+
+def _provenance_line(found: dict | None, problem: str | None) -> str:
+    if not found:
+        return "provenance: NONE"
+    if found["commit"]:
+        source = found["commit"][:12] + ("" if found["clean"] else " (uncommitted changes)")
+    else:
+        source = "none (no git checkout)"
+    return (f"provenance: commit {source}, {found['builder'].removeprefix('urn:rig:builder:')}, "
+            f"{found['finished']}" + (f", reused from {found['reused_from']}" if found["reused_from"]
+                                      else "")
+            + (f"  DOES NOT FIT: {problem}" if problem else ""))
 
 
 @click.command()
@@ -81,13 +97,18 @@ def build(obj: Context, inventory: str | None, tag: str | None, push: bool, rebu
                    f"{report.where}; {report.reused} not tagged")
     else:
         print_image_rows(report.rows)
-        echo(f"built {report.built}, tagged {report.reused}, present {report.present}; "
-                   f"{len(report.rows) - report.missing} of {len(report.rows)} images in "
-                   f"{report.registry}"
-             + (f"; signed {report.signed[0]} now" if report.signed else ""))
+        echo(_summary(report))
     echo(f"done in {job.elapsed():.1f} s")
     if report.missing:
         raise RigError(f"{report.missing} image(s) missing from the registry after the build")
+
+
+def _summary(report) -> str:
+    return (f"built {report.built}, tagged {report.reused}, present {report.present}; "
+            f"{len(report.rows) - report.missing} of {len(report.rows)} images in {report.registry}"
+            + (f"; signed {report.signed[0]} now" if report.signed else "")
+            + (f"; attested {report.attested[0]} provenance(s), {report.attested[1]} SBOM(s)"
+               if report.attested else ""))
 
 
 @click.group(context_settings=CONTEXT)
@@ -104,8 +125,10 @@ def images() -> None:
 def images_verify(obj: Context, inventory: str | None, tag: str | None, as_json: bool) -> None:
     """List every image the spec expects at TAG (families, services, machine variants) with its
     digest in the registry, or MISSING, and, when build.signing lists public keys, which of them
-    signed it (or UNSIGNED). Exit 1 when any is missing, or unsigned where rollouts require
-    signatures.
+    signed it (or UNSIGNED), what its signed provenance says (commit, clean tree, builder; DOES
+    NOT FIT when it names another build target or another commit than the tag) and how many
+    packages its signed SBOM lists. Exit 1 when any is missing, or unsigned or without fitting
+    provenance where rollouts require them.
 
     \b
     Example:
@@ -123,75 +146,10 @@ def images_verify(obj: Context, inventory: str | None, tag: str | None, as_json:
         print_image_rows(rows)
         echo(f"{len(rows) - len(missing)} of {len(rows)} present")
     unsigned = [row for row in rows if row["digest"] and row.get("signed") == []]
-    if missing or (unsigned and job.fleet.requires_signed):
+    unproven = [row for row in rows if row["digest"] and row.get("problem")]
+    if missing or (unsigned and job.fleet.requires_signed) \
+            or (unproven and job.fleet.requires_provenance):
         sys.exit(1)
 
 
-@images.command("sign")
-@inventory_option
-@tag_option
-@click.pass_obj
-@friendly
-def images_sign(obj: Context, inventory: str | None, tag: str | None) -> None:
-    """Sign every image the spec expects at TAG with build.signing.key (cosign's format, tag
-    sha256-<digest>.sig beside the image). `rig build --push` signs what it pushes; this signs
-    images pushed before signing was set up, once you trust them. An image already signed by
-    the key is left as it is.
-
-    
-    Example:
-      RIG_SIGNING_PASSWORD=... rig images sign --tag 20261123-1a2b3c4d"""
-    from ..ops.images import sign_images
-
-    job, tag = obj.job(inventory), resolve_tag(obj, tag)
-    signed, already = sign_images(job, tag, say_line)
-    echo(f"signed {signed} image(s) at {tag}; {already} were signed by this key already")
-
-
-@click.group(context_settings=CONTEXT)
-def keys() -> None:
-    """Signing keys (cosign's format)."""
-
-
-@keys.command("generate")
-@click.option("--out", "folder", default=".", show_default=True, metavar="DIR",
-              help="Folder for cosign.key (0600) and cosign.pub; existing files are not replaced.")
-@click.option("--password-env", "password_env", default="RIG_SIGNING_PASSWORD", show_default=True,
-              metavar="VAR", help="Name of the variable holding the new key's password.")
-@friendly
-def keys_generate(folder: str, password_env: str) -> None:
-    """A new ECDSA P-256 key pair in cosign's format: cosign.key encrypted with the password in
-    the named variable (scrypt, then nacl/secretbox, as `cosign generate-key-pair` writes it),
-    and cosign.pub. Point build.signing.key at the first and build.signing.public_keys at the
-    second; `cosign verify --key cosign.pub --insecure-ignore-tlog IMAGE` checks what rig signs.
-
-    
-    Example:
-      export RIG_SIGNING_PASSWORD=...   # from your password manager, not typed in argv
-      rig keys generate --out keys/"""
-    import os
-    from pathlib import Path
-
-    from ..errors import RigError
-    from ..supply.keys import generate_encrypted
-
-    password = os.environ.get(password_env)
-    if not password:
-        raise RigError(f"{password_env} is not set: put the new key's password in it (the "
-                       "password is never taken from the command line)")
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    private, public = out / "cosign.key", out / "cosign.pub"
-    for path in (private, public):
-        if path.exists() or path.is_symlink():
-            raise RigError(f"{path} exists: not replaced (move it away first)")
-    key_pem, pub_pem = generate_encrypted(password.encode())
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW   # never through a link
-    with open(os.open(private, flags, 0o600), "wb") as f:
-        f.write(key_pem)
-    with open(os.open(public, flags, 0o644), "wb") as f:
-        f.write(pub_pem)
-    echo(f"wrote {private} (0600, encrypted) and {public}")
-
-
-COMMANDS = [build, images, keys]
+COMMANDS = [build, images]

@@ -33,6 +33,11 @@ class SigningSpec(StrictModel):
         description="Public keys (PEM, cosign.pub) whose signature a rollout accepts; with any "
         "set, rollout.require_signed is on unless turned off",
     )
+    sbom: bool = Field(
+        default=True,
+        description="With a key: attest an SPDX SBOM of each pushed image, made by syft from the "
+        "image in the registry (false: provenance only)",
+    )
 
 
 class BuildSpec(StrictModel):

@@ -68,6 +68,12 @@ class Fleet(StrictModel):
             return self.rollout.require_signed
         return bool(self.build.signing.public_keys)
 
+    @property
+    def requires_provenance(self) -> bool:
+        """Whether a rollout also refuses images without fitting provenance (only where
+        signatures are checked: the provenance is trusted for its signature)."""
+        return self.requires_signed and self.rollout.require_provenance is not False
+
     # -- hosts and groups ---------------------------------------------------------------------
     def groups(self) -> dict[str, list[str]]:
         """Group name -> hosts, including the implicit `canary` group from the rollout policy."""

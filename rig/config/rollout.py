@@ -58,6 +58,13 @@ class RolloutSpec(StrictModel):
         "one of build.signing.public_keys. Default: on when public keys are set; false turns it "
         "off (and every rollout says so)",
     )
+    require_provenance: bool | None = Field(
+        default=None,
+        description="With signatures required: refuse also an image without rig's SLSA provenance "
+        "signed by one of those keys, naming the service's own build target and the commit its "
+        "tag names. Default: as require_signed; false turns it off (images signed with `rig images "
+        "sign`, which were not built by rig, have none; every rollout says so)",
+    )
     keep_images: int = Field(
         default=3, ge=1, le=1000,
         description="`rig prune` keeps this many newest images per service on each host (plus "

@@ -191,6 +191,10 @@ def _signing(fleet: Fleet) -> Iterator[Problem]:
     if fleet.rollout.require_signed and not fleet.build.signing.public_keys:
         yield (("rollout", "require_signed"), "require_signed is on but build.signing."
                "public_keys lists no key to check signatures with")
+    if fleet.rollout.require_provenance and not fleet.requires_signed:
+        yield (("rollout", "require_provenance"), "require_provenance needs signatures checked "
+               "(rollout.require_signed and build.signing.public_keys): a provenance is only "
+               "trusted for its signature")
 
 
 def _by_profile(fleet: Fleet) -> Iterator[Problem]:

@@ -24,7 +24,9 @@ class BuildReport:
     where: str
     rows: list[dict] = field(default_factory=list)   # the registry check after a push
     timings: dict = field(default_factory=dict)
+    started: str = ""
     signed: tuple[int, int] | None = None   # (signed now, already signed); None: no key
+    attested: tuple[int, int] | None = None  # (provenances, SBOMs) added; None: no key
 
     @property
     def missing(self) -> int:
@@ -95,7 +97,7 @@ def build(job: Job, tag: str, push: bool, rebuild: bool, allow_dirty: bool, buil
     key = signing_key(fleet) if push and (plan.build or plan.reuse) else None
     where = fleet.build.host or "this machine"
     report = BuildReport(tag, fleet.registry.host, states, len(plan.build), len(plan.reuse),
-                         len(plan.present), push, where)
+                         len(plan.present), push, where, started=_now())
     if plan.build:
         options = BuildOptions(push=push, rebuild=rebuild, revision=git.sha if git else "unknown",
                                created=_now())
@@ -109,11 +111,35 @@ def build(job: Job, tag: str, push: bool, rebuild: bool, allow_dirty: bool, buil
         # what the plan found present was read moments ago; the rest is asked now
         report.rows = verify_rows(registry, images, known=plan.present)
         if key is not None:
-            from .signing import sign_built
+            from .signing import attest_built, sign_built
 
             report.signed = sign_built(registry, plan, report.rows,
                                        report.timings.get("pushed") or {}, key, say)
+            report.attested = attest_built(registry, plan, report.rows, set(plan.build),
+                                           _provenance_facts(job, plan, report, git), key, say,
+                                           sbom=fleet.build.signing.sbom)
     return report
+
+
+def _provenance_facts(job: Job, plan, report: BuildReport, git: GitState | None) -> dict:
+    """What a provenance says about this build besides each image: the commit and whether the
+    tree was clean, the builder, the times, each target's base images at their digests (a
+    family's BASE_IMAGE as the build host pulled it; a service's family as pushed now)."""
+    digests = {row["image"]: row["digest"] for row in report.rows}
+    pulled = report.timings.get("bases") or {}
+    bases: dict[str, dict[str, str]] = {}
+    for target in [*plan.build, *plan.reuse]:
+        image = plan.image(target)
+        if image.kind == "family":
+            ref = image.args.get("BASE_IMAGE", "")
+            bases[target] = {ref: pulled[ref]} if ref in pulled else {}
+        elif image.family:
+            family = plan.image(image.family).tagged(plan.tag)
+            bases[target] = {family: digests[family]} if digests.get(family) else {}
+    return {"commit": git.sha if git else None, "clean": bool(git and not git.dirty),
+            "builder": report.where, "started": report.started,
+            "finished": report.timings.get("finished") or _now(), "bases": bases,
+            "spec_dir": job.fleet.base_dir, "source_url": job.fleet.build.source_url or ""}
 
 
 def sign_images(job: Job, tag: str, say) -> tuple[int, int]:
@@ -138,7 +164,9 @@ def sign_images(job: Job, tag: str, say) -> tuple[int, int]:
 
 def verify_images(job: Job, tag: str) -> list[dict]:
     """One row per expected image at tag: its digest in the registry, or None; with
-    build.signing.public_keys, `signed`: the short ids of the keys that signed it ([]: none)."""
+    build.signing.public_keys, `signed`: the short ids of the keys that signed it ([]: none),
+    `provenance`: what its trusted provenance says (None: none), `problem`: why it does not fit
+    the image (None: it fits), and `sbom`: the package count of its trusted SBOM (None: none)."""
     from ..registry import client_for
     from ..supply import cosign, keys
     from .signing import public_keys
@@ -152,4 +180,95 @@ def verify_images(job: Job, tag: str) -> list[dict]:
             row["signed"] = [keys.short_id(k) for k in cosign.signers(
                 registry, image.path, image.repository, row["digest"], trusted)] \
                 if row["digest"] else []
+            if row["digest"]:
+                row.update(_attested(registry, image, row["digest"], trusted, tag))
     return rows
+
+
+def _attested(registry, image: Image, digest: str, trusted: list, tag: str) -> dict:
+    from ..supply import attest, provenance, sbom
+
+    found = None
+    summaries = []
+    for statement in attest.statements(registry, image.path, image.repository, digest, trusted,
+                                       provenance.PREDICATE_TYPE):
+        try:
+            summaries.append(provenance.summary(statement.predicate))
+        except RigError:
+            continue
+    fitting = [s for s in summaries if provenance.fits(s, image.target, tag)]
+    chosen = (fitting or summaries or [None])[0]
+    if chosen is not None:
+        found = {"target": chosen.target, "commit": chosen.commit, "clean": chosen.clean,
+                 "builder": chosen.builder, "finished": chosen.finished,
+                 "reused_from": chosen.reused_from}
+    problem = None if fitting else ("; ".join(provenance.problems(chosen, image.target, tag))
+                                    if chosen else "no provenance by a trusted key")
+    boms = attest.statements(registry, image.path, image.repository, digest, trusted,
+                             sbom.PREDICATE_TYPE)
+    count = None
+    for statement in boms:
+        try:
+            count = len(sbom.packages(statement.predicate))
+            break
+        except RigError:
+            continue
+    return {"provenance": found, "problem": problem, "sbom": count}
+
+
+def sbom_of(job: Job, service: str, tag: str, machine: str | None) -> tuple[Image, str, dict]:
+    """(image, digest, SPDX document) of a service's image at tag, from its SBOM attestation by
+    a trusted key (build.signing.public_keys)."""
+    from ..registry import client_for
+    from ..supply import attest, sbom
+
+    registry = client_for(job.fleet)
+    image, digest, trusted = _one_image(job, registry, service, tag, machine)
+    for statement in attest.statements(registry, image.path, image.repository, digest,
+                                       trusted, sbom.PREDICATE_TYPE):
+        try:
+            sbom.packages(statement.predicate)
+        except RigError:
+            continue
+        return image, digest, statement.predicate
+    raise RigError(f"{image.ref} ({digest[:19]}): no SBOM attested by a trusted key "
+                   "(`rig build --push --rebuild` builds and attests it)")
+
+
+def provenance_of(job: Job, service: str, tag: str, machine: str | None) -> tuple[Image, str, list]:
+    """(image, digest, [trusted provenance predicates]) of a service's image at tag."""
+    from ..registry import client_for
+    from ..supply import attest, provenance
+
+    registry = client_for(job.fleet)
+    image, digest, trusted = _one_image(job, registry, service, tag, machine)
+    found = attest.statements(registry, image.path, image.repository, digest, trusted,
+                              provenance.PREDICATE_TYPE)
+    if not found:
+        raise RigError(f"{image.ref} ({digest[:19]}): no provenance attested by a trusted key")
+    return image, digest, [a.predicate for a in found]
+
+
+def _one_image(job: Job, registry, service: str, tag: str, machine: str | None) -> tuple[Image, str, list]:
+    from .signing import public_keys
+
+    fleet = job.fleet
+    if service not in fleet.services and service not in fleet.families:
+        raise RigError(f"{service!r} is not a service or family of the spec (services: "
+                       f"{', '.join(fleet.services)}; families: {', '.join(fleet.families)})")
+    trusted = public_keys(fleet)
+    if not trusted:
+        raise RigError("build.signing.public_keys lists no key: no attestation can be trusted")
+    kind = "service" if service in fleet.services else "family"
+    images = [i for i in images_at(job, tag) if i.name == service and i.kind == kind]
+    if machine:
+        images = [i for i in images if i.machine == machine]
+    if len(images) != 1:
+        machines = ", ".join(sorted(str(i.machine) for i in images))
+        raise RigError(f"{service}: one image per machine ({machines}): pick one with --machine"
+                       if images else f"{service}: no image for machine {machine!r}")
+    image = images[0]
+    digest = registry.manifest_digest(image.path, image.tag)
+    if not digest:
+        raise RigError(f"{image.ref}: not in the registry")
+    return image, digest, trusted

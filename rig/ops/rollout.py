@@ -308,6 +308,8 @@ def _execute(job: Job, action: str, label: str, hosts: list[str], resolve, opts:
         engine = Rollout(session, job.fleet, say, action, label, job.secrets)
         if job.fleet.rollout.require_signed is False:
             say("warning: rollout.require_signed is false: image signatures are not checked")
+        elif job.fleet.requires_signed and job.fleet.rollout.require_provenance is False:
+            say("warning: rollout.require_provenance is false: image provenance is not checked")
         facts = engine.facts()
         for host, host_facts in facts.items():
             for warning in host_facts.warnings if host_facts else []:

@@ -9,7 +9,9 @@ signatures live: rig/supply/cosign.py (`sha256-<hex>.sig` tags)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import time
 
 from ..errors import RigError
 
@@ -135,27 +137,145 @@ def sign_built(registry, plan, rows: list[dict], pushed: dict[str, set[str]], ke
 
 def signature_problems(fleet, registry, releases: dict, keys: list) -> list[str]:
     """For a rollout's releases (host -> [Release]): one line per image (repository@digest)
-    without a valid signature by one of `keys` naming that very repository and digest."""
+    without a valid signature by one of `keys` naming that very repository and digest, and,
+    when provenance is required, one per image whose provenance by those keys is missing or
+    does not fit (another build target than the host's, another commit than the tag names)."""
+    from ..images import build_tag, image_for
     from ..supply import cosign
     from ..supply import keys as key_tools
 
-    problems, seen = [], set()
-    for release in (r for rs in releases.values() for r in rs):
-        if (release.repository, release.digest) in seen:
-            continue
-        seen.add((release.repository, release.digest))
-        path = release.repository.removeprefix(f"{fleet.registry.host}/")
-        try:
-            found = cosign.signers(registry, path, release.repository, release.digest, keys)
-        except RigError as e:
-            problems.append(f"{release.repository}:{release.tag} ({release.digest[:19]}): its "
-                            f"signatures could not be read: {e}")
-            continue
-        if not found:
-            problems.append(f"{release.repository}:{release.tag} ({release.digest[:19]}): no valid "
-                            "signature by key " + ", ".join(key_tools.short_id(k) for k in keys)
-                            + " (pushed by someone else, or never signed)")
+    problems, signed, seen = [], {}, set()
+    for host, host_releases in releases.items():
+        for release in host_releases:
+            image = (release.repository, release.digest)
+            name = f"{release.repository}:{release.tag} ({release.digest[:19]})"
+            path = release.repository.removeprefix(f"{fleet.registry.host}/")
+            if image not in signed:     # a signature is of the image, once for every host
+                try:
+                    signed[image] = bool(cosign.signers(registry, path, *image, keys))
+                    if not signed[image]:
+                        problems.append(f"{name}: no valid signature by key "
+                                        + ", ".join(key_tools.short_id(k) for k in keys)
+                                        + " (pushed by someone else, or never signed)")
+                except RigError as e:
+                    signed[image] = False
+                    problems.append(f"{name}: its signatures could not be read: {e}")
+            tag = build_tag(fleet, release.service, host, release.tag)
+            target = image_for(fleet, release.service, host, tag).target
+            if not signed[image] or not fleet.requires_provenance or (*image, target) in seen:
+                continue
+            seen.add((*image, target))     # a provenance is of the build target (per machine)
+            why = provenance_problem(registry, path, *image, keys, target, tag)
+            if why:
+                problems.append(f"{name}: {why}")
     if problems:
-        problems.append("`rig images verify --tag TAG` shows what is signed; `rig images sign "
-                        "--tag TAG` signs the images at TAG once you trust them")
+        problems.append("`rig images verify --tag TAG` shows what is signed and attested; `rig "
+                        "images sign --tag TAG` signs the images at TAG once you trust them; "
+                        "`rig build --push --rebuild --tag TAG` builds, signs and attests them anew")
     return problems
+
+
+def provenance_problem(registry, path: str, repository: str, digest: str, keys: list, target: str,
+                       tag: str) -> str | None:
+    """Why repository@digest has no trusted provenance fitting `target` at `tag`, or None."""
+    from ..supply import attest, provenance
+
+    try:
+        found = attest.statements(registry, path, repository, digest, keys, provenance.PREDICATE_TYPE)
+    except RigError as e:
+        return f"its provenance could not be read: {e}"
+    summaries, unreadable = [], []
+    for statement in found:
+        try:
+            summaries.append(provenance.summary(statement.predicate))
+        except RigError as e:
+            unreadable.append(str(e))
+    if any(provenance.fits(s, target, tag) for s in summaries):
+        return None
+    if summaries:
+        return "; ".join(provenance.problems(summaries[0], target, tag))
+    if unreadable:
+        return f"its signed provenance cannot be read ({unreadable[0]})"
+    return ("no provenance signed by a trusted key (built by something other than rig, or its "
+            "attestation failed)")
+
+
+def attest_built(registry, plan, rows: list[dict], signed: set[str], facts: dict, key, say,
+                 sbom: bool = True) -> tuple[int, int]:
+    """After signing: a SLSA provenance and an SBOM for each image this build pushed and
+    signed (`signed`: targets), and a provenance for each reused image whose original has one
+    by this key for the same source hash. `facts`: commit, clean, builder, started, finished,
+    bases (ref -> digest), args per target. Returns (provenances added, SBOMs added); RigError
+    after trying them all, naming each image that failed."""
+    from .. import __version__
+    from ..images import tree_hash
+    from ..supply import attest, provenance
+    from ..supply import sbom as sbom_tools
+
+    digests = {row["image"]: row["digest"] for row in rows}
+    added = [0, 0]
+    problems = []
+
+    def same(old: dict, new: dict) -> bool:
+        try:
+            a, b = provenance.summary(old), provenance.summary(new)
+        except RigError:
+            return False
+        return (a.target, a.commit, a.source_hash) == (b.target, b.commit, b.source_hash)
+
+    def build_of(image, reused_from=None) -> provenance.Build:
+        folder = facts["spec_dir"] / image.context
+        dockerfile = folder / "Dockerfile"
+        bases = dict(facts["bases"].get(image.target, {}))
+        return provenance.Build(
+            target=image.target, tag=plan.tag, commit=facts["commit"], clean=facts["clean"],
+            source_hash=plan.hashes[image.target], context=image.context,
+            context_digest=tree_hash(folder),
+            dockerfile_digest=hashlib.sha256(dockerfile.read_bytes()).hexdigest()
+            if dockerfile.is_file() else "",
+            args=image.args, bases=bases, builder=facts["builder"], rig_version=__version__,
+            started=facts["started"], finished=facts["finished"], reused_from=reused_from,
+            source_url=facts.get("source_url") or "")
+
+    jobs = [(plan.image(t), None) for t in plan.build if t in signed]
+    for target, src in plan.reuse.items():
+        image = plan.image(target)
+        digest = digests.get(image.ref)
+        if not digest:
+            continue
+        try:
+            originals = [provenance.summary(a.predicate) for a in attest.statements(
+                registry, image.path, image.repository, digest, [key.public_key()],
+                provenance.PREDICATE_TYPE)]
+        except RigError:
+            originals = []
+        if any(o.target == target and o.source_hash == plan.hashes[target] for o in originals):
+            jobs.append((image, src))
+        else:
+            say(f"{image.ref}: reused from {src}, which has no provenance of this key for the same "
+                "sources: none written (`rig build --push --rebuild` builds and attests it)")
+    for image, reused_from in jobs:
+        digest = digests.get(image.ref)
+        try:
+            if attest.attest(registry, image.path, image.repository, digest, key,
+                             provenance.PREDICATE_TYPE,
+                             provenance.predicate(build_of(image, reused_from)), same):
+                added[0] += 1
+            if sbom and not reused_from and not attest.statements(
+                    registry, image.path, image.repository, digest, [key.public_key()],
+                    sbom_tools.PREDICATE_TYPE):
+                started = time.monotonic()
+                document = sbom_tools.generate(image.repository, digest, registry)
+                count = len(sbom_tools.packages(document))
+                attest.attest(registry, image.path, image.repository, digest, key,
+                              sbom_tools.PREDICATE_TYPE, document)
+                added[1] += 1
+                say(f"  sbom {image.ref}: {count} packages (syft, {time.monotonic() - started:.1f} s)")
+        except (RigError, OSError) as e:
+            problems.append(f"{image.ref}: not attested: {e}")
+    if added[0] or added[1]:
+        say(f"attested {added[0]} provenance(s), {added[1]} SBOM(s)")
+    if problems:
+        raise RigError(*problems, "a rollout will refuse an image without provenance: `rig build "
+                       "--push --rebuild --tag TAG` builds and attests again")
+    return added[0], added[1]

@@ -46,24 +46,36 @@ def _manifest_doc(raw: bytes, what: str) -> dict:
 
 def read(registry, path: str, digest: str) -> tuple[dict | None, list[Signature]]:
     """(the signature manifest or None, the signatures in it)."""
-    found = registry.manifest(path, simplesign.sig_tag(digest))
+    doc, found = read_layers(registry, path, simplesign.sig_tag(digest), simplesign.MEDIA_TYPE,
+                             MAX_PAYLOAD, MAX_SIGNATURES,
+                             lambda a: isinstance(a.get(simplesign.ANNOTATION), str))
+    return doc, [Signature(blob, layer["annotations"][simplesign.ANNOTATION])
+                 for layer, blob in found]
+
+
+def read_layers(registry, path: str, tag: str, media_type: str, max_size: int, max_layers: int,
+                wanted=lambda annotations: True) -> tuple[dict | None, list[tuple[dict, bytes]]]:
+    """(the manifest at `tag` or None, [(layer, its blob)]) for the first `max_layers` layers of
+    `media_type` whose size is within `max_size` and whose annotations `wanted` accepts; a
+    layer whose blob cannot be read is left out (it does not hide the others)."""
+    found = registry.manifest(path, tag)
     if found is None:
         return None, []
-    doc = _manifest_doc(found[0], f"{path}@{digest[:19]}")
-    signatures = []
-    for layer in _layers(doc)[:MAX_SIGNATURES]:
-        if layer.get("mediaType") != simplesign.MEDIA_TYPE:
-            continue
-        signature = (layer.get("annotations") or {}).get(simplesign.ANNOTATION)
+    doc = _manifest_doc(found[0], f"{path}:{tag[:26]}")
+    layers = []
+    for layer in _layers(doc)[:max_layers]:
+        annotations = layer.get("annotations")
+        annotations = annotations if isinstance(annotations, dict) else {}
         size = layer.get("size")
-        if not isinstance(signature, str) or not isinstance(size, int) or not 0 < size <= MAX_PAYLOAD:
+        if layer.get("mediaType") != media_type or not isinstance(size, int) \
+                or not 0 < size <= max_size or not wanted(annotations):
             continue
         try:
             blob = registry.blob(path, simplesign.check_digest(layer.get("digest")))
         except RigError:
-            continue    # a layer that cannot be read does not hide the others
-        signatures.append(Signature(blob, signature))
-    return doc, signatures
+            continue
+        layers.append(({**layer, "annotations": annotations}, blob))
+    return doc, layers
 
 
 def _layers(doc: dict | None) -> list[dict]:
@@ -103,10 +115,22 @@ def sign(registry, path: str, repository: str, digest: str, private_key) -> bool
     if verified_by(signatures, repository, digest, [public]):
         return False
     data = simplesign.payload(repository, digest)
-    layer = {"mediaType": simplesign.MEDIA_TYPE, "size": len(data),
-             "digest": registry.push_blob(path, data),
-             "annotations": {simplesign.ANNOTATION: simplesign.sign(private_key, data)}}
-    layers = [layer, *_layers(manifest)][:MAX_SIGNATURES]
+    add_layer(registry, path, simplesign.sig_tag(digest), manifest, data, simplesign.MEDIA_TYPE,
+              {simplesign.ANNOTATION: simplesign.sign(private_key, data)}, MAX_SIGNATURES)
+    if not verified_by(read(registry, path, digest)[1], repository, digest, [public]):
+        raise RigError(f"{repository}@{digest[:19]}: the signature did not stay in the registry "
+                       "(another signer wrote the manifest at the same moment?): sign again")
+    return True
+
+
+def add_layer(registry, path: str, tag: str, manifest: dict | None, data: bytes, media_type: str,
+              annotations: dict, max_layers: int) -> None:
+    """Put `data` as the first layer of the manifest at `tag`, keeping the layers `manifest`
+    (what was read there) had, up to `max_layers`: cosign's layout for signatures (`.sig`)
+    and attestations (`.att`)."""
+    layer = {"mediaType": media_type, "size": len(data), "digest": registry.push_blob(path, data),
+             "annotations": annotations}
+    layers = [layer, *_layers(manifest)][:max_layers]
     config = json.dumps({"architecture": "", "config": {}, "created": "0001-01-01T00:00:00Z",
                          "history": [{"created": "0001-01-01T00:00:00Z"}], "os": "",
                          "rootfs": {"type": "layers", "diff_ids": [x["digest"] for x in layers]}},
@@ -115,8 +139,4 @@ def sign(registry, path: str, repository: str, digest: str, private_key) -> bool
                        "config": {"mediaType": CONFIG_MEDIA_TYPE, "size": len(config),
                                   "digest": registry.push_blob(path, config)},
                        "layers": layers}, separators=(",", ":")).encode()
-    registry.put_manifest(path, simplesign.sig_tag(digest), body, MANIFEST_MEDIA_TYPE)
-    if not verified_by(read(registry, path, digest)[1], repository, digest, [public]):
-        raise RigError(f"{repository}@{digest[:19]}: the signature did not stay in the registry "
-                       "(another signer wrote the manifest at the same moment?): sign again")
-    return True
+    registry.put_manifest(path, tag, body, MANIFEST_MEDIA_TYPE)

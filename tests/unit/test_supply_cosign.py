@@ -158,8 +158,9 @@ def test_a_rollout_names_each_image_without_a_trusted_signature_once(fleet):
     assert problems == [
         f"{repo}:T2 ({OTHER[:19]}): no valid signature by key "
         f"{keys.short_id(trusted.public_key())} (pushed by someone else, or never signed)",
-        "`rig images verify --tag TAG` shows what is signed; `rig images sign --tag TAG` signs "
-        "the images at TAG once you trust them"]
+        "`rig images verify --tag TAG` shows what is signed and attested; `rig images sign --tag "
+        "TAG` signs the images at TAG once you trust them; `rig build --push --rebuild --tag TAG` "
+        "builds, signs and attests them anew"]
     assert signature_problems(fleet, registry, {"mainpc": [release_of(DIGEST)]},
                               [trusted.public_key()]) == []
 

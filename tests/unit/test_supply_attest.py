@@ -1,0 +1,420 @@
+"""Attestations (rig/supply/attest.py, provenance.py, sbom.py) and what a build and a rollout do
+with them (rig/ops/signing.py), against the in-memory registry of test_supply_cosign.py. Every
+envelope rig writes is checked again with plain `cryptography` (PAE built here by hand), so the
+signer and the verifier cannot share a mistake."""
+
+from __future__ import annotations
+
+import base64
+import json
+from types import SimpleNamespace
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rig.errors import RigError
+from rig.supply import attest, provenance, sbom, simplesign
+
+from .test_supply_cosign import DIGEST, OTHER, PATH, REPO, MemoryRegistry, key
+
+COMMIT = "1a2b3c4d" + "0" * 32
+TAG = "20261130-1a2b3c4d"
+SPDX = {"spdxVersion": "SPDX-2.3", "SPDXID": "SPDXRef-DOCUMENT",
+        "packages": [{"name": "image", "SPDXID": "SPDXRef-Root"},
+                     {"name": "apt", "SPDXID": "SPDXRef-a", "versionInfo": "3.0.4"},
+                     {"name": "numpy", "SPDXID": "SPDXRef-n", "versionInfo": "2.1.0"}],
+        "relationships": [{"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES",
+                           "relatedSpdxElement": "SPDXRef-Root"}]}
+
+
+def build(target="model_ops_coordinator-mainpc", commit=COMMIT, source_hash="ab" * 32, **more):
+    return provenance.Build(target=target, tag=TAG, commit=commit, clean=True,
+                            source_hash=source_hash, context="dockerfiles/services/x",
+                            context_digest="cd" * 32, dockerfile_digest="ef" * 32,
+                            args={"MACHINE": "mainpc"}, bases={"reg/base:1": DIGEST},
+                            builder="this machine", rig_version="0.1.0",
+                            started="2026-11-30T10:00:00Z", finished="2026-11-30T10:01:00Z", **more)
+
+
+def independent_envelopes(registry, public_key, digest) -> list[dict]:
+    """The statements in the attestation manifest whose DSSE signature verifies, by plain
+    cryptography: PAE is b"DSSEv1 <len(type)> <type> <len(payload)> <payload>"."""
+    doc = json.loads(registry.tags[(PATH, "sha256-" + digest[7:] + ".att")])
+    good = []
+    for layer in doc["layers"]:
+        envelope = json.loads(registry.blobs[layer["digest"]])
+        payload = base64.b64decode(envelope["payload"])
+        kind = envelope["payloadType"].encode()
+        pae = b"DSSEv1 " + str(len(kind)).encode() + b" " + kind + b" " + \
+            str(len(payload)).encode() + b" " + payload
+        try:
+            public_key.verify(base64.b64decode(envelope["signatures"][0]["sig"]), pae,
+                              ec.ECDSA(hashes.SHA256()))
+        except Exception:  # noqa: BLE001
+            continue
+        good.append(json.loads(payload))
+    return good
+
+
+# -- provenance: the predicate, read back, fitted to an image --------------------------------------
+def test_a_provenance_says_what_was_built_from_what_and_reads_back():
+    predicate = provenance.predicate(build(reused_from="src-abc", source_url="https://example.org/ai"))
+    assert predicate["buildDefinition"]["externalParameters"]["source"] == {"commit": COMMIT,
+                                                                            "clean": True}
+    assert {"uri": "oci:reg/base:1", "digest": {"sha256": DIGEST[7:]}, "name": "base"} in \
+        predicate["buildDefinition"]["resolvedDependencies"]
+    assert predicate["runDetails"]["builder"]["id"] == "urn:rig:builder:this machine"
+    assert {"uri": f"git+https://example.org/ai@{COMMIT}", "digest": {"gitCommit": COMMIT},
+            "name": "source"} in predicate["buildDefinition"]["resolvedDependencies"]
+    assert provenance.summary(predicate) == provenance.Summary(
+        target="model_ops_coordinator-mainpc", commit=COMMIT, clean=True,
+        builder="urn:rig:builder:this machine", source_hash="ab" * 32, tag=TAG,
+        reused_from="src-abc", finished="2026-11-30T10:01:00Z")
+
+
+@pytest.mark.parametrize("tag, commit", [
+    ("20261130-1a2b3c4d", "1a2b3c4d"), ("20261130-1a2b3c4d-dirty", "1a2b3c4d"),
+    ("v1.2", None), ("20261130-1A2B3C4D", None), ("2026113-1a2b3c4d", None),
+    ("20261130-1a2b3c4d\n", None)])
+def test_the_commit_a_tag_names(tag, commit):
+    assert provenance.commit_of_tag(tag) == commit
+
+
+def test_a_provenance_fits_only_its_own_target_and_the_commit_its_tag_names():
+    found = provenance.summary(provenance.predicate(build()))
+    assert provenance.problems(found, "model_ops_coordinator-mainpc", TAG) == []
+    assert provenance.problems(found, "model_ops_coordinator-pc2", TAG) == [
+        "its provenance is of build target 'model_ops_coordinator-mainpc', not "
+        "'model_ops_coordinator-pc2'"]
+    assert provenance.problems(found, "model_ops_coordinator-mainpc", "20261130-99999999") == [
+        "its provenance names commit 1a2b3c4d0000, not 99999999 as the tag says"]
+    assert provenance.problems(found, "model_ops_coordinator-mainpc", "release-7") == []   # no sha
+    # built from a folder that is not a git checkout: no commit, so no tag naming one fits
+    unknown = provenance.summary(provenance.predicate(build(commit=None)))
+    assert unknown.commit is None
+    assert provenance.problems(unknown, "model_ops_coordinator-mainpc", "release-7") == []
+    assert provenance.problems(unknown, "model_ops_coordinator-mainpc", TAG) == [
+        "its provenance names commit none, not 1a2b3c4d as the tag says"]
+
+
+@pytest.mark.parametrize("path, value, error", [
+    (("buildDefinition", "buildType"), "https://other", "not of rig's build type"),
+    (("buildDefinition", "externalParameters", "source", "commit"), "abc",
+     "commit is not a 40-hex git revision"),
+    (("buildDefinition", "externalParameters", "source", "commit"), 7,
+     "commit is not a 40-hex git revision"),
+    (("buildDefinition", "externalParameters", "source"), [], "source is not a dict"),
+    (("buildDefinition", "externalParameters", "source", "clean"), "yes",
+     "source.clean is not a bool"),
+    (("buildDefinition", "internalParameters", "sourceHash"), 7, "sourceHash is not a str"),
+    (("runDetails", "builder", "id"), None, "builder.id is not a str"),
+])
+def test_a_provenance_with_a_wrong_field_is_refused_naming_it(path, value, error):
+    predicate = provenance.predicate(build())
+    node = predicate
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    with pytest.raises(RigError, match=error):
+        provenance.summary(predicate)
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=12), inner, max_size=5), max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON)
+def test_any_json_is_a_provenance_or_a_clear_error(doc):
+    try:
+        provenance.summary(doc)
+    except RigError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["packages", "relationships", "SPDXID", "documentDescribes"]),
+                       JSON, max_size=4))
+def test_any_json_is_an_sbom_or_a_clear_error(doc):
+    try:
+        found = sbom.packages(doc)
+    except RigError:
+        return
+    assert all(isinstance(name, str) and isinstance(version, str) for name, version in found)
+
+
+def test_an_sbom_lists_its_packages_without_the_image_itself():
+    assert sbom.packages(SPDX) == [("apt", "3.0.4"), ("numpy", "2.1.0")]
+    assert sbom.packages({**SPDX, "relationships": 7}) == [("apt", "3.0.4"), ("image", ""),
+                                                           ("numpy", "2.1.0")]
+    with pytest.raises(RigError, match="not an SPDX document"):
+        sbom.packages({"bomFormat": "CycloneDX"})
+
+
+def test_syft_gets_the_registrys_credentials_in_its_environment_and_nothing_of_the_operators(
+        monkeypatch):
+    monkeypatch.setenv("DOCKER_CONFIG", "/home/op/.docker")
+    monkeypatch.setenv("SYFT_REGISTRY_INSECURE_SKIP_TLS_VERIFY", "true")
+    registry = SimpleNamespace(host="10.77.0.1:5000", username="rig", password="s3cret",
+                               ca_file="/lab/ca.crt")
+    env = sbom.syft_env(registry, "/tmp/h")
+    assert env["SYFT_REGISTRY_AUTH_USERNAME"] == "rig" and env["SYFT_REGISTRY_AUTH_PASSWORD"] == "s3cret"
+    assert env["SYFT_REGISTRY_AUTH_AUTHORITY"] == "10.77.0.1:5000"
+    assert env["SYFT_REGISTRY_CA_CERT"] == "/lab/ca.crt"
+    assert env["DOCKER_CONFIG"] == "/tmp/h" and "SYFT_REGISTRY_INSECURE_SKIP_TLS_VERIFY" not in env
+    assert env["SYFT_CHECK_FOR_APP_UPDATE"] == "false"
+    assert env["SYFT_RELATIONSHIPS_PACKAGE_FILE_OWNERSHIP"] == "false"
+
+
+def test_syft_is_run_with_no_secret_in_argv_and_its_failure_is_named(monkeypatch, tmp_path):
+    ran = {}
+
+    def fake_run(argv, **kw):
+        ran["argv"], ran["env"] = argv, kw["env"]
+        return SimpleNamespace(returncode=1, stdout=b"", stderr=b"line1\nGET ... 401 unauthorized\n")
+    monkeypatch.setattr(sbom, "syft_binary", lambda: "/venv/bin/syft")
+    monkeypatch.setattr(sbom.subprocess, "run", fake_run)
+    registry = SimpleNamespace(host="reg:5000", username="rig", password="s3cret", ca_file=None)
+    with pytest.raises(RigError) as caught:
+        sbom.generate("reg:5000/rig/x", DIGEST, registry)
+    assert ran["argv"] == ["/venv/bin/syft", "scan", f"registry:reg:5000/rig/x@{DIGEST}", "-o",
+                           "spdx-json", "--quiet"]
+    assert "s3cret" not in " ".join(ran["argv"]) and ran["env"]["SYFT_REGISTRY_AUTH_PASSWORD"] == "s3cret"
+    assert caught.value.lines[0].startswith(f"reg:5000/rig/x@{DIGEST[:19]}: syft failed (exit 1)")
+    assert caught.value.lines[-1] == "  GET ... 401 unauthorized"
+
+
+# -- attestations in the registry --------------------------------------------------------------
+def test_an_attestation_is_added_once_verifies_independently_and_keeps_the_others():
+    registry, signer = MemoryRegistry(), key()
+    predicate = provenance.predicate(build())
+    assert attest.attest(registry, PATH, REPO, DIGEST, signer, sbom.PREDICATE_TYPE, SPDX)
+    assert attest.attest(registry, PATH, REPO, DIGEST, signer, provenance.PREDICATE_TYPE, predicate)
+    assert not attest.attest(registry, PATH, REPO, DIGEST, signer, sbom.PREDICATE_TYPE, SPDX)
+    assert registry.puts == [simplesign.att_tag(DIGEST)] * 2
+    statements = independent_envelopes(registry, signer.public_key(), DIGEST)
+    assert [s["predicateType"] for s in statements] == [provenance.PREDICATE_TYPE, sbom.PREDICATE_TYPE]
+    assert all(s["_type"] == "https://in-toto.io/Statement/v1" and s["subject"] == [
+        {"name": REPO, "digest": {"sha256": DIGEST[7:]}}] for s in statements)
+    doc = json.loads(registry.tags[(PATH, simplesign.att_tag(DIGEST))])
+    assert [layer["annotations"]["predicateType"] for layer in doc["layers"]] == [
+        provenance.PREDICATE_TYPE, sbom.PREDICATE_TYPE]
+    assert {layer["mediaType"] for layer in doc["layers"]} == {"application/vnd.dsse.envelope.v1+json"}
+    found = attest.statements(registry, PATH, REPO, DIGEST, [signer.public_key()],
+                              provenance.PREDICATE_TYPE)
+    assert [a.predicate for a in found] == [predicate]
+
+
+def test_a_statement_counts_only_for_its_image_its_type_and_a_trusted_key():
+    registry, signer, stranger = MemoryRegistry(), key(), key()
+    attest.attest(registry, PATH, REPO, DIGEST, signer, sbom.PREDICATE_TYPE, SPDX)
+    trusted = [signer.public_key()]
+    assert attest.statements(registry, PATH, REPO, DIGEST, [stranger.public_key()],
+                             sbom.PREDICATE_TYPE) == []
+    assert attest.statements(registry, PATH, REPO, DIGEST, trusted, provenance.PREDICATE_TYPE) == []
+    assert attest.statements(registry, PATH, REPO + "x", DIGEST, trusted, sbom.PREDICATE_TYPE) == []
+    # the same envelope copied under another digest's tag names the first digest: it does not count
+    registry.tags[(PATH, simplesign.att_tag(OTHER))] = registry.tags[(PATH, simplesign.att_tag(DIGEST))]
+    assert attest.statements(registry, PATH, REPO, OTHER, trusted, sbom.PREDICATE_TYPE) == []
+    assert len(attest.statements(registry, PATH, REPO, DIGEST, trusted, sbom.PREDICATE_TYPE)) == 1
+
+
+def test_a_changed_byte_in_an_envelope_does_not_verify():
+    registry, signer = MemoryRegistry(), key()
+    attest.attest(registry, PATH, REPO, DIGEST, signer, sbom.PREDICATE_TYPE, SPDX)
+    layer = json.loads(registry.tags[(PATH, simplesign.att_tag(DIGEST))])["layers"][0]
+    envelope = json.loads(registry.blobs[layer["digest"]])
+    payload = bytearray(base64.b64decode(envelope["payload"]))
+    payload[payload.index(b"numpy")] = ord("N")
+    envelope["payload"] = base64.b64encode(bytes(payload)).decode()
+    registry.blobs[layer["digest"]] = json.dumps(envelope).encode()
+    assert attest.statements(registry, PATH, REPO, DIGEST, [signer.public_key()],
+                             sbom.PREDICATE_TYPE) == []
+
+
+def test_a_statement_whose_layer_says_one_type_and_body_another_does_not_count():
+    registry, signer = MemoryRegistry(), key()
+    attest.attest(registry, PATH, REPO, DIGEST, signer, sbom.PREDICATE_TYPE, SPDX)
+    raw = registry.tags[(PATH, simplesign.att_tag(DIGEST))]
+    registry.tags[(PATH, simplesign.att_tag(DIGEST))] = raw.replace(
+        sbom.PREDICATE_TYPE.encode(), provenance.PREDICATE_TYPE.encode())
+    assert attest.statements(registry, PATH, REPO, DIGEST, [signer.public_key()],
+                             provenance.PREDICATE_TYPE) == []
+
+
+def test_an_attestation_lost_to_a_racing_writer_is_an_error():
+    registry, signer = MemoryRegistry(), key()
+    put = registry.put_manifest
+
+    def racing(path, tag, body, media_type):
+        put(path, tag, body, media_type)
+        registry.tags[(path, tag)] = b'{"schemaVersion":2,"layers":[]}'   # the other writer's
+    registry.put_manifest = racing
+    with pytest.raises(RigError, match="did not stay in the registry"):
+        attest.attest(registry, PATH, REPO, DIGEST, signer, sbom.PREDICATE_TYPE, SPDX)
+
+
+# -- what a rollout refuses ----------------------------------------------------------------------
+def rollout_case(fleet, tmp_path, **rollout):
+    from rig.supply.keys import public_pem
+
+    signer = key()
+    (tmp_path / "k.pub").write_bytes(public_pem(signer.public_key()))
+    signing = fleet.build.signing.model_copy(update={"public_keys": [str(tmp_path / "k.pub")]})
+    fleet = fleet.model_copy(update={
+        "build": fleet.build.model_copy(update={"signing": signing}),
+        "rollout": fleet.rollout.model_copy(update=rollout)})
+    repo = fleet.registry.repository("model_ops_coordinator")
+    return fleet, signer, repo, repo.split("/", 1)[1]
+
+
+def test_a_rollout_refuses_a_signed_image_without_fitting_provenance_naming_why(fleet, tmp_path):
+    from rig.commands.container import Release
+    from rig.ops.signing import signature_problems
+    from rig.supply import cosign
+
+    fleet, signer, repo, path = rollout_case(fleet, tmp_path)
+    registry = MemoryRegistry()
+    keys = [signer.public_key()]
+    for digest in (DIGEST, OTHER):
+        cosign.sign(registry, path, repo, digest, signer)
+    attest.attest(registry, path, repo, DIGEST, signer, provenance.PREDICATE_TYPE,
+                  provenance.predicate(build()))    # mainpc's build of commit 1a2b3c4d
+
+    def on(host, digest, tag=TAG):
+        return {host: [Release("model_ops_coordinator", f"{tag}-{host}", repo, digest, "ph")]}
+    assert signature_problems(fleet, registry, on("mainpc", DIGEST), keys) == []
+    # the same signed image on pc2 is mainpc's build: another service variant's image
+    assert signature_problems(fleet, registry, on("pc2", DIGEST), keys)[0] == (
+        f"{repo}:{TAG}-pc2 ({DIGEST[:19]}): its provenance is of build target "
+        "'model_ops_coordinator-mainpc', not 'model_ops_coordinator-pc2'")
+    # the signed image moved under another commit's tag
+    assert signature_problems(fleet, registry, on("mainpc", DIGEST, "20261201-99999999"), keys)[0] == (
+        f"{repo}:20261201-99999999-mainpc ({DIGEST[:19]}): its provenance names commit "
+        "1a2b3c4d0000, not 99999999 as the tag says")
+    assert signature_problems(fleet, registry, on("mainpc", OTHER), keys)[0] == (
+        f"{repo}:{TAG}-mainpc ({OTHER[:19]}): no provenance signed by a trusted key (built by "
+        "something other than rig, or its attestation failed)")
+    # turned off explicitly: signatures still checked, provenance not
+    relaxed, *_ = rollout_case(fleet, tmp_path, require_provenance=False)
+    assert not relaxed.requires_provenance and relaxed.requires_signed
+    assert signature_problems(relaxed, registry, on("mainpc", OTHER), keys) == []
+
+
+def test_a_provenance_by_an_untrusted_key_does_not_count(fleet, tmp_path):
+    from rig.commands.container import Release
+    from rig.ops.signing import signature_problems
+    from rig.supply import cosign
+
+    fleet, signer, repo, path = rollout_case(fleet, tmp_path)
+    registry = MemoryRegistry()
+    cosign.sign(registry, path, repo, DIGEST, signer)
+    attest.attest(registry, path, repo, DIGEST, key(), provenance.PREDICATE_TYPE,
+                  provenance.predicate(build()))
+    releases = {"mainpc": [Release("model_ops_coordinator", f"{TAG}-mainpc", repo, DIGEST, "ph")]}
+    problems = signature_problems(fleet, registry, releases, [signer.public_key()])
+    assert problems[0].endswith("no provenance signed by a trusted key (built by something other "
+                                "than rig, or its attestation failed)")
+
+
+def test_require_provenance_needs_signatures_checked(fleet, tmp_path):
+    from rig.config.rules import check
+
+    relaxed, *_ = rollout_case(fleet, tmp_path, require_signed=False, require_provenance=True)
+    assert any(loc == ("rollout", "require_provenance") for loc, _ in check(relaxed))
+    assert not relaxed.requires_provenance
+    default, *_ = rollout_case(fleet, tmp_path)
+    assert default.requires_provenance
+
+
+# -- what a build attests ---------------------------------------------------------------------
+def build_case(tmp_path):
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM x\n")
+    images = {t: SimpleNamespace(target=t, ref=f"{REPO}:{t}", path=PATH, repository=REPO,
+                                 context="ctx", args={"MACHINE": "mainpc"})
+              for t in ("built", "reused", "stranger")}
+    plan = SimpleNamespace(tag=TAG, build=["built"], reuse={"reused": "src-1", "stranger": "src-2"},
+                           hashes={"built": "11" * 32, "reused": "22" * 32, "stranger": "33" * 32},
+                           image=lambda t: images[t])
+    rows = [{"image": f"{REPO}:built", "digest": DIGEST}, {"image": f"{REPO}:reused", "digest": OTHER},
+            {"image": f"{REPO}:stranger", "digest": "sha256:" + "ef" * 32}]
+    facts = {"commit": COMMIT, "clean": True, "builder": "this machine", "started": "s",
+             "finished": "f", "bases": {"built": {"reg/base:1": DIGEST}}, "spec_dir": tmp_path}
+    return plan, rows, facts
+
+
+def test_a_build_attests_what_it_built_and_a_reuse_only_of_its_own_provenance(tmp_path, monkeypatch):
+    from rig.ops.signing import attest_built
+
+    plan, rows, facts = build_case(tmp_path)
+    registry, signer, said, scanned = MemoryRegistry(), key(), [], []
+    monkeypatch.setattr(sbom, "generate", lambda repo, digest, reg: scanned.append(digest) or SPDX)
+    # the reused image was built and attested earlier (same sources, another commit)
+    attest.attest(registry, PATH, REPO, OTHER, signer, provenance.PREDICATE_TYPE, provenance.predicate(
+        build(target="reused", commit="9" * 40, source_hash="22" * 32)))
+    assert attest_built(registry, plan, rows, {"built"}, facts, signer, said.append) == (2, 1)
+    assert scanned == [DIGEST]             # an SBOM for what was built; a reuse keeps its own
+    trusted = [signer.public_key()]
+    built = provenance.summary(attest.statements(registry, PATH, REPO, DIGEST, trusted,
+                                                 provenance.PREDICATE_TYPE)[0].predicate)
+    assert (built.target, built.commit, built.source_hash, built.reused_from) == (
+        "built", COMMIT, "11" * 32, None)
+    reused = [provenance.summary(a.predicate) for a in attest.statements(
+        registry, PATH, REPO, OTHER, trusted, provenance.PREDICATE_TYPE)]
+    assert [(r.commit, r.reused_from) for r in reused] == [(COMMIT, "src-1"), ("9" * 40, None)]
+    assert f"{REPO}:stranger: reused from src-2, which has no provenance of this key for the same " \
+        "sources: none written (`rig build --push --rebuild` builds and attests it)" in said
+    assert said[-1] == "attested 2 provenance(s), 1 SBOM(s)"
+    said.clear()      # again: nothing new
+    assert attest_built(registry, plan, rows, {"built"}, facts, signer, said.append) == (0, 0)
+    assert scanned == [DIGEST]
+
+
+def test_a_reuse_whose_original_has_other_sources_gets_no_provenance(tmp_path, monkeypatch):
+    from rig.ops.signing import attest_built
+
+    plan, rows, facts = build_case(tmp_path)
+    registry, signer = MemoryRegistry(), key()
+    monkeypatch.setattr(sbom, "generate", lambda *a: SPDX)
+    attest.attest(registry, PATH, REPO, OTHER, signer, provenance.PREDICATE_TYPE, provenance.predicate(
+        build(target="reused", source_hash="99" * 32)))    # someone moved src-1 to another image
+    attest_built(registry, plan, rows, {"built"}, facts, signer, lambda line: None)
+    assert len(attest.statements(registry, PATH, REPO, OTHER, [signer.public_key()],
+                                 provenance.PREDICATE_TYPE)) == 1
+
+
+def test_a_failed_sbom_is_named_after_the_others_are_attested(tmp_path, monkeypatch):
+    from rig.ops.signing import attest_built
+
+    plan, rows, facts = build_case(tmp_path)
+    plan.reuse = {}
+
+    def failing(repo, digest, reg):
+        raise RigError(f"{repo}@{digest[:19]}: syft failed (exit 1) after 3 s")
+    monkeypatch.setattr(sbom, "generate", failing)
+    registry, signer = MemoryRegistry(), key()
+    with pytest.raises(RigError) as caught:
+        attest_built(registry, plan, rows, {"built"}, facts, signer, lambda line: None)
+    assert caught.value.lines[0] == f"{REPO}:built: not attested: {REPO}@{DIGEST[:19]}: syft failed " \
+        "(exit 1) after 3 s"
+    assert attest.statements(registry, PATH, REPO, DIGEST, [signer.public_key()],
+                             provenance.PREDICATE_TYPE)      # the provenance went in first
+
+
+def test_the_base_images_digests_come_from_the_build_hosts_engine():
+    from rig.build import base_digests
+
+    class Executor:
+        def run(self, command):
+            assert command == "docker image inspect -f '{{json .RepoDigests}}' reg:5000/rig/base:trixie " \
+                "nvidia/cuda:12.1"
+            return True, (f'["reg:5000/rig/other@{OTHER}","reg:5000/rig/base@{DIGEST}"]\n'
+                          f'["nvidia/cuda@{OTHER}"]\n'), []
+    assert base_digests(Executor(), ["reg:5000/rig/base:trixie", "nvidia/cuda:12.1"]) == {
+        "reg:5000/rig/base:trixie": DIGEST, "nvidia/cuda:12.1": OTHER}
+    assert base_digests(Executor(), []) == {}
