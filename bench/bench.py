@@ -93,15 +93,9 @@ def spec_copy() -> Path:
     folder = WORK / "spec"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    for name in ("fleet.yml", "lab.yml"):
-        shutil.copy(REPO / name, folder / name)
-    for name in ("profiles", "inventory", "group_data", "dockerfiles", "tests"):
-        shutil.copytree(REPO / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
-    # the lab's state, keys, CA and token as copies: spec paths may not lead out of the folder
-    for part in ("state.json", "ssh", "ca/ca.crt", "registry/token", "secrets", "signing"):
-        source, copy = REPO / ".lab" / part, folder / ".lab" / part
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, copy)
+    from rig.lab.layout import copy_spec
+
+    copy_spec(REPO, folder)
     fleet = (folder / "fleet.yml").read_text()
     (folder / "fleet.yml").write_text(fleet.replace("min_healthy: 2s", "min_healthy: 0s"))
     return folder

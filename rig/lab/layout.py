@@ -82,6 +82,30 @@ def package_key(suite: str, packages: tuple[str, ...]) -> str:
     return hashlib.sha256(f"{suite}:{','.join(sorted(packages))}".encode()).hexdigest()[:12]
 
 
+SPEC_FILES = ("fleet.yml", "lab.yml")
+SPEC_FOLDERS = ("profiles", "inventory", "group_data", "dockerfiles", "tests")
+# what a spec copy needs of the lab: its state, keys, CA and token (copies: spec paths may not
+# lead out of the spec's folder, symlinks included)
+LAB_PARTS = ("state.json", "ssh", "ca/ca.crt", "registry/token", "secrets", "signing")
+
+
+def copy_spec(repo: Path, target: Path) -> Path:
+    """The spec, inventories, dockerfiles and the verify suite in `target`, a folder the lab
+    tests and the bench may edit (not a git checkout), with the lab's parts in its .lab/."""
+    import shutil
+
+    for name in SPEC_FILES:
+        shutil.copy(repo / name, target / name)
+    for folder in SPEC_FOLDERS:
+        shutil.copytree(repo / folder, target / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    lab = LabPaths.for_repo(repo).root
+    for part in LAB_PARTS:
+        source, copy = lab / part, target / ".lab" / part
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, copy)
+    return target
+
+
 @dataclass(frozen=True)
 class LabPaths:
     """Where the lab keeps its state (git-ignored), its cache, and its runtime files."""

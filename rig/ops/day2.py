@@ -114,6 +114,7 @@ def follow_logs(job: Job, service: str, limit, since: str | None, tail: int | No
                 stop.set()
                 gevent.joinall(followers, timeout=30)
             problems = [_follow_problem(h, f) for h, f in zip(hosts, followers, strict=True)]
+            gevent.killall([f for f in followers if not f.ready()], block=False)  # frozen hosts
             return [problem for problem in problems if problem]
         finally:
             for number, handler in previous.items():
@@ -129,7 +130,6 @@ def _follow_problem(host: str, follower) -> str | None:
     removed; on_line has said so). A follower still running after its 30 s to stop is a host
     that stopped answering."""
     if not follower.ready():
-        follower.kill(block=False)
         return f"{host}: stopped following: no answer when asked to stop"
     if not follower.successful():
         return f"{host}: stopped following: {follower.exception}"

@@ -159,7 +159,7 @@ def sign_images(job: Job, tag: str, say) -> tuple[int, int]:
                        "nothing was signed (build and push the tag first)")
     for row in rows:     # what is signed is the digest each tag holds now: said, one by one
         say(f"  {row['image']} at {row['digest']}")
-    return sign_pushed(registry, images, rows, {i.target for i in images}, key, say)
+    return sign_pushed(registry, images, rows, key, say)
 
 
 def verify_images(job: Job, tag: str) -> list[dict]:

@@ -78,17 +78,16 @@ def public_keys(fleet) -> list:
     return [keys.load_public_key(fleet.path(p)) for p in fleet.build.signing.public_keys]
 
 
-def sign_pushed(registry, images, rows: list[dict], targets: set[str], key, say) -> tuple[int, int]:
-    """Sign each image in `targets` (pushed or tagged by this command) at its digest; images
-    that were already in the registry are left as they are (`rig images sign` signs those).
-    Returns (signed now, already signed by this key)."""
+def sign_pushed(registry, images, rows: list[dict], key, say) -> tuple[int, int]:
+    """Sign each of `images` (pushed or tagged by this command, or named by the operator) at
+    the digest `rows` give it. Returns (signed now, already signed by this key)."""
     from ..supply import cosign
 
     digests = {row["image"]: row["digest"] for row in rows}
     signed = already = 0
     for image in images:
         digest = digests.get(image.ref)
-        if image.target not in targets or not digest:
+        if not digest:
             continue
         if cosign.sign(registry, image.path, image.repository, digest, key):
             signed += 1
@@ -122,7 +121,7 @@ def sign_built(registry, plan, rows: list[dict], pushed: dict[str, set[str]], ke
                             f"({', '.join(sorted(d[:19] for d in pushed[target]))}); not signed")
         else:
             built.append(image)
-    result = sign_pushed(registry, built, rows, {i.target for i in built}, key, say)
+    result = sign_pushed(registry, built, rows, key, say)
     for target in plan.reuse:
         image = plan.image(target)
         digest = digests.get(image.ref)

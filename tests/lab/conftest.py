@@ -9,7 +9,6 @@ monkey.patch_all()  # as pyinfra's CLI does, before ssl is imported
 
 import os  # noqa: E402
 import shlex  # noqa: E402
-import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -44,24 +43,11 @@ def lab():
 
 
 def copy_spec(target: Path) -> Path:
-    """The spec, inventories and dockerfiles in a folder a test may edit (not a git checkout, so
-    builds there take --tag). Its .lab/ holds copies of the lab's state, keys, CA and token (rig
-    refuses spec paths that lead out of the spec's folder, symlinks included); tests/ holds
-    the verify suite."""
-    for name in ("fleet.yml", "lab.yml"):
-        shutil.copy(REPO / name, target / name)
-    for folder in ("profiles", "inventory", "group_data", "dockerfiles", "tests"):
-        shutil.copytree(REPO / folder, target / folder,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    lab = REPO / ".lab"
-    for part in ("state.json", "ssh", "ca/ca.crt", "registry/token", "secrets", "signing"):
-        source, copy = lab / part, target / ".lab" / part
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, copy)
-        else:
-            shutil.copy2(source, copy)
-    return target
+    """The spec in a folder a test may edit (not a git checkout, so builds there take --tag),
+    with copies of the lab's state, keys, CA and token in its .lab/ (rig/lab/layout.py)."""
+    from rig.lab.layout import copy_spec as copy
+
+    return copy(REPO, target)
 
 
 @pytest.fixture

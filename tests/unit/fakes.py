@@ -337,6 +337,24 @@ def run_op(op, host: FakeHost, **kwargs) -> list:
         return list(op._inner(**kwargs))
 
 
+class StatusSession(FakeSession):
+    """The fake fleet, answering status probes: one `<service> <body>` line per (host, service)
+    in `bodies`; the containers read again once locked goes to FakeSession. `shell_all_calls`:
+    (hosts, timeout) of each probe round."""
+
+    def __init__(self, *args, bodies=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bodies: dict[tuple[str, str], str] = bodies or {}
+        self.shell_all_calls: list = []
+
+    def shell_all(self, commands, timeout=None, retry=False):
+        if {str(c) for c in commands.values()} == {cmd.containers_command().line}:
+            return super().shell_all(commands, timeout, retry)
+        self.shell_all_calls.append((sorted(commands), timeout))
+        return {h: Shell(True, "".join(f"{s} {b}\n" for (host, s), b in self.bodies.items()
+                                       if host == h), []) for h in commands}
+
+
 def requiring_signatures(fleet, folder: Path):
     """The fleet with one trusted public key (a fresh P-256 key's, written in `folder`): its
     rollouts, rollbacks and promotes now require signatures by it."""

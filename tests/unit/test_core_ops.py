@@ -13,9 +13,8 @@ from rig.commands import container as cmd
 from rig.errors import RigError
 from rig.ops import rollout as ops
 from tasks.rollout import Container, RolloutFacts
-from tasks.util import Shell
 
-from .fakes import FakeJob, FakeSession, requiring_signatures
+from .fakes import FakeJob, StatusSession, requiring_signatures
 
 SERVICE = "affective_processing_center"
 GPU_A, GPU_B = "model_ops_coordinator", "real_time_audio_pipeline"
@@ -33,22 +32,6 @@ class Registry:
     def image_env(self, repository, digest):
         self.env_reads.append((repository, digest))
         return self.env
-
-
-class StatusSession(FakeSession):
-    """The fake fleet, answering status probes: `<service> <body>` lines per host."""
-
-    def __init__(self, *args, bodies=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.bodies = bodies or {}
-        self.shell_all_calls: list = []
-
-    def shell_all(self, commands, timeout=None, retry=False):
-        if {str(c) for c in commands.values()} == {cmd.containers_command().line}:
-            return super().shell_all(commands, timeout, retry)   # the read again once locked
-        self.shell_all_calls.append((sorted(commands), timeout))
-        return {h: Shell(True, "".join(f"{s} {b}\n" for s, b in self.bodies.get(h, {}).items()),
-                         []) for h in commands}
 
 
 @pytest.fixture
@@ -397,8 +380,8 @@ def test_health_words():
 
 def test_status_shows_what_runs_its_health_since_when_the_lock_and_orphans(lab):
     job, session, _, _, _ = lab
-    session.bodies = {"mainpc": {SERVICE: '{"status": "ok", "up": 1}'},
-                      "pc2": {SERVICE: '{"status": "degraded"}'}}
+    session.bodies = {("mainpc", SERVICE): '{"status": "ok", "up": 1}',
+                      ("pc2", SERVICE): '{"status": "degraded"}'}
     session.facts_by_host["node3"].containers = {
         "rig-gone": Container("rig-gone", "exited", "gone", "", "", "ph"),
         "rig-x": Container("rig-x", "running", "x", "T7", "sha256:7", "ph"),

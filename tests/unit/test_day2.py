@@ -346,12 +346,19 @@ def test_a_follower_that_does_not_stop_when_asked_is_named(fleet, monkeypatch):
 
     service = next(iter(fleet.services))
     host = fleet.service_hosts(service)[0]
-    monkeypatch.setattr(gevent, "joinall", lambda greenlets, timeout=None: None)
-    session = FollowSession()
-    session.follow = lambda *args: gevent.sleep(60)      # a host that stopped answering
+    # the 30 s wait for the followers to stop, cut to a moment: they start, and do not stop
+    monkeypatch.setattr(gevent, "joinall", lambda greenlets, timeout=None: gevent.sleep(0.05))
+    session, stuck = FollowSession(), []
+
+    def frozen(*args):                                   # a host that stopped answering
+        stuck.append(gevent.getcurrent())
+        gevent.sleep(60)
+    session.follow = frozen
     problems = ops_day2.follow_logs(follow_job(fleet, session), service, [host], None, None,
                                     lambda host, line: None)
     assert problems == [f"{host}: stopped following: no answer when asked to stop"]
+    gevent.sleep(0)                                      # the kill is delivered: not left behind
+    assert len(stuck) == 1 and stuck[0].dead
 
 
 def test_follow_logs_stops_when_a_host_has_no_folder_and_removes_the_others(fleet):

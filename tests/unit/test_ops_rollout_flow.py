@@ -16,9 +16,8 @@ from rig.ops import pause
 from rig.ops import rollout as ops
 from rig.rollout.engine import release_of
 from tasks.rollout import Container
-from tasks.util import Shell
 
-from .fakes import FakeJob, FakeSession
+from .fakes import FakeJob, StatusSession
 
 SERVICE = "affective_processing_center"
 HOSTS = ["mainpc", "pc2"]
@@ -30,19 +29,6 @@ class Registry:
 
     def manifest_digest(self, path, tag):
         return self.digests.get(tag, "sha256:" + "2" * 64)
-
-
-class StatusSession(FakeSession):
-    """The fake fleet, answering status probes with a body per (host, service)."""
-
-    bodies: dict = {}
-
-    def shell_all(self, commands, timeout=None, retry=False):
-        if {str(c) for c in commands.values()} == {cmd.containers_command().line}:
-            return super().shell_all(commands, timeout, retry)   # the read again once locked
-        return {h: Shell(True, "".join(f"{s} {self.bodies.get((h, s), '')}\n"
-                                       for s in self.fleet.services_on(h)), [])
-                for h in commands}
 
 
 @pytest.fixture
@@ -247,18 +233,14 @@ def test_health_words():
 
 def test_status_rows_per_host_and_service_with_lock_and_orphans(lab, fleet):
     job, session, *_ = lab
-    StatusSession.bodies = {("mainpc", SERVICE): '{"status": "ok"}',
-                            ("pc2", SERVICE): '{"status": "degraded"}'}
+    session.bodies = {("mainpc", SERVICE): '{"status": "ok"}', ("pc2", SERVICE): '{"status": "degraded"}'}
     session.facts_by_host["pc2"].containers["rig-old_service"] = Container(
         "rig-old_service", "exited", "old_service", "T0", "sha256:9", "ph")
     session.facts_by_host["pc2"].state["real_time_audio_pipeline"] = {
         "tag": "T1", "digest": "sha256:3", "stopped": True}
     session.lock_files["mainpc"] = json.dumps({"operator": "bo@x", "paused": True, "tag": "T2",
                                                "paused_since": time.time()}).encode()
-    try:
-        rows = ops.status(job, None, print)
-    finally:
-        StatusSession.bodies = {}
+    rows = ops.status(job, None, print)
     by = {(r.host, r.service): r for r in rows}
     assert [(r.host, r.service) for r in rows] == [
         *((h, s) for h in ["mainpc"] for s in fleet.services_on(h)),

@@ -176,9 +176,9 @@ def test_a_build_signs_what_it_pushed_or_tagged_and_leaves_what_was_there(fleet)
     rows = [{"image": f"{REPO}:built", "digest": DIGEST}, {"image": f"{REPO}:reused",
                                                           "digest": OTHER},
             {"image": f"{REPO}:present", "digest": "sha256:" + "ef" * 32}]
-    assert sign_pushed(registry, images, rows, {"built", "reused"}, signer, said.append) == (2, 0)
+    assert sign_pushed(registry, images[:2], rows, signer, said.append) == (2, 0)
     assert sorted(registry.puts) == sorted([simplesign.sig_tag(DIGEST), simplesign.sig_tag(OTHER)])
-    assert sign_pushed(registry, images, rows, {"built"}, signer, said.append) == (0, 1)
+    assert sign_pushed(registry, images[:1], rows, signer, said.append) == (0, 1)
     assert said == ["signed 2 image(s)", "signed 0 image(s), 1 already signed by this key"]
 
 
