@@ -189,10 +189,11 @@ def provenance_problem(registry, path: str, repository: str, digest: str, keys: 
             summaries.append(provenance.summary(statement.predicate))
         except RigError as e:
             unreadable.append(str(e))
-    if any(provenance.fits(s, target, tag) for s in summaries):
+    misfits = [provenance.problems(s, target, tag) for s in summaries]
+    if any(not misfit for misfit in misfits):
         return None
     if summaries:
-        return "; ".join(provenance.problems(summaries[0], target, tag))
+        return "; ".join(misfits[0])
     if unreadable:
         return f"its signed provenance cannot be read ({unreadable[0]})"
     return ("no provenance signed by a trusted key (built by something other than rig, or its "

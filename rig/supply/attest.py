@@ -93,13 +93,11 @@ def statements(registry, path: str, repository: str, digest: str, keys: list,
 def attest(registry, path: str, repository: str, digest: str, private_key, predicate_type: str,
            predicate: dict, same=lambda old, new: True) -> bool:
     """Add a signed statement about repository@digest, unless one by this key of that predicate
-    type is there for which `same(old, new)` holds. The attestation manifest is read whole (all
-    predicate types) so that adding one keeps the others; it is read back afterwards."""
+    type is there for which `same(old, new)` holds. The new layer goes first and the manifest's
+    other layers (all predicate types) are kept; it is read back afterwards."""
     public = private_key.public_key()
-    manifest, _ = cosign.read_layers(registry, path, simplesign.att_tag(digest),
-                                     dsse.ENVELOPE_MEDIA_TYPE, 0, 0)
-    mine = verified(_read(registry, path, digest, predicate_type)[1], repository, digest, [public],
-                    predicate_type) if manifest is not None else []
+    manifest, layers = _read(registry, path, digest, predicate_type)
+    mine = verified(layers, repository, digest, [public], predicate_type)
     if any(same(a.predicate, predicate) for a in mine):
         return False
     body = json.dumps(dsse.statement(repository, digest, predicate_type, predicate),

@@ -99,7 +99,7 @@ def _get(doc: object, *path: str, kind: type = str):
         if not isinstance(doc, dict) or key not in doc:
             raise RigError(f"the provenance has no {'.'.join(path)}")
         doc = doc[key]
-    if not isinstance(doc, kind) or isinstance(doc, bool) and kind is not bool:
+    if not isinstance(doc, kind):
         raise RigError(f"the provenance's {'.'.join(path)} is not a {kind.__name__}")
     return doc
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from rig.errors import RigError
 from rig.supply import attest, provenance, sbom, simplesign
+from rig.supply.keys import short_id
 
 from .test_supply_cosign import DIGEST, OTHER, PATH, REPO, MemoryRegistry, key
 
@@ -86,6 +87,8 @@ def test_the_commit_a_tag_names(tag, commit):
 def test_a_provenance_fits_only_its_own_target_and_the_commit_its_tag_names():
     found = provenance.summary(provenance.predicate(build()))
     assert provenance.problems(found, "model_ops_coordinator-mainpc", TAG) == []
+    assert provenance.fits(found, "model_ops_coordinator-mainpc", TAG) is True
+    assert provenance.fits(found, "model_ops_coordinator-pc2", TAG) is False
     assert provenance.problems(found, "model_ops_coordinator-pc2", TAG) == [
         "its provenance is of build target 'model_ops_coordinator-mainpc', not "
         "'model_ops_coordinator-pc2'"]
@@ -296,6 +299,12 @@ def test_a_rollout_refuses_a_signed_image_without_fitting_provenance_naming_why(
     assert signature_problems(fleet, registry, on("mainpc", DIGEST, "20261201-99999999"), keys)[0] == (
         f"{repo}:20261201-99999999-mainpc ({DIGEST[:19]}): its provenance names commit "
         "1a2b3c4d0000, not 99999999 as the tag says")
+    # unsigned: one line, for the signature (its provenance is not asked for)
+    unsigned = "sha256:" + "77" * 32
+    assert signature_problems(fleet, registry, on("mainpc", unsigned), keys)[:-1] == [
+        f"{repo}:{TAG}-mainpc ({unsigned[:19]}): no valid signature by key "
+        f"{short_id(keys[0])} (pushed by someone else, "
+        "or never signed)"]
     assert signature_problems(fleet, registry, on("mainpc", OTHER), keys)[0] == (
         f"{repo}:{TAG}-mainpc ({OTHER[:19]}): no provenance signed by a trusted key (built by "
         "something other than rig, or its attestation failed)")
@@ -344,7 +353,8 @@ def build_case(tmp_path):
     rows = [{"image": f"{REPO}:built", "digest": DIGEST}, {"image": f"{REPO}:reused", "digest": OTHER},
             {"image": f"{REPO}:stranger", "digest": "sha256:" + "ef" * 32}]
     facts = {"commit": COMMIT, "clean": True, "builder": "this machine", "started": "s",
-             "finished": "f", "bases": {"built": {"reg/base:1": DIGEST}}, "spec_dir": tmp_path}
+             "finished": "f", "bases": {"built": {"reg/base:1": DIGEST}}, "spec_dir": tmp_path,
+             "source_url": "https://example.org/ai"}
     return plan, rows, facts
 
 
@@ -364,6 +374,9 @@ def test_a_build_attests_what_it_built_and_a_reuse_only_of_its_own_provenance(tm
                                                  provenance.PREDICATE_TYPE)[0].predicate)
     assert (built.target, built.commit, built.source_hash, built.reused_from) == (
         "built", COMMIT, "11" * 32, None)
+    written = attest.statements(registry, PATH, REPO, DIGEST, trusted, provenance.PREDICATE_TYPE)[0]
+    assert written.predicate["buildDefinition"]["resolvedDependencies"][0] == {
+        "uri": f"git+https://example.org/ai@{COMMIT}", "digest": {"gitCommit": COMMIT}, "name": "source"}
     reused = [provenance.summary(a.predicate) for a in attest.statements(
         registry, PATH, REPO, OTHER, trusted, provenance.PREDICATE_TYPE)]
     assert [(r.commit, r.reused_from) for r in reused] == [(COMMIT, "src-1"), ("9" * 40, None)]
@@ -418,3 +431,118 @@ def test_the_base_images_digests_come_from_the_build_hosts_engine():
     assert base_digests(Executor(), ["reg:5000/rig/base:trixie", "nvidia/cuda:12.1"]) == {
         "reg:5000/rig/base:trixie": DIGEST, "nvidia/cuda:12.1": OTHER}
     assert base_digests(Executor(), []) == {}
+
+
+# -- untrusted statements and registries that fail --------------------------------------------
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["_type", "subject", "predicateType", "predicate"]), JSON,
+                       max_size=4),
+       st.lists(st.dictionaries(st.sampled_from(["name", "digest"]), JSON | st.just(REPO)), max_size=3))
+def test_any_statement_is_about_the_image_or_a_clear_error(doc, subjects):
+    for candidate in (doc, {**doc, "_type": "https://in-toto.io/Statement/v1",
+                            "predicateType": sbom.PREDICATE_TYPE, "subject": subjects}):
+        try:
+            attest.statement_about(json.dumps(candidate).encode(), REPO, DIGEST, sbom.PREDICATE_TYPE)
+        except RigError:
+            pass
+
+
+@pytest.mark.parametrize("subject", [7, "x", [{"name": REPO, "digest": "sha256:" + "ab" * 32}],
+                                     [{"name": REPO, "digest": {"sha256": "cd" * 32}}]])
+def test_a_statement_with_a_wrong_subject_is_refused(subject):
+    body = {"_type": "https://in-toto.io/Statement/v1", "predicateType": sbom.PREDICATE_TYPE,
+            "subject": subject, "predicate": SPDX}
+    with pytest.raises(RigError, match="is not about"):
+        attest.statement_about(json.dumps(body).encode(), REPO, DIGEST, sbom.PREDICATE_TYPE)
+    right = {**body, "subject": [{"name": REPO, "digest": {"sha256": DIGEST[7:]}}]}
+    assert attest.statement_about(json.dumps(right).encode(), REPO, DIGEST, sbom.PREDICATE_TYPE) == SPDX
+    with pytest.raises(RigError, match="not an in-toto Statement v1"):
+        attest.statement_about(json.dumps({**right, "_type": "https://in-toto.io/Statement/v0.1"})
+                               .encode(), REPO, DIGEST, sbom.PREDICATE_TYPE)
+
+
+def test_an_envelope_of_another_payload_type_does_not_count_though_its_signature_verifies():
+    from rig.supply import cosign, dsse
+
+    registry, signer = MemoryRegistry(), key()
+    body = json.dumps(dsse.statement(REPO, DIGEST, sbom.PREDICATE_TYPE, SPDX)).encode()
+    envelope = json.dumps(dsse.envelope("application/json", body, signer)).encode()
+    cosign.add_layer(registry, PATH, simplesign.att_tag(DIGEST), None, envelope,
+                     dsse.ENVELOPE_MEDIA_TYPE, {attest.PREDICATE_ANNOTATION: sbom.PREDICATE_TYPE}, 8)
+    assert attest.statements(registry, PATH, REPO, DIGEST, [signer.public_key()],
+                             sbom.PREDICATE_TYPE) == []
+
+
+class Unreadable(MemoryRegistry):
+    """A registry whose attestation (or signature) manifests cannot be read."""
+
+    def __init__(self, suffix):
+        super().__init__()
+        self.suffix = suffix
+
+    def manifest(self, path, reference):
+        if reference.endswith(self.suffix):
+            raise RigError("GET manifests -> 500 Internal Server Error (5 tries)")
+        return super().manifest(path, reference)
+
+
+@pytest.mark.parametrize("suffix, said", [
+    (".sig", "its signatures could not be read: GET manifests -> 500 Internal Server Error (5 tries)"),
+    (".att", "its provenance could not be read: GET manifests -> 500 Internal Server Error (5 tries)")])
+def test_a_registry_that_cannot_say_is_a_refusal_naming_what_could_not_be_read(fleet, tmp_path, suffix,
+                                                                               said):
+    from rig.commands.container import Release
+    from rig.ops.signing import signature_problems
+    from rig.supply import cosign
+
+    fleet, signer, repo, path = rollout_case(fleet, tmp_path)
+    registry = Unreadable(suffix)
+    if suffix == ".att":
+        cosign.sign(registry, path, repo, DIGEST, signer)
+    releases = {"mainpc": [Release("model_ops_coordinator", f"{TAG}-mainpc", repo, DIGEST, "ph")]}
+    assert signature_problems(fleet, registry, releases, [signer.public_key()])[0] == \
+        f"{repo}:{TAG}-mainpc ({DIGEST[:19]}): {said}"
+
+
+def test_a_build_host_that_does_not_say_what_it_pushed_leaves_that_image_unsigned():
+    from rig.ops.signing import sign_built
+
+    registry, signer = MemoryRegistry(), key()
+    image = SimpleNamespace(target="built", ref=f"{REPO}:built", path=PATH, repository=REPO)
+    plan = SimpleNamespace(build=["built"], reuse={}, image=lambda t: image)
+    with pytest.raises(RigError) as caught:
+        sign_built(registry, plan, [{"image": image.ref, "digest": DIGEST}], {}, signer, print)
+    assert caught.value.lines[0] == f"{REPO}:built: the build host did not say which digest it " \
+        "pushed; not signed"
+    assert registry.puts == []
+
+
+def test_a_build_says_each_sbom_and_what_it_attested(tmp_path, monkeypatch):
+    from rig.ops.signing import attest_built
+
+    plan, rows, facts = build_case(tmp_path)
+    plan.reuse = {}
+    monkeypatch.setattr(sbom, "generate", lambda *a: SPDX)
+    registry, signer, said = MemoryRegistry(), key(), []
+    attest_built(registry, plan, rows, {"built"}, facts, signer, said.append, sbom=False)
+    assert said == ["attested 1 provenance(s), 0 SBOM(s)"]
+    said.clear()
+    attest_built(registry, plan, rows, {"built"}, facts, signer, said.append)
+    assert said[0].startswith(f"  sbom {REPO}:built: 2 packages (syft, ") and said[1] == \
+        "attested 0 provenance(s), 1 SBOM(s)"
+
+
+def test_an_image_two_hosts_run_is_named_once(fleet, tmp_path):
+    from rig.commands.container import Release
+    from rig.ops.signing import signature_problems
+    from rig.supply import cosign
+
+    fleet, signer, _, _ = rollout_case(fleet, tmp_path)
+    repo = fleet.registry.repository("real_time_audio_pipeline")     # one image for both hosts
+    registry = MemoryRegistry()
+    cosign.sign(registry, repo.split("/", 1)[1], repo, DIGEST, signer)
+    release = Release("real_time_audio_pipeline", TAG, repo, DIGEST, "ph")
+    problems = signature_problems(fleet, registry, {"mainpc": [release], "pc2": [release]},
+                                  [signer.public_key()])
+    assert problems[:-1] == [f"{repo}:{TAG} ({DIGEST[:19]}): no provenance signed by a trusted key "
+                             "(built by something other than rig, or its attestation failed)"]
