@@ -413,6 +413,7 @@ class Session:
             for host in state.activated_hosts:
                 results[host.name] = _host_result(state, host)
         finally:
+            stop_leftovers(state)
             disconnect_all(state)
         for name, result in results.items():  # failed: an answer, or a host that went away?
             if result.failed and name not in self.lost:
@@ -423,6 +424,7 @@ class Session:
 
     def close(self) -> None:
         if self.state is not None:
+            stop_leftovers(self.state)
             disconnect_all(self.state)
             self.state = None
         if self.own_pool:
@@ -430,6 +432,15 @@ class Session:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def stop_leftovers(state: State, wait: float = 10.0) -> None:
+    """Kill what still runs in the State's pools: an operation's greenlet on a host that froze
+    past the run's budget keeps its pool slot, and pyinfra's disconnect_all, which spawns into
+    that same pool, would wait for the slot forever (a one-host wave has a pool of one)."""
+    for pool in (state.pool, state.fact_pool):
+        if len(pool):
+            pool.kill(block=True, timeout=wait)
 
 
 def _run_budget(state: State) -> float:

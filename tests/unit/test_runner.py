@@ -466,3 +466,25 @@ def test_a_host_dropping_out_mid_deploy_prints_no_greenlet_traceback():
         assert PyinfraError in gevent.get_hub().NOT_ERROR
     runner._quiet_failed_hosts()                      # idempotent
     assert list(gevent.get_hub().NOT_ERROR).count(PyinfraError) == 1
+
+
+@deploy("hang")
+def hang_on_the_host():
+    from pyinfra.operations import python
+
+    import gevent
+
+    python.call(name="frozen", function=lambda: gevent.sleep(60))   # a host frozen mid-op
+
+
+def test_a_run_whose_host_froze_past_its_budget_ends_and_loses_the_host(monkeypatch):
+    """The op's greenlet outlives the run's wall clock and keeps the State's only pool slot;
+    the run still ends (its leftovers are killed before pyinfra's disconnect_all spawns into
+    that pool) and the host is lost, not waited for."""
+    import gevent
+
+    monkeypatch.setattr(runner, "_run_budget", lambda state: 0.3)
+    with Session([LOCAL]) as session:
+        with gevent.Timeout(20, AssertionError("the run did not end: disconnect_all waits")):
+            result = session.run(hang_on_the_host)
+    assert result["@local"].unreachable == "stopped answering: no answer within 0 s"
