@@ -533,6 +533,18 @@ class Rollout:
                 entries.setdefault(host, []).append(entry(
                     now, self.who, self.action, host, c.release, c.before, result,
                     self.redact(reason)))
+                recorded = Version.of((states.get(host) or {}).get(c.release.service))
+                if restored.get(host) and c.needed and c.before and not same(
+                        Version.of(c.before), recorded):
+                    # what was put back ran, but was never recorded as gated (an earlier rollout
+                    # killed mid-gate): its restore gate passed now, so it is what the host is
+                    # known to serve, and state.json says so
+                    entries[host].append(entry(
+                        now, self.who, "auto-rollback", host, back_release(c.release, c.before),
+                        Version.of(c.release).to_dict(), "ok",
+                        f"restored {c.before.get('tag') or c.before['digest'][:19]} passed its "
+                        "restore gate (it was running, never recorded as gated)",
+                        c.before.get("config_hash"), c.before.get("health")))
         for host in touched if scope == "fleet" else []:
             for c in (c for c in changes[host] if c.needed):
                 entries.setdefault(host, []).append(entry(

@@ -615,3 +615,36 @@ def test_a_lost_host_is_reported_lost_not_as_a_failed_step(fleet):
     start = outcome.lines.index("  pc2: LOST, not rolled back")
     assert outcome.lines[start + 1].startswith("    pc2 LOST: ")
     assert "    pc2: " not in outcome.lines
+
+
+def test_a_restored_container_never_recorded_as_gated_is_recorded_once_its_restore_gate_passes(fleet):
+    """mainpc runs T1.5, started by a rollout killed mid-gate (state.json still says T1). T2 fails
+    its gate and T1.5 is put back and passes its restore gate: the ledger says so and state.json
+    names T1.5, so `rig plan` and `rig status` agree with what runs."""
+    fleet = three_hosts(fleet)
+    session = session_running(fleet, failing={("mainpc", SERVICE)})
+    session.facts_by_host["mainpc"].containers = {cmd.current(SERVICE): box(
+        fleet, "mainpc", "sha256:mid", "T1.5")}
+    session.after_run = lambda s: s.failing.discard(("mainpc", SERVICE)) \
+        if s.runs[-1][0] == "roll_back" else None
+    outcome = engine(fleet, session).run(WAVES, changes_for(fleet, session))
+    assert "  mainpc: serving its previous version (restored and healthy: " \
+        f"{SERVICE})" in outcome.lines
+    failed, restored = ledger(session)["mainpc"]
+    assert failed["result"] == "failed" and failed["digest"] == "sha256:new"
+    assert (restored["action"], restored["result"], restored["tag"], restored["digest"]) == (
+        "auto-rollback", "ok", "T1.5", "sha256:mid")
+    assert restored["reason"] == "restored T1.5 passed its restore gate (it was running, never " \
+        "recorded as gated)"
+    [states] = [kw["states"] for name, _, kw in session.runs if name == "record"]
+    assert states["mainpc"][SERVICE]["digest"] == "sha256:mid"
+    assert states["mainpc"][SERVICE]["previous"] == {"tag": "T1", "digest": "sha256:old"}
+
+
+def test_a_restore_of_what_state_json_names_adds_no_ledger_line(fleet):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet, failing={("mainpc", SERVICE)})
+    session.after_run = lambda s: s.failing.discard(("mainpc", SERVICE)) \
+        if s.runs[-1][0] == "roll_back" else None
+    engine(fleet, session).run(WAVES, changes_for(fleet, session))
+    assert [line["result"] for line in ledger(session)["mainpc"]] == ["failed"]
