@@ -232,9 +232,14 @@ def history(obj: Context, inventory, limit, service, count, as_json) -> None:
         dump(rows)
         return
     for r in rows:
-        echo(f"{r.get('time', '?')[:19]}  {r['host']:<8} {r.get('service', '?'):<28} "
-                   f"{r.get('action', '?'):<13} {r.get('tag') or '-':<26} {r.get('result', '?'):<15} "
-                   f"{r.get('operator', '?')}" + (f"  ({r['reason']})" if r.get("reason") else ""))
+        echo(history_line(r))
+
+
+def history_line(r: dict) -> str:
+    """One ledger row (history.merge made its fields text) as the table shows it."""
+    return (f"{(r.get('time') or '?')[:19]}  {r['host']:<8} {r.get('service') or '?':<28} "
+            f"{r.get('action') or '?':<13} {r.get('tag') or '-':<26} {r.get('result') or '?':<15} "
+            f"{r.get('operator') or '?'}" + (f"  ({r['reason']})" if r.get("reason") else ""))
 
 
 COMMANDS = [plan, rollout, rollback, status, history]

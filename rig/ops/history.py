@@ -19,9 +19,19 @@ def merge(ledgers: dict[str, str], service: str | None, limit: int) -> list[dict
             except ValueError:
                 continue
             if isinstance(row, dict) and (not service or row.get("service") == service):
-                rows.append({**row, "host": row.get("host") or host})
+                rows.append({**row, **_texts(row), "host": str(row.get("host") or host)})
     rows.sort(key=lambda r: (str(r.get("time", "")), r["host"], str(r.get("service", ""))))
     return rows[-limit:] if limit else rows
+
+
+TEXT_FIELDS = ("time", "service", "action", "tag", "result", "operator", "reason")
+
+
+def _texts(row: dict) -> dict:
+    """The fields shown as text, as text: a hand-edited or foreign line ({"time": 5}) is shown
+    as it is, never a traceback."""
+    return {k: json.dumps(row[k]) for k in TEXT_FIELDS
+            if k in row and row[k] is not None and not isinstance(row[k], str)}
 
 
 def history(job: Job, limit_hosts: list[str] | None, service: str | None, limit: int,

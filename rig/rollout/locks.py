@@ -14,6 +14,7 @@ stops there, told who won."""
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -50,9 +51,14 @@ def liveness(lock: dict, stale_after: float, now: float, machine: str | None = N
             and not isinstance(pid, bool) and not alive(pid):
         return "dead"
     beat = lock.get("heartbeat", lock.get("since"))
-    if not isinstance(beat, (int, float)) or isinstance(beat, bool) or now - beat > stale_after:
+    if not _finite(beat) or abs(now - beat) > stale_after:   # far in the future: a clock ahead
         return "stale"
     return "live"
+
+
+def _finite(value) -> bool:
+    """A time a heartbeat can be: a number, not a bool, NaN or infinity (JSON's 1e400)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def describe_lock(lock: dict, stale_after: float, now: float, machine: str | None = None,
@@ -66,17 +72,21 @@ def describe_lock(lock: dict, stale_after: float, now: float, machine: str | Non
         return (f"paused rollout {lock.get('tag', '?')} by {lock.get('operator', '?')} since "
                 f"{_when(lock.get('paused_since'))}, after its canary: `rig promote` continues "
                 "it, `rig abort` rolls the canary back")
+    what = " ".join(str(x) for x in (lock.get("action", "rollout"), lock.get("tag")) if x)
     text = (f"locked by {lock.get('operator', '?')} since {_when(lock.get('since'))} "
-            f"({lock.get('action', 'rollout')} {lock.get('tag', '')}, pid {lock.get('pid', '?')}"
-            f" on {lock.get('machine', '?')})")
+            f"({what}, pid {lock.get('pid', '?')} on {lock.get('machine', '?')})")
     if kind == "dead":
         return text + f"; holder pid {lock.get('pid')} on this machine is not running: " \
             "--break-lock is safe"
     beat = lock.get("heartbeat", lock.get("since"))
     if kind == "stale":
-        age = now - beat if isinstance(beat, (int, float)) else None
-        return text + (f"; stale (no heartbeat for {age / 3600:.1f} h)" if age is not None
-                       else "; stale (no heartbeat recorded)") + ": --break-lock removes it"
+        if not _finite(beat):
+            why = "its heartbeat is not a time" if "heartbeat" in lock else "no heartbeat recorded"
+        elif beat > now:
+            why = f"its heartbeat is {(beat - now) / 3600:.1f} h in the future: a clock ahead?"
+        else:
+            why = f"no heartbeat for {(now - beat) / 3600:.1f} h"
+        return text + f"; stale ({why}): --break-lock removes it"
     return text + f"; alive (heartbeat {max(0.0, now - beat):.0f} s ago): wait for it, or " \
         "--break-lock --force if you know it is dead"
 

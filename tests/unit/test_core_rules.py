@@ -271,6 +271,24 @@ def test_a_stale_lock_without_a_heartbeat_says_so():
         "--break-lock removes it")
 
 
+@pytest.mark.parametrize("beat, why", [
+    (float("nan"), "its heartbeat is not a time"), (float("inf"), "its heartbeat is not a time"),
+    (NOW + 7200, "its heartbeat is 2.0 h in the future: a clock ahead?")])
+def test_a_heartbeat_that_is_no_time_or_far_ahead_is_stale_not_alive_forever(beat, why):
+    lock = {"operator": "bob", "heartbeat": beat, "machine": "elsewhere", "pid": 9, "tag": "zz"}
+    assert liveness(lock, 3600, NOW) == "stale"
+    assert describe_lock(lock, 3600, NOW) == (
+        f"locked by bob since ? (rollout zz, pid 9 on elsewhere); stale ({why}): --break-lock "
+        "removes it")
+    assert may_take(lock, 3600, NOW, break_lock=True) is None
+    assert liveness({**lock, "heartbeat": NOW + 30}, 3600, NOW) == "live"   # a little skew
+
+
+def test_a_lock_of_a_verb_without_a_tag_names_the_verb_alone():
+    lock = {"operator": "bo", "heartbeat": NOW, "machine": "far", "pid": 7, "action": "stop"}
+    assert describe_lock(lock, 3600, NOW).startswith("locked by bo since ? (stop, pid 7 on far); ")
+
+
 def test_without_break_lock_even_a_stale_or_dead_lock_is_refused():
     stale = {"operator": "bo", "heartbeat": NOW - 7200, "machine": "far", "pid": 7}
     assert may_take(stale, 3600, NOW) == describe_lock(stale, 3600, NOW)

@@ -299,6 +299,17 @@ def test_history_merges_every_hosts_ledger_by_time_and_skips_torn_lines():
     assert [r["service"] for r in merge(ledgers, None, 1)] == ["b"]
 
 
+def test_history_shows_a_line_of_the_wrong_types_as_it_is_never_a_traceback():
+    from rig.cli.rollout import history_line
+    from rig.ops.history import merge
+
+    rows = merge({"pc2": '{"time": 5}\n{"host": 7, "time": "2026-12-01T00:00:00Z", "service": null, '
+                         '"tag": 7, "reason": ["x"]}\n'}, None, 10)
+    assert [history_line(r).split() for r in rows] == [
+        ["2026-12-01T00:00:00", "7", "?", "?", "7", "?", "?", '(["x"])'],
+        ["5", "pc2", "?", "?", "-", "?", "?"]]
+
+
 def test_a_second_signal_stops_the_gates_and_rolls_the_wave_back_as_interrupted(fleet):
     import signal
 
