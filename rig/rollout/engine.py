@@ -383,6 +383,12 @@ class Rollout:
                 for host, services in (cleanup or {}).items():
                     finished[host] = sorted(set(finished.get(host, [])) | set(services))
             self.record(deferred, states, finished)
+            if self.stop.is_set() and not outcome.interrupted:
+                # the signal came during the last wave, which finished: nothing is left to do,
+                # but whoever sent it hears that it arrived (exit 130/143/129, as always)
+                outcome.interrupted, outcome.signal = True, self.signal
+                outcome.lines.append("the signal came during the last wave, which finished: "
+                                     "nothing is left to do")
             if self.record_failures:
                 outcome.ok = False
                 outcome.lines += self.record_failures

@@ -648,3 +648,24 @@ def test_a_restore_of_what_state_json_names_adds_no_ledger_line(fleet):
         if s.runs[-1][0] == "roll_back" else None
     engine(fleet, session).run(WAVES, changes_for(fleet, session))
     assert [line["result"] for line in ledger(session)["mainpc"]] == ["failed"]
+
+
+def test_a_signal_during_the_last_wave_that_finishes_is_still_reported(fleet):
+    """SIGTERM while the last wave gates: the wave finishes and is recorded ok, and the exit
+    says the signal came (143), not 0 as if nobody had asked to stop."""
+    import signal
+
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    rollout = engine(fleet, session)
+    sent = []
+
+    def once(s, host, command):
+        if "probe $(date" in command and host == "node3" and not sent:
+            sent.append(rollout._interrupt(signal.SIGTERM))
+    session.on_shell = once
+    outcome = rollout.run(WAVES, changes_for(fleet, session))
+    assert (outcome.ok, outcome.interrupted, outcome.signal) == (True, True, signal.SIGTERM)
+    assert outcome.lines[-1] == "the signal came during the last wave, which finished: nothing is " \
+        "left to do"
+    assert [line["result"] for line in ledger(session)["node3"]] == ["ok"]

@@ -6,6 +6,7 @@ reads, and what status shows."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -127,7 +128,7 @@ def test_a_rollout_refused_at_pre_flight_raises_and_its_post_hook_says_failed(la
     job, session, _, _, _ = lab
     log = hooks(tmp_path, "post-rollout")
     session.lock_files["pc2"] = json.dumps({"id": "bo-1", "operator": "bo", "machine": "far",
-                                            "heartbeat": 9e12}).encode()
+                                            "heartbeat": time.time()}).encode()
     with pytest.raises(RigError, match="pre-flight failed: no host was changed"):
         ops.rollout(job, "T2", ops.Options(services=[SERVICE], verify=False), quiet())
     assert [e["result"] for e in log()] == ["failed"]
@@ -223,11 +224,11 @@ def test_plan_touches_nothing_and_a_refusal_says_it_would_fail(lab):
     assert isinstance(plan, ops.Plan) and plan.changes == 3 and session.runs == []
     assert not session.locks
     session.lock_files["pc2"] = json.dumps({"id": "bo-1", "operator": "bo", "machine": "far",
-                                            "heartbeat": 9e12}).encode()
+                                            "heartbeat": time.time()}).encode()
     session.facts_by_host["node3"].docker_active = False
     with pytest.raises(RigError) as caught:
         ops.plan(job, "T2", ops.Options(services=[SERVICE]), quiet())
-    assert caught.value.lines[0] == "pc2: locked by bo since ? (rollout , pid ? on far); alive " \
+    assert caught.value.lines[0] == "pc2: locked by bo since ? (rollout, pid ? on far); alive " \
         "(heartbeat 0 s ago): wait for it, or --break-lock --force if you know it is dead"
     assert caught.value.lines[1:] == [
         "node3: the Docker engine is not running (run `rig bootstrap`)", "pre-flight would fail"]

@@ -470,9 +470,8 @@ def test_a_host_dropping_out_mid_deploy_prints_no_greenlet_traceback():
 
 @deploy("hang")
 def hang_on_the_host():
-    from pyinfra.operations import python
-
     import gevent
+    from pyinfra.operations import python
 
     python.call(name="frozen", function=lambda: gevent.sleep(60))   # a host frozen mid-op
 
