@@ -149,6 +149,9 @@ def _quiet_pyinfra_logger() -> logging.Logger:
     logger = logging.getLogger("pyinfra")
     logger.handlers[:] = [_PyinfraLog(logging.WARNING)]
     logger.propagate = False
+    # paramiko logs a handshake that got no answer (a frozen host) as an ERROR with its
+    # traceback, which Python's last-resort handler printed: rig says it in one line per host
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     return logger
 
 

@@ -487,3 +487,27 @@ def test_a_run_whose_host_froze_past_its_budget_ends_and_loses_the_host(monkeypa
         with gevent.Timeout(20, AssertionError("the run did not end: disconnect_all waits")):
             result = session.run(hang_on_the_host)
     assert result["@local"].unreachable == "stopped answering: no answer within 0 s"
+
+
+def test_paramikos_handshake_tracebacks_are_not_printed():
+    """A frozen host's banner timeout: paramiko logs it as an ERROR with a traceback, which
+    Python's last-resort handler printed (43 lines per host); rig says it in one line. In a
+    process of its own: pytest's log capture would hide the last-resort handler."""
+    import subprocess
+    import sys
+
+    script = """if True:
+        import logging
+        from rig.inventory import Target
+        from rig.runner import Session
+        with Session([Target("@local", {})]):
+            try:
+                raise TimeoutError("banner")
+            except TimeoutError:
+                logging.getLogger("paramiko.transport").error(
+                    "Exception (client): Error reading SSH protocol banner", exc_info=True)
+        print("done")
+    """
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd="/")
+    assert (done.stdout, done.stderr) == ("done\n", "")
