@@ -30,8 +30,9 @@ def _control(verb: str):
         for line in report.lines:
             echo(f"  {line}", err=not report.ok)
         if report.unreleased_locks:
-            echo(f"rig: could not release the lock on {', '.join(report.unreleased_locks)}",
-                       err=True)
+            hosts = ",".join(report.unreleased_locks)
+            echo(f"rig: could not release the lock on {hosts}: `rig lock release --host {hosts}` "
+                 "once it answers", err=True)
         if not report.ok:
             raise RigError(f"{verb} {service} failed after {report.seconds:.1f} s")
         echo(f"{verb} {service} done in {report.seconds:.1f} s")

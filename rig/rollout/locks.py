@@ -159,8 +159,11 @@ class HostLocks:
         answer = self.session.shell(host, cmd.take(self.holder))
         word, sha, lock, raw = cmd.parse_answer(answer.stdout) if answer.ok else ("", None, None, b"")
         if not answer.ok or word not in ("TAKEN", "HELD"):
-            return "could not take the lock: " + (" ".join(answer.stderr[-2:]) or
-                                                   answer.stdout.strip()[:200] or "no answer")
+            why = " ".join(answer.stderr[-2:]) or answer.stdout.strip()[:200] or "no answer"
+            if not answer.ok and not answer.stdout:   # sent, unanswered: it may run later
+                why += (" (the lock may be taken when the host answers again: `rig lock status` "
+                        "shows it, `rig lock release --host " + host + "` removes it)")
+            return "could not take the lock: " + why
         if word == "TAKEN":
             if adopt is not None:  # the paused rollout's lock is gone: give this one back
                 self.locked.append(host)

@@ -364,9 +364,14 @@ def test_take_without_options_leaves_a_stale_lock_to_break_lock(fleet):
     assert session.locks == {"pc2"} and session.lock("pc2")["id"] == "bo-1"
 
 
+MAY_RUN_LATER = (" (the lock may be taken when the host answers again: `rig lock status` shows "
+                 "it, `rig lock release --host pc2` removes it)")
+
+
 @pytest.mark.parametrize("answer,why", [
-    (Shell(False, "", ["ssh: connect", "timed out", "after 30 s"]), "timed out after 30 s"),
-    (Shell(False, "", []), "no answer"),
+    (Shell(False, "", ["ssh: connect", "timed out", "after 30 s"]), "timed out after 30 s" + MAY_RUN_LATER),
+    (Shell(False, "", []), "no answer" + MAY_RUN_LATER),
+    (Shell(False, "FREE\n", ["exit 3"]), "exit 3"),          # it answered: nothing left behind
     (Shell(True, "flock: failure\n", []), "flock: failure"),
     (Shell(True, "x" * 300 + "\n", []), "x" * 200),
     (Shell(True, "", []), "no answer"),
