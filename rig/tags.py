@@ -40,7 +40,7 @@ def check_tag(tag: str, source: str = "--tag") -> str:
 
 def resolve_tag(explicit: str | None, environ: dict, now: datetime, git: GitState | None) -> str:
     """--tag wins, then FORCE_IMAGE_TAG, then the computed tag (needs a git checkout)."""
-    if explicit:
+    if explicit is not None:     # --tag "" is a bad tag, not "no tag given"
         return check_tag(explicit)
     if environ.get("FORCE_IMAGE_TAG"):
         return check_tag(environ["FORCE_IMAGE_TAG"], "FORCE_IMAGE_TAG")
@@ -73,5 +73,5 @@ def current_tag(repo: Path, explicit: str | None = None) -> str:
     """The tag for now: --tag, FORCE_IMAGE_TAG, else from the checkout at repo and today (UTC).
     git runs only in the last case."""
     environ = dict(os.environ)
-    git = None if explicit or environ.get("FORCE_IMAGE_TAG") else git_state(repo)
+    git = None if explicit is not None or environ.get("FORCE_IMAGE_TAG") else git_state(repo)
     return resolve_tag(explicit, environ, datetime.now(UTC), git)

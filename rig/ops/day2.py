@@ -22,12 +22,13 @@ from ..prune import PrunePlan, parse_inventory, plan_prune
 from ..rollout.engine import Rollout
 from ..rollout.locks import HostLocks, describe_lock, liveness
 from ..verify import ssh_argv, ssh_target
-from .job import Job, select_hosts
+from .job import Job, check_services, select_hosts
 
 SINCE = re.compile(r"[0-9]{1,6}(s|m|h)")
 
 
 def _hosts(job: Job, service: str | None, limit: list[str] | None) -> list[str]:
+    check_services(job.fleet, [service] if service else None, "SERVICE")
     return select_hosts(job.fleet, limit, [service] if service else None)
 
 

@@ -85,10 +85,10 @@ def split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-def check_services(fleet: Fleet, services: list[str] | None) -> None:
+def check_services(fleet: Fleet, services: list[str] | None, what: str = "--services") -> None:
     unknown = [s for s in services or [] if s not in fleet.services]
     if unknown:
-        raise RigError(f"--services: unknown service {', '.join(unknown)} "
+        raise RigError(f"{what}: unknown service {', '.join(unknown)} "
                        f"(services: {', '.join(fleet.services)})")
 
 

@@ -18,7 +18,7 @@ from ..commands import container as cmd
 from ..errors import RigError
 from ..ledger import entry
 from ..rollout.engine import Rollout, host_problems
-from .job import Job, select_hosts
+from .job import Job, check_services, select_hosts
 
 
 @dataclass
@@ -36,6 +36,7 @@ def control_service(job: Job, verb: str, service: str, limit: list[str] | None,
     if verb not in VERBS:
         raise RigError(f"unknown verb {verb!r} (stop, start, restart)")
     started = time.monotonic()
+    check_services(job.fleet, [service], "SERVICE")
     hosts = select_hosts(job.fleet, limit, [service])
     report = ControlReport(verb, service, ok=True)
     with job.session(hosts, say=lambda host, line: say(f"  {host:<10} {line}")) as session:

@@ -254,3 +254,25 @@ def test_profile_hash_is_stable_and_content_sensitive(repo):
         "TORCH_CUDA_ARCH_LIST": "8.9",
     }
     assert a.build_env() == {"MACHINE": "mainpc", "CUDA_ARCH": "8.9"}
+
+
+def test_an_empty_tag_is_a_bad_tag_not_no_tag():
+    from datetime import UTC, datetime
+
+    import pytest
+
+    from rig.errors import RigError
+    from rig.tags import resolve_tag
+
+    with pytest.raises(RigError, match="--tag: '' is not a valid image tag"):
+        resolve_tag("", {}, datetime.now(UTC), None)
+
+
+def test_a_verbs_unknown_service_is_named_as_the_argument_it_came_from(fleet):
+    import pytest
+
+    from rig.errors import RigError
+    from rig.ops.job import check_services
+
+    with pytest.raises(RigError, match=r"^SERVICE: unknown service nosuch \(services: "):
+        check_services(fleet, ["nosuch"], "SERVICE")
