@@ -53,6 +53,7 @@ class RolloutFacts:
     gpu_error: str | None = None                    # why nvidia-smi gave no answer
     gpu_containers: dict = field(default_factory=dict)  # pid on the GPU -> its container
     warnings: list[str] = field(default_factory=list)
+    state_rebuilt: bool = False   # state.json was unreadable: the next record writes it whole
 
     def running(self, service: str) -> Container | None:
         found = self.containers.get(cmd.current(service))
@@ -113,6 +114,7 @@ def _state_shape(value) -> bool:
 def _from_labels(facts: RolloutFacts, text: str) -> dict:
     """state.json unreadable: rebuilt from what runs (the containers' labels), with a warning;
     the next record writes it whole again."""
+    facts.state_rebuilt = True
     facts.warnings.append(f"state.json was unreadable ({text[:60]!r}...): rebuilt from the "
                           "running containers' labels")
     return {c.service: {"tag": c.tag, "digest": c.digest, "profile_hash": c.profile_hash,
@@ -220,8 +222,8 @@ def recorded(finished: list[str], entries: list[dict], state_doc: dict | None):
     appended and state.json written (commands/container.py record_command).
 
     + finished: services whose kept containers go (their rollout finished on this host)
-    + entries: ledger lines for this host (none: no ledger line, no state.json write)
-    + state_doc: the host's new current-state document
+    + entries: ledger lines for this host (none: no ledger line)
+    + state_doc: the host's new current-state document (None: state.json is not written)
     """
     yield cmd.record_command(finished, entries, state_doc)
 
@@ -259,9 +261,11 @@ def roll_back(services: dict, restored: dict):
 
 
 @deploy("Record")
-def record(entries: dict, states: dict, finished: dict):
+def record(entries: dict, states: dict, finished: dict, repair: tuple = ()):
     """After a finished wave, a rollback or an abort alike (a rotated secret whose new
-    container was rolled back goes too)."""
+    container was rolled back goes too). repair: hosts whose state.json was unreadable, written
+    whole again even without a ledger line."""
     mine = entries.get(host.name) or []
     recorded(name="ledger, state and clean-up", finished=finished.get(host.name) or [],
-             entries=mine, state_doc=states.get(host.name) if mine else None)
+             entries=mine, state_doc=states.get(host.name) if mine or host.name in repair
+             else None)

@@ -278,10 +278,11 @@ def record_command(finished: list[str], entries: list[dict], state_doc: dict | N
     kept container that would not go must not cost the ledger); the line fails if any did."""
     parts = [remove_kept(finished)] if finished else []
     parts.append(secrets_gc())
+    state = write_file(STATE_FILE, json.dumps(state_doc, indent=2, sort_keys=True) + "\n", "0644")
     if entries:
-        parts.append(all_of(append_ledger(entries),
-                            write_file(STATE_FILE, json.dumps(state_doc, indent=2, sort_keys=True)
-                                       + "\n", "0644")))
+        parts.append(all_of(append_ledger(entries), state))
+    elif state_doc is not None:     # an unreadable state.json written whole again
+        parts.append(state)
     return seq(Cmd("rc=0"), *(any_of(part, Cmd("rc=1")) for part in parts), Cmd("exit $rc"))
 
 
@@ -392,7 +393,8 @@ def rollout_state_command() -> Cmd:
                section("docker", sh("systemctl", "is-active", "docker")),
                section("profile", sh("cat", PROFILE_HASH)),
                section("containers", containers_command()),
-               section("state", sh("cat", STATE_FILE)),
+               section("state", seq(sh("cat", STATE_FILE), sh("echo"))),  # a last line
+                                                                         # without \n too
                section("lock", lock_read()))
 
 

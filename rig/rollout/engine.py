@@ -382,7 +382,9 @@ class Rollout:
             if outcome.ok and not outcome.paused:
                 for host, services in (cleanup or {}).items():
                     finished[host] = sorted(set(finished.get(host, [])) | set(services))
-            self.record(deferred, states, finished)
+            repair = sorted(h for h, f in facts.items() if f is not None and f.state_rebuilt
+                            and h in self.locks.locked)
+            self.record(deferred, states, finished, repair=repair)
             if self.stop.is_set() and not outcome.interrupted:
                 # the signal came during the last wave, which finished: nothing is left to do,
                 # but whoever sent it hears that it arrived (exit 130/143/129, as always)
@@ -438,7 +440,7 @@ class Rollout:
         self.stop.set()
 
     def record(self, entries: dict, states: dict, finished: dict | None = None,
-               overrides: dict | None = None) -> None:
+               overrides: dict | None = None, repair: list[str] | None = None) -> None:
         """Ledger lines and state.json on each host (and the kept containers removed where a
         rollout finished). overrides: {host: {service: state.json entry, or None for none}}
         set after the entries (an abort puts back the entries from before the rollout). A
@@ -453,15 +455,16 @@ class Rollout:
                     states[host][service] = state
         if self.locks.locked:
             self.locks.heartbeat()  # a host whose lock was taken over since: its state is theirs
-        skipped = sorted(h for h in set(entries) | set(finished or {}) if h in self.locks.lost)
+        touched = set(entries) | set(finished or {}) | set(repair or [])
+        skipped = sorted(h for h in touched if h in self.locks.lost)
         for host in skipped:
             self.record_failures.append(f"{host}: not recorded (ledger, state.json): this "
                                         f"rollout's lock there was taken over: {self.locks.lost[host]}")
-        hosts = sorted((set(entries) | set(finished or {})) - set(skipped))
+        hosts = sorted(touched - set(skipped))
         if not hosts:
             return
         results = self.session.run(record, hosts=hosts, entries=entries, states=states,
-                                   finished=finished or {})
+                                   finished=finished or {}, repair=tuple(repair or ()))
         for host in hosts:
             r = results.get(host)
             if r is None or not r.ok:

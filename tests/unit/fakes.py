@@ -177,11 +177,12 @@ class FakeSession:
                 self.watch_fails.discard((host, service))
         return HostResult(host, changed=restored[host])
 
-    def _record(self, host, entries, states, finished):
+    def _record(self, host, entries, states, finished, repair=()):
         if host in self.record_fails:
             return HostResult(host, unreachable="No route to host")
-        if host in entries:
+        if host in entries or host in repair:
             self.facts_by_host[host].state = copy.deepcopy(states[host])
+            self.facts_by_host[host].state_rebuilt = False
         for service in finished.get(host, []):
             self.facts_by_host[host].containers.pop(cmd.previous(service), None)
         return HostResult(host)

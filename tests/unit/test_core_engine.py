@@ -669,3 +669,18 @@ def test_a_signal_during_the_last_wave_that_finishes_is_still_reported(fleet):
     assert outcome.lines[-1] == "the signal came during the last wave, which finished: nothing is " \
         "left to do"
     assert [line["result"] for line in ledger(session)["node3"]] == ["ok"]
+
+
+def test_an_unreadable_state_json_is_written_whole_again_by_a_rollout_that_changes_nothing(fleet):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    session.facts_by_host["pc2"].state_rebuilt = True       # rebuilt from the labels at read
+    rollout = engine(fleet, session)
+    assert rollout.take_locks() == []
+    nothing = {h: [] for h in HOSTS}
+    outcome = rollout.run(WAVES, nothing)
+    assert outcome.ok
+    [(name, _, kwargs)] = [r for r in session.runs if r[0] == "record"]
+    assert kwargs["repair"] == ("pc2",) and kwargs["entries"] == {}
+    assert not session.facts_by_host["pc2"].state_rebuilt     # written
+    rollout.locks.release()

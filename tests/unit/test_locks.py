@@ -119,6 +119,18 @@ def test_the_fact_reads_the_lock_with_its_sha_and_malformed_files(host_dir):
     assert facts.lock["malformed"].startswith("not a regular file") and facts.lock_sha == "notfile"
 
 
+def test_a_state_file_without_a_last_newline_does_not_hide_the_lock(host_dir):
+    """A state.json cut short (or written by hand with printf) ends without a newline: the
+    section marker after it must still start a line, or the lock section is lost."""
+    from rig.commands.container import rollout_state_command
+
+    (host_dir.lock.parent / "state.json").write_bytes(b"{{not json")
+    host_dir.lock.write_text(json.dumps(holder("ana")))
+    facts = parse_rollout_facts(host_dir(rollout_state_command()).splitlines())
+    assert facts.lock["id"] == "ana-1" and facts.state_rebuilt
+    assert "--- lock" not in facts.warnings[0]
+
+
 def test_a_lock_that_is_no_regular_file_is_named_and_can_be_broken_or_removed(host_dir):
     host_dir.lock.symlink_to("/dev/zero")
     word, sha, lock, _ = cmd.parse_answer(host_dir(cmd.take(holder("ana"))))

@@ -432,6 +432,11 @@ def test_the_record_step_is_one_line_that_runs_every_part_and_fails_if_one_did(t
     nothing = run([], [], None)          # a host with nothing finished or recorded: the gc only
     assert nothing.returncode == 0 and calls.read_text() == ""     # no secrets: no docker
     assert len((state_dir / "ledger.jsonl").read_text().splitlines()) == 2
+    (state_dir / "state.json").write_bytes(b"\xff{torn")          # unreadable: a repair
+    repaired = run([], [], {"a": {"tag": "T3"}})
+    assert repaired.returncode == 0, repaired.stderr
+    assert _json.loads((state_dir / "state.json").read_text()) == {"a": {"tag": "T3"}}
+    assert len((state_dir / "ledger.jsonl").read_text().splitlines()) == 2   # no ledger line
 
 
 def test_a_service_name_ending_in_prev_is_refused_with_its_line(tmp_path):
