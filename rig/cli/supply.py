@@ -10,6 +10,11 @@ from .common import CONTEXT, Context, echo, friendly, inventory_option, say_line
 from .images import images, resolve_tag, tag_option
 
 
+def machine_option(func):
+    return click.option("--machine", default=None, metavar="PROFILE",
+                        help="Which machine's image, for a service built per machine.")(func)
+
+
 @images.command("sign")
 @inventory_option
 @tag_option
@@ -36,8 +41,7 @@ def images_sign(obj: Context, inventory: str | None, tag: str | None) -> None:
 @click.argument("service")
 @inventory_option
 @tag_option
-@click.option("--machine", default=None, metavar="PROFILE",
-              help="Which machine's image, for a service built per machine.")
+@machine_option
 @click.option("--json", "as_json", is_flag=True, help="Print the whole SPDX document as JSON.")
 @click.pass_obj
 @friendly
@@ -69,8 +73,7 @@ def images_sbom(obj: Context, service: str, inventory: str | None, tag: str | No
 @click.argument("service")
 @inventory_option
 @tag_option
-@click.option("--machine", default=None, metavar="PROFILE",
-              help="Which machine's image, for a service built per machine.")
+@machine_option
 @click.pass_obj
 @friendly
 def images_provenance(obj: Context, service: str, inventory: str | None, tag: str | None,

@@ -50,6 +50,39 @@ def copy_spec(target: Path) -> Path:
     return copy(REPO, target)
 
 
+def git_checkout(spec: Path) -> Path:
+    """Make a spec copy a git checkout with one commit (as an operator's is): builds there get
+    `rig tag` tags and provenance naming the commit."""
+    (spec / ".gitignore").write_text(".lab/\n__pycache__/\n")
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "fleet"]):
+        git(spec, *args)
+    return spec
+
+
+def git(spec: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(spec), "-c", "user.name=ops", "-c", "user.email=ops@lab",
+                           *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def rig_at(spec: Path, *args, check=True) -> subprocess.CompletedProcess:
+    """The installed rig against a spec copy, run in its folder."""
+    return rig("-c", str(spec / "fleet.yml"), *args, cwd=spec, check=check)
+
+
+def registry_client(spec: Path):
+    """The lab registry, as the spec copy's rig reaches it (its token and CA)."""
+    from rig.inventory import load_spec
+    from rig.registry import client_for
+
+    return client_for(load_spec(spec / "fleet.yml", "lab"))
+
+
+def rig_containers(host: str) -> str:
+    """rig's containers on the host: name, id, image, started at (a restart or a swap shows)."""
+    return ssh(host, "docker ps -aq --filter label=rig.service | xargs -r docker inspect -f "
+                     "'{{.Name}} {{.Id}} {{.Image}} {{.State.StartedAt}}' | sort").stdout
+
+
 @pytest.fixture
 def spec_copy(lab, tmp_path):
     return copy_spec(tmp_path)

@@ -5,47 +5,22 @@ rollout refuses, before any host changes, a validly signed image under a tag tha
 another commit, and one machine's signed build under another machine's tag."""
 
 import json
-import subprocess
 
 import pytest
 
-from .conftest import copy_spec, rig, ssh
+from .conftest import copy_spec, git, git_checkout, registry_client, rig_at, rig_containers
 
 SERVICE = "affective_processing_center"
 PER_MACHINE = "model_ops_coordinator"
-
-
-def git(spec, *args) -> str:
-    return subprocess.run(["git", "-C", str(spec), "-c", "user.name=ops", "-c", "user.email=ops@lab",
-                           *args], check=True, capture_output=True, text=True).stdout.strip()
+run, client, containers = rig_at, registry_client, rig_containers
 
 
 @pytest.fixture(scope="module")
 def checkout(bootstrapped, tmp_path_factory):
-    spec = copy_spec(tmp_path_factory.mktemp("provenance"))
-    (spec / ".gitignore").write_text(".lab/\n__pycache__/\n")
-    git(spec, "init", "-q")
-    git(spec, "add", "-A")
-    git(spec, "commit", "-q", "-m", "the spec")
+    spec = git_checkout(copy_spec(tmp_path_factory.mktemp("provenance")))
     tag = run(spec, "tag").stdout.strip()
     built = run(spec, "build", "--push", "--tag", tag)
     return spec, tag, git(spec, "rev-parse", "HEAD"), built.stdout
-
-
-def run(spec, *args, check=True):
-    return rig("-c", str(spec / "fleet.yml"), *args, cwd=spec, check=check)
-
-
-def client(spec):
-    from rig.inventory import load_spec
-    from rig.registry import client_for
-
-    return client_for(load_spec(spec / "fleet.yml", "lab"))
-
-
-def containers(host: str) -> str:
-    return ssh(host, "docker ps -aq --filter label=rig.service | xargs -r docker inspect -f "
-                     "'{{.Name}} {{.Id}} {{.Image}} {{.State.StartedAt}}' | sort").stdout
 
 
 def test_every_image_has_a_provenance_naming_the_commit_and_an_sbom(checkout):

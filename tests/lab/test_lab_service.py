@@ -4,28 +4,18 @@ The spec copy is made a git repository, as an operator's checkout is: deploy tag
 YYYYMMDD-<sha> and refuses a work tree with uncommitted changes."""
 
 import json
-import subprocess
 
 import pytest
 
-from .conftest import copy_spec, rig, ssh
+from .conftest import copy_spec, git, git_checkout, rig, ssh
 
 HOSTS = ("mainpc", "pc2")
 SERVICES = ["model_ops_coordinator", "real_time_audio_pipeline", "affective_processing_center"]
 
 
-def git(spec, *args):
-    return subprocess.run(["git", "-C", str(spec), *args], capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def spec(bootstrapped, tmp_path_factory):
-    spec = copy_spec(tmp_path_factory.mktemp("service"))
-    (spec / ".gitignore").write_text(".lab/\n")
-    git(spec, "init", "-q")
-    git(spec, "add", "-A")
-    git(spec, "-c", "user.name=ops", "-c", "user.email=ops@lab", "commit", "-qm", "fleet")
+    spec = git_checkout(copy_spec(tmp_path_factory.mktemp("service")))
     for host in HOSTS:
         ssh(host, "docker rm -f $(docker ps -aq --filter label=rig.service) 2>/dev/null; "
                   "rm -rf /var/lib/rig", check=False)
@@ -74,7 +64,7 @@ def test_2_a_dirty_tree_is_refused_before_anything_is_built(spec):
 
 
 def test_3_one_changed_service_is_the_only_image_built_and_rolled_out(spec):
-    git(spec, "-c", "user.name=ops", "-c", "user.email=ops@lab", "commit", "-qam", "calmer")
+    git(spec, "commit", "-qam", "calmer")
     before = {h: started(h) for h in HOSTS}
     result = run(spec, "deploy")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -11,9 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .conftest import copy_spec, rig, ssh
+from .conftest import copy_spec, registry_client, rig_at, rig_containers
 
 SERVICE = "affective_processing_center"
+run, client, containers = rig_at, registry_client, rig_containers
 
 
 @pytest.fixture(scope="module")
@@ -23,23 +24,6 @@ def spec(bootstrapped, tmp_path_factory):
     result = run(spec, "rollout", "--tag", "sig-1", "--no-verify", "--break-lock")
     assert result.returncode == 0, result.stdout + result.stderr
     return spec
-
-
-def run(spec, *args, check=True):
-    return rig("-c", str(spec / "fleet.yml"), *args, cwd=spec, check=check)
-
-
-def client(spec):
-    from rig.inventory import load_spec
-    from rig.registry import client_for
-
-    return client_for(load_spec(spec / "fleet.yml", "lab"))
-
-
-def containers(host: str) -> str:
-    """rig's containers on the host: name, id, image, started at (a restart or a swap shows)."""
-    return ssh(host, "docker ps -aq --filter label=rig.service | xargs -r docker inspect -f "
-                     "'{{.Name}} {{.Id}} {{.Image}} {{.State.StartedAt}}' | sort").stdout
 
 
 def test_every_pushed_image_is_signed_and_verifies_independently(spec):
