@@ -261,6 +261,8 @@ def _one_image(job: Job, registry, service: str, tag: str, machine: str | None) 
         raise RigError("build.signing.public_keys lists no key: no attestation can be trusted")
     kind = "service" if service in fleet.services else "family"
     images = [i for i in images_at(job, tag) if i.name == service and i.kind == kind]
+    if machine and kind == "service" and not fleet.services[service].per_machine:
+        machine = None     # one image for every machine: --machine changes nothing
     if machine:
         images = [i for i in images if i.machine == machine]
     if len(images) != 1:

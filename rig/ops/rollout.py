@@ -166,8 +166,17 @@ def _plan(job: Job, label: str, hosts: list[str], releases, facts, opts: Options
     return Plan(label, hosts, plan_waves, rows, skipped), changes
 
 
+def _warn_unchecked(job: Job, say) -> None:
+    """What the spec turned off of the image checks, said by every verb that checks images."""
+    if job.fleet.rollout.require_signed is False:
+        say("warning: rollout.require_signed is false: image signatures are not checked")
+    elif job.fleet.requires_signed and job.fleet.rollout.require_provenance is False:
+        say("warning: rollout.require_provenance is false: image provenance is not checked")
+
+
 def plan(job: Job, tag: str, opts: Options, say) -> Plan:
     """What `rig rollout` would do, touching nothing."""
+    _warn_unchecked(job, say)
     hosts = select_hosts(job.fleet, opts.limit, opts.services)
     releases, problems = _resolved(job, hosts, opts.services, at_tag(tag))
     with job.session(hosts) as session:
@@ -306,10 +315,7 @@ def _execute(job: Job, action: str, label: str, hosts: list[str], resolve, opts:
     started = time.monotonic()
     with job.session(hosts, say=lambda host, line: say(f"  {host:<10} {line}")) as session:
         engine = Rollout(session, job.fleet, say, action, label, job.secrets)
-        if job.fleet.rollout.require_signed is False:
-            say("warning: rollout.require_signed is false: image signatures are not checked")
-        elif job.fleet.requires_signed and job.fleet.rollout.require_provenance is False:
-            say("warning: rollout.require_provenance is false: image provenance is not checked")
+        _warn_unchecked(job, say)
         facts = engine.facts()
         for host, host_facts in facts.items():
             for warning in host_facts.warnings if host_facts else []:

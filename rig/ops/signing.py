@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 
 from ..errors import RigError
 
@@ -216,14 +217,28 @@ def attest_built(registry, plan, rows: list[dict], signed: set[str], facts: dict
     added = [0, 0]
     problems = []
 
-    def same(old: dict, new: dict) -> bool:
+    def summary(doc: dict):
         try:
-            a, b = provenance.summary(old), provenance.summary(new)
+            return provenance.summary(doc)
         except RigError:
-            return False
-        return (a.target, a.commit, a.source_hash) == (b.target, b.commit, b.source_hash)
+            return None
 
-    def build_of(image, reused_from=None) -> provenance.Build:
+    def same(old: dict, new: dict) -> bool:
+        """Already said: the same target and sources, for this commit (a reuse statement
+        covering it among its commits)."""
+        a, b = summary(old), summary(new)
+        return bool(a and b and (a.target, a.source_hash) == (b.target, b.source_hash)
+                    and set(b.commits) <= set(a.commits) and bool(a.reused_from) == bool(b.reused_from))
+
+    def reuse_of(target: str) -> Callable:
+        """This key's earlier reuse statement of the target (the new one lists its commits)."""
+        def replaces(old: dict) -> bool:
+            found = summary(old)
+            return bool(found and found.reused_from and found.target == target
+                        and found.source_hash == plan.hashes[target])
+        return replaces
+
+    def build_of(image, reused_from=None, also=()) -> provenance.Build:
         folder = facts["spec_dir"] / image.context
         dockerfile = folder / "Dockerfile"
         bases = dict(facts["bases"].get(image.target, {}))
@@ -235,31 +250,33 @@ def attest_built(registry, plan, rows: list[dict], signed: set[str], facts: dict
             if dockerfile.is_file() else "",
             args=image.args, bases=bases, builder=facts["builder"], rig_version=__version__,
             started=facts["started"], finished=facts["finished"], reused_from=reused_from,
-            source_url=facts.get("source_url") or "")
+            source_url=facts.get("source_url") or "", also=tuple(also))
 
-    jobs = [(plan.image(t), None) for t in plan.build if t in signed]
+    jobs = [(plan.image(t), None, ()) for t in plan.build if t in signed]
     for target, src in plan.reuse.items():
         image = plan.image(target)
         digest = digests.get(image.ref)
         if not digest:
             continue
         try:
-            originals = [provenance.summary(a.predicate) for a in attest.statements(
+            originals = [s for s in (summary(a.predicate) for a in attest.statements(
                 registry, image.path, image.repository, digest, [key.public_key()],
-                provenance.PREDICATE_TYPE)]
+                provenance.PREDICATE_TYPE)) if s and s.target == target
+                and s.source_hash == plan.hashes[target]]
         except RigError:
             originals = []
-        if any(o.target == target and o.source_hash == plan.hashes[target] for o in originals):
-            jobs.append((image, src))
+        if originals:
+            jobs.append((image, src, {c for o in originals if o.reused_from for c in o.commits}))
         else:
-            say(f"{image.ref}: reused from {src}, which has no provenance of this key for the same "
-                "sources: none written (`rig build --push --rebuild` builds and attests it)")
-    for image, reused_from in jobs:
+            problems.append(f"{image.ref}: reused from {src}, which has no provenance of this key "
+                            "for the same sources: none written")
+    for image, reused_from, also in jobs:
         digest = digests.get(image.ref)
         try:
             if attest.attest(registry, image.path, image.repository, digest, key,
                              provenance.PREDICATE_TYPE,
-                             provenance.predicate(build_of(image, reused_from)), same):
+                             provenance.predicate(build_of(image, reused_from, also)), same,
+                             reuse_of(image.target) if reused_from else lambda old: False):
                 added[0] += 1
             if sbom and not reused_from and not attest.statements(
                     registry, image.path, image.repository, digest, [key.public_key()],

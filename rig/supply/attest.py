@@ -61,6 +61,11 @@ def statement_about(payload: bytes, repository: str, digest: str, predicate_type
 def verified(layers: list[tuple[dict, bytes]], repository: str, digest: str, keys: list,
              predicate_type: str) -> list[Attested]:
     """The statements among `layers` (layer, envelope bytes) that count (pure)."""
+    return [found for _, found in _verified_layers(layers, repository, digest, keys, predicate_type)]
+
+
+def _verified_layers(layers, repository, digest, keys, predicate_type) -> list[tuple[str, Attested]]:
+    """(layer digest, statement) for each layer that counts."""
     found = []
     for layer, blob in layers:
         if layer.get("annotations", {}).get(PREDICATE_ANNOTATION) != predicate_type:
@@ -70,7 +75,8 @@ def verified(layers: list[tuple[dict, bytes]], repository: str, digest: str, key
             if not isinstance(envelope, dict) or envelope.get("payloadType") != dsse.INTOTO:
                 continue
             payload, key = dsse.verify_envelope(envelope, keys)
-            found.append(Attested(statement_about(payload, repository, digest, predicate_type), key))
+            found.append((layer["digest"], Attested(statement_about(payload, repository, digest,
+                                                                    predicate_type), key)))
         except (RigError, ValueError, UnicodeDecodeError):
             continue
     return found
@@ -91,15 +97,21 @@ def statements(registry, path: str, repository: str, digest: str, keys: list,
 
 
 def attest(registry, path: str, repository: str, digest: str, private_key, predicate_type: str,
-           predicate: dict, same=lambda old, new: True) -> bool:
+           predicate: dict, same=lambda old, new: True, replaces=lambda old: False) -> bool:
     """Add a signed statement about repository@digest, unless one by this key of that predicate
     type is there for which `same(old, new)` holds. The new layer goes first and the manifest's
-    other layers (all predicate types) are kept; it is read back afterwards."""
+    other layers (all predicate types, other keys') are kept, but for this key's statements of
+    the type for which `replaces(old)` holds (the new one supersedes them); it is read back
+    afterwards."""
     public = private_key.public_key()
     manifest, layers = _read(registry, path, digest, predicate_type)
-    mine = verified(layers, repository, digest, [public], predicate_type)
-    if any(same(a.predicate, predicate) for a in mine):
+    mine = _verified_layers(layers, repository, digest, [public], predicate_type)
+    if any(same(a.predicate, predicate) for _, a in mine):
         return False
+    superseded = {layer for layer, a in mine if replaces(a.predicate)}
+    if manifest is not None and superseded:
+        manifest = {**manifest, "layers": [x for x in manifest.get("layers", [])
+                                           if not (isinstance(x, dict) and x.get("digest") in superseded)]}
     body = json.dumps(dsse.statement(repository, digest, predicate_type, predicate),
                       separators=(",", ":"), sort_keys=True).encode()
     envelope = json.dumps(dsse.envelope(dsse.INTOTO, body, private_key), separators=(",", ":")).encode()

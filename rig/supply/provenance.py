@@ -23,6 +23,7 @@ BUILD_TYPE = "https://rig.invalid/buildtypes/bake/v1"   # rig's own: the fields 
 _TAG = re.compile(r"\d{8}-([0-9a-f]{7,40})(?:-dirty)?\Z")
 _SHA = re.compile(r"[0-9a-f]{40}\Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+MAX_REUSES = 10000     # commits one reuse statement may list (about 42 bytes each)
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,16 @@ class Build:
     finished: str = ""
     reused_from: str | None = None   # the tag whose image was reused, if it was not built now
     source_url: str = ""             # the repository the commit is in (build.source_url)
+    also: tuple[str, ...] = ()       # a reuse: the earlier commits the same image was reused at
 
 
 def predicate(build: Build) -> dict:
     internal: dict = {"sourceHash": build.source_hash, "clean": build.clean}
     if build.reused_from:
+        # one statement for every commit the image was reused at (it replaces the last one):
+        # a re-tag per commit must not push a build's own statements out of the manifest
         internal["reusedFrom"] = build.reused_from
+        internal["reusedAt"] = sorted({*build.also, *([build.commit] if build.commit else [])})
     return {
         "buildDefinition": {
             "buildType": BUILD_TYPE,
@@ -92,6 +97,7 @@ class Summary:
     tag: str
     reused_from: str | None
     finished: str
+    commits: tuple[str, ...] = ()   # every commit it vouches for (a reuse: all it was reused at)
 
 
 def _get(doc: object, *path: str, kind: type = str):
@@ -115,8 +121,15 @@ def summary(doc: object) -> Summary:
     source_hash = _get(doc, "buildDefinition", "internalParameters", "sourceHash")
     if not _HEX64.fullmatch(source_hash):
         raise RigError("the provenance's sourceHash is not 64 hex digits")
-    reused = (doc["buildDefinition"]["internalParameters"].get("reusedFrom")
-              if isinstance(doc, dict) else None)
+    internal = _get(doc, "buildDefinition", "internalParameters", kind=dict)
+    reused = internal.get("reusedFrom")
+    commits = (commit,) if commit else ()
+    if isinstance(reused, str):
+        more = internal.get("reusedAt", [])
+        if not isinstance(more, list) or len(more) > MAX_REUSES or not all(
+                isinstance(c, str) and _SHA.fullmatch(c) for c in more):
+            raise RigError("the provenance's reusedAt is not a list of 40-hex git revisions")
+        commits = tuple(dict.fromkeys([*commits, *more]))
     return Summary(
         target=_get(doc, "buildDefinition", "externalParameters", "target"),
         commit=commit,
@@ -126,6 +139,7 @@ def summary(doc: object) -> Summary:
         tag=_get(doc, "buildDefinition", "externalParameters", "tag"),
         reused_from=reused if isinstance(reused, str) else None,
         finished=_get(doc, "runDetails", "metadata", "finishedOn"),
+        commits=commits,
     )
 
 
@@ -143,9 +157,12 @@ def problems(found: Summary, target: str, tag: str) -> list[str]:
     if found.target != target:
         out.append(f"its provenance is of build target {found.target!r}, not {target!r}")
     short = commit_of_tag(tag)
-    if short and not (found.commit or "").startswith(short):
+    if short and not any(c.startswith(short) for c in found.commits):
         out.append(f"its provenance names commit {(found.commit or 'none')[:12]}, not {short} as the "
                    "tag says")
+    elif short and not tag.endswith("-dirty") and not found.clean:
+        out.append("its provenance says the tree had uncommitted changes; the tag (no -dirty) "
+                   "says a clean build of that commit")
     return out
 
 

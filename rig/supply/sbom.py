@@ -61,8 +61,10 @@ def generate(repository: str, digest: str, registry, timeout: float = TIMEOUT) -
     with tempfile.TemporaryDirectory(prefix="rig-syft-") as home:
         started = time.monotonic()
         try:
-            done = subprocess.run([binary, "scan", f"registry:{repository}@{digest}", "-o", "spdx-json",
-                                   "--quiet"], capture_output=True, env=syft_env(registry, home),
+            # not --quiet: that would silence the reason it fails (UNAUTHORIZED, ...); the
+            # progress display goes to a pipe here, so stderr holds log lines only
+            done = subprocess.run([binary, "scan", f"registry:{repository}@{digest}", "-o", "spdx-json"],
+                                  capture_output=True, env=syft_env(registry, home),
                                   timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise RigError(f"{repository}@{digest[:19]}: syft made no SBOM within {timeout:g} s") from None

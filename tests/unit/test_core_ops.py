@@ -342,6 +342,28 @@ def test_a_rollback_and_a_plan_check_signatures_too(lab, tmp_path):
     assert session.runs == [] and not session.locks
 
 
+@pytest.mark.parametrize("rollout, warning", [
+    ({"require_signed": False}, "warning: rollout.require_signed is false: image signatures are "
+                                "not checked"),
+    ({"require_provenance": False}, "warning: rollout.require_provenance is false: image "
+                                    "provenance is not checked"),
+    ({}, None)])
+def test_checks_turned_off_are_said_by_every_verb_that_checks_images(lab, tmp_path, rollout, warning):
+    job, session, registry, _, _ = lab
+    fleet = requiring_signatures(job.fleet, tmp_path)
+    job.fleet = fleet.model_copy(update={"rollout": fleet.rollout.model_copy(update=rollout)})
+    for verb in (lambda say: ops.plan(job, "T2", ops.Options(services=[SERVICE]), say),
+                 lambda say: ops.rollout(job, "T2", ops.Options(services=[SERVICE], verify=False),
+                                         say)):
+        said: list[str] = []
+        try:
+            verb(said.append)
+        except RigError:
+            pass    # the fake registry has no signatures: refused, after the warning
+        assert [line for line in said if line.startswith("warning: rollout.")] == (
+            [warning] if warning else [])
+
+
 # -- the GPU pre-flight ---------------------------------------------------------------------------------
 def test_the_gpu_pre_flight_reads_each_image_through_one_registry_client(lab):
     job, session, registry, _, made = lab

@@ -73,7 +73,8 @@ def test_a_provenance_says_what_was_built_from_what_and_reads_back():
     assert provenance.summary(predicate) == provenance.Summary(
         target="model_ops_coordinator-mainpc", commit=COMMIT, clean=True,
         builder="urn:rig:builder:this machine", source_hash="ab" * 32, tag=TAG,
-        reused_from="src-abc", finished="2026-11-30T10:01:00Z")
+        reused_from="src-abc", finished="2026-11-30T10:01:00Z", commits=(COMMIT,))
+    assert predicate["buildDefinition"]["internalParameters"]["reusedAt"] == [COMMIT]
 
 
 @pytest.mark.parametrize("tag, commit", [
@@ -185,7 +186,7 @@ def test_syft_is_run_with_no_secret_in_argv_and_its_failure_is_named(monkeypatch
     with pytest.raises(RigError) as caught:
         sbom.generate("reg:5000/rig/x", DIGEST, registry)
     assert ran["argv"] == ["/venv/bin/syft", "scan", f"registry:reg:5000/rig/x@{DIGEST}", "-o",
-                           "spdx-json", "--quiet"]
+                           "spdx-json"]      # not --quiet: it would hide why syft failed
     assert "s3cret" not in " ".join(ran["argv"]) and ran["env"]["SYFT_REGISTRY_AUTH_PASSWORD"] == "s3cret"
     assert caught.value.lines[0].startswith(f"reg:5000/rig/x@{DIGEST[:19]}: syft failed (exit 1)")
     assert caught.value.lines[-1] == "  GET ... 401 unauthorized"
@@ -367,7 +368,12 @@ def test_a_build_attests_what_it_built_and_a_reuse_only_of_its_own_provenance(tm
     # the reused image was built and attested earlier (same sources, another commit)
     attest.attest(registry, PATH, REPO, OTHER, signer, provenance.PREDICATE_TYPE, provenance.predicate(
         build(target="reused", commit="9" * 40, source_hash="22" * 32)))
-    assert attest_built(registry, plan, rows, {"built"}, facts, signer, said.append) == (2, 1)
+    with pytest.raises(RigError) as caught:     # "stranger" has no provenance to reuse
+        attest_built(registry, plan, rows, {"built"}, facts, signer, said.append)
+    assert caught.value.lines == [
+        f"{REPO}:stranger: reused from src-2, which has no provenance of this key for the same "
+        "sources: none written", "a rollout will refuse an image without provenance: `rig build "
+        "--push --rebuild --tag TAG` builds and attests again"]
     assert scanned == [DIGEST]             # an SBOM for what was built; a reuse keeps its own
     trusted = [signer.public_key()]
     built = provenance.summary(attest.statements(registry, PATH, REPO, DIGEST, trusted,
@@ -379,13 +385,50 @@ def test_a_build_attests_what_it_built_and_a_reuse_only_of_its_own_provenance(tm
         "uri": f"git+https://example.org/ai@{COMMIT}", "digest": {"gitCommit": COMMIT}, "name": "source"}
     reused = [provenance.summary(a.predicate) for a in attest.statements(
         registry, PATH, REPO, OTHER, trusted, provenance.PREDICATE_TYPE)]
-    assert [(r.commit, r.reused_from) for r in reused] == [(COMMIT, "src-1"), ("9" * 40, None)]
-    assert f"{REPO}:stranger: reused from src-2, which has no provenance of this key for the same " \
-        "sources: none written (`rig build --push --rebuild` builds and attests it)" in said
+    assert [(r.commit, r.reused_from, r.commits) for r in reused] == [
+        (COMMIT, "src-1", (COMMIT,)), ("9" * 40, None, ("9" * 40,))]
     assert said[-1] == "attested 2 provenance(s), 1 SBOM(s)"
+    del plan.reuse["stranger"]
     said.clear()      # again: nothing new
     assert attest_built(registry, plan, rows, {"built"}, facts, signer, said.append) == (0, 0)
     assert scanned == [DIGEST]
+
+
+def test_an_image_reused_at_many_commits_keeps_one_reuse_statement_and_fits_every_tag(tmp_path,
+                                                                                    monkeypatch):
+    """Re-tagged at every commit (its sources never change): one reuse statement lists every
+    commit, replacing the last one, so the build's own provenance and SBOM stay in the
+    manifest and an old tag still fits (a rollback to it is not refused)."""
+    from rig.ops.signing import attest_built
+
+    plan, rows, facts = build_case(tmp_path)
+    plan.build, plan.reuse = [], {"reused": "src-1"}
+    registry, signer = MemoryRegistry(), key()
+    attest.attest(registry, PATH, REPO, OTHER, signer, sbom.PREDICATE_TYPE, SPDX)
+    attest.attest(registry, PATH, REPO, OTHER, signer, provenance.PREDICATE_TYPE, provenance.predicate(
+        build(target="reused", commit="9" * 40, source_hash="22" * 32)))
+    commits = [f"{n:08x}" + "a" * 32 for n in range(40)]
+    for commit in commits:
+        attest_built(registry, plan, rows, set(), {**facts, "commit": commit}, signer, print)
+    layers = json.loads(registry.tags[(PATH, simplesign.att_tag(OTHER))])["layers"]
+    assert [x["annotations"]["predicateType"] for x in layers] == [
+        provenance.PREDICATE_TYPE, provenance.PREDICATE_TYPE, sbom.PREDICATE_TYPE]
+    found = [provenance.summary(a.predicate) for a in attest.statements(
+        registry, PATH, REPO, OTHER, [signer.public_key()], provenance.PREDICATE_TYPE)]
+    assert set(found[0].commits) == set(commits)
+    for commit in (commits[0], commits[-1], "9" * 40):
+        assert any(provenance.fits(f, "reused", f"20261130-{commit[:8]}") for f in found)
+    assert attest.statements(registry, PATH, REPO, OTHER, [signer.public_key()], sbom.PREDICATE_TYPE)
+
+
+def test_a_dirty_build_under_a_clean_commit_tag_does_not_fit():
+    dirty = provenance.summary(provenance.predicate(
+        provenance.Build(**{**build().__dict__, "clean": False})))
+    assert provenance.problems(dirty, "model_ops_coordinator-mainpc", TAG + "-dirty") == []
+    assert provenance.problems(dirty, "model_ops_coordinator-mainpc", TAG) == [
+        "its provenance says the tree had uncommitted changes; the tag (no -dirty) says a clean "
+        "build of that commit"]
+    assert provenance.problems(dirty, "model_ops_coordinator-mainpc", "release-7") == []
 
 
 def test_a_reuse_whose_original_has_other_sources_gets_no_provenance(tmp_path, monkeypatch):
@@ -396,7 +439,8 @@ def test_a_reuse_whose_original_has_other_sources_gets_no_provenance(tmp_path, m
     monkeypatch.setattr(sbom, "generate", lambda *a: SPDX)
     attest.attest(registry, PATH, REPO, OTHER, signer, provenance.PREDICATE_TYPE, provenance.predicate(
         build(target="reused", source_hash="99" * 32)))    # someone moved src-1 to another image
-    attest_built(registry, plan, rows, {"built"}, facts, signer, lambda line: None)
+    with pytest.raises(RigError, match="reused: reused from src-1, which has no provenance of this"):
+        attest_built(registry, plan, rows, {"built"}, facts, signer, lambda line: None)
     assert len(attest.statements(registry, PATH, REPO, OTHER, [signer.public_key()],
                                  provenance.PREDICATE_TYPE)) == 1
 
@@ -546,3 +590,20 @@ def test_an_image_two_hosts_run_is_named_once(fleet, tmp_path):
                                   [signer.public_key()])
     assert problems[:-1] == [f"{repo}:{TAG} ({DIGEST[:19]}): no provenance signed by a trusted key "
                              "(built by something other than rig, or its attestation failed)"]
+
+
+def test_machine_picks_a_per_machine_services_image_and_changes_nothing_for_others(fleet, tmp_path):
+    from rig.ops.images import _one_image
+
+    from .fakes import requiring_signatures
+
+    job = SimpleNamespace(fleet=requiring_signatures(fleet, tmp_path))
+    registry = SimpleNamespace(manifest_digest=lambda path, tag: DIGEST)
+    image, digest, _ = _one_image(job, registry, "affective_processing_center", TAG, "mainpc")
+    assert (image.tag, digest) == (TAG, DIGEST)
+    image, _, _ = _one_image(job, registry, "model_ops_coordinator", TAG, "pc2")
+    assert image.tag == f"{TAG}-pc2"
+    with pytest.raises(RigError, match="pick one with --machine"):
+        _one_image(job, registry, "model_ops_coordinator", TAG, None)
+    with pytest.raises(RigError, match="no image for machine 'gpu9'"):
+        _one_image(job, registry, "model_ops_coordinator", TAG, "gpu9")
