@@ -543,7 +543,7 @@ class Rollout:
                     now, self.who, self.action, host, c.release, c.before, result,
                     self.redact(reason)))
                 recorded = Version.of((states.get(host) or {}).get(c.release.service))
-                if restored.get(host) and c.needed and c.before and not same(
+                if restored.get(host) and c.before and not same(
                         Version.of(c.before), recorded):
                     # what was put back ran, but was never recorded as gated (an earlier rollout
                     # killed mid-gate): its restore gate passed now, so it is what the host is

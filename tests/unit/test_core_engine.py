@@ -684,3 +684,63 @@ def test_an_unreadable_state_json_is_written_whole_again_by_a_rollout_that_chang
     assert kwargs["repair"] == ("pc2",) and kwargs["entries"] == {}
     assert not session.facts_by_host["pc2"].state_rebuilt     # written
     rollout.locks.release()
+
+
+def test_an_ungated_version_whose_restore_failed_is_not_recorded(fleet):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet, failing={("mainpc", SERVICE)})
+    session.facts_by_host["mainpc"].containers = {cmd.current(SERVICE): box(
+        fleet, "mainpc", "sha256:mid", "T1.5")}
+
+    def still_failing(s):
+        if s.runs[-1][0] == "roll_back":
+            s.failing.add(("mainpc", SERVICE))
+    session.after_run = still_failing
+    engine(fleet, session).run(WAVES, changes_for(fleet, session))
+    assert [line["result"] for line in ledger(session)["mainpc"]] == ["rollback_failed"]
+
+
+def test_a_service_that_ran_nothing_before_is_restored_to_nothing_without_a_record(fleet):
+    """state.json names T1 but nothing runs (removed by hand): the failed start goes back to
+    running nothing, and no 'restored' line is written for a version that does not run."""
+    fleet = three_hosts(fleet)
+    session = session_running(fleet, failing={("mainpc", SERVICE)})
+    session.facts_by_host["mainpc"].containers = {}
+    session.after_run = lambda s: s.failing.discard(("mainpc", SERVICE)) \
+        if s.runs[-1][0] == "roll_back" else None
+    engine(fleet, session).run(WAVES, changes_for(fleet, session))
+    assert [line["action"] for line in ledger(session)["mainpc"]] == ["rollout"]
+
+
+def test_a_signal_in_an_earlier_wave_is_not_said_to_have_come_in_the_last(fleet):
+    import signal
+
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    rollout = engine(fleet, session)
+    sent = []
+
+    def once(s, host, command):
+        if "probe $(date" in command and host == "mainpc" and not sent:
+            sent.append(rollout._interrupt(signal.SIGINT))
+    session.on_shell = once
+    outcome = rollout.run(WAVES, changes_for(fleet, session))
+    assert outcome.interrupted and outcome.signal == signal.SIGINT
+    assert outcome.lines[0].startswith("interrupted before wave 2: pc2 not touched")
+    assert not any("during the last wave" in line for line in outcome.lines)
+
+
+def test_a_state_json_is_repaired_only_where_this_rollout_holds_the_lock_and_the_host_answered(fleet):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    for host in HOSTS:
+        session.facts_by_host[host].state_rebuilt = True
+    rollout = engine(fleet, session)
+    assert rollout.take_locks() == []
+    facts = rollout.facts()
+    facts["node3"] = None                                     # it did not answer the read
+    rollout.locks.locked.remove("pc2")                        # pc2's lock is not this rollout's
+    rollout.run(WAVES, {h: [] for h in HOSTS}, facts=facts)
+    [(_, hosts, kwargs)] = [r for r in session.runs if r[0] == "record"]
+    assert kwargs["repair"] == ("mainpc",) and hosts == ["mainpc"]
+    rollout.locks.release()

@@ -273,6 +273,7 @@ def test_a_stale_lock_without_a_heartbeat_says_so():
 
 @pytest.mark.parametrize("beat, why", [
     (float("nan"), "its heartbeat is not a time"), (float("inf"), "its heartbeat is not a time"),
+    (True, "its heartbeat is not a time"),                   # JSON true is no time (1 s after 1970)
     (NOW + 7200, "its heartbeat is 2.0 h in the future: a clock ahead?")])
 def test_a_heartbeat_that_is_no_time_or_far_ahead_is_stale_not_alive_forever(beat, why):
     lock = {"operator": "bob", "heartbeat": beat, "machine": "elsewhere", "pid": 9, "tag": "zz"}
