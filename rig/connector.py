@@ -65,8 +65,37 @@ class SshPool:
         self.clients.clear()
 
 
+COMMAND_GRACE = 10.0
+"""Seconds a command may run past its _timeout before it is given up (see run_shell_command)."""
+
+
 class PooledSSHConnector(SSHConnector):
-    """pyinfra's SSH connector, reusing the Session's live connection to the host."""
+    """pyinfra's SSH connector, reusing the Session's live connection to the host, and holding
+    every command to its _timeout."""
+
+    def run_shell_command(self, command, print_output: bool = False, print_input: bool = False,
+                          **arguments):
+        """pyinfra bounds only the reading of a command's output by _timeout: opening the
+        channel and waiting for the exit status have no bound, so a host frozen between two
+        commands (a paused VM, a dead link without a RST) held an operation until the whole
+        deploy's backstop, five host_timeouts for a one-command step. Here the whole command
+        is bounded: past _timeout plus a grace it fails with TimeoutError, which pyinfra
+        reports as the command's error, and the connection, now of no use, leaves the pool."""
+        import gevent
+
+        timeout = arguments.get("_timeout")
+        if not timeout:
+            return super().run_shell_command(command, print_output, print_input, **arguments)
+        try:
+            with gevent.Timeout(float(timeout) + COMMAND_GRACE,
+                                TimeoutError(f"no answer within {float(timeout):.0f} s")):
+                return super().run_shell_command(command, print_output, print_input,
+                                                 **arguments)
+        except TimeoutError:
+            pool = self.host.data.get(POOL_KEY)
+            if pool is not None:
+                pool.retire(self.host.name)
+            raise
 
     @staticmethod
     def make_names_data(name):

@@ -14,6 +14,7 @@ import os
 import socket
 
 from .commands.container import Release
+from .rollout.decide import Version, same
 
 
 def operator() -> str:
@@ -94,11 +95,16 @@ def next_state(state: dict, entries: list[dict]) -> dict:
             new.pop(e["service"], None)
             continue
         old = new.get(e["service"], {})
+        previous = {"tag": old.get("tag"), "digest": old.get("digest")} if old else None
+        if old and same(Version.of(old), Version.of(e)):
+            # the version already recorded (a rollout interrupted after it was switched, run
+            # again): its own previous stays what `rig rollback` returns to, never itself
+            previous = old.get("previous")
         new[e["service"]] = {
             "tag": e["tag"], "digest": e["digest"], "profile_hash": e["profile_hash"],
             "config_hash": e.get("config_hash"),
             "since": e["time"],
-            "previous": {"tag": old.get("tag"), "digest": old.get("digest")} if old else None,
+            "previous": previous,
         }
         if e.get("health"):
             new[e["service"]]["health"] = e["health"]

@@ -136,8 +136,11 @@ def lock_release(obj: Context, inventory, limit, force) -> None:
     from ..ops import day2 as ops
     from ..ops.job import split
 
-    for line in ops.lock_release(obj.job(inventory), split(limit), force, say_line):
+    released = ops.lock_release(obj.job(inventory), split(limit), force, say_line)
+    for line in released:
         echo(f"  {line}")
+    if released.not_released:   # every line first: what happened on the hosts that did go
+        raise RigError(f"the lock was not released on {', '.join(released.not_released)}")
 
 
 @click.command()

@@ -140,13 +140,15 @@ def decode_to(data: bytes, path: str, append: bool = False) -> Cmd:
 
 
 def write_file(path: str, content: str, mode: str = "0644", dir_mode: str = "0755") -> Cmd:
-    """Write content atomically in one round trip: folder, temp file, chmod, rename."""
+    """Write content atomically in one round trip: folder, temp file, chmod, rename. `mv -T`
+    (GNU): a path that is a directory fails the line, where plain mv would move the file into
+    it and succeed with the path never written."""
     folder = path.rsplit("/", 1)[0] or "/"
     temp = f"{path}.rig-tmp"
     return all_of(sh("install", "-d", "-m", dir_mode, folder),
                   decode_to(content.encode(), temp),
                   sh("chmod", mode, temp),
-                  sh("mv", temp, path))
+                  sh("mv", "-T", temp, path))
 
 
 def render(command: Cmd | str | list) -> str:

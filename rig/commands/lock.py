@@ -12,6 +12,10 @@ beside it, so reading the lock and acting on what was read cannot be split by an
     remove   remove it if its sha256 is still the one we were shown (`rig lock release`);
              REMOVED, FREE, or HELD <sha256> and the file
 
+The lock is put in place with `mv -T` (GNU): over a directory it fails instead of moving the
+new lock into it (every --break-lock would be TAKEN); a directory is never removed either (a
+lock is a file: someone made it by hand), both fail naming it.
+
 Lock content travels base64-encoded in argv: it names who holds the lock, never a secret."""
 
 from __future__ import annotations
@@ -31,7 +35,11 @@ NOT_A_FILE = "notfile"  # the sha256 the scripts report for a lock that is no re
 
 _SCRIPT = r"""f=$0
 h() { if [ -f "$f" ] && [ ! -L "$f" ]; then sha256sum "$f" | cut -c1-64; else echo notfile; fi; }
-put() { printf %s "$1" | base64 -d > "$f.new" && chmod 0644 "$f.new" && mv -f "$f.new" "$f"; }
+put() { printf %s "$1" | base64 -d > "$f.new" && chmod 0644 "$f.new" && mv -Tf "$f.new" "$f" \
+        && return; rm -f "$f.new"; isdir; return 1; }
+del() { rm -f "$f" && return; isdir; return 1; }
+isdir() { if [ -d "$f" ] && [ ! -L "$f" ]; then echo "rig: $f is not a regular file, it is a" \
+          "directory: remove it by hand (rm -r $f), then run rig again" >&2; fi; }
 held() { echo "$1 $(h 2>/dev/null)"
          if [ -f "$f" ] && [ ! -L "$f" ]; then head -c MAX "$f" | base64 -w0; fi; echo; }
 case $1 in
@@ -39,10 +47,10 @@ take) if [ ! -e "$f" ]; then put "$2" && echo TAKEN
       elif [ "$3" != - ] && [ "$(h)" = "$3" ]; then put "$2" && echo TAKEN
       else held HELD; fi ;;
 refresh) if grep -qF -- "$2" "$f" 2>/dev/null; then put "$3" && echo OURS; else held GONE; fi ;;
-release) if grep -qF -- "$2" "$f" 2>/dev/null; then rm -f "$f" && echo RELEASED
+release) if grep -qF -- "$2" "$f" 2>/dev/null; then del && echo RELEASED
          elif [ ! -e "$f" ] && [ ! -L "$f" ]; then echo FREE; else held GONE; fi ;;
 remove) if [ ! -e "$f" ]; then echo FREE
-        elif [ "$(h)" = "$2" ]; then rm -f "$f" && echo REMOVED; else held HELD; fi ;;
+        elif [ "$(h)" = "$2" ]; then del && echo REMOVED; else held HELD; fi ;;
 *) echo "unknown lock verb $1" >&2; exit 2 ;;
 esac""".replace("MAX", str(MAX_LOCK + 1))
 

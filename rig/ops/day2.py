@@ -206,12 +206,22 @@ def lock_status(job: Job, limit, say) -> list[LockRow]:
     return rows
 
 
-def lock_release(job: Job, limit, force: bool, say) -> list[str]:
+class Released(list):
+    """lock_release's answer: one line per host (a list of str, printed as it is), and
+    .not_released: the hosts whose lock may still be there (no answer, taken since it was read,
+    or the removal failed), so that the command can fail after printing every line."""
+
+    def __init__(self, lines: list[str], not_released: list[str]):
+        super().__init__(lines)
+        self.not_released = not_released
+
+
+def lock_release(job: Job, limit, force: bool, say) -> Released:
     """Remove the locks of the chosen hosts. Without --force only a lock no one is using: its
     holder dead (pid gone on this machine), stale (no heartbeat for lock_stale_after) or the
     file malformed; a live holder (fresh heartbeat, from any machine) and a paused rollout
     (`rig promote` / `rig abort`) need --force. Exactly the lock seen is removed: one taken
-    since is left alone and named. Returns one line per host."""
+    since is left alone and named. Returns one line per host and the hosts not released."""
     rows = lock_status(job, limit, say)
     now, stale_after = time.time(), job.fleet.rollout.lock_stale_after
     refused = [r for r in rows if r.holder is not None and not force
@@ -223,6 +233,7 @@ def lock_release(job: Job, limit, force: bool, say) -> list[str]:
     held = [r for r in rows if r.holder is not None]
     lines = [f"{r.host}: free already" for r in rows if r.state == "free"]
     lines += [f"{r.host}: did not answer" for r in rows if r.state == "unknown"]
+    not_released = [r.host for r in rows if r.state == "unknown"]
     if held:
         with job.session([r.host for r in held]) as session:
             answers = session.shell_all({r.host: lock_cmd.remove(r.sha or "-") for r in held},
@@ -235,9 +246,11 @@ def lock_release(job: Job, limit, force: bool, say) -> list[str]:
             elif word == "HELD":
                 lines.append(f"{r.host}: NOT released: the lock changed since it was read: "
                              + describe_lock(now_held, stale_after, time.time()))
+                not_released.append(r.host)
             else:
                 lines.append(f"{r.host}: FAILED: {' '.join(answers[r.host].stderr[-1:])}")
-    return lines
+                not_released.append(r.host)
+    return Released(lines, not_released)
 
 
 # -- prune ----------------------------------------------------------------------------------------

@@ -209,6 +209,8 @@ class Rollout:
         problems = self.locks.take(break_lock, force, adopt)
         if not problems:
             problems = self._changed_since_read()
+            if problems:     # a lock --break-lock took over goes back to its holder
+                self.locks.give_back()
         if not problems:
             self.locks.start_beating()
         return problems

@@ -134,19 +134,20 @@ class HostLocks:
         """Take every host's lock, in name order; at the first refusal stop, give back what was
         taken and return why. With adopt, only the paused rollout of that id is taken over."""
         problems: list[str] = []
+        self.replaced = {}   # only this take's: an earlier one's broken locks stay broken
         for host in sorted(self.session.names()):
             why = self._take_one(host, break_lock, force, adopt)
             if why:
                 problems.append(f"{host}: {why}")
                 break
         if problems:
-            self._give_back()
-        self.replaced = {}
+            self.give_back()
         return problems
 
-    def _give_back(self) -> None:
-        """take() failed part-way: locks taken over are put back as they were (a paused
-        rollout keeps its lock), locks created are released."""
+    def give_back(self) -> None:
+        """take() failed part-way, or what it took cannot be used (the hosts changed since
+        they were read): locks taken over are put back as they were (a paused rollout keeps
+        its lock, a live rollout its own), locks created are released."""
         for host, (raw, ours) in self.replaced.items():
             answer = self.session.shell(host, cmd.put_back(raw, ours))
             if answer.ok and answer.stdout.startswith("TAKEN"):
@@ -175,6 +176,8 @@ class HostLocks:
             return why
         answer = self.session.shell(host, cmd.take(self.holder, expect=sha))
         word, _, now_held, _ = cmd.parse_answer(answer.stdout) if answer.ok else ("", None, None, b"")
+        if word != "TAKEN" and answer.stderr and answer.stderr[-1].startswith("rig: "):
+            return "could not take the lock over: " + answer.stderr[-1]   # the script's reason
         if word != "TAKEN":
             who = describe_lock(now_held, self.stale_after, time.time()) if now_held else \
                 (" ".join(answer.stderr[-2:]) or "no answer")

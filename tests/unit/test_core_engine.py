@@ -550,6 +550,29 @@ def test_a_host_whose_containers_changed_before_it_was_locked_is_refused(fleet):
     assert rollout.release_locks() == [] and session.locks == set()
 
 
+def test_a_lock_broken_by_force_goes_back_to_its_live_holder_when_the_hosts_changed(fleet):
+    """--break-lock --force took over a live rollout's locks, then found the hosts changed
+    since its read (that rollout is swapping): the taker gives up, and the live holder gets its
+    locks back exactly as they were, on every host, not deleted."""
+    import dataclasses
+    import time
+
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    theirs = {h: json.dumps({"operator": "al@x", "since": 1, "pid": 7, "id": f"al-{h}",
+                             "machine": "elsewhere", "heartbeat": time.time()}).encode()
+              for h in HOSTS}
+    session.lock_files.update(theirs)
+    rollout = engine(fleet, session)
+    rollout.facts()
+    session.facts_by_host["pc2"].containers[cmd.previous(SERVICE)] = dataclasses.replace(
+        box(fleet, "pc2", state="exited"), name=cmd.previous(SERVICE))
+    [problem] = rollout.take_locks(break_lock=True, force=True)
+    assert problem.startswith("pc2: its containers changed between the pre-flight read")
+    assert rollout.release_locks() == []
+    assert session.lock_files == theirs
+
+
 def test_a_host_whose_containers_cannot_be_read_again_once_locked_is_refused(fleet):
     from tasks.util import Shell
 

@@ -181,6 +181,29 @@ def test_the_states_of_a_session_share_one_connection_per_host(handshakes):
     assert pool.clients == {}
 
 
+def test_a_command_whose_channel_never_opens_fails_at_its_timeout_and_leaves_the_pool(
+        handshakes, monkeypatch):
+    """A host frozen between commands: paramiko's exec_command waits for the channel with no
+    bound of pyinfra's. The pooled connector gives the command up at _timeout (plus a grace,
+    shortened here) with TimeoutError, pyinfra's command error, and drops the connection."""
+    import gevent
+
+    from rig import connector
+    from rig.connector import SshPool
+
+    monkeypatch.setattr(connector, "COMMAND_GRACE", 0.05)
+    monkeypatch.setattr(FakeClient, "exec_command", lambda self, *a, **k: gevent.sleep(3600),
+                        raising=False)
+    pool = SshPool()
+    state = runner._new_state([Target("mainpc", {"ssh_hostname": "10.0.0.1"})], None,
+                              runner._Progress(None), 10, pool)
+    [host] = state.activated_hosts
+    with pytest.raises(TimeoutError, match="no answer within 0 s"):
+        with gevent.Timeout(5, AssertionError("not bounded")):
+            host.connector.run_shell_command("true", _timeout=0.1)
+    assert pool.clients == {} and handshakes[0][1].transport.closed
+
+
 def test_without_a_pool_every_state_connects_and_at_names_keep_their_connector(handshakes):
     targets = [Target("mainpc", {"ssh_hostname": "10.0.0.1"})]
     runner._new_state(targets, None, runner._Progress(None), 10)

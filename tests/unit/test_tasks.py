@@ -172,7 +172,7 @@ def test_daemon_config_before_install_does_not_restart():
 def test_write_file_is_one_atomic_command():
     assert cmd.write_file("/etc/rig/x.json", "{}\n", "0644") == (
         "install -d -m 0755 /etc/rig && printf %s e30K | base64 -d > /etc/rig/x.json.rig-tmp "
-        "&& chmod 0644 /etc/rig/x.json.rig-tmp && mv /etc/rig/x.json.rig-tmp /etc/rig/x.json"
+        "&& chmod 0644 /etc/rig/x.json.rig-tmp && mv -T /etc/rig/x.json.rig-tmp /etc/rig/x.json"
     )
 
 
