@@ -8,10 +8,12 @@ from pyinfra.api import deploy
 from .docker import install_docker
 from .nvidia import install_nvidia
 from .profile import push_profile
+from .proxy import install_proxy
 
 
 @deploy("Bootstrap")
 def bootstrap(token: str | None = None):
     install_docker(token=token)
     install_nvidia()
+    install_proxy()
     push_profile()

@@ -28,6 +28,9 @@ class HostFacts:
     docker_group: list[str] = field(default_factory=list)
     login_hash: str | None = None
     users: list[str] = field(default_factory=list)
+    haproxy_active: bool = False
+    haproxy_enabled: bool = False
+    networks: dict[str, str] = field(default_factory=dict)      # name -> driver
 
     @property
     def apt_based(self) -> bool:
@@ -71,6 +74,13 @@ def parse_host_facts(lines: list[str]) -> HostFacts:
             facts.login_hash = value or None
         elif key == "user":
             facts.users.append(value)
+        elif key == "haproxy_active":
+            facts.haproxy_active = value == "active"
+        elif key == "haproxy_enabled":
+            facts.haproxy_enabled = value == "enabled"
+        elif key == "net":
+            name, _, driver = value.partition(" ")
+            facts.networks[name] = driver
     return facts
 
 
@@ -78,8 +88,9 @@ class HostState(FactBase):
     """Everything bootstrap decides on, in one round trip. Args: files to hash, the registry
     whose login to check, users whose existence to check."""
 
-    def command(self, paths: list[str], registry: str, users: list[str]) -> str:
-        return host_facts_command(paths, registry, users)
+    def command(self, paths: list[str], registry: str, users: list[str],
+                network: str | None = None) -> str:
+        return host_facts_command(paths, registry, users, network)
 
     def process(self, output) -> HostFacts:
         return parse_host_facts(list(output))

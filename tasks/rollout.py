@@ -15,10 +15,12 @@ from pyinfra import host
 from pyinfra.api import FactBase, FunctionCommand, deploy, operation
 
 from rig.commands import container as cmd
+from rig.commands import proxy as proxy_cmd
 from rig.commands.base import fail
 from rig.commands.lock import read_lock
 from rig.gpu.smi import parse_apps, parse_gpus
 from rig.rollout.decide import KEEP, decide, runs
+from rig.rollout.strategy import START_FIRST, strategy_for
 
 from .util import fleet_of, host_shell
 
@@ -33,6 +35,7 @@ class Container:
     profile_hash: str
     config_hash: str = ""
     config: str = ""
+    slot: str = ""      # behind the proxy: the slot it is published on (a or b)
 
     @property
     def running(self) -> bool:
@@ -54,6 +57,8 @@ class RolloutFacts:
     gpu_containers: dict = field(default_factory=dict)  # pid on the GPU -> its container
     warnings: list[str] = field(default_factory=list)
     state_rebuilt: bool = False   # state.json was unreadable: the next record writes it whole
+    proxy: dict | None = None     # service -> slot -> live|drain|maint (None: not read)
+    proxy_missing: bool = False   # read, and no proxy answers on the admin socket
 
     def running(self, service: str) -> Container | None:
         found = self.containers.get(cmd.current(service))
@@ -63,7 +68,7 @@ class RolloutFacts:
 def parse_rollout_facts(lines: list[str]) -> RolloutFacts:
     facts, section = RolloutFacts(), None
     chunks: dict[str, list[str]] = {"state": [], "lock": [], "gpu": [], "gpu-apps": [],
-                                    "gpu-pids": []}
+                                    "gpu-pids": [], "proxy": []}
     for line in lines:
         if line.startswith("--- "):
             section = line[4:].strip()
@@ -76,7 +81,7 @@ def parse_rollout_facts(lines: list[str]) -> RolloutFacts:
             facts.profile_hash = line.strip()
         elif section == "containers" and line.strip():
             parts = line.rstrip("\n").split("\t")
-            if 6 <= len(parts) <= 8:  # labels rig did not set print as nothing
+            if 6 <= len(parts) <= 9:  # labels rig did not set print as nothing
                 facts.containers[parts[0]] = Container(*parts)
         elif section in chunks:
             chunks[section].append(line)
@@ -90,6 +95,9 @@ def parse_rollout_facts(lines: list[str]) -> RolloutFacts:
     if not facts.gpus and gpu_text.strip():
         facts.gpu_error = ("nvidia-smi is not installed" if gpu_text.strip() == "no nvidia-smi"
                            else "nvidia-smi failed: " + gpu_text.strip().splitlines()[0][:160])
+    if any(line.strip() for line in chunks["proxy"]):   # (a host that printed nothing: unread)
+        facts.proxy = proxy_cmd.parse_state(chunks["proxy"])
+        facts.proxy_missing = facts.proxy is None
     lock = chunks["lock"]
     if lock and lock[0].startswith(cmd.LOCK_PRESENT):
         facts.lock_sha = lock[0][len(cmd.LOCK_PRESENT):].strip() or None
@@ -170,10 +178,39 @@ def release_running(release: cmd.Release, secrets: dict | None = None, pulled: b
     for secret_name, secret in sorted((secrets or {}).items()):
         yield FunctionCommand(_write_secret, (release.service, secret_name, secret,
                                               versions.get(secret_name)), {})
-    yield from cmd.replace_commands(fleet_of(host), host.name, release,
+    fleet = fleet_of(host)
+    strategy = strategy_for(fleet, host.name, release.service)
+    yield from cmd.replace_commands(fleet, host.name, release,
                                     has_current=name in facts.containers,
                                     has_previous=cmd.previous(release.service) in facts.containers,
-                                    pulled=pulled)
+                                    pulled=pulled, strategy=strategy.name,
+                                    slot=next_slot(facts.containers.get(name)),
+                                    drain=strategy.drain)
+
+
+def next_slot(running: Container | None) -> str:
+    """The slot a new container starts in: the one the container it replaces is not in."""
+    return proxy_cmd.other(running.slot) if running is not None and running.slot in "ab" \
+        and running.slot else "a"
+
+
+@operation(is_idempotent=False)
+def proxy_switched(service: str, stop_previous: bool):
+    """The host's proxy sends `service` to the slot rig-<service> runs in (after its gate
+    passed); the other slot drains and goes to maintenance. stop_previous: the kept container
+    (start_first: it served until now) stops once drained, still kept for a rollback.
+
+    + service: the service whose gate passed
+    + stop_previous: stop rig-<service>-prev after the drain
+    """
+    fleet = fleet_of(host)
+    strategy = strategy_for(fleet, host.name, service)
+    if not strategy.proxied:
+        host.noop(f"{service}: no proxy")
+        return
+    stop = int(fleet.runtime(service, host.name).stop_timeout) if stop_previous \
+        and strategy.name == START_FIRST else None
+    yield cmd.switch_to_current(service, strategy.drain if stop is not None else 0, stop)
 
 
 def _write_secret(state, host, service: str, name: str, secret, version: str | None = None) -> bool:
@@ -258,6 +295,14 @@ def roll_back(services: dict, restored: dict):
     for service in restored[host.name]:
         release_restored(name=f"{service}: restore previous", service=service,
                          before=wanted[service])
+
+
+@deploy("Switch")
+def switch(services: dict, stop_previous: bool = True):
+    """services: host -> [service]: each host's proxy goes to what passed its gate there."""
+    for service in services.get(host.name, []):
+        proxy_switched(name=f"{service}: proxy to the new container", service=service,
+                       stop_previous=stop_previous)
 
 
 @deploy("Record")

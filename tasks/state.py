@@ -28,7 +28,11 @@ def certs_path(fleet: Fleet) -> str | None:
 
 
 def watched_files(fleet: Fleet) -> list[str]:
+    from rig.commands import proxy
+
     files = ["/etc/docker/daemon.json", *PROFILE_FILES]
+    if fleet.proxy.enabled:
+        files += [proxy.CONFIG, *(f"{proxy.ERRORS_DIR}/{s}.503" for s in sorted(fleet.services))]
     if certs_path(fleet):
         files.append(certs_path(fleet))
     return files
@@ -37,7 +41,8 @@ def watched_files(fleet: Fleet) -> list[str]:
 def host_state_args(fleet: Fleet) -> dict:
     """The HostState fact's arguments for this spec (also read by `rig bootstrap`'s pre-flight)."""
     users = [fleet.bootstrap.deploy_user] if fleet.bootstrap.deploy_user else []
-    return {"paths": watched_files(fleet), "registry": fleet.registry.host, "users": users}
+    return {"paths": watched_files(fleet), "registry": fleet.registry.host, "users": users,
+            "network": fleet.proxy.network if fleet.proxy.enabled else None}
 
 
 def _cache() -> dict:

@@ -62,6 +62,8 @@ def print_plan(plan) -> None:
             gate = f" [gate: /health + {', '.join(r.gate)}]" if r.gate and r.change else ""
             echo(f"  {host:<10} {r.service:<30} {mark} {now} -> {r.tag} {r.digest[7:19]}"
                        f"{why}{gate}")
+            if r.change and r.strategy:
+                echo(f"  {'':<10} {'':<30} {r.strategy}: {r.strategy_why}")
     for line in plan.skipped:
         echo(f"  {line}")
 
@@ -199,10 +201,12 @@ def status(obj: Context, inventory, limit, as_json) -> None:
     if as_json:
         dump(rows)
         return
-    echo(f"{'HOST':<10} {'SERVICE':<30} {'TAG':<28} {'DIGEST':<14} {'HEALTH':<12} SINCE")
+    echo(f"{'HOST':<10} {'SERVICE':<30} {'TAG':<28} {'DIGEST':<14} {'HEALTH':<12} "
+         f"{'PROXY':<12} SINCE")
     for r in rows:
         echo(f"{r.host:<10} {r.service:<30} {r.tag or '-':<28} "
-                   f"{(r.digest or '-')[7:19] or '-':<14} {r.health:<12} {r.since or '-'}")
+                   f"{(r.digest or '-')[7:19] or '-':<14} {r.health:<12} {r.proxy or '-':<12} "
+                   f"{r.since or '-'}")
     for host, note in dict.fromkeys((r.host, r.note) for r in rows if r.note):
         echo(f"{host}: {note}")
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..config import Fleet
 from ..gpu.smi import APPS_QUERY, GPU_QUERY
+from . import proxy
 from .base import (
     Cmd,
     all_of,
@@ -103,6 +104,7 @@ def container_config(fleet: Fleet, host: str, service: str, digest: str, profile
     A container whose label differs from this is replaced; `rig plan` shows the difference."""
     spec = fleet.services[service]
     settings = {"image": digest, "profile": profile_hash,
+                "network": fleet.proxy.network if fleet.proxy.enabled else "host",
                 **fleet.runtime(service, host).describe()}
     settings.update({f"env {k}": v for k, v in service_env(fleet, host, service).items()})
     if spec.volumes:
@@ -178,13 +180,25 @@ def _runtime_args(runtime) -> list[str]:
     return argv
 
 
-def run_argv(fleet: Fleet, host: str, release: Release) -> list[str]:
-    """docker run for a service: host network, the machine profile's env file and JSON,
-    resources and security from the spec, volumes, env, secrets as read-only files under
-    /run/secrets, GPUs where rig manages one, labels saying what runs and how."""
+def network_args(fleet: Fleet, service: str, slot: str) -> list[str]:
+    """Behind the proxy: the service's bridge network, its port published on the slot's
+    loopback port only (the proxy owns the public one). Without: the host network."""
+    if not fleet.proxy.enabled:
+        return ["--network", "host"]
+    port = fleet.services[service].port
+    return ["--network", fleet.proxy.network,
+            "-p", f"127.0.0.1:{fleet.proxy.slot_port(port, slot)}:{port}"]
+
+
+def run_argv(fleet: Fleet, host: str, release: Release, slot: str = "a") -> list[str]:
+    """docker run for a service: on the proxy's bridge network in slot `slot` (or the host
+    network without the proxy), the machine profile's env file and JSON, resources and
+    security from the spec, volumes, env, secrets as read-only files under /run/secrets, GPUs
+    where rig manages one, labels saying what runs and how."""
     spec = fleet.services[release.service]
     runtime = fleet.runtime(release.service, host)
-    argv = ["docker", "run", "-d", "--name", current(release.service), "--network", "host",
+    argv = ["docker", "run", "-d", "--name", current(release.service),
+            *network_args(fleet, release.service, slot),
             "--restart", "unless-stopped", *_runtime_args(runtime),
             "--env-file", PROFILE_ENV, "-v", f"{PROFILE_JSON}:{PROFILE_JSON}:ro"]
     for key, value in sorted(service_env(fleet, host, release.service).items()):
@@ -200,6 +214,9 @@ def run_argv(fleet: Fleet, host: str, release: Release) -> list[str]:
               ("rig.digest", release.digest), ("rig.profile-hash", release.profile_hash)]
     if release.config:
         labels += [("rig.config-hash", release.config_hash), ("rig.config", release.config)]
+    if fleet.proxy.enabled:
+        port = fleet.proxy.slot_port(fleet.services[release.service].port, slot)
+        labels += [("rig.slot", slot), ("rig.port", str(port))]
     for key, value in labels:
         argv += ["--label", f"{key}={value}"]
     argv.append(release.pinned)
@@ -228,20 +245,49 @@ def pull_all(refs: list[str]) -> Cmd:
 
 
 def replace_commands(fleet: Fleet, host: str, release: Release, has_current: bool,
-                     has_previous: bool, pulled: bool = False) -> list[Cmd]:
+                     has_previous: bool, pulled: bool = False, strategy: str = "direct",
+                     slot: str = "a", drain: float = 0.0) -> list[Cmd]:
     """Pull by digest (unless pulled already), then the swap as one line, one round trip
-    under sudo: the older kept container goes, the running one is kept as -prev (stopped),
-    the new one starts; the first that fails stops the rest. The pull is a command of its
-    own: a model image of many GiB may take most of host_timeout by itself."""
+    under sudo: the older kept container goes, the running one is kept as -prev, the new one
+    starts in `slot`; the first that fails stops the rest. The pull is a command of its own: a
+    model image of many GiB may take most of host_timeout by itself.
+
+    start_first: the running one keeps running (and serving: the proxy still sends to its
+    slot) while the new one starts in the other slot; the switch comes after the gate.
+    stop_first: the proxy puts the service in maintenance (503) and lets open requests finish
+    (up to `drain`) before the old one stops. direct: no proxy; the old one stops."""
     name, prev = current(release.service), previous(release.service)
     swap = []
     if has_previous:
         swap.append(sh("docker", "rm", "-f", prev))
-    if has_current:
+    if has_current and strategy == "start_first":
+        swap.append(sh("docker", "rename", name, prev))
+    elif has_current:
+        if strategy == "stop_first":
+            swap.append(proxy.maintenance(release.service, drain))
         timeout = int(fleet.runtime(release.service, host).stop_timeout)
         swap += [sh("docker", "stop", "-t", timeout, name), sh("docker", "rename", name, prev)]
-    swap.append(sh(*run_argv(fleet, host, release)))
+    swap.append(sh(*run_argv(fleet, host, release, slot)))
     return ([] if pulled else [sh("docker", "pull", "-q", release.pinned)]) + [all_of(*swap)]
+
+
+def switch_to_current(service: str, drain: float, stop_previous: int | None) -> Cmd:
+    """After a passed gate: the proxy sends `service` to the slot rig-<service> runs in (read
+    from its label on the host), the other slot drains and goes to maintenance; then, with
+    `stop_previous` (start_first: the old one served until now), the kept container stops
+    (waiting that many seconds), still kept for a rollback."""
+    slot = capture(sh("docker", "inspect", "-f", '{{index .Config.Labels "rig.slot"}}',
+                      current(service)))
+    parts = [Cmd(f"s={slot}"),
+             Cmd('case "$s" in a|b) ;; *) echo "no slot label on the container" >&2; exit 1;; esac',
+                 compound=True),
+             proxy.switch(service, Cmd('"$s"'), drain)]
+    if stop_previous is not None:
+        prev = previous(service)
+        parts.append(any_of(quiet(no_stderr(sh("docker", "inspect", prev))),
+                            Cmd("exit 0")))
+        parts.append(sh("docker", "stop", "-t", int(stop_previous), prev))
+    return all_of(*parts)
 
 
 def secrets_gc() -> Cmd:
@@ -317,14 +363,18 @@ def probe_once(service: str, port: int, path: str, timeout: float) -> Cmd:
     """The host-side half of one health probe: the container's state and one GET of the health
     endpoint, as one line `probe <epoch> <state>:<exit code>:<restarts> <http code> <base64 body>`.
     rig runs it once per probe and judges the answers (rollout/gate.py)."""
-    url = f"http://127.0.0.1:{port}{path}"
     state = pipe(no_stderr(sh("docker", "inspect", "-f",
-                              "{{.State.Status}}:{{.State.ExitCode}}:{{.RestartCount}}",
+                              "{{.State.Status}}:{{.State.ExitCode}}:{{.RestartCount}} "
+                              '{{index .Config.Labels "rig.port"}}',
                               current(service))),
                  sh("head", "-n", "1"))
+    # the container's own port: the slot it is published on behind the proxy (label rig.port),
+    # else the service's port on the host network
+    url = Cmd(f'"http://127.0.0.1:${{p:-{int(port)}}}"' + sh(path).line)
     fetch = ok(sh("curl", "-s", "-o", Cmd('"$f"'), "-m", f"{timeout:g}", "-w", "%{http_code}", url))
     return seq(
-        Cmd("s=$(" + state.line + ")"), Cmd('[ -n "$s" ] || s=missing:0:0'),
+        Cmd("s=$(" + state.line + ")"), Cmd('p=${s#* }; s=${s%% *}'),
+        Cmd('case "$p" in *[!0-9]*) p= ;; esac'), Cmd('[ -n "$s" ] || s=missing:0:0'),
         Cmd("f=$(mktemp)"), Cmd("c=$(" + fetch.line + ")"),
         Cmd('echo "probe $(date +%s.%N) $s $c $(head -c 4096 "$f" | base64 -w0)"'),
         Cmd('rm -f "$f"'),
@@ -360,7 +410,7 @@ def containers_command() -> Cmd:
     fields = "\t".join(["{{.Names}}", "{{.State}}", '{{.Label "rig.service"}}',
                          '{{.Label "rig.tag"}}', '{{.Label "rig.digest"}}',
                          '{{.Label "rig.profile-hash"}}', '{{.Label "rig.config-hash"}}',
-                         '{{.Label "rig.config"}}'])
+                         '{{.Label "rig.config"}}', '{{.Label "rig.slot"}}'])
     return sh("docker", "ps", "-a", "--filter", "label=rig.service", "--format", fields)
 
 
@@ -395,7 +445,8 @@ def rollout_state_command() -> Cmd:
                section("containers", containers_command()),
                section("state", seq(sh("cat", STATE_FILE), sh("echo"))),  # a last line
                                                                          # without \n too
-               section("lock", lock_read()))
+               section("proxy", proxy.state_command()),
+               section("lock", lock_read()))    # last: a lock file may end without a newline
 
 
 def lock_read() -> Cmd:

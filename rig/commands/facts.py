@@ -8,11 +8,12 @@ from ..gpu.smi import GPU_QUERY
 
 WATCHED_PACKAGES = (
     "docker.io", "docker-cli", "docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx",
-    "docker-buildx-plugin", "nvidia-container-toolkit",
+    "docker-buildx-plugin", "nvidia-container-toolkit", "haproxy", "socat",
 )
 
 
-def host_facts_command(paths: list[str], registry: str, users: list[str]) -> str:
+def host_facts_command(paths: list[str], registry: str, users: list[str],
+                       network: str | None = None) -> str:
     packages = " ".join(WATCHED_PACKAGES)
     hashes = " ".join(shlex.quote(p) for p in paths)
     registry_key = shlex.quote(f'"{registry}"')
@@ -26,6 +27,10 @@ def host_facts_command(paths: list[str], registry: str, users: list[str]) -> str
         'echo "docker_active=$(systemctl is-active docker 2>/dev/null)"',
         'echo "docker_enabled=$(systemctl is-enabled docker 2>/dev/null)"',
         'echo "buildx=$(docker buildx version 2>/dev/null)"',
+        'echo "haproxy_active=$(systemctl is-active haproxy 2>/dev/null)"',
+        'echo "haproxy_enabled=$(systemctl is-enabled haproxy 2>/dev/null)"',
+        f"docker network inspect -f 'net={{{{.Name}}}} {{{{.Driver}}}}' {shlex.quote(network)} "
+        "2>/dev/null" if network else "true",
         f'for f in {hashes}; do echo "sha=$f $(sha256sum < "$f" 2>/dev/null | cut -d" " -f1)"; done'
         if paths else "true",
         'echo "docker_group=$(getent group docker | cut -d: -f4)"',

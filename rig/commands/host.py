@@ -49,6 +49,8 @@ def daemon_json(spec: DaemonSpec, nvidia: bool) -> str:
         doc["bridge"] = spec.bridge
     if spec.iptables is not None:
         doc["iptables"] = spec.iptables
+    if spec.ip_forward is not None:
+        doc["ip-forward"] = spec.ip_forward
     if nvidia:
         doc["runtimes"] = {"nvidia": {"path": "nvidia-container-runtime", "args": []}}
         doc["default-runtime"] = "nvidia"

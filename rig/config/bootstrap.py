@@ -64,6 +64,9 @@ class DaemonSpec(StrictModel):
     registry_mirrors: list[Url] = Field(default_factory=list, description="Pull-through mirrors")
     bridge: Word | None = Field(default=None, description="'none' disables the default bridge")
     iptables: bool | None = Field(default=None, description="false stops dockerd's iptables")
+    ip_forward: bool | None = Field(
+        default=None, description="false: dockerd leaves the host's IP forwarding off, so "
+        "containers on rig's bridge network reach the host (its proxy) and nothing beyond")
     live_restore: bool = Field(default=True, description="Keep containers up across restarts")
     icc: bool = Field(
         default=False, description="Inter-container traffic on the default bridge (CIS Docker "

@@ -13,6 +13,7 @@ from .build import BuildSpec
 from .hosts import HostSpec
 from .images import FamilySpec, ServiceSpec
 from .profiles import ProfileSpec
+from .proxy import ProxySpec
 from .registry import RegistrySpec
 from .rollout import PERCENT, RolloutSpec
 from .runtime import Runtime, RuntimeSpec, resolve
@@ -36,6 +37,8 @@ class Fleet(StrictModel):
     defaults: RuntimeSpec = Field(default_factory=RuntimeSpec,
                                   description="Runtime settings every service starts from")
     bootstrap: BootstrapSpec = Field(default_factory=BootstrapSpec, description="Host setup")
+    proxy: ProxySpec = Field(default_factory=ProxySpec,
+                             description="The per-host proxy in front of every service")
     profiles: dict[Name, ProfileSpec] = Field(
         default_factory=dict, description="Loaded from profiles/<name>.yml, not written here"
     )

@@ -74,6 +74,16 @@ class RolloutSpec(StrictModel):
         description="GPU memory kept free on every card for the driver, CUDA contexts and a "
         "display (1g; 0 for none): a host's GPU services' gpu_memory must fit in the card's "
         "memory less this")
+    strategy: Literal["auto", "start_first", "stop_first"] = Field(
+        default="auto",
+        description="How each service is swapped behind the host's proxy (a service's runtime "
+        "or by_profile may say otherwise): start_first, stop_first, or auto: start_first for a "
+        "service that uses no GPU or whose gpu_memory fits twice on the card next to the other "
+        "services', stop_first otherwise (`rig plan` says which and why)")
+    drain: Duration = Field(
+        default=30.0, ge=0,
+        description="After a switch, how long the old container keeps serving the connections it "
+        "has (WebSocket streams) before it is stopped")
     host_timeout: Duration = Field(
         default=120.0, gt=0,
         description="Deadline for any one remote step (pull, stop, run, ledger, lock); a host "

@@ -16,7 +16,7 @@ def check(fleet: Fleet) -> list[Problem]:
     problems: list[Problem] = []
     for rule in (_groups, _canary, _families, _service_hosts, _ports, _build_host, _paths,
                  _by_profile, _capabilities, _container_names, _gpu_memory, _gpu_settings,
-                 _signing):
+                 _signing, _drain):
         problems.extend(rule(fleet))
     return problems
 
@@ -54,7 +54,9 @@ def _gpu_memory(fleet: Fleet) -> Iterator[Problem]:
     from .runtime import show_size
 
     for host, spec in fleet.hosts.items():
-        gpu = fleet.profiles[spec.profile].gpu if spec.profile in fleet.profiles else None
+        if spec.profile not in fleet.profiles:
+            continue    # said by the profile rule: no card to budget against
+        gpu = fleet.profiles[spec.profile].gpu
         declared = [(s, *declared_gpu_memory(fleet, s, host)) for s in fleet.services_on(host)]
         declared = [(s, size, path) for s, size, path in declared if size]
         if not declared:
@@ -147,17 +149,47 @@ def _service_hosts(fleet: Fleet) -> Iterator[Problem]:
 
 
 def _ports(fleet: Fleet) -> Iterator[Problem]:
+    """Public ports, and with the proxy each service's two slot ports (proxy.slot_offsets),
+    are taken once per host and are real ports."""
     for host in fleet.hosts:
         taken: dict[int, str] = {}
         for name in fleet.services_on(host):
             port = fleet.services[name].port
-            if port in taken:
-                yield (
-                    ("services", name, "port"),
-                    f"port {port} clashes with service {taken[port]!r} on host {host!r}",
-                )
-            else:
-                taken[port] = name
+            wanted = [(port, f"service {name!r}")]
+            if fleet.proxy.enabled:
+                wanted += [(fleet.proxy.slot_port(port, slot), f"slot {slot} of service {name!r}")
+                           for slot in ("a", "b")]
+            for number, what in wanted:
+                if number > 65535:
+                    yield (("services", name, "port"),
+                           f"{what} would listen on port {number} (port {port} + "
+                           "proxy.slot_offsets), above 65535: choose a lower port or offsets")
+                elif number in taken:
+                    yield (("services", name, "port"),
+                           f"port {number}" + (f" ({what})" if number != port else "")
+                           + f" clashes with {taken[number]} on host {host!r}")
+                    break   # one clash per service is enough to fix it
+                else:
+                    taken[number] = what
+
+
+def _drain(fleet: Fleet) -> Iterator[Problem]:
+    """The switch (drain, then the old container's stop) is one command: it must fit in
+    host_timeout with room to spare."""
+    limit = fleet.rollout.host_timeout
+    for host, spec in fleet.hosts.items():
+        if spec.profile not in fleet.profiles:
+            continue    # said by the profile rule
+        for name in fleet.services_on(host):
+            runtime = fleet.runtime(name, host)
+            drain = fleet.rollout.drain if runtime.drain is None else runtime.drain
+            if drain + runtime.stop_timeout + 10 > limit:
+                path = (("services", name, "runtime", "drain") if runtime.drain is not None
+                        else ("rollout", "drain"))
+                yield (path, f"{name} on host {host}: drain {drain:g} s + stop_timeout "
+                       f"{runtime.stop_timeout:g} s + 10 s leaves no room in rollout.host_timeout "
+                       f"{limit:g} s: lower drain or raise host_timeout")
+                return
 
 
 def _build_host(fleet: Fleet) -> Iterator[Problem]:

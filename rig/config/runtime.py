@@ -163,6 +163,15 @@ class RuntimeSpec(StrictModel):
         default=None, description="GPU memory the service needs once its model is loaded "
         "(8g): checked against the card's memory by `rig validate` (what a host's services "
         "declare together must fit) and before a start (what is free now)")
+    strategy: Literal["auto", "start_first", "stop_first"] | None = Field(
+        default=None, description="How a rollout swaps the service behind the host's proxy: "
+        "start_first (the new container beside the old, switched to once its gate passes, the "
+        "old drained), stop_first (the proxy answers 503 maintenance while the old stops and "
+        "the new loads), auto (start_first where the GPU memory allows two copies). Default: "
+        "rollout.strategy")
+    drain: Duration | None = Field(
+        default=None, description="How long the old container keeps its open connections "
+        "(WebSocket streams) after the switch before it is stopped (default: rollout.drain)")
 
     @field_validator("cap_drop", "cap_add")
     @classmethod
@@ -176,7 +185,7 @@ SECURE = RuntimeSpec(read_only=True, tmpfs=["/tmp"], cap_drop=["ALL"], cap_add=[
 """What a service gets when no layer says otherwise."""
 
 
-DECLARED = ("gpu_memory",)
+DECLARED = ("gpu_memory", "strategy", "drain")
 
 
 class Runtime(StrictModel):
@@ -198,6 +207,8 @@ class Runtime(StrictModel):
     log_volume: str | None = None
     stop_timeout: float = 10.0
     gpu_memory: int | None = None   # declared, not a container setting: not in describe()
+    strategy: str | None = None     # declared too: how it is swapped, not how it runs
+    drain: float | None = None
 
     def describe(self) -> dict[str, str]:
         """Setting -> how an operator writes it (`memory: 8g`), for plans and labels. What a

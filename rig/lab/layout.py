@@ -170,7 +170,7 @@ class LabPaths:
 def host_run_argv(host: str, address: str) -> list[str]:
     """`docker run` for one lab host: systemd as PID 1, Docker-in-Docker capabilities without
     --privileged (which fails here), a fixed address on the lab network, /var/lib/docker on a
-    volume. The CLI, not the API: `systempaths=unconfined` is a client-side option."""
+    volume, no IP forwarding. The CLI, not the API: `systempaths=unconfined` is a client-side option."""
     argv = ["docker", "run", "--detach", "--name", container_name(host), "--hostname", host,
             "--network", NETWORK, "--ip", address,
             "--label", f"{LABEL}=1", "--label", f"{LABEL}.host={host}"]
@@ -181,6 +181,9 @@ def host_run_argv(host: str, address: str) -> list[str]:
     argv += ["--volume", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
              "--volume", f"{volume_name(host)}:/var/lib/docker",
              "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
+             # the host forwards nothing: service containers on its bridge network reach the
+             # host (its proxy) and nothing beyond it (LAB-NOTES: no traffic off the lab)
+             "--sysctl", "net.ipv4.ip_forward=0",
              "--env", "container=docker", "--stop-signal", "SIGRTMIN+3",
              HOST_IMAGE, "/sbin/init"]
     return argv

@@ -79,7 +79,11 @@ def memory_problem(fleet: Fleet, host: str, starting: list[Change], host_facts) 
     need = sum(size for size in declared.values() if size) // MIB
     if not need:
         return None
-    replaced = {c.running.name for c in starting if c.running is not None}
+    from ..rollout.strategy import START_FIRST, strategy_for
+
+    # a start_first service's old container holds its memory until the new one is live
+    replaced = {c.running.name for c in starting if c.running is not None
+                and strategy_for(fleet, host, c.release.service).name != START_FIRST}
     held = sum(a.used_mib or 0 for a in host_facts.gpu_apps
                if host_facts.gpu_containers.get(a.pid) in replaced)
     used = gpu.memory_used_mib or 0

@@ -49,6 +49,8 @@ class PlanRow:
     digest: str
     why: list[str] = field(default_factory=list)   # what changes, in words
     gate: list[str] = field(default_factory=list)  # what its gate waits for beyond /health
+    strategy: str = ""                             # start_first | stop_first | direct
+    strategy_why: str = ""
 
 
 @dataclass
@@ -161,9 +163,17 @@ def _plan(job: Job, label: str, hosts: list[str], releases, facts, opts: Options
     rows = [PlanRow(h, c.release.service, c.needed, c.running.tag if c.running else None,
                     c.running.digest if c.running else None, c.release.tag, c.release.digest,
                     c.why if c.needed else [],
-                    [k.name for k in job.fleet.services[c.release.service].checks if k.gate])
+                    [k.name for k in job.fleet.services[c.release.service].checks if k.gate],
+                    *_strategy(job.fleet, h, c.release.service))
             for wave in plan_waves for h in wave for c in changes.get(h, [])]
     return Plan(label, hosts, plan_waves, rows, skipped), changes
+
+
+def _strategy(fleet, host: str, service: str) -> tuple[str, str]:
+    from ..rollout.strategy import strategy_for
+
+    chosen = strategy_for(fleet, host, service)
+    return chosen.name, chosen.why
 
 
 def _warn_unchecked(job: Job, say) -> None:
@@ -374,6 +384,7 @@ class StatusRow:
     health: str
     since: str | None
     note: str | None = None     # the host's lock (a paused rollout says so), or an orphan
+    proxy: str | None = None    # behind the proxy: `slot a`, `maintenance`, `no proxy`
 
 
 def health_word(body: str, expect: dict, running: bool, stopped: bool = False) -> str:
@@ -386,11 +397,28 @@ def health_word(body: str, expect: dict, running: bool, stopped: bool = False) -
         return "ok"
     if body_matches(body, {"status": "loading"}):
         return "loading"
+    if body_matches(body, {"status": "maintenance"}):
+        return "maintenance"    # the proxy's answer: no live container behind it
     return "down" if not body.strip() else "BAD " + body.strip()[:40]
 
 
+def proxy_word(fleet, facts, service: str) -> str | None:
+    """Where the host's proxy sends the service's requests: `slot a`, `maintenance` (no live
+    slot: the 503 answer), `no proxy` (none answers), or None without a proxy in the spec."""
+    from ..commands.proxy import live_slot
+
+    if not fleet.proxy.enabled or facts is None or (facts.proxy is None
+                                                    and not facts.proxy_missing):
+        return None
+    if facts.proxy_missing:
+        return "no proxy"
+    slot = live_slot(facts.proxy.get(service))
+    return f"slot {slot}" if slot else "maintenance"
+
+
 def status(job: Job, limit: list[str] | None, say) -> list[StatusRow]:
-    """What runs where: host x service with tag, digest, health now, and since when."""
+    """What runs where: host x service with tag, digest, health now (on its public port, as
+    clients see it: through the proxy), which slot the proxy sends to, and since when."""
     from ..commands.container import status_probe
 
     hosts = select_hosts(job.fleet, limit)
@@ -411,7 +439,8 @@ def status(job: Job, limit: list[str] | None, say) -> list[StatusRow]:
                                   running.digest if running else None, health,
                                   recorded.get("since"),
                                   describe_lock(lock, job.fleet.rollout.lock_stale_after,
-                                                time.time()) if lock else None))
+                                                time.time()) if lock else None,
+                                  proxy_word(job.fleet, facts.get(host), service)))
         for c in sorted((facts[host].containers.values() if facts.get(host) else []),
                         key=lambda c: c.name):
             if c.service and c.service not in job.fleet.services:  # the spec no longer has it

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import gevent
 
-from tasks.rollout import RolloutState, parse_rollout_facts, record, roll_back, roll_out
+from tasks.rollout import RolloutState, parse_rollout_facts, record, roll_back, roll_out, switch
 
 from ..commands import container as cmd
 from ..commands.gpu import gate_sample_command, split_gate_sample
@@ -36,6 +36,7 @@ from . import probing
 from .decide import KEEP, REGATE, REMOVE, Version, decide, same
 from .locks import HostLocks, may_take
 from .probing import STOPPED
+from .strategy import strategy_for
 from .watch import GateWatch
 
 
@@ -172,6 +173,15 @@ def host_problems(fleet: Fleet, facts_by_host: dict, break_lock: bool, now: floa
         if facts.profile_hash != expected:
             what = "missing" if not facts.profile_hash else "differs from the spec"
             problems.append(f"{host}: machine profile {what} (run `rig bootstrap`)")
+        if fleet.proxy.enabled:
+            missing = [s for s in fleet.services_on(host) if facts.proxy is not None
+                       and s not in facts.proxy]
+            if facts.proxy_missing:
+                problems.append(f"{host}: no proxy answers on its admin socket (run `rig "
+                                "bootstrap`: it installs HAProxy in front of the services)")
+            elif missing:
+                problems.append(f"{host}: the proxy has no backend for {', '.join(missing)} "
+                                "(the spec changed since the last `rig bootstrap`: run it)")
         why = may_take(facts.lock, fleet.rollout.lock_stale_after, now, break_lock, force, adopt)
         if why:
             problems.append(f"{host}: {why}")
@@ -349,10 +359,12 @@ class Rollout:
                          f"{sum(len(cs) for cs in pending.values())} service(s) to start")
                 swapped, gates = self._wave(pending)
                 outcome.gate_seconds += max((v.elapsed for v in gates.values()), default=0.0)
-                failed = _failed_hosts(pending, swapped, gates)
-                later = any(c.needed for w in waves[number:] for h in w for c in changes.get(h, []))
-                if not failed:
+                failed, switch_lines = _failed_hosts(pending, swapped, gates), []
+                if not failed:   # only a passed gate reaches the proxy
                     self._say_gates(gates)
+                    failed = self._switch({h: [c.release.service for c in cs]
+                                           for h, cs in pending.items()}, switch_lines)
+                later = any(c.needed for w in waves[number:] for h in w for c in changes.get(h, []))
                 if not failed and number == 1 and later and isinstance(pause, float) and pause > 0:
                     failed, gates = self._watch(pending, pause, outcome)
                 now = _now()
@@ -374,6 +386,7 @@ class Rollout:
                 if self.abort.is_set():
                     outcome.interrupted, outcome.signal = True, self.signal
                 outcome.lines += self._failure_lines(number, kind, failed, gates, pending, swapped)
+                outcome.lines += switch_lines
                 self._revert(number, pending, touched, changes, states, outcome, swapped, gates)
                 rest = [h for w in waves[number:] for h in w]
                 if rest:
@@ -412,6 +425,30 @@ class Rollout:
         started = {h: [c.release.service for c in cs] for h, cs in pending.items()
                    if swapped.get(h) is not None and swapped[h].ok}
         return swapped, self.gate(started)
+
+    def _switch(self, services: dict[str, list[str]], lines: list[str] | None = None,
+                stop_previous: bool = True) -> list[str]:
+        """Each host's proxy to the containers that passed their gates there (start_first: the
+        old ones drain, then stop, kept). Returns the hosts where that failed (with a line each
+        in `lines`): they are rolled back like a failed gate."""
+        services = {h: ss for h, ss in services.items()
+                    if any(strategy_for(self.fleet, h, s).proxied for s in ss)}
+        if not services:
+            return []
+        self.say("proxy: switching " + ", ".join(f"{h} ({', '.join(ss)})"
+                                                 for h, ss in sorted(services.items())))
+        results = self.session.run(switch, hosts=list(services), services=services,
+                                   stop_previous=stop_previous)
+        failed = []
+        for host in sorted(services):
+            r = results.get(host)
+            if r is None or not r.ok:
+                failed.append(host)
+                why = (r.unreachable or ", ".join(r.failed)) if r else "did not answer"
+                if lines is not None:
+                    lines.append(f"  {host}: the proxy could not be switched ({why}); "
+                                 "the new containers passed their gates")
+        return failed
 
     def _say_gates(self, gates: dict) -> None:
         for host, gate_list in _by_host(gates).items():
@@ -516,7 +553,12 @@ class Rollout:
             h: tuple(s for s in services if targets[h][s] is None) for h, services in gated.items()},
             restored=True, recorded={h: {s: recorded_health(targets[h][s]) for s in services}
                                      for h, services in gated.items()})
-        ok = {h: results.get(h) is not None and results[h].ok
+        back = {h: [s for s in services if targets[h][s] is not None
+                    and gates.get((h, s)) is not None and gates[(h, s)].passed]
+                for h, services in gated.items()}
+        unswitched = set(self._switch({h: ss for h, ss in back.items() if ss},
+                                      stop_previous=False))
+        ok = {h: results.get(h) is not None and results[h].ok and h not in unswitched
               and all(g.passed for (gh, _), g in gates.items() if gh == h) for h in targets}
         return ok, gates, results
 

@@ -7,7 +7,11 @@ Faults: a gate that never passes (failing), a canary that degrades during its pa
 (watch_fails), a service that loads for a while (loading), a failed pull (pull_fails), a host
 lost in its wave (lost_in_wave), a probe that times out (frozen), a rollback that fails
 (rollback_fails), a ledger write that fails (record_fails), a lock held by someone else (held)
-or malformed (lock_files)."""
+or malformed (lock_files), a proxy that will not switch (switch_fails).
+
+Behind the proxy each container has a slot: a start_first swap keeps the old one running as
+-prev beside the new one, and `switches` lists every switch of a host's proxy, (host,
+service, slot, digest of the container it now sends to), so a test can say who served."""
 
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ import shlex
 from pathlib import Path
 
 from rig.commands import container as cmd
+from rig.commands import proxy as proxy_cmd
 from rig.commands.lock import LOCK_FILE
+from rig.rollout.strategy import START_FIRST, strategy_for
 from rig.runner import HostResult
 from tasks.control import control
 from tasks.rollout import (
@@ -28,9 +34,11 @@ from tasks.rollout import (
     RolloutFacts,
     RolloutState,
     needs_restore,
+    next_slot,
     record,
     roll_back,
     roll_out,
+    switch,
 )
 from tasks.util import Shell
 
@@ -38,20 +46,24 @@ OK_BODY = '{"status": "ok"}'
 PROBE = re.compile(r"printf '%s ' ([a-z0-9_.-]+);")
 
 
-def container_of(release, state="running") -> Container:
+def container_of(release, state="running", slot="a") -> Container:
     return Container(cmd.current(release.service), state, release.service, release.tag,
-                     release.digest, release.profile_hash, release.config_hash, release.config)
+                     release.digest, release.profile_hash, release.config_hash, release.config,
+                     slot)
 
 
 class FakeSession:
     def __init__(self, fleet, hosts, failing=(), held=(), pull_fails=(), record_fails=(),
                  watch_fails=(), lost_in_wave=(), rollback_fails=(), frozen=(), loading=None,
-                 lock_files=None, start=1_700_000_000.0, checks_fail_until=None):
+                 lock_files=None, start=1_700_000_000.0, checks_fail_until=None,
+                 switch_fails=()):
         self.fleet, self.hosts = fleet, list(hosts)
         self.failing, self.watch_fails = set(failing), set(watch_fails)
         self.pull_fails, self.record_fails = set(pull_fails), set(record_fails)
         self.lost_in_wave, self.rollback_fails = set(lost_in_wave), set(rollback_fails)
         self.frozen = set(frozen)
+        self.switch_fails = set(switch_fails)
+        self.switches: list[tuple[str, str, str, str]] = []
         self.loading = dict(loading or {})      # (host, service) -> seconds of 503 loading
         # (host, service) -> seconds after start until its gate checks pass (inf: never)
         self.checks_fail_until = dict(checks_fail_until or {})
@@ -59,7 +71,9 @@ class FakeSession:
         self.gpu_memory: dict[str, str] = {}     # host -> nvidia-smi's memory.used,memory.total
         self.now = start
         self.facts_by_host = {h: RolloutFacts(docker_active=True,
-                                              profile_hash=fleet.profile_of(h).content_hash())
+                                              profile_hash=fleet.profile_of(h).content_hash(),
+                                              proxy={s: {"a": "maint", "b": "maint"}
+                                                     for s in fleet.services_on(h)})
                               for h in hosts}
         self.lock_files: dict[str, bytes | None] = {h: None for h in hosts}
         for h in held:
@@ -123,7 +137,8 @@ class FakeSession:
             return self._checks(name, shlex.split(command))
         if command == cmd.containers_command().line:   # the read again once locked
             return Shell(True, "".join("\t".join([c.name, c.state, c.service, c.tag, c.digest,
-                                                   c.profile_hash, c.config_hash, c.config]) + "\n"
+                                                   c.profile_hash, c.config_hash, c.config,
+                                                   c.slot]) + "\n"
                                        for c in self.facts_by_host[name].containers.values()), [])
         if "docker logs" in command:
             return Shell(True, "loading weights\nHF_TOKEN=hunter2-secret-value\nfatal: nope\n", [])
@@ -131,7 +146,7 @@ class FakeSession:
 
     def run(self, deploy, hosts=None, **kwargs):
         name = {roll_out: "roll_out", roll_back: "roll_back", record: "record",
-                control: "control"}[deploy]
+                control: "control", switch: "switch"}[deploy]
         self.runs.append((name, list(hosts), kwargs))
         results = {}
         for host in hosts:
@@ -153,12 +168,33 @@ class FakeSession:
         containers = self.facts_by_host[host].containers
         for release in releases.get(host, []):
             current = containers.pop(cmd.current(release.service), None)
-            if current is not None:
+            if current is not None and not current.slot:
+                current = Container(current.name, current.state, *_rest(current)[:-1], "a")
+            first = strategy_for(self.fleet, host, release.service).name == START_FIRST
+            if current is not None:   # start_first: the old one runs (and serves) on
                 containers[cmd.previous(release.service)] = Container(
-                    cmd.previous(release.service), "exited", *_rest(current))
-            containers[cmd.current(release.service)] = container_of(release)
+                    cmd.previous(release.service), current.state if first else "exited",
+                    *_rest(current))
+            containers[cmd.current(release.service)] = container_of(
+                release, slot=next_slot(current))
             self.started[(host, release.service)] = self.now
         return HostResult(host, changed=[r.service for r in releases.get(host, [])])
+
+    def _switch(self, host, services, stop_previous=True):
+        if host in self.switch_fails:
+            return HostResult(host, failed=["Switch | proxy to the new container"])
+        facts = self.facts_by_host[host]
+        for service in services.get(host, []):
+            found = facts.containers.get(cmd.current(service))
+            if found is None:
+                return HostResult(host, failed=[f"Switch | {service}: no such container"])
+            slot = found.slot or "a"   # the containers a test sets up carry no slot: a
+            facts.proxy[service] = {slot: "live", proxy_cmd.other(slot): "maint"}
+            self.switches.append((host, service, slot, found.digest))
+            kept = facts.containers.get(cmd.previous(service))
+            if stop_previous and kept is not None and kept.running:
+                facts.containers[kept.name] = Container(kept.name, "exited", *_rest(kept))
+        return HostResult(host, changed=services.get(host, []))
 
     def _roll_back(self, host, services, restored):
         facts = self.facts_by_host[host]
@@ -275,7 +311,7 @@ class FakeSession:
 
 
 def _rest(c: Container) -> tuple:
-    return (c.service, c.tag, c.digest, c.profile_hash, c.config_hash, c.config)
+    return (c.service, c.tag, c.digest, c.profile_hash, c.config_hash, c.config, c.slot)
 
 
 class FakeJob:

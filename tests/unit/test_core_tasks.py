@@ -28,9 +28,9 @@ from .fakes import FakeHost, run_op
 PH = "f" * 64
 
 
-def box(service, state="running", tag="T1", digest="sha256:1", name=None, config=""):
+def box(service, state="running", tag="T1", digest="sha256:1", name=None, config="", slot="a"):
     return Container(name or cmd.current(service), state, service, tag, digest, PH,
-                     cmd.Release(service, tag, "r", digest, PH, config).config_hash, config)
+                     cmd.Release(service, tag, "r", digest, PH, config).config_hash, config, slot)
 
 
 def release(service="svc", tag="T2", digest="sha256:2", config=""):
@@ -54,8 +54,11 @@ def host_output(**sections) -> list[str]:
             "containers": ["rig-svc\trunning\tsvc\tT1\tsha256:1\tph\tch\t{\"m\": 1}",
                            "rig-svc-prev\texited\tsvc\tT0\tsha256:0\tph",
                            "rig-other\trunning\tother\tT5\tsha256:5\tph\tch5",
+                           "rig-new\trunning\tnew\tT6\tsha256:6\tph\tch6\t{}\tb",
                            "", "five\tfields\tonly\there\tnow",
-                           "nine\ta\tb\tc\td\te\tf\tg\th"],
+                           "ten\ta\tb\tc\td\te\tf\tg\th\ti"],
+            "proxy": ["proxy answers", "new a MAINT 0", "new b no_check 3", "svc a DRAIN 1",
+                      "svc b MAINT 0", "svc c UP 0", "junk"],
             "state": ['{"svc": {"tag": "T1", "digest": "sha256:1"}}'],
             "lock": ["@present " + "a" * 64, b64('{"id": "ops-1", "operator": "ops"}')]}
     base.update(sections)
@@ -66,7 +69,10 @@ def test_the_fact_reads_every_section_a_host_prints():
     facts = parse_rollout_facts(host_output())
     assert facts.host_time == 1700000123.0
     assert facts.docker_active is True and facts.profile_hash == PH
-    assert sorted(facts.containers) == ["rig-other", "rig-svc", "rig-svc-prev"]
+    assert sorted(facts.containers) == ["rig-new", "rig-other", "rig-svc", "rig-svc-prev"]
+    assert facts.containers["rig-new"].slot == "b" and facts.containers["rig-svc"].slot == ""
+    assert facts.proxy == {"new": {"a": "maint", "b": "live"}, "svc": {"a": "drain", "b": "maint"}}
+    assert facts.proxy_missing is False
     assert facts.containers["rig-svc"] == Container("rig-svc", "running", "svc", "T1", "sha256:1",
                                                     "ph", "ch", '{"m": 1}')
     assert facts.containers["rig-svc-prev"].config_hash == ""
@@ -80,10 +86,12 @@ def test_the_fact_reads_every_section_a_host_prints():
 
 def test_a_host_that_printed_nothing_has_no_engine_profile_lock_or_state():
     facts = parse_rollout_facts(host_output(time=["soon"], docker=["inactive"], profile=[""],
-                                            containers=[], state=[], lock=[], gpu=[], **{
+                                            containers=[], state=[], lock=[], gpu=[], proxy=[], **{
                                                 "gpu-apps": [], "gpu-pids": []}))
     assert facts == RolloutFacts()
     assert parse_rollout_facts([]).docker_active is False
+    no_proxy = parse_rollout_facts(host_output(proxy=["no proxy"]))
+    assert no_proxy.proxy is None and no_proxy.proxy_missing is True
     assert RolloutFacts().docker_active is False
 
 
@@ -157,14 +165,18 @@ def test_release_running_writes_each_secret_then_replaces_the_container(fleet):
     assert [(w.function, w.args) for w in writes] == [
         (ops._write_secret, (svc, "A", secrets["A"], "va")),
         (ops._write_secret, (svc, "B", secrets["B"], "vb"))]
+    # a service that uses no GPU: start_first, in the slot the running one is not in
+    how = {"strategy": "start_first", "drain": 30.0}
     assert commands[2:] == list(cmd.replace_commands(fleet, "mainpc", rel, has_current=True,
-                                                     has_previous=True))
+                                                     has_previous=True, slot="b", **how))
     only_prev = RolloutFacts(containers={cmd.previous(svc): box(svc, "exited")})
     assert run_op(ops.release_running, FakeHost(only_prev, fleet), release=rel) == list(
-        cmd.replace_commands(fleet, "mainpc", rel, has_current=False, has_previous=True))
+        cmd.replace_commands(fleet, "mainpc", rel, has_current=False, has_previous=True,
+                             slot="a", **how))
     first = RolloutFacts()
     assert run_op(ops.release_running, FakeHost(first, fleet), release=rel) == list(
-        cmd.replace_commands(fleet, "mainpc", rel, has_current=False, has_previous=False))
+        cmd.replace_commands(fleet, "mainpc", rel, has_current=False, has_previous=False,
+                             slot="a", **how))
 
 
 def test_release_running_is_a_noop_when_the_release_already_runs(fleet):

@@ -57,10 +57,12 @@ def test_canary_first_then_batches_and_ledger_ok_rows(fleet):
     session = FakeSession(fleet, ["mainpc", "pc2", "node3"])
     outcome = engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
     assert outcome.ok
-    assert session.deploys() == [("roll_out", ["mainpc"]), ("record", ["mainpc"]),
-                                 ("roll_out", ["pc2"]), ("record", ["pc2"]),
-                                 ("roll_out", ["node3"]), ("record", ["mainpc", "node3", "pc2"])]
-    entries = session.runs[1][2]["entries"]["mainpc"]
+    assert session.deploys() == [("roll_out", ["mainpc"]), ("switch", ["mainpc"]),
+                                 ("record", ["mainpc"]),
+                                 ("roll_out", ["pc2"]), ("switch", ["pc2"]), ("record", ["pc2"]),
+                                 ("roll_out", ["node3"]), ("switch", ["node3"]),
+                                 ("record", ["mainpc", "node3", "pc2"])]
+    entries = session.runs[2][2]["entries"]["mainpc"]
     assert [(e["host"], e["service"], e["tag"], e["result"]) for e in entries] == [
         ("mainpc", SERVICE, "T2", "ok")]
 
@@ -391,7 +393,7 @@ def test_a_timed_pause_watches_the_canary_then_goes_on(fleet):
     outcome = Rollout(session, fleet, lambda m: None, "rollout", "T2").run(
         [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session), pause=30.0)
     assert outcome.ok and not outcome.paused
-    assert [n for n, _ in session.deploys()][:2] == ["roll_out", "record"]
+    assert [n for n, _ in session.deploys()][:3] == ["roll_out", "switch", "record"]
     # the canary watched for 30 s, probed every 0.5 s; the batches gated for min_healthy only
     mainpc = [t for h, c, t in session.commands if h == "mainpc" and "probe $(date" in c]
     pc2 = [t for h, c, t in session.commands if h == "pc2" and "probe $(date" in c]
@@ -404,8 +406,10 @@ def test_a_canary_that_degrades_during_the_pause_is_rolled_back_like_a_failed_ga
                                               watch_fails={("mainpc", SERVICE)}))
     outcome = Rollout(session, fleet, lambda m: None, "rollout", "T2").run(
         [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session), pause=30.0)
-    assert not outcome.ok
-    assert [n for n, _ in session.deploys()] == ["roll_out", "roll_back", "record"]
+    assert not outcome.ok   # live while watched: the proxy went to it, and back to the old one
+    assert [n for n, _ in session.deploys()] == ["roll_out", "switch", "roll_back", "switch",
+                                                 "record"]
+    assert [slot for _, _, slot, _ in session.switches] == ["b", "a"]
     assert "later waves not touched: pc2, node3" in outcome.lines
     [line] = recorded_entries(session)["mainpc"]
     assert (line["result"], line["reason"]) == (
@@ -419,8 +423,9 @@ def test_a_manual_pause_stops_after_the_canary_recorded_and_keeps_its_previous(f
     outcome = Rollout(session, fleet, lambda m: None, "rollout", "T2").run(
         [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session), pause="manual")
     assert outcome.ok and outcome.paused == [["pc2"], ["node3"]]
-    assert session.deploys() == [("roll_out", ["mainpc"]), ("record", ["mainpc"])]
-    assert session.runs[1][2]["finished"] == {}  # rig-<service>-prev stays for `rig abort`
+    assert session.deploys() == [("roll_out", ["mainpc"]), ("switch", ["mainpc"]),
+                                 ("record", ["mainpc"])]
+    assert session.runs[2][2]["finished"] == {}  # rig-<service>-prev stays for `rig abort`
     assert recorded_entries(session)["mainpc"][0]["result"] == "ok"
 
 
@@ -532,7 +537,7 @@ def test_a_rollout_whose_lock_was_taken_over_stops_before_the_next_wave(fleet):
     assert rollout.take_locks() == []
 
     def steal(s):  # wave 1 ran and was recorded: someone forces the locks away at once
-        if len(s.runs) == 2:  # (long before the background heartbeat would notice)
+        if len(s.runs) == 3:  # (long before the background heartbeat would notice)
             assert HostLocks(s, 3600, "rollout", "T9").take(break_lock=True, force=True) == []
     session.after_run = steal
     outcome = rollout.run([["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))

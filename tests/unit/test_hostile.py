@@ -249,8 +249,8 @@ def test_a_tag_must_match_as_a_whole(tag):
 
 # -- control characters in any string that reaches a host ---------------------------------------
 @pytest.mark.parametrize("where, old, new, field", [
-    ("fleet.yml", '    runtime: {memory: 12g, cpus: 8, shm_size: 2g}',
-     '    env: {A: "x\\nB=y"}\n    runtime: {memory: 12g, cpus: 8, shm_size: 2g}',
+    ("fleet.yml", '    runtime: {memory: 12g, cpus: 8, shm_size: 2g, gpu_memory: 8g}',
+     '    env: {A: "x\\nB=y"}\n    runtime: {memory: 12g, cpus: 8, shm_size: 2g, gpu_memory: 8g}',
      "services.model_ops_coordinator.env.A"),
     ("fleet.yml", "base_image: nvidia/cuda:12.1.1-cudnn8-runtime-ubuntu22.04",
      'base_image: "nvidia/cuda:12\\e[2J"', "families.llm-cu121.base_image"),
@@ -259,8 +259,9 @@ def test_a_tag_must_match_as_a_whole(tag):
     ("fleet.yml", "health: {path: /health, expect: {status: ok}, start_period: 30s",
      "health: {path: \"/health'; reboot; '\", expect: {status: ok}, start_period: 30s",
      "services.model_ops_coordinator.health.path"),
-    ("fleet.yml", '    runtime: {memory: 12g, cpus: 8, shm_size: 2g}',
-     '    volumes: ["rig-extra:/extra\\u2028x"]\n    runtime: {memory: 12g, cpus: 8, shm_size: 2g}',
+    ("fleet.yml", '    runtime: {memory: 12g, cpus: 8, shm_size: 2g, gpu_memory: 8g}',
+     '    volumes: ["rig-extra:/extra\\u2028x"]\n'
+     '    runtime: {memory: 12g, cpus: 8, shm_size: 2g, gpu_memory: 8g}',
      "services.model_ops_coordinator.volumes[0]"),
     ("fleet.yml", "username: haymayndzultra", 'username: "hay\\tmayndzultra"', "registry.username"),
     ("fleet.yml", "docker: {source: distro}", 'docker: {source: distro, repo_url: "https://x/\\u0085y"}',

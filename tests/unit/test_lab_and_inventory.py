@@ -45,6 +45,7 @@ def test_host_run_argv_uses_capabilities_not_privileged():
     assert caps == ["SYS_ADMIN", "NET_ADMIN", "MKNOD", "SYS_PTRACE", "NET_RAW", "SYS_CHROOT",
                     "SETFCAP", "SYS_NICE", "IPC_LOCK"]
     assert "systempaths=unconfined" in argv and "rig-lab-pc2-docker:/var/lib/docker" in argv
+    assert argv[argv.index("--sysctl") + 1] == "net.ipv4.ip_forward=0"   # nothing leaves via it
     assert container_name("pc2") == "rig-lab-pc2"
 
 

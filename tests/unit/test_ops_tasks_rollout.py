@@ -12,6 +12,7 @@ from pyinfra.api import FunctionCommand
 from pyinfra.context import ctx_host
 
 from rig.commands import container as cmd
+from rig.commands import proxy
 from rig.secrets import Secret
 from tasks import rollout as tasks_rollout
 from tasks.rollout import (
@@ -68,21 +69,53 @@ def test_release_running_on_a_fresh_host_pulls_by_digest_and_runs(fleet):
     assert fake.noops == []
 
 
-def test_release_running_keeps_the_old_container_and_drops_an_older_kept_one(fleet):
+def with_strategy(fleet, strategy: str):
+    return fleet.model_copy(update={"rollout": fleet.rollout.model_copy(
+        update={"strategy": strategy})})
+
+
+def container_in(name, state, r: cmd.Release, slot: str) -> Container:
+    return Container(name, state, r.service, r.tag, r.digest, r.profile_hash, r.config_hash,
+                     r.config, slot)
+
+
+def test_start_first_keeps_the_old_one_running_and_starts_the_new_one_in_the_other_slot(fleet):
+    """MainPC's 24 GiB take two copies of the 8 GiB model: the old one is only renamed (it
+    serves on through the proxy), the new one starts beside it in slot b."""
     new, old = release(fleet), release(fleet, "T1", "sha256:" + "a" * 64)
     fake = FakeHost(fleet, RolloutFacts(containers={
-        CURRENT: container(CURRENT, "running", old), PREVIOUS: container(PREVIOUS, "exited", old)}))
+        CURRENT: container_in(CURRENT, "running", old, "a"),
+        PREVIOUS: container_in(PREVIOUS, "exited", old, "b")}))
     out = lines(run_op(release_running, fake, release=new))
     assert len(out) == 2 and out[0] == f"docker pull -q reg.example/rig/{SERVICE}@sha256:{'b' * 64}"
-    assert out[1].startswith(f"docker rm -f {PREVIOUS} && docker stop -t 10 {CURRENT} && "
-                             f"docker rename {CURRENT} {PREVIOUS} && docker run -d --name {CURRENT} ")
+    assert out[1].startswith(f"docker rm -f {PREVIOUS} && docker rename {CURRENT} {PREVIOUS} && "
+                             f"docker run -d --name {CURRENT} --network rig "
+                             "-p 127.0.0.1:28212:8212 ")
+    assert "docker stop" not in out[1] and "rig.slot=b" in out[1]
+
+
+def test_stop_first_puts_the_service_in_maintenance_before_the_old_one_stops(fleet):
+    """PC2's 12 GiB do not: the proxy answers 503 maintenance (open requests finish first),
+    then the old one stops and is kept, the new one starts in the other slot."""
+    new, old = release(fleet), release(fleet, "T1", "sha256:" + "a" * 64)
+    fake = FakeHost(fleet, RolloutFacts(containers={
+        CURRENT: container_in(CURRENT, "running", old, "b"),
+        PREVIOUS: container_in(PREVIOUS, "exited", old, "a")}), name="pc2")
+    out = lines(run_op(release_running, fake, release=new))
+    maintenance = str(proxy.maintenance(SERVICE, 30))
+    assert out[1].startswith(f"docker rm -f {PREVIOUS} && {maintenance} && docker stop -t 10 "
+                             f"{CURRENT} && docker rename {CURRENT} {PREVIOUS} && "
+                             f"docker run -d --name {CURRENT} --network rig "
+                             "-p 127.0.0.1:18212:8212 ")
 
 
 def test_a_stopped_container_of_the_same_release_is_replaced_not_kept_as_is(fleet):
     r = release(fleet)
+    fleet = with_strategy(fleet, "stop_first")
     fake = FakeHost(fleet, RolloutFacts(containers={CURRENT: container(CURRENT, "exited", r)}))
     out = lines(run_op(release_running, fake, release=r))
-    assert out[1].startswith(f"docker stop -t 10 {CURRENT} && docker rename {CURRENT} {PREVIOUS} && "
+    assert out[1].startswith(f"{proxy.maintenance(SERVICE, 30)} && docker stop -t 10 {CURRENT} "
+                             f"&& docker rename {CURRENT} {PREVIOUS} && "
                              f"docker run -d --name {CURRENT} ")
     assert fake.noops == []
 

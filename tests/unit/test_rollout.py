@@ -127,10 +127,11 @@ RELEASE = cmd.Release("model_ops_coordinator", "T1-mainpc", "10.77.0.1:5000/rig/
 
 
 def test_run_argv_for_a_gpu_service(fleet, lab_fleet):
-    argv = cmd.run_argv(fleet, "mainpc", RELEASE)
+    argv = cmd.run_argv(fleet, "mainpc", RELEASE, "b")
     assert argv == [
-        "docker", "run", "-d", "--name", "rig-model_ops_coordinator", "--network", "host",
-        "--restart", "unless-stopped", "--user", "10001:10001", "--stop-timeout", "10",
+        "docker", "run", "-d", "--name", "rig-model_ops_coordinator", "--network", "rig",
+        "-p", "127.0.0.1:28212:8212", "--restart", "unless-stopped", "--user", "10001:10001",
+        "--stop-timeout", "10",
         "--memory", str(12 * 2**30), "--memory-reservation", str(512 * 2**20),
         "--shm-size", str(2 * 2**30), "--pids-limit", "512", "--cpus", "8",
         "--ulimit", "memlock=-1:-1", "--ulimit", "nofile=65536:65536",
@@ -145,9 +146,17 @@ def test_run_argv_for_a_gpu_service(fleet, lab_fleet):
         "--gpus", "all",
         "--label", "rig.service=model_ops_coordinator", "--label", "rig.tag=T1-mainpc",
         "--label", "rig.digest=sha256:" + "a" * 64, "--label", "rig.profile-hash=" + "f" * 64,
+        "--label", "rig.slot=b", "--label", "rig.port=28212",
         "10.77.0.1:5000/rig/model_ops_coordinator@sha256:" + "a" * 64,
     ]
     assert "--gpus" not in cmd.run_argv(lab_fleet, "mainpc", RELEASE)  # NVIDIA disabled in the lab
+
+
+def test_without_the_proxy_a_service_runs_on_the_host_network(fleet):
+    direct = fleet.model_copy(update={"proxy": fleet.proxy.model_copy(update={"enabled": False})})
+    argv = cmd.run_argv(direct, "mainpc", RELEASE, "b")
+    assert argv[5:8] == ["--network", "host", "--restart"]
+    assert not [a for a in argv if a.startswith("rig.slot") or a.startswith("rig.port")]
 
 
 def _release(fleet, host, service, secrets=None):
@@ -324,11 +333,36 @@ def test_ledger_entry_and_next_state():
 def test_one_probe_is_one_line_of_state_code_and_body():
     probe = cmd.probe_once("svc", 6560, "/health", 2)
     assert probe == (
-        "s=$(docker inspect -f '{{.State.Status}}:{{.State.ExitCode}}:{{.RestartCount}}' "
-        "rig-svc 2>/dev/null | head -n 1); [ -n \"$s\" ] || s=missing:0:0; f=$(mktemp); "
-        "c=$(curl -s -o \"$f\" -m 2 -w '%{http_code}' http://127.0.0.1:6560/health || true); "
+        "s=$(docker inspect -f '{{.State.Status}}:{{.State.ExitCode}}:{{.RestartCount}} "
+        "{{index .Config.Labels \"rig.port\"}}' rig-svc 2>/dev/null | head -n 1); p=${s#* }; "
+        "s=${s%% *}; case \"$p\" in *[!0-9]*) p= ;; esac; [ -n \"$s\" ] || s=missing:0:0; "
+        "f=$(mktemp); c=$(curl -s -o \"$f\" -m 2 -w '%{http_code}' "
+        "\"http://127.0.0.1:${p:-6560}\"/health || true); "
         "echo \"probe $(date +%s.%N) $s $c $(head -c 4096 \"$f\" | base64 -w0)\"; rm -f \"$f\"")
 
+
+@pytest.mark.parametrize("inspect, url", [
+    ("running:0:0 28212", "http://127.0.0.1:28212/health"),      # behind the proxy: its slot
+    ("running:0:0 <no value>", "http://127.0.0.1:6560/health"),  # no label: the host network
+    ("running:0:0 12;rm", "http://127.0.0.1:6560/health"),       # a label that is no port
+    ("", "http://127.0.0.1:6560/health"),                         # no container
+])
+def test_a_probe_asks_the_container_on_the_port_its_label_names(tmp_path, inspect, url):
+    """Run for real in sh, with docker and curl stand-ins: the probe goes to the slot port the
+    container was published on (rig.port), never to the proxy in front of it."""
+    import base64
+    import subprocess
+
+    (tmp_path / "docker").write_text(f"#!/bin/sh\n[ -n '{inspect}' ] && echo '{inspect}'\n")
+    (tmp_path / "curl").write_text('#!/bin/sh\nwhile [ $# -gt 1 ]; do [ "$1" = -o ] && o=$2; '
+                                   'shift; done; printf %s "$1" > "$o"; printf 200\n')
+    for name in ("docker", "curl"):
+        (tmp_path / name).chmod(0o755)
+    out = subprocess.run(["sh", "-c", cmd.probe_once("svc", 6560, "/health", 2)],
+                         capture_output=True, text=True, check=True,
+                         env={"PATH": f"{tmp_path}:/usr/bin:/bin"}).stdout.split()
+    assert out[2] == (inspect.split()[0] if inspect else "missing:0:0")
+    assert (out[3], base64.b64decode(out[4]).decode()) == ("200", url)
 
 
 def test_a_paused_rollouts_lock_says_what_to_run_not_dead_or_stale():

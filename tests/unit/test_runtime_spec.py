@@ -16,7 +16,7 @@ from rig.secrets import SecretStore, service_secrets
 
 REPO = Path(__file__).resolve().parents[2]
 MOC = "services.model_ops_coordinator"
-RUNTIME = "    runtime: {memory: 12g, cpus: 8, shm_size: 2g}"
+RUNTIME = "    runtime: {memory: 12g, cpus: 8, shm_size: 2g, gpu_memory: 8g}"
 SIZES = "expected a size such as 512m, 8g or 1.5g (k, m, g: KiB, MiB, GiB) or a number of bytes"
 
 
@@ -184,7 +184,7 @@ def test_gpu_memory_that_cannot_fit_on_pc2s_card_fails_validate_with_the_numbers
     from rig.config import load_fleet
 
     path, text = _spec_with(tmp_path, [
-        ("    runtime: {memory: 12g, cpus: 8, shm_size: 2g}\n",
+        ("    runtime: {memory: 12g, cpus: 8, shm_size: 2g, gpu_memory: 8g}\n",
          "    runtime: {memory: 12g, cpus: 8, shm_size: 2g, gpu_memory: 18g}\n"),
         ("      pc2: {memory: 6g, cpus: 4, shm_size: 1g}\n",
          "      pc2: {memory: 6g, cpus: 4, shm_size: 1g, gpu_memory: 8g}\n"),
@@ -206,7 +206,7 @@ def test_gpu_memory_that_fits_is_valid_and_changes_no_container(tmp_path):
     from rig.config import load_fleet
 
     path, _ = _spec_with(tmp_path, [
-        ("    runtime: {memory: 12g, cpus: 8, shm_size: 2g}\n",
+        ("    runtime: {memory: 12g, cpus: 8, shm_size: 2g, gpu_memory: 8g}\n",
          "    runtime: {memory: 12g, cpus: 8, shm_size: 2g, gpu_memory: 18g}\n"),
         ("      pc2: {memory: 6g, cpus: 4, shm_size: 1g}\n",
          "      pc2: {memory: 6g, cpus: 4, shm_size: 1g, gpu_memory: 8g}\n")])
@@ -246,7 +246,7 @@ def test_the_gpu_reserve_may_be_zero_and_one_as_big_as_the_card_is_named(tmp_pat
 
     path, _ = _spec_with(tmp_path, [
         ("rollout:\n", f"rollout:\n  gpu_reserve: {reserve}\n"),
-        ("    runtime: {memory: 12g, cpus: 8, shm_size: 2g}\n",
+        ("    runtime: {memory: 12g, cpus: 8, shm_size: 2g, gpu_memory: 8g}\n",
          "    runtime: {memory: 12g, cpus: 8, shm_size: 2g, gpu_memory: 1g}\n")])
     if problem is None:
         assert load_fleet(path).rollout.gpu_reserve == 0

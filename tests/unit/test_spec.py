@@ -276,3 +276,20 @@ def test_a_verbs_unknown_service_is_named_as_the_argument_it_came_from(fleet):
 
     with pytest.raises(RigError, match=r"^SERVICE: unknown service nosuch \(services: "):
         check_services(fleet, ["nosuch"], "SERVICE")
+
+
+def test_a_slot_port_must_not_clash_with_another_services_port(spec):
+    """Behind the proxy a service also takes 127.0.0.1:<port + 10000> and <port + 20000>."""
+    line = edit(spec / "fleet.yml", "port: 6560", "port: 16557")
+    assert errors("fleet.yml") == [
+        f"fleet.yml:{line}: services.affective_processing_center.port: "
+        f"port 16557 clashes with slot a of service 'real_time_audio_pipeline' on host {h!r}"
+        for h in ("mainpc", "pc2")]
+
+
+def test_a_slot_port_above_65535_is_refused(spec):
+    line = edit(spec / "fleet.yml", "port: 6560", "port: 50000")
+    assert errors("fleet.yml") == [
+        f"fleet.yml:{line}: services.affective_processing_center.port: slot b of service "
+        "'affective_processing_center' would listen on port 70000 (port 50000 + "
+        "proxy.slot_offsets), above 65535: choose a lower port or offsets"]   # said once

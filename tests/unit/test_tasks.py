@@ -125,12 +125,15 @@ def test_no_gpu_where_the_profile_has_one_is_refused():
 
 # -- daemon.json ------------------------------------------------------------------------------
 def test_daemon_json_for_the_lab():
-    """No bridge and no iptables in the lab's inner engines: icc is left to dockerd (it
-    refuses icc: false without iptables); the other CIS settings as everywhere."""
+    """No default bridge, no iptables and no IP forwarding in the lab's inner engines (rig's
+    own bridge network reaches the host's proxy and nothing beyond); without iptables only
+    docker-proxy publishes a port; icc is left to dockerd (it refuses icc: false without
+    iptables); the other CIS settings as everywhere."""
     assert cmd.daemon_json(LAB.bootstrap.daemon, nvidia=False) == (
-        '{\n  "bridge": "none",\n  "iptables": false,\n  "live-restore": true,\n'
+        '{\n  "bridge": "none",\n  "ip-forward": false,\n  "iptables": false,\n'
+        '  "live-restore": true,\n'
         '  "log-driver": "json-file",\n  "log-opts": {\n    "max-file": "3",\n'
-        '    "max-size": "10m"\n  },\n  "no-new-privileges": true,\n  "userland-proxy": false\n}\n'
+        '    "max-size": "10m"\n  },\n  "no-new-privileges": true,\n  "userland-proxy": true\n}\n'
     )
 
 

@@ -1,0 +1,161 @@
+"""The per-host proxy: which strategy each service gets and why, haproxy.cfg, the admin
+socket's scripts, and the rollout core's rule that only a passed gate reaches the proxy."""
+
+from __future__ import annotations
+
+import pytest
+
+from rig.commands import container as cmd
+from rig.commands import proxy
+from rig.rollout.engine import Rollout
+from rig.rollout.strategy import DIRECT, START_FIRST, STOP_FIRST, strategy_for
+
+from .fakes import FakeSession
+from .test_engine import SERVICE, changes_for, recorded_entries, three_hosts, with_running
+
+MOC, AUDIO, TEXT = "model_ops_coordinator", "real_time_audio_pipeline", "affective_processing_center"
+
+
+def runtime_layer(fleet, service, **settings):
+    spec = fleet.services[service]
+    runtime = spec.runtime.model_copy(update=settings)
+    runtime.model_fields_set.update(settings)
+    services = {**fleet.services, service: spec.model_copy(update={"runtime": runtime})}
+    return fleet.model_copy(update={"services": services})
+
+
+# -- auto: two copies where the card's memory allows --------------------------------------------
+def test_auto_is_start_first_on_mainpcs_24_gib_and_stop_first_on_pc2s_12_gib(fleet):
+    """The issue's case: an 8 GiB model (and the audio pipeline's 2 GiB beside it)."""
+    main, pc2 = strategy_for(fleet, "mainpc", MOC), strategy_for(fleet, "pc2", MOC)
+    assert (main.name, main.why) == (START_FIRST, (
+        "auto: two copies fit: 2 x 8192 MiB + 2048 MiB of other services = 18432 MiB against "
+        "23540 MiB (24564 MiB less gpu_reserve)"))
+    assert (pc2.name, pc2.why) == (STOP_FIRST, (
+        "auto: two copies do not fit: 2 x 8192 MiB + 2048 MiB of other services = 18432 MiB "
+        "against 11264 MiB (12288 MiB less gpu_reserve)"))
+    assert main.drain == pc2.drain == 30.0
+
+
+def test_auto_counts_exactly_what_fits_and_one_mib_more_does_not(fleet):
+    """23540 MiB of room on MainPC: 2 x m + 2048 fits while m <= 10746 MiB."""
+    fits = runtime_layer(fleet, MOC, gpu_memory=10746 * 2**20)
+    assert strategy_for(fits, "mainpc", MOC).name == START_FIRST
+    over = runtime_layer(fleet, MOC, gpu_memory=10747 * 2**20)
+    assert strategy_for(over, "mainpc", MOC).name == STOP_FIRST
+
+
+def test_auto_without_gpu_memory_on_a_gpu_service_is_stop_first(fleet):
+    unknown = runtime_layer(fleet, MOC, gpu_memory=None)
+    chosen = strategy_for(unknown, "mainpc", MOC)
+    assert (chosen.name, chosen.why) == (
+        STOP_FIRST, "auto: a GPU service without gpu_memory: two copies may not fit on the card")
+
+
+def test_auto_for_a_service_that_uses_no_gpu_is_start_first(fleet):
+    assert strategy_for(fleet, "pc2", TEXT).why == "auto: uses no GPU"
+    assert strategy_for(fleet, "pc2", TEXT).name == START_FIRST
+
+
+def test_a_services_own_strategy_and_drain_win_over_the_fleets(fleet):
+    mine = runtime_layer(fleet, TEXT, strategy="stop_first", drain=5.0)
+    chosen = strategy_for(mine, "mainpc", TEXT)
+    assert (chosen.name, chosen.why, chosen.drain) == (STOP_FIRST, "set by the service's runtime",
+                                                       5.0)
+    fleet_wide = fleet.model_copy(update={"rollout": fleet.rollout.model_copy(
+        update={"strategy": "start_first"})})
+    chosen = strategy_for(fleet_wide, "pc2", MOC)   # even where two copies do not fit: said so
+    assert (chosen.name, chosen.why) == (START_FIRST, "set by rollout.strategy")
+
+
+def test_without_the_proxy_every_service_is_swapped_directly(fleet):
+    off = fleet.model_copy(update={"proxy": fleet.proxy.model_copy(update={"enabled": False})})
+    chosen = strategy_for(off, "mainpc", TEXT)
+    assert (chosen.name, chosen.proxied) == (DIRECT, False)
+
+
+# -- haproxy.cfg and the maintenance answer ------------------------------------------------------
+def test_the_config_has_a_frontend_and_two_disabled_slots_per_service(fleet):
+    text = proxy.config_text(fleet, "mainpc")
+    assert "    stats socket /run/haproxy-rig-admin.sock mode 600 level admin" in text
+    assert "    server-state-file /var/lib/haproxy/rig-servers.state" in text
+    assert "    load-server-state-from-file global" in text
+    block = text[text.index(f"frontend {TEXT}"):].split("\n\n")[:2]
+    assert block == [
+        f"frontend {TEXT}\n    bind :6560\n    default_backend {TEXT}",
+        f"backend {TEXT}\n    errorfile 503 /etc/haproxy/rig/{TEXT}.503\n"
+        "    server a 127.0.0.1:16560 disabled\n    server b 127.0.0.1:26560 disabled"]
+    assert proxy.config_text(fleet, "mainpc") == text   # from the spec alone: idempotent
+
+
+def test_the_maintenance_answer_is_a_503_json_with_retry_after():
+    head, _, body = proxy.errorfile("svc", 10).partition("\r\n\r\n")
+    assert head.split("\r\n") == [
+        "HTTP/1.1 503 Service Unavailable", "Content-Type: application/json", "Retry-After: 10",
+        "Cache-Control: no-store", f"Content-Length: {len(body)}", "Connection: close"]
+    assert body == '{"retry_after": 10, "service": "svc", "status": "maintenance"}\n'
+
+
+@pytest.mark.parametrize("lines, expected", [
+    (["proxy answers", "svc a no_check 0", "svc b MAINT 0"], {"svc": {"a": "live", "b": "maint"}}),
+    (["proxy answers", "svc a DRAIN 2", "svc b UP 0"], {"svc": {"a": "drain", "b": "live"}}),
+    (["proxy answers", "svc a MAINT_(resolution) 0", "svc b MAINT 0", "x c UP 0", "bad"],
+     {"svc": {"a": "maint", "b": "maint"}}),
+    (["proxy answers"], {}),
+    (["no proxy"], None),
+    ([], None),
+])
+def test_the_proxys_state_is_read_from_its_stats(lines, expected):
+    assert proxy.parse_state(lines) == expected
+
+
+@pytest.mark.parametrize("servers, live", [
+    ({"a": "live", "b": "maint"}, "a"), ({"a": "drain", "b": "live"}, "b"),
+    ({"a": "maint", "b": "maint"}, None), ({"a": "live", "b": "live"}, None), (None, None)])
+def test_the_live_slot_is_the_one_server_taking_new_requests(servers, live):
+    assert proxy.live_slot(servers) == live
+
+
+def test_the_switch_reads_the_slot_from_the_running_container_and_stops_the_old_one_last():
+    line = str(cmd.switch_to_current("svc", 30, 10))
+    assert line.startswith('s="$(docker inspect -f \'{{index .Config.Labels "rig.slot"}}\' rig-svc)"')
+    assert line.index("set server $b/$l state ready") < line.index('drain "$b" "$3" "$o"') \
+        < line.index("docker stop -t 10 rig-svc-prev")
+    assert "docker stop" not in str(cmd.switch_to_current("svc", 0, None))
+
+
+# -- the rollout core: the proxy only ever reaches a container that passed its gate ---------------
+def test_a_canary_that_fails_its_gate_never_reaches_the_proxy(fleet):
+    fleet = three_hosts(fleet)
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"],
+                                              failing={("mainpc", SERVICE)}))
+    outcome = Rollout(session, fleet, lambda m: None, "rollout", "T2").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert not outcome.ok
+    # the only switch is the restore's, back to the old container (still in slot a)
+    assert session.switches == [("mainpc", SERVICE, "a", "sha256:old")]
+
+
+def test_each_passed_wave_switches_its_hosts_to_the_new_containers(fleet):
+    fleet = three_hosts(fleet)
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"]))
+    outcome = Rollout(session, fleet, lambda m: None, "rollout", "T2").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert outcome.ok
+    assert [(h, slot) for h, _, slot, digest in session.switches if digest != "sha256:old"] == [
+        ("mainpc", "b"), ("pc2", "b"), ("node3", "b")]
+
+
+def test_a_proxy_that_will_not_switch_fails_the_wave_and_it_is_rolled_back(fleet):
+    fleet = three_hosts(fleet)
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"],
+                                              switch_fails={"pc2"}))
+    outcome = Rollout(session, fleet, lambda m: None, "rollout", "T2").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert not outcome.ok
+    assert "wave 2 (batch) failed on pc2" in outcome.lines
+    assert ("  pc2: the proxy could not be switched (Switch | proxy to the new container); the "
+            "new containers passed their gates") in outcome.lines
+    assert session.running("pc2", SERVICE).digest == "sha256:old"
+    assert [line["result"] for line in recorded_entries(session)["pc2"]] == ["rollback_failed"]
+    assert "node3" not in [h for h, _, _, _ in session.switches]
