@@ -26,6 +26,7 @@ def operator() -> str:
 
 RESULTS = ("ok", "failed", "rolled_back", "rollback_failed", "interrupted")
 CONTROL = ("stop", "start", "restart")  # actions that keep the version and flip `stopped`
+MAINTENANCE = ("maintenance-on", "maintenance-off")   # keep the version, flip `maintenance`
 
 
 def entry(now: str, who: str, action: str, host: str, release: Release, before: dict | None,
@@ -91,6 +92,12 @@ def next_state(state: dict, entries: list[dict]) -> dict:
                 new[e["service"]]["stopped"] = e["action"] == "stop"
                 new[e["service"]]["stopped_since" if e["action"] == "stop" else "since"] = e["time"]
             continue
+        if e["action"] in MAINTENANCE:   # the proxy's 503 answer on, or off again
+            if e["service"] in new:
+                on = e["action"] == "maintenance-on"
+                new[e["service"]]["maintenance"] = on
+                new[e["service"]]["maintenance_since"] = e["time"] if on else None
+            continue
         if not e["digest"]:  # back to running nothing
             new.pop(e["service"], None)
             continue
@@ -108,4 +115,7 @@ def next_state(state: dict, entries: list[dict]) -> dict:
         }
         if e.get("health"):
             new[e["service"]]["health"] = e["health"]
+        if old.get("maintenance"):   # a new version does not end an operator's maintenance
+            new[e["service"]].update(maintenance=True,
+                                     maintenance_since=old.get("maintenance_since"))
     return new

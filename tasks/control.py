@@ -9,20 +9,23 @@ from pyinfra import host
 from pyinfra.api import deploy, operation
 
 from rig.commands import container as cmd
+from rig.commands import proxy
 from rig.commands.base import fail
+from rig.rollout.strategy import strategy_for
 
 from .rollout import RolloutState
 from .util import fleet_of
 
-VERBS = ("stop", "start", "restart")
+VERBS = ("stop", "start", "restart", "maintenance-on", "maintenance-off")
 
 
 @operation()
 def container_controlled(service: str, verb: str):
-    """rig-<service> is stopped (stop) or running (start); restart always restarts it.
+    """rig-<service> is stopped (stop) or running (start); restart always restarts it;
+    maintenance-on puts the proxy's 503 answer in front of it, maintenance-off takes it away.
 
     + service: the service
-    + verb: stop, start or restart
+    + verb: stop, start, restart, maintenance-on or maintenance-off
     """
     facts = host.get_fact(RolloutState)
     name = cmd.current(service)
@@ -30,8 +33,13 @@ def container_controlled(service: str, verb: str):
     if found is None:
         yield fail(f"{service} has no container on this host (never rolled out here)")
         return
-    timeout = int(fleet_of(host).runtime(service, host.name).stop_timeout)
-    if verb == "stop" and not found.running:
+    fleet = fleet_of(host)
+    timeout = int(fleet.runtime(service, host.name).stop_timeout)
+    if verb == "maintenance-on":      # new requests get the 503 answer; open ones finish
+        yield proxy.maintenance(service, strategy_for(fleet, host.name, service).drain)
+    elif verb == "maintenance-off":   # back to the container (its gate passed just now)
+        yield cmd.switch_to_current(service, 0, None)
+    elif verb == "stop" and not found.running:
         host.noop(f"{service} is already stopped")
     elif verb == "start" and found.running:
         host.noop(f"{service} already runs")

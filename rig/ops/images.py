@@ -189,21 +189,15 @@ def _attested(registry, image: Image, digest: str, trusted: list, tag: str) -> d
     from ..supply import attest, provenance, sbom
 
     found = None
-    summaries = []
-    for statement in attest.statements(registry, image.path, image.repository, digest, trusted,
-                                       provenance.PREDICATE_TYPE):
-        try:
-            summaries.append(provenance.summary(statement.predicate))
-        except RigError:
-            continue
-    fitting = [s for s in summaries if provenance.fits(s, image.target, tag)]
-    chosen = (fitting or summaries or [None])[0]
+    chosen, misfit, _ = provenance.judge(
+        [a.predicate for a in attest.statements(registry, image.path, image.repository, digest,
+                                                trusted, provenance.PREDICATE_TYPE)],
+        image.target, tag)
     if chosen is not None:
         found = {"target": chosen.target, "commit": chosen.commit, "clean": chosen.clean,
                  "builder": chosen.builder, "finished": chosen.finished,
                  "reused_from": chosen.reused_from}
-    problem = None if fitting else ("; ".join(provenance.problems(chosen, image.target, tag))
-                                    if chosen else "no provenance by a trusted key")
+    problem = "; ".join(misfit) or None if chosen else "no provenance by a trusted key"
     boms = attest.statements(registry, image.path, image.repository, digest, trusted,
                              sbom.PREDICATE_TYPE)
     count = None

@@ -1,10 +1,15 @@
-"""rig stop | start | restart SERVICE: an operator's hand on one service, under the rollout lock.
+"""rig stop | start | restart | maintenance on|off SERVICE: an operator's hand on one service,
+under the rollout lock.
 
     select hosts -> connect -> pre-flight (bootstrapped, not locked) -> locks
-    -> docker stop/start/restart (start and restart gated like a rollout) -> ledger -> unlock
+    -> docker stop/start/restart (start and restart gated like a rollout), or the proxy's
+       maintenance answer on (open requests finish first) or off (the container gated first)
+    -> ledger -> unlock
 
 state.json remembers a stop (`stopped: true`), so `rig status` says `stopped` and a later
-`rig rollout` leaves the service stopped unless it is given --start-stopped."""
+`rig rollout` leaves the service stopped unless it is given --start-stopped; and maintenance
+(`maintenance: true`), which a rollout keeps: the new version is started and gated, and the
+proxy goes to it at `rig maintenance off`."""
 
 from __future__ import annotations
 
@@ -47,7 +52,13 @@ def control_service(job: Job, verb: str, service: str, limit: list[str] | None,
                                   break_lock, time.time(), force)
         problems += [f"{h}: {service} was never rolled out here (no container rig-{service})"
                      for h in hosts if facts.get(h) and cmd.current(service) not in facts[h].containers]
-        if not problems and verb != "stop":   # what starts must meet the driver and fit the card
+        if verb.startswith("maintenance") and not job.fleet.proxy.enabled:
+            problems.append("proxy.enabled is false: there is no proxy to answer for the service")
+        if verb == "maintenance-off":
+            problems += [f"{h}: {service} is not running (`rig start {service}` first)"
+                         for h in hosts if facts.get(h) and cmd.current(service)
+                         in facts[h].containers and facts[h].running(service) is None]
+        if not problems and verb in ("start", "restart"):   # must meet the driver, fit the card
             from .gpu import control_gpu_problems
 
             problems += control_gpu_problems(job, service, facts)
@@ -57,9 +68,15 @@ def control_service(job: Job, verb: str, service: str, limit: list[str] | None,
             lock_problems = engine.take_locks(break_lock, force)
             if lock_problems:
                 raise RigError(*lock_problems, f"rig {verb}: nothing was changed")
-            results = session.run(control, hosts=hosts, service=service, verb=verb)
-            gates = {} if verb == "stop" else engine.gate(
-                {h: [service] for h in hosts if results.get(h) is not None and results[h].ok})
+            if verb == "maintenance-off":   # gated first: clients go only to a healthy one
+                gates = engine.gate({h: [service] for h in hosts})
+                healthy = [h for h in hosts if gates[(h, service)].passed]
+                results = session.run(control, service=service, verb=verb,
+                                      hosts=healthy) if healthy else {}
+            else:
+                results = session.run(control, hosts=hosts, service=service, verb=verb)
+                gates = {} if verb in ("stop", "maintenance-on") else engine.gate(
+                    {h: [service] for h in hosts if results.get(h) is not None and results[h].ok})
             now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             entries = {}
             for host in hosts:
@@ -81,11 +98,18 @@ def control_service(job: Job, verb: str, service: str, limit: list[str] | None,
 def _outcome(host: str, service: str, verb: str, result, gate) -> tuple[str, bool]:
     if gate is not None and not gate.passed:  # the gate's report says more than "gate failed"
         logs = "".join(f"\n    | {line}" for line in gate.logs[-8:])
-        return (f"{host}: {service}: {verb}ed but UNHEALTHY: {gate.reason}; answered: "
+        what = "still in maintenance: its container is" if verb == "maintenance-off" \
+            else f"{verb}ed but"
+        return (f"{host}: {service}: {what} UNHEALTHY: {gate.reason}; answered: "
                 f"{gate.answer or 'nothing'}{logs}"), False
     if result is None or not result.ok:
         why = (result.unreachable or ", ".join(result.failed)) if result else "did not answer"
         return f"{host}: {service}: {verb} FAILED: {why}", False
+    if verb == "maintenance-on":
+        return f"{host}: {service}: in maintenance (the proxy answers 503 maintenance)", True
+    if verb == "maintenance-off":
+        return (f"{host}: {service}: serving again, {gate.reason} ({gate.elapsed:.1f} s)"
+                if gate is not None else f"{host}: {service}: serving again"), True
     if gate is not None:
         return f"{host}: {service}: {verb}ed, {gate.reason} ({gate.elapsed:.1f} s)", True
     return f"{host}: {service}: stopped", True

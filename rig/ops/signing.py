@@ -184,17 +184,9 @@ def provenance_problem(registry, path: str, repository: str, digest: str, keys: 
         found = attest.statements(registry, path, repository, digest, keys, provenance.PREDICATE_TYPE)
     except RigError as e:
         return f"its provenance could not be read: {e}"
-    summaries, unreadable = [], []
-    for statement in found:
-        try:
-            summaries.append(provenance.summary(statement.predicate))
-        except RigError as e:
-            unreadable.append(str(e))
-    misfits = [provenance.problems(s, target, tag) for s in summaries]
-    if any(not misfit for misfit in misfits):
-        return None
-    if summaries:
-        return "; ".join(misfits[0])
+    chosen, misfit, unreadable = provenance.judge([a.predicate for a in found], target, tag)
+    if chosen is not None:
+        return "; ".join(misfit) or None
     if unreadable:
         return f"its signed provenance cannot be read ({unreadable[0]})"
     return ("no provenance signed by a trusted key (built by something other than rig, or its "

@@ -431,8 +431,13 @@ class Rollout:
         """Each host's proxy to the containers that passed their gates there (start_first: the
         old ones drain, then stop, kept). Returns the hosts where that failed (with a line each
         in `lines`): they are rolled back like a failed gate."""
-        services = {h: ss for h, ss in services.items()
-                    if any(strategy_for(self.fleet, h, s).proxied for s in ss)}
+        kept = sorted((h, s) for h, ss in services.items() for s in ss if self._in_maintenance(h, s))
+        for host, service in kept:
+            self.say(f"  {host:<10} {service}: in maintenance, so the proxy stays on its 503 "
+                     "answer (`rig maintenance off` sends clients to what passed its gate)")
+        services = {h: [s for s in ss if strategy_for(self.fleet, h, s).proxied
+                        and (h, s) not in kept] for h, ss in services.items()}
+        services = {h: ss for h, ss in services.items() if ss}
         if not services:
             return []
         self.say("proxy: switching " + ", ".join(f"{h} ({', '.join(ss)})"
@@ -449,6 +454,11 @@ class Rollout:
                     lines.append(f"  {host}: the proxy could not be switched ({why}); "
                                  "the new containers passed their gates")
         return failed
+
+    def _in_maintenance(self, host: str, service: str) -> bool:
+        """An operator put the service in maintenance (`rig maintenance on`, in state.json)."""
+        facts = self.last_facts.get(host)
+        return bool(facts is not None and (facts.state.get(service) or {}).get("maintenance"))
 
     def _say_gates(self, gates: dict) -> None:
         for host, gate_list in _by_host(gates).items():

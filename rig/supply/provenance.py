@@ -168,3 +168,22 @@ def problems(found: Summary, target: str, tag: str) -> list[str]:
 
 def fits(found: Summary, target: str, tag: str) -> bool:
     return not problems(found, target, tag)
+
+
+def judge(predicates: list, target: str, tag: str) -> tuple[Summary | None, list[str], list[str]]:
+    """Of several provenances (untrusted predicates, already signed by a trusted key): the one
+    that fits target at tag, else the first readable one, with why it does not fit (empty when
+    it does), and why each unreadable one could not be read. (None, [], unreadable) when none
+    can be read. What the rollout's pre-flight and `rig images verify` both decide on."""
+    readable, unreadable = [], []
+    for predicate in predicates:
+        try:
+            readable.append(summary(predicate))
+        except RigError as e:
+            unreadable.append(str(e))
+    fitting = [found for found in readable if fits(found, target, tag)]
+    if fitting:
+        return fitting[0], [], unreadable
+    if readable:
+        return readable[0], problems(readable[0], target, tag), unreadable
+    return None, [], unreadable

@@ -191,6 +191,36 @@ def test_a_canary_that_fails_its_gate_never_answers_a_client(spec):
     assert {(a[0], a[1].get("status")) for a in answers} == {(200, "ok")}
 
 
+def get(host: str, port: int) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection(lab_address(host), port, timeout=10)
+    try:
+        conn.request("GET", "/health")
+        answer = conn.getresponse()
+        return answer.status, json.loads(answer.read())
+    finally:
+        conn.close()
+
+
+def test_maintenance_on_demand_is_answered_recorded_shown_and_ended(spec):
+    """rig maintenance on: clients get the 503 JSON with Retry-After; status and history say
+    so; rig maintenance off gates the container and sends clients back to it."""
+    on = rig_at(spec, "maintenance", "on", TEXT, "--host", "mainpc", "-i", "inventory/lab.py")
+    assert f"mainpc: {TEXT}: in maintenance (the proxy answers 503 maintenance)" in on.stdout
+    assert get("mainpc", PORTS[TEXT]) == (503, {"status": "maintenance", "service": TEXT,
+                                                 "retry_after": 10})
+    assert get("pc2", PORTS[TEXT])[0] == 200                    # only the host asked for
+    status = rig_at(spec, "status", "-i", "inventory/lab.py", "--json").stdout
+    row = next(r for r in json.loads(status) if (r["host"], r["service"]) == ("mainpc", TEXT))
+    assert (row["health"], row["proxy"]) == ("maintenance", "maintenance")
+    history = rig_at(spec, "history", "-i", "inventory/lab.py", "--host", "mainpc",
+                     "--service", TEXT, "-n", "1").stdout
+    assert "maintenance-on" in history and " ok " in history
+    off = rig_at(spec, "maintenance", "off", TEXT, "--host", "mainpc", "-i", "inventory/lab.py")
+    assert f"mainpc: {TEXT}: serving again, healthy" in off.stdout
+    status, body = get("mainpc", PORTS[TEXT])
+    assert (status, body["status"]) == (200, "ok")
+
+
 def test_no_service_shares_the_hosts_network_and_the_proxy_runs_unprivileged(spec):
     """CIS Docker Benchmark 5.10: no container on the host's network namespace (docker-bench's
     own query). The proxy's workers run as haproxy; its admin socket is root's alone."""

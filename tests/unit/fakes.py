@@ -228,6 +228,14 @@ class FakeSession:
         found = containers.get(cmd.current(service))
         if found is None:
             return HostResult(host, failed=[f"Control a service | {service}: {verb}"])
+        if verb.startswith("maintenance"):    # the proxy in front of it, the container as it is
+            if host in self.switch_fails:
+                return HostResult(host, failed=[f"Control a service | {service}: {verb}"])
+            slot = found.slot or "a"
+            self.facts_by_host[host].proxy[service] = {
+                slot: "maint" if verb == "maintenance-on" else "live",
+                proxy_cmd.other(slot): "maint"}
+            return HostResult(host, changed=[f"{service}: {verb}"])
         state = "exited" if verb == "stop" else "running"
         containers[cmd.current(service)] = Container(found.name, state, *_rest(found))
         if verb != "stop":

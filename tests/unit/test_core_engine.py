@@ -673,6 +673,16 @@ def test_a_restore_of_what_state_json_names_adds_no_ledger_line(fleet):
     assert [line["result"] for line in ledger(session)["mainpc"]] == ["failed"]
 
 
+def signal_on_first_probe(rollout, host: str, number: int):
+    """An on_shell hook: the signal arrives once, with the first health probe of `host`."""
+    sent = []
+
+    def once(session, name, command):
+        if "probe $(date" in command and name == host and not sent:
+            sent.append(rollout._interrupt(number))
+    return once
+
+
 def test_a_signal_during_the_last_wave_that_finishes_is_still_reported(fleet):
     """SIGTERM while the last wave gates: the wave finishes and is recorded ok, and the exit
     says the signal came (143), not 0 as if nobody had asked to stop."""
@@ -681,12 +691,7 @@ def test_a_signal_during_the_last_wave_that_finishes_is_still_reported(fleet):
     fleet = three_hosts(fleet)
     session = session_running(fleet)
     rollout = engine(fleet, session)
-    sent = []
-
-    def once(s, host, command):
-        if "probe $(date" in command and host == "node3" and not sent:
-            sent.append(rollout._interrupt(signal.SIGTERM))
-    session.on_shell = once
+    session.on_shell = signal_on_first_probe(rollout, "node3", signal.SIGTERM)
     outcome = rollout.run(WAVES, changes_for(fleet, session))
     assert (outcome.ok, outcome.interrupted, outcome.signal) == (True, True, signal.SIGTERM)
     assert outcome.lines[-1] == "the signal came during the last wave, which finished: nothing is " \
@@ -741,12 +746,7 @@ def test_a_signal_in_an_earlier_wave_is_not_said_to_have_come_in_the_last(fleet)
     fleet = three_hosts(fleet)
     session = session_running(fleet)
     rollout = engine(fleet, session)
-    sent = []
-
-    def once(s, host, command):
-        if "probe $(date" in command and host == "mainpc" and not sent:
-            sent.append(rollout._interrupt(signal.SIGINT))
-    session.on_shell = once
+    session.on_shell = signal_on_first_probe(rollout, "mainpc", signal.SIGINT)
     outcome = rollout.run(WAVES, changes_for(fleet, session))
     assert outcome.interrupted and outcome.signal == signal.SIGINT
     assert outcome.lines[0].startswith("interrupted before wave 2: pc2 not touched")

@@ -159,3 +159,23 @@ def test_a_proxy_that_will_not_switch_fails_the_wave_and_it_is_rolled_back(fleet
     assert session.running("pc2", SERVICE).digest == "sha256:old"
     assert [line["result"] for line in recorded_entries(session)["pc2"]] == ["rollback_failed"]
     assert "node3" not in [h for h, _, _, _ in session.switches]
+
+
+def test_a_service_in_maintenance_is_rolled_out_but_the_proxy_stays_on_its_503(fleet):
+    """An operator's `rig maintenance on` outlives a rollout: the new version starts and is
+    gated, the proxy is not switched to it, and state.json still says maintenance."""
+    fleet = three_hosts(fleet)
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"]))
+    session.facts_by_host["pc2"].state[SERVICE].update(maintenance=True,
+                                                       maintenance_since="2026-11-30T10:00:00Z")
+    said: list[str] = []
+    outcome = Rollout(session, fleet, said.append, "rollout", "T2").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert outcome.ok
+    assert [h for h, _, _, _ in session.switches] == ["mainpc", "node3"]
+    assert f"  pc2        {SERVICE}: in maintenance, so the proxy stays on its 503 answer " \
+           "(`rig maintenance off` sends clients to what passed its gate)" in said
+    state = session.facts_by_host["pc2"].state[SERVICE]
+    assert (state["digest"], state["maintenance"], state["maintenance_since"]) == (
+        "sha256:new", True, "2026-11-30T10:00:00Z")
+    assert "maintenance" not in session.facts_by_host["mainpc"].state[SERVICE]

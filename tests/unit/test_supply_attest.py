@@ -104,6 +104,23 @@ def test_a_provenance_fits_only_its_own_target_and_the_commit_its_tag_names():
         "its provenance names commit none, not 1a2b3c4d as the tag says"]
 
 
+def test_of_several_provenances_the_fitting_one_is_chosen_else_the_first_readable():
+    """What pre-flight and `rig images verify` both decide on (provenance.judge)."""
+    other = provenance.predicate(build(target="affective_processing_center"))
+    mine = provenance.predicate(build())
+    junk = {"buildDefinition": {"buildType": "elsewhere"}}
+    chosen, misfit, unreadable = provenance.judge([junk, other, mine], "model_ops_coordinator-mainpc",
+                                                  TAG)
+    assert (chosen.target, misfit) == ("model_ops_coordinator-mainpc", [])
+    assert unreadable == ["the provenance is not of rig's build type"]
+    chosen, misfit, _ = provenance.judge([junk, other], "model_ops_coordinator-mainpc", TAG)
+    assert chosen.target == "affective_processing_center" and misfit == [
+        "its provenance is of build target 'affective_processing_center', not "
+        "'model_ops_coordinator-mainpc'"]
+    assert provenance.judge([junk], "x", TAG) == (None, [], [
+        "the provenance is not of rig's build type"])
+
+
 @pytest.mark.parametrize("path, value, error", [
     (("buildDefinition", "buildType"), "https://other", "not of rig's build type"),
     (("buildDefinition", "externalParameters", "source", "commit"), "abc",

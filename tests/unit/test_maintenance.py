@@ -1,0 +1,84 @@
+"""rig maintenance on|off SERVICE: the proxy's 503 answer on demand, under the rollout lock, in
+the ledger and state.json; off only after the container passed its gate."""
+
+from __future__ import annotations
+
+import pytest
+
+from rig.errors import RigError
+from rig.ledger import next_state
+from rig.ops.service import control_service
+
+from .test_core_ops import HOSTS, SERVICE, lab, quiet  # noqa: F401 - lab is a fixture
+
+
+def test_maintenance_on_puts_the_503_in_front_without_a_gate_and_records_it(lab):  # noqa: F811
+    job, session, _, _, _ = lab
+    report = control_service(job, "maintenance-on", SERVICE, ["pc2"], False, quiet())
+    assert report.ok and report.lines == [
+        f"pc2: {SERVICE}: in maintenance (the proxy answers 503 maintenance)"]
+    assert [(name, hosts, kw["verb"]) for name, hosts, kw in session.runs if name == "control"] \
+        == [("control", ["pc2"], "maintenance-on")]
+    assert session.facts_by_host["pc2"].proxy[SERVICE] == {"a": "maint", "b": "maint"}
+    assert not [c for c in session.commands if "probe $(date" in c[1]]     # no gate
+    state = session.facts_by_host["pc2"].state[SERVICE]
+    assert state["maintenance"] is True and state["maintenance_since"]
+    assert state["digest"] == "sha256:t1" and state["previous"] == {"tag": "T0",
+                                                                    "digest": "sha256:t0"}
+    assert not session.locks
+
+
+def test_maintenance_off_gates_first_then_sends_clients_back(lab):  # noqa: F811
+    job, session, _, _, _ = lab
+    control_service(job, "maintenance-on", SERVICE, ["pc2"], False, quiet())
+    report = control_service(job, "maintenance-off", SERVICE, ["pc2"], False, quiet())
+    assert report.ok and report.lines[0].startswith(f"pc2: {SERVICE}: serving again, healthy")
+    probes = [i for i, c in enumerate(session.commands) if "probe $(date" in c[1]]
+    off = [i for i, r in enumerate(session.runs) if r[2].get("verb") == "maintenance-off"]
+    assert probes and off      # the gate ran, then the switch
+    assert session.facts_by_host["pc2"].proxy[SERVICE] == {"a": "live", "b": "maint"}
+    state = session.facts_by_host["pc2"].state[SERVICE]
+    assert (state["maintenance"], state["maintenance_since"]) == (False, None)
+
+
+def test_maintenance_off_with_an_unhealthy_container_stays_in_maintenance_and_fails(lab):  # noqa: F811
+    job, session, _, _, _ = lab
+    control_service(job, "maintenance-on", SERVICE, ["pc2"], False, quiet())
+    session.failing.add(("pc2", SERVICE))
+    report = control_service(job, "maintenance-off", SERVICE, ["pc2"], False, quiet())
+    assert not report.ok
+    assert report.lines[0].startswith(f"pc2: {SERVICE}: still in maintenance: its container is "
+                                      "UNHEALTHY: unhealthy 3 times in a row")
+    assert [r[2].get("verb") for r in session.runs if r[0] == "control"] == ["maintenance-on"]
+    assert session.facts_by_host["pc2"].proxy[SERVICE] == {"a": "maint", "b": "maint"}
+    assert session.facts_by_host["pc2"].state[SERVICE]["maintenance"] is True
+
+
+def test_maintenance_needs_the_proxy_and_off_needs_a_running_container(lab):  # noqa: F811
+    job, session, _, _, _ = lab
+    job.fleet = job.fleet.model_copy(update={"proxy": job.fleet.proxy.model_copy(
+        update={"enabled": False})})
+    with pytest.raises(RigError) as caught:
+        control_service(job, "maintenance-on", SERVICE, ["pc2"], False, quiet())
+    assert caught.value.lines == [
+        "proxy.enabled is false: there is no proxy to answer for the service",
+        "rig maintenance-on: nothing was changed"]
+    job.fleet = job.fleet.model_copy(update={"proxy": job.fleet.proxy.model_copy(
+        update={"enabled": True})})
+    control_service(job, "stop", SERVICE, ["pc2"], False, quiet())
+    with pytest.raises(RigError) as caught:
+        control_service(job, "maintenance-off", SERVICE, ["pc2"], False, quiet())
+    assert caught.value.lines[0] == f"pc2: {SERVICE} is not running (`rig start {SERVICE}` first)"
+    assert len(HOSTS) == 3
+
+
+def test_a_new_version_keeps_an_operators_maintenance_and_off_ends_it():
+    state = {"svc": {"tag": "T1", "digest": "d1", "maintenance": True, "maintenance_since": "t0"}}
+    entry = {"result": "ok", "action": "rollout", "service": "svc", "tag": "T2", "digest": "d2",
+             "profile_hash": "p", "time": "t1"}
+    after = next_state(state, [entry])["svc"]
+    assert (after["digest"], after["maintenance"], after["maintenance_since"]) == ("d2", True, "t0")
+    off = {**entry, "action": "maintenance-off", "time": "t2"}
+    assert next_state({"svc": after}, [off])["svc"]["maintenance"] is False
+    on = {**entry, "action": "maintenance-on", "time": "t3"}
+    assert next_state({}, [on]) == {}     # nothing recorded: nothing to mark
