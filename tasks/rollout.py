@@ -61,8 +61,24 @@ class RolloutFacts:
     proxy_missing: bool = False   # read, and no proxy answers on the admin socket
 
     def running(self, service: str) -> Container | None:
+        """What serves the service here: rig-<service>, or the kept rig-<service>-prev when the
+        proxy still sends to its slot (live_previous)."""
+        if self.live_previous(service):
+            return self.containers[cmd.previous(service)]
         found = self.containers.get(cmd.current(service))
         return found if found and found.running else None
+
+    def live_previous(self, service: str) -> bool:
+        """A start_first rollout that never switched (its gate failed under auto_rollback: none,
+        or rig was killed between the swap and the switch): the kept container still runs and
+        the proxy still sends to its slot; rig-<service> beside it never took a request. The
+        next rollout replaces the unswitched one and keeps the live one (never `docker rm` of
+        what serves)."""
+        kept = self.containers.get(cmd.previous(service))
+        found = self.containers.get(cmd.current(service))
+        live = proxy_cmd.live_slot((self.proxy or {}).get(service))
+        return bool(kept is not None and kept.running and live and kept.slot == live
+                    and (found is None or found.slot != live))
 
 
 def parse_rollout_facts(lines: list[str]) -> RolloutFacts:
@@ -180,6 +196,12 @@ def release_running(release: cmd.Release, secrets: dict | None = None, pulled: b
                                               versions.get(secret_name)), {})
     fleet = fleet_of(host)
     strategy = strategy_for(fleet, host.name, release.service)
+    if facts.live_previous(release.service):    # the kept one serves: it stays, kept
+        yield from cmd.replace_unswitched(fleet, host.name, release, pulled=pulled,
+                                          strategy=strategy.name,
+                                          slot=next_slot(facts.running(release.service)),
+                                          drain=strategy.drain)
+        return
     yield from cmd.replace_commands(fleet, host.name, release,
                                     has_current=name in facts.containers,
                                     has_previous=cmd.previous(release.service) in facts.containers,
@@ -190,8 +212,8 @@ def release_running(release: cmd.Release, secrets: dict | None = None, pulled: b
 
 def next_slot(running: Container | None) -> str:
     """The slot a new container starts in: the one the container it replaces is not in."""
-    return proxy_cmd.other(running.slot) if running is not None and running.slot in "ab" \
-        and running.slot else "a"
+    return proxy_cmd.other(running.slot) if running is not None \
+        and running.slot in proxy_cmd.SLOTS else "a"
 
 
 @operation(is_idempotent=False)

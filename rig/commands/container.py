@@ -271,6 +271,22 @@ def replace_commands(fleet: Fleet, host: str, release: Release, has_current: boo
     return ([] if pulled else [sh("docker", "pull", "-q", release.pinned)]) + [all_of(*swap)]
 
 
+def replace_unswitched(fleet: Fleet, host: str, release: Release, pulled: bool = False,
+                       strategy: str = "start_first", slot: str = "a",
+                       drain: float = 0.0) -> list[Cmd]:
+    """The swap when the kept container still serves (tasks/rollout.py live_previous): the
+    unswitched rig-<service> beside it goes, the live rig-<service>-prev stays as the kept one
+    (stop_first: behind the maintenance answer, stopped), and the new one starts in the other
+    slot. A rollback then restores the live one, which never stopped serving (start_first)."""
+    name, prev = current(release.service), previous(release.service)
+    swap = [sh("docker", "rm", "-f", name)]
+    if strategy == "stop_first":
+        timeout = int(fleet.runtime(release.service, host).stop_timeout)
+        swap += [proxy.maintenance(release.service, drain), sh("docker", "stop", "-t", timeout, prev)]
+    swap.append(sh(*run_argv(fleet, host, release, slot)))
+    return ([] if pulled else [sh("docker", "pull", "-q", release.pinned)]) + [all_of(*swap)]
+
+
 def switch_to_current(service: str, drain: float, stop_previous: int | None) -> Cmd:
     """After a passed gate: the proxy sends `service` to the slot rig-<service> runs in (read
     from its label on the host), the other slot drains and goes to maintenance; then, with

@@ -91,14 +91,19 @@ _HELPERS = (
     'hp() { out=$(ask "$1") || { echo "proxy: no answer on $sock" >&2; return 1; }; '
     'out=$(printf "%s" "$out" | tr -d "\\n "); '
     '[ -z "$out" ] || { echo "proxy: $1: $out" >&2; return 1; }; }; '
-    f'save() {{ ask "show servers state" > {STATE}.new && mv -f {STATE}.new {STATE}; }}; '
+    # save: only an answer that is a state file (its version line, then its header) replaces
+    # the one HAProxy loads at start; an empty or cut answer would bring every slot up disabled
+    f'save() {{ ask "show servers state" > {STATE}.new && [ "$(head -n 1 {STATE}.new)" = 1 ] '
+    f'&& sed -n 2p {STATE}.new | grep -q "^# be_id " && mv -f {STATE}.new {STATE} || '
+    '{ echo "proxy: its state could not be saved (the change holds until haproxy restarts)" >&2; '
+    f'rm -f {STATE}.new; return 1; }}; }}; '
     'scur() { ask "show stat" | awk -F, -v b="$1" -v s="$2" \'$1==b && $2==s {print $5}\'; }; '
     # drain SERVICE SECONDS SLOT...: wait until the slots hold no connection, at most SECONDS
     'drain() { b=$1; end=$(( $(date +%s) + $2 )); shift 2; '
     'while :; do n=0; for s in "$@"; do c=$(scur "$b" "$s"); n=$(( n + ${c:-0} )); done; '
     '[ "$n" -eq 0 ] && return 0; '
     'if [ "$(date +%s)" -ge "$end" ]; then '
-    'echo "proxy: $b: $n connection(s) still open when the drain ended; closed" >&2; return 0; fi; '
+    'echo "proxy: $b: $n connection(s) still open when the drain ended" >&2; return 0; fi; '
     'sleep 0.2; done; }; ')
 
 
@@ -112,7 +117,7 @@ def switch(service: str, live: str | Cmd, drain: float) -> Cmd:
     and goes to maintenance. The state is saved."""
     return _script('b=$1; l=$2; case "$l" in a) o=b;; b) o=a;; *) echo "no slot $l" >&2; exit 1;; '
                    'esac; hp "set server $b/$l state ready; set server $b/$o state drain" || exit 1; '
-                   'save; drain "$b" "$3" "$o"; hp "set server $b/$o state maint" || exit 1; save',
+                   'save; drain "$b" "$3" "$o"; hp "set server $b/$o state maint" || exit 1; save || true',
                    service, live, int(drain))
 
 
@@ -127,18 +132,18 @@ def maintenance(service: str, drain: float) -> Cmd:
     open connections finish, up to `drain` seconds; then both are in maintenance, saved."""
     return _script('b=$1; hp "set server $b/a state drain; set server $b/b state drain" || exit 1; '
                    'save; drain "$b" "$2" a b; '
-                   'hp "set server $b/a state maint; set server $b/b state maint" || exit 1; save',
+                   'hp "set server $b/a state maint; set server $b/b state maint" || exit 1; save || true',
                    service, int(drain))
 
 
 def state_command() -> Cmd:
     """Each rig backend's servers: `<service> <slot> <status> <connections>`, one per line
     (status as HAProxy's stats say: UP or `no check` for live, DRAIN, MAINT); `no proxy` when
-    the admin socket does not answer."""
-    return Cmd(f"if [ -S {SOCKET} ]; then echo 'proxy answers'; printf 'show stat\\n' | socat -t 5 stdio "
-               f"UNIX-CONNECT:{SOCKET} | awk -F, '($2==\"a\" || $2==\"b\") "
-               "{ gsub(/ /, \"_\", $18); print $1, $2, $18, $5 }'; else echo 'no proxy'; fi",
-               compound=True)
+    the admin socket does not answer (a dead HAProxy leaves its socket file behind)."""
+    return Cmd(f"if s=$(printf 'show stat\\n' | socat -t 5 stdio UNIX-CONNECT:{SOCKET} "
+               "2>/dev/null) && [ -n \"$s\" ]; then echo 'proxy answers'; printf '%s\\n' \"$s\" "
+               "| awk -F, '($2==\"a\" || $2==\"b\") { gsub(/ /, \"_\", $18); print $1, $2, $18, $5 }'; "
+               "else echo 'no proxy'; fi", compound=True)
 
 
 def parse_state(lines: list[str]) -> dict[str, dict[str, str]] | None:

@@ -174,22 +174,35 @@ def _ports(fleet: Fleet) -> Iterator[Problem]:
 
 
 def _drain(fleet: Fleet) -> Iterator[Problem]:
-    """The switch (drain, then the old container's stop) is one command: it must fit in
-    host_timeout with room to spare."""
+    """The switch (drain, then the old container's stop) is one command: a drain the spec sets
+    must fit in host_timeout with room to spare (the default is shortened to fit instead)."""
     limit = fleet.rollout.host_timeout
+    explicit = "drain" in fleet.rollout.model_fields_set
     for host, spec in fleet.hosts.items():
         if spec.profile not in fleet.profiles:
             continue    # said by the profile rule
         for name in fleet.services_on(host):
             runtime = fleet.runtime(name, host)
+            if runtime.drain is None and not explicit:
+                continue
             drain = fleet.rollout.drain if runtime.drain is None else runtime.drain
             if drain + runtime.stop_timeout + 10 > limit:
-                path = (("services", name, "runtime", "drain") if runtime.drain is not None
-                        else ("rollout", "drain"))
+                path = (("rollout", "drain") if runtime.drain is None
+                        else _drain_path(fleet, name, host))
                 yield (path, f"{name} on host {host}: drain {drain:g} s + stop_timeout "
                        f"{runtime.stop_timeout:g} s + 10 s leaves no room in rollout.host_timeout "
                        f"{limit:g} s: lower drain or raise host_timeout")
-                return
+
+
+def _drain_path(fleet: Fleet, service: str, host: str) -> tuple:
+    """Where the drain a service runs with on a host is set: its by_profile entry, its runtime,
+    or the defaults."""
+    spec, profile = fleet.services[service], fleet.hosts[host].profile
+    if profile in spec.by_profile and spec.by_profile[profile].drain is not None:
+        return ("services", service, "by_profile", profile, "drain")
+    if spec.runtime.drain is not None:
+        return ("services", service, "runtime", "drain")
+    return ("defaults", "drain")
 
 
 def _build_host(fleet: Fleet) -> Iterator[Problem]:

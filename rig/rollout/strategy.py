@@ -36,7 +36,7 @@ class Strategy:
 
 def strategy_for(fleet: Fleet, host: str, service: str) -> Strategy:
     runtime = fleet.runtime(service, host)
-    drain = fleet.rollout.drain if runtime.drain is None else runtime.drain
+    drain = drain_for(fleet, service, host)
     if not fleet.proxy.enabled:
         return Strategy(DIRECT, "proxy.enabled is false: the port is refused during the swap")
     chosen = runtime.strategy or fleet.rollout.strategy
@@ -45,6 +45,22 @@ def strategy_for(fleet: Fleet, host: str, service: str) -> Strategy:
         return Strategy(chosen, f"set by {where}", drain)
     name, why = _auto(fleet, host, service)
     return Strategy(name, f"auto: {why}", drain)
+
+
+def drain_room(fleet: Fleet, service: str, host: str) -> float:
+    """The longest drain one switch command can hold: host_timeout, less the old container's
+    stop and 10 s for the rest of the command."""
+    stop = fleet.runtime(service, host).stop_timeout
+    return max(0.0, fleet.rollout.host_timeout - stop - 10)
+
+
+def drain_for(fleet: Fleet, service: str, host: str) -> float:
+    """The service's drain (its runtime's, else rollout.drain), capped by drain_room: the
+    default 30 s on hosts with a short host_timeout is shortened, never refused (a drain the
+    spec sets explicitly beyond the room is refused by `rig validate`)."""
+    runtime = fleet.runtime(service, host)
+    drain = fleet.rollout.drain if runtime.drain is None else runtime.drain
+    return min(drain, drain_room(fleet, service, host))
 
 
 def _auto(fleet: Fleet, host: str, service: str) -> tuple[str, str]:

@@ -119,7 +119,7 @@ def test_images_run_as_10001_with_tini_as_pid_1(spec):
     assert inspect["Entrypoint"] == ["/usr/bin/tini", "--"]
     assert inspect["Labels"]["io.rig.family"] == "llm-cu121"
     assert inspect["Labels"]["org.opencontainers.image.version"] == T1
-    ssh("mainpc", f"docker run -d --name rig-image-test --network host "
+    ssh("mainpc", f"docker run -d --name rig-image-test --network rig -p 127.0.0.1:36557:6557 "
                   f"-v /etc/rig/machine-profile.json:/etc/rig/machine-profile.json:ro {image}")
     try:
         inside = ssh("mainpc", "docker exec rig-image-test sh -c "
@@ -127,7 +127,7 @@ def test_images_run_as_10001_with_tini_as_pid_1(spec):
         comm, uid, gid, cmdline = inside.splitlines()
         assert (comm, uid, gid) == ("tini", "10001", "10001")
         assert cmdline.strip() == "/usr/bin/tini -- python /app/main.py"
-        body = ssh("mainpc", "for i in $(seq 50); do curl -fs localhost:6557/health && exit 0; "
+        body = ssh("mainpc", "for i in $(seq 50); do curl -fs 127.0.0.1:36557/health && exit 0; "
                              "sleep 0.1; done; exit 1").stdout
         assert json.loads(body)["status"] == "ok"
         started = time.monotonic()

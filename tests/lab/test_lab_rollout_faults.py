@@ -161,7 +161,8 @@ def test_a_corrupt_state_json_and_an_odd_operator_name(spec):
 
 
 def test_a_taken_port_under_fleet_rollback_from_an_empty_fleet_leaves_nothing_running(spec):
-    """pc2's port 6560 is taken: its new container cannot bind and exits. With
+    """pc2's slot port for affective_processing_center (127.0.0.1:16560, slot a: nothing ran
+    there) is taken: its new container cannot be published and does not start. With
     auto_rollback: fleet every touched host goes back to what it ran before (nothing), and
     state.json names nothing that does not run."""
     fleet = spec / "fleet.yml"
@@ -174,8 +175,8 @@ def test_a_taken_port_under_fleet_rollback_from_an_empty_fleet_leaves_nothing_ru
                        "| grep affective_processing_center | head -n 1 | cut -d' ' -f2").stdout.strip()
     assert image, "pc2 has no affective_processing_center image to squat with"
     ssh("pc2", f"docker run -d --name squatter --network host --entrypoint python3 {image} "
-               "-m http.server 6560")  # any program on the service's port
-    ssh("pc2", "for i in $(seq 50); do curl -s -o /dev/null localhost:6560 && exit 0; "
+               "-m http.server 16560 --bind 127.0.0.1")  # any program on the slot's port
+    ssh("pc2", "for i in $(seq 50); do curl -s -o /dev/null 127.0.0.1:16560 && exit 0; "
                "sleep 0.1; done; exit 1")
     try:
         result = rollout(spec, "--tag", "ro-t2", "--services", "affective_processing_center")
@@ -184,7 +185,8 @@ def test_a_taken_port_under_fleet_rollback_from_an_empty_fleet_leaves_nothing_ru
         fleet.write_text(original)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "wave 2 (batch) failed on pc2" in result.stderr
-    assert "container exited" in result.stderr
+    assert "pc2 affective_processing_center: not started (Roll out | affective_processing_center: " \
+        "run ro-t2)" in result.stderr
     for host in HOSTS:
         assert ssh(host, "docker ps -aq --filter label=rig.service").stdout.strip() == ""
         assert json.loads(ssh(host, "cat /var/lib/rig/state.json").stdout) == {}

@@ -116,22 +116,27 @@ def test_5_restart_is_gated_and_changes_only_that_container(spec):
 
 
 def test_6_a_start_that_does_not_come_back_healthy_fails_with_the_gate_report(spec):
-    """Another program holds the service's port: the started container exits, the gate says so."""
+    """Another program holds the port the container is published on (its proxy slot): the
+    start fails, the command says so and fails, the ledger says failed."""
     image = ssh("pc2", "docker inspect -f '{{.Config.Image}}' rig-affective_processing_center").stdout
+    port = ssh("pc2", "docker inspect -f '{{index .Config.Labels \"rig.port\"}}' "
+                      "rig-affective_processing_center").stdout.strip()
+    assert port in ("16560", "26560"), port
     ssh("pc2", "docker stop rig-affective_processing_center")
     ssh("pc2", f"docker run -d --name squatter --network host --entrypoint python3 {image.strip()} "
-               "-m http.server 6560")
-    ssh("pc2", "for i in $(seq 50); do curl -s -o /dev/null localhost:6560 && exit 0; "
+               f"-m http.server {port} --bind 127.0.0.1")
+    ssh("pc2", f"for i in $(seq 50); do curl -s -o /dev/null 127.0.0.1:{port} && exit 0; "
                "sleep 0.1; done; exit 1")
     try:
         result = run(spec, "start", "affective_processing_center", "--host", "pc2")
     finally:
         ssh("pc2", "docker rm -f squatter", check=False)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "pc2: affective_processing_center: started but UNHEALTHY: container exited" in result.stderr
+    assert "pc2: affective_processing_center: start FAILED: Control a service | " \
+        "affective_processing_center: start" in result.stderr
     assert "start affective_processing_center failed" in result.stderr
     last = json.loads(ssh("pc2", "tail -n 1 /var/lib/rig/ledger.jsonl").stdout)
-    assert (last["action"], last["result"]) == ("start", "failed") and "exited" in last["reason"]
+    assert (last["action"], last["result"]) == ("start", "failed") and "FAILED" in last["reason"]
     again = run(spec, "restart", "affective_processing_center", "--host", "pc2")
     assert again.returncode == 0, again.stdout + again.stderr
     assert status(spec)[("pc2", "affective_processing_center")] == "ok"

@@ -290,3 +290,44 @@ def test_a_failing_nvidia_smi_is_named_with_its_first_line():
     assert facts.host_time is None
     assert facts.gpu_error == ("nvidia-smi failed: NVIDIA-SMI has failed because it couldn't "
                                "communicate")
+
+
+def test_an_unswitched_container_beside_a_live_kept_one_is_replaced_and_the_live_one_kept(fleet):
+    """A start_first rollout that never switched (its gate failed under auto_rollback: none):
+    v1 as -prev still serves (the proxy is on its slot a), v2 beside it in b never took a
+    request. The next rollout removes v2, never the live v1, and starts v3 in slot b; v1 is
+    what the host runs, so a rollback goes back to it."""
+    new, v1 = release(fleet), release(fleet, "T1", "sha256:" + "a" * 64)
+    v2 = release(fleet, "T1.5", "sha256:" + "c" * 64)
+    facts = RolloutFacts(containers={
+        CURRENT: container_in(CURRENT, "running", v2, "b"),
+        PREVIOUS: container_in(PREVIOUS, "running", v1, "a")},
+        proxy={SERVICE: {"a": "live", "b": "maint"}})
+    assert facts.live_previous(SERVICE) and facts.running(SERVICE).digest == v1.digest
+    out = lines(run_op(release_running, FakeHost(fleet, facts), release=new))
+    assert out[1].startswith(f"docker rm -f {CURRENT} && docker run -d --name {CURRENT} "
+                             "--network rig -p 127.0.0.1:28212:8212 ")
+    assert PREVIOUS not in out[1]
+    # on pc2 (stop_first) the live one goes behind the maintenance answer and stops, kept
+    pc2 = lines(run_op(release_running, FakeHost(fleet, facts, name="pc2"), release=new))
+    assert pc2[1].startswith(f"docker rm -f {CURRENT} && {proxy.maintenance(SERVICE, 30)} && "
+                             f"docker stop -t 10 {PREVIOUS} && docker run -d --name {CURRENT} ")
+
+
+@pytest.mark.parametrize("proxy_state, prev_state, current_slot, live_previous", [
+    ({"a": "live", "b": "maint"}, "running", "b", True),
+    ({"a": "maint", "b": "live"}, "running", "b", False),    # switched: rig-X serves
+    ({"a": "live", "b": "maint"}, "exited", "b", False),     # the kept one does not run
+    ({"a": "maint", "b": "maint"}, "running", "b", False),   # maintenance: nothing live
+    ({"a": "live", "b": "maint"}, "running", "a", False),    # rig-X is on the live slot
+    (None, "running", "b", False),                            # no proxy read
+])
+def test_the_kept_container_serves_only_when_the_proxy_is_on_its_slot(
+        fleet, proxy_state, prev_state, current_slot, live_previous):
+    v1, v2 = release(fleet, "T1", "sha256:" + "a" * 64), release(fleet)
+    facts = RolloutFacts(containers={
+        CURRENT: container_in(CURRENT, "running", v2, current_slot),
+        PREVIOUS: container_in(PREVIOUS, prev_state, v1, "a")},
+        proxy={SERVICE: proxy_state} if proxy_state else None)
+    assert facts.live_previous(SERVICE) is live_previous
+    assert facts.running(SERVICE).digest == (v1.digest if live_previous else v2.digest)

@@ -179,3 +179,38 @@ def test_a_service_in_maintenance_is_rolled_out_but_the_proxy_stays_on_its_503(f
     assert (state["digest"], state["maintenance"], state["maintenance_since"]) == (
         "sha256:new", True, "2026-11-30T10:00:00Z")
     assert "maintenance" not in session.facts_by_host["mainpc"].state[SERVICE]
+
+
+def test_the_default_drain_is_shortened_to_fit_a_short_host_timeout(fleet):
+    """host_timeout 15 s, stop_timeout 10 s: one switch command has no room for a drain; the
+    default 30 s becomes 0 rather than refusing the spec. 60 s: 40 s of room, 30 s kept."""
+    short = fleet.model_copy(update={"rollout": fleet.rollout.model_copy(
+        update={"host_timeout": 15.0})})
+    assert strategy_for(short, "mainpc", TEXT).drain == 0.0
+    roomy = fleet.model_copy(update={"rollout": fleet.rollout.model_copy(
+        update={"host_timeout": 60.0})})
+    assert strategy_for(roomy, "mainpc", TEXT).drain == 30.0
+    mine = runtime_layer(roomy, TEXT, drain=45.0)
+    assert strategy_for(mine, "mainpc", TEXT).drain == 40.0
+
+
+def test_a_drain_set_beyond_host_timeout_is_refused_at_its_line(tmp_path):
+    from rig.config import load_fleet
+    from rig.errors import RigError
+
+    from .test_runtime_spec import _spec_with
+
+    path, text = _spec_with(tmp_path, [
+        ("rollout:\n", "rollout:\n  host_timeout: 30s\n"),
+        ("    runtime: {memory: 2g, cpus: 2}\n", "    runtime: {memory: 2g, cpus: 2, drain: 15s}\n")])
+    with pytest.raises(RigError) as caught:
+        load_fleet(path)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "drain: 15s" in row)
+    assert caught.value.lines == [
+        f"{path}:{line}: services.affective_processing_center.runtime.drain: "
+        f"affective_processing_center on host {host}: drain 15 s + stop_timeout 10 s + 10 s "
+        "leaves no room in rollout.host_timeout 30 s: lower drain or raise host_timeout"
+        for host in ("mainpc", "pc2")]
+    (tmp_path / "again").mkdir()
+    path, _ = _spec_with(tmp_path / "again", [("rollout:\n", "rollout:\n  host_timeout: 15s\n")])
+    assert load_fleet(path).rollout.drain == 30.0      # the default: shortened, not refused

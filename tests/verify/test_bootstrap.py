@@ -88,3 +88,39 @@ def test_gpu_is_the_one_the_profile_describes(host, fleet, target):
     assert gpu_problem(gpus, profile) is None, gpu_problem(gpus, profile)
     assert [g.memory_total_mib for g in gpus if g.name == profile.gpu.model][0] == \
         profile.gpu.memory_mib
+
+
+# -- the proxy in front of the services (rig/commands/proxy.py) ---------------------------------
+def test_proxy_enabled_running_and_its_config_is_the_specs(host, fleet, target):
+    from rig.commands import proxy
+
+    if not fleet.proxy.enabled:
+        pytest.skip("proxy.enabled is false: services bind their ports on the host network")
+    haproxy = host.service("haproxy")
+    assert haproxy.is_running and haproxy.is_enabled
+    assert host.file(proxy.CONFIG).content_string == proxy.config_text(fleet, target.name)
+    check = host.run(f"haproxy -c -q -f {proxy.CONFIG}")
+    assert check.rc == 0, check.stderr
+
+
+def test_proxy_owns_each_service_port_and_its_admin_socket_is_roots(host, fleet, target):
+    from rig.commands import proxy
+
+    if not fleet.proxy.enabled:
+        pytest.skip("proxy.enabled is false")
+    socket = host.file(proxy.SOCKET)
+    assert socket.is_socket and (socket.user, socket.mode) == ("root", 0o600)
+    listening = host.run("ss -Hltnp").stdout
+    for service in fleet.services_on(target.name):
+        port = fleet.services[service].port
+        owners = [line for line in listening.splitlines() if f":{port} " in line]
+        assert owners and all('"haproxy"' in line for line in owners), (service, owners)
+    workers = host.run("ps -o user= -C haproxy").stdout.split()
+    assert "haproxy" in workers, workers     # the workers drop root
+
+
+def test_services_network_is_a_bridge(host, fleet):
+    if not fleet.proxy.enabled:
+        pytest.skip("proxy.enabled is false")
+    driver = host.run(f"docker network inspect -f '{{{{.Driver}}}}' {fleet.proxy.network}")
+    assert driver.stdout.strip() == "bridge", driver.stderr

@@ -71,6 +71,21 @@ def test_service_health_body_ok(host, fleet, service):
     assert body_matches(result.stdout, spec.health.expect), result.stdout
 
 
+def test_service_is_behind_the_proxy_on_its_slot_and_not_on_the_host_network(inspect, fleet,
+                                                                            service):
+    """CIS Docker Benchmark 5.10: not the host's network namespace; published on loopback
+    only, on the port of the slot its label names."""
+    if not fleet.proxy.enabled:
+        pytest.skip("proxy.enabled is false: the host network")
+    labels, config = inspect["Config"]["Labels"], inspect["HostConfig"]
+    assert config["NetworkMode"] == fleet.proxy.network
+    port = fleet.services[service].port
+    assert labels["rig.slot"] in ("a", "b")
+    assert labels["rig.port"] == str(fleet.proxy.slot_port(port, labels["rig.slot"]))
+    assert config["PortBindings"] == {f"{port}/tcp": [{"HostIp": "127.0.0.1",
+                                                       "HostPort": labels["rig.port"]}]}
+
+
 # -- hardening and limits, as the spec says for this host's profile ------------------------------
 def test_service_runs_hardened(inspect):
     config = inspect["HostConfig"]
