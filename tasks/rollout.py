@@ -77,7 +77,7 @@ class RolloutFacts:
         kept = self.containers.get(cmd.previous(service))
         found = self.containers.get(cmd.current(service))
         live = proxy_cmd.live_slot((self.proxy or {}).get(service))
-        return bool(kept is not None and kept.running and live and kept.slot == live
+        return bool(kept is not None and kept.running and kept.slot == live
                     and (found is None or found.slot != live))
 
 

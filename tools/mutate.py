@@ -87,6 +87,9 @@ CORE_TESTS = [
     "tests/unit/test_*core*.py",
     "tests/unit/test_lock*.py",
     "tests/unit/test_pause*.py",
+    "tests/unit/test_proxy.py",
+    "tests/unit/test_maintenance.py",
+    "tests/unit/test_ops_tasks_rollout.py",
 ]
 # test_supply.py reads ../shared's vectors, which the mutants' copy has not
 SUPPLY_TESTS = ["tests/unit/test_supply_attest.py", "tests/unit/test_supply_cosign.py"]
@@ -96,6 +99,7 @@ TESTS: dict[str, list[str]] = {
     "rig/ops/pause.py": CORE_TESTS,
     "tasks/rollout.py": CORE_TESTS,
     "rig/ledger.py": CORE_TESTS,     # the ledger and state.json the core writes
+    "rig/commands/proxy.py": CORE_TESTS,
     "rig/prune.py": ["tests/unit/test_day2.py", "tests/unit/test_prune*.py"],
     "rig/supply/*.py": SUPPLY_TESTS,
     "rig/ops/signing.py": SUPPLY_TESTS,

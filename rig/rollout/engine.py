@@ -563,8 +563,7 @@ class Rollout:
             h: tuple(s for s in services if targets[h][s] is None) for h, services in gated.items()},
             restored=True, recorded={h: {s: recorded_health(targets[h][s]) for s in services}
                                      for h, services in gated.items()})
-        back = {h: [s for s in services if targets[h][s] is not None
-                    and gates.get((h, s)) is not None and gates[(h, s)].passed]
+        back = {h: [s for s in services if targets[h][s] is not None and gates[(h, s)].passed]
                 for h, services in gated.items()}
         unswitched = set(self._switch({h: ss for h, ss in back.items() if ss},
                                       stop_previous=False))

@@ -84,8 +84,8 @@ def test_sigkill_mid_gate_then_the_same_command_never_calls_a_degraded_canary_do
     run = start(spec, "--tag", "ro-bad")
     wait_for_line(run, "wave 1/2 (canary) mainpc")
     for _ in range(200):  # the degraded container is up and being gated
-        tags = ssh("mainpc", "docker ps --filter name=rig-model_ops_coordinator --format "
-                             "'{{.Label \"rig.tag\"}}'").stdout.split()
+        tags = ssh("mainpc", "docker ps --filter 'name=^/?rig-model_ops_coordinator$' "
+                             "--format '{{.Label \"rig.tag\"}}'").stdout.split()
         if tags == ["ro-bad-mainpc"]:
             break
         time.sleep(0.05)
@@ -206,8 +206,8 @@ def test_a_second_ctrl_c_stops_the_gates_and_rolls_the_canary_back(spec):
     run = start(spec, "--tag", "ro-t1")
     wait_for_line(run, "wave 1/2 (canary) mainpc")
     for _ in range(200):  # the new container is up: its gate is running
-        tags = ssh("mainpc", "docker ps --filter name=rig-affective_processing_center --format "
-                             "'{{.Label \"rig.tag\"}}'").stdout.split()
+        tags = ssh("mainpc", "docker ps --filter 'name=^/?rig-affective_processing_center$' "
+                             "--format '{{.Label \"rig.tag\"}}'").stdout.split()
         if tags == ["ro-t1"]:
             break
         time.sleep(0.05)

@@ -66,8 +66,8 @@ def test_rig_gpu_shows_each_card_through_the_stand_in(spec):
 
 
 def test_a_model_that_loads_for_90_s_passes_its_gate_on_a_30_s_host_timeout(spec):
-    original = edited(spec, "    runtime: {memory: 12g, cpus: 8, shm_size: 2g}\n",
-                      "    runtime: {memory: 12g, cpus: 8, shm_size: 2g}\n"
+    original = edited(spec, "    runtime: {memory: 12g, cpus: 8, shm_size: 2g, gpu_memory: 8g}\n",
+                      "    runtime: {memory: 12g, cpus: 8, shm_size: 2g, gpu_memory: 8g}\n"
                       "    env: {RIG_LOAD_SECONDS: \"90\"}\n")
     fleet = spec / "fleet.yml"
     fleet.write_text(fleet.read_text().replace("start_period: 30s", "start_period: 150s", 1))
@@ -95,8 +95,8 @@ def test_a_gate_check_that_never_answers_rolls_the_canary_back(spec):
     original = edited(spec, listed,
                       "      - {name: lists the model, path: /models, expect: {loaded: [never]},\n"
                       "         gate: true}\n" + listed)
-    edited(spec, "    runtime: {memory: 12g, cpus: 8, shm_size: 2g}\n",   # a change to gate
-           "    runtime: {memory: 12g, cpus: 8, shm_size: 2g}\n    env: {RIG_NOTE: gate}\n")
+    edited(spec, "    runtime: {memory: 12g, cpus: 8, shm_size: 2g, gpu_memory: 8g}\n",   # a change to gate
+           "    runtime: {memory: 12g, cpus: 8, shm_size: 2g, gpu_memory: 8g}\n    env: {RIG_NOTE: gate}\n")
     try:
         result = run(spec, "rollout", "--tag", "gpu-1", "--services", MOC, "--no-verify")
     finally:

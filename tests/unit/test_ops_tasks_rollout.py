@@ -321,13 +321,18 @@ def test_an_unswitched_container_beside_a_live_kept_one_is_replaced_and_the_live
     ({"a": "maint", "b": "maint"}, "running", "b", False),   # maintenance: nothing live
     ({"a": "live", "b": "maint"}, "running", "a", False),    # rig-X is on the live slot
     (None, "running", "b", False),                            # no proxy read
+    ({"a": "live", "b": "maint"}, "running", None, True),     # rig-X removed by hand
+    ({"a": "maint", "b": "live"}, "running", None, False),    # the proxy is on another slot
 ])
 def test_the_kept_container_serves_only_when_the_proxy_is_on_its_slot(
         fleet, proxy_state, prev_state, current_slot, live_previous):
     v1, v2 = release(fleet, "T1", "sha256:" + "a" * 64), release(fleet)
-    facts = RolloutFacts(containers={
-        CURRENT: container_in(CURRENT, "running", v2, current_slot),
-        PREVIOUS: container_in(PREVIOUS, prev_state, v1, "a")},
-        proxy={SERVICE: proxy_state} if proxy_state else None)
+    containers = {PREVIOUS: container_in(PREVIOUS, prev_state, v1, "a")}
+    if current_slot:
+        containers[CURRENT] = container_in(CURRENT, "running", v2, current_slot)
+    facts = RolloutFacts(containers=containers,
+                         proxy={SERVICE: proxy_state} if proxy_state else None)
     assert facts.live_previous(SERVICE) is live_previous
-    assert facts.running(SERVICE).digest == (v1.digest if live_previous else v2.digest)
+    serving = facts.running(SERVICE)
+    assert (serving.digest if serving else None) == (
+        v1.digest if live_previous else v2.digest if current_slot else None)

@@ -214,3 +214,57 @@ def test_a_drain_set_beyond_host_timeout_is_refused_at_its_line(tmp_path):
     (tmp_path / "again").mkdir()
     path, _ = _spec_with(tmp_path / "again", [("rollout:\n", "rollout:\n  host_timeout: 15s\n")])
     assert load_fleet(path).rollout.drain == 30.0      # the default: shortened, not refused
+
+
+def test_a_restore_that_fails_its_gate_leaves_the_proxy_where_it_is(fleet):
+    """The kept container is put back but is unhealthy too: the proxy is not sent to it (the
+    service stays behind whatever the proxy had: the failed new one was never switched to)."""
+    fleet = three_hosts(fleet)
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"],
+                                              failing={("mainpc", SERVICE)}))
+
+    def still_failing(s):
+        if s.runs[-1][0] == "roll_back":
+            s.failing.add(("mainpc", SERVICE))
+    session.after_run = still_failing
+    outcome = Rollout(session, fleet, lambda m: None, "rollout", "T2").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert not outcome.ok and session.switches == []
+    assert "  mainpc: ROLLBACK FAILED: check it by hand" in outcome.lines
+
+
+def test_without_the_proxy_no_switch_runs(fleet):
+    fleet = three_hosts(fleet)
+    fleet = fleet.model_copy(update={"proxy": fleet.proxy.model_copy(update={"enabled": False})})
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"]))
+    outcome = Rollout(session, fleet, lambda m: None, "rollout", "T2").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert outcome.ok and "switch" not in [name for name, _, _ in session.runs]
+
+
+def test_a_host_the_switch_did_not_report_on_fails_its_wave(fleet):
+    fleet = three_hosts(fleet)
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"]))
+    plain = session.run
+
+    def run(deploy, hosts=None, **kwargs):
+        results = plain(deploy, hosts=hosts, **kwargs)
+        if session.runs[-1][0] == "switch" and hosts == ["mainpc"] and len(session.switches) == 1:
+            results.pop("mainpc")       # no word from mainpc about its switch
+        return results
+    session.run = run
+    outcome = Rollout(session, fleet, lambda m: None, "rollout", "T2").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert not outcome.ok
+    assert ("  mainpc: the proxy could not be switched (did not answer); the new containers "
+            "passed their gates") in outcome.lines
+
+
+def test_a_rollout_given_its_facts_reads_maintenance_from_them(fleet):
+    """run() with the pre-flight's facts passed in (the engine did not read them itself)."""
+    fleet = three_hosts(fleet)
+    session = with_running(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"]))
+    facts = session.facts(None)
+    outcome = Rollout(session, fleet, lambda m: None, "rollout", "T2").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session), facts)
+    assert outcome.ok and len(session.switches) == 3
