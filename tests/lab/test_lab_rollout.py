@@ -90,7 +90,7 @@ def test_1_canary_then_batch_and_ledger_and_status_agree(spec):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert out.index("wave 1/2 (canary) mainpc") < out.index("wave 2/2 (batch) pc2")
-    assert "60 passed, 4 skipped" in out  # rig verify --suite services ran after the rollout
+    assert "66 passed, 4 skipped" in out  # rig verify --suite services ran after the rollout
     for host in ("mainpc", "pc2"):
         now = assert_serves(spec, host, "ro-t1")
         assert {s: v["tag"] for s, v in now.items()} == expected(host, "ro-t1")

@@ -82,7 +82,7 @@ def test_1_secret_reaches_the_file_and_nowhere_else(spec):
     with PsWatch() as watch:
         result = run(spec, "rollout", "--tag", "rt-1", token=token)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "60 passed, 4 skipped" in result.stdout  # the services suite, checks included
+    assert "66 passed, 4 skipped" in result.stdout  # services suite + proxy checks
     assert len(watch.samples) >= 6, "ps was sampled too rarely to mean anything"
     assert not [s for s in watch.samples if token in s], "the secret showed in a process's argv"
     assert token not in result.stdout + result.stderr
