@@ -217,20 +217,25 @@ def next_slot(running: Container | None) -> str:
 
 
 @operation(is_idempotent=False)
-def proxy_switched(service: str, stop_previous: bool):
+def proxy_switched(service: str, then: str = "stop"):
     """The host's proxy sends `service` to the slot rig-<service> runs in (after its gate
-    passed); the other slot drains and goes to maintenance. stop_previous: the kept container
-    (start_first: it served until now) stops once drained, still kept for a rollback.
+    passed); the other slot drains and goes to maintenance. Then, for start_first, the kept
+    container rig-<service>-prev (it served until now): `stop`: stops once drained, still kept
+    for a rollback (a rollout); `remove`: goes once drained (a restore switching back: -prev
+    is the version rolled back from); `keep`: stays as it is.
 
     + service: the service whose gate passed
-    + stop_previous: stop rig-<service>-prev after the drain
+    + then: stop, remove or keep rig-<service>-prev
     """
     fleet = fleet_of(host)
     strategy = strategy_for(fleet, host.name, service)
     if not strategy.proxied:
         host.noop(f"{service}: no proxy")
         return
-    stop = int(fleet.runtime(service, host.name).stop_timeout) if stop_previous \
+    if then == "remove":
+        yield cmd.switch_to_current(service, strategy.drain, None, remove_previous=True)
+        return
+    stop = int(fleet.runtime(service, host.name).stop_timeout) if then == "stop" \
         and strategy.name == START_FIRST else None
     yield cmd.switch_to_current(service, strategy.drain if stop is not None else 0, stop)
 
@@ -270,7 +275,28 @@ def release_restored(service: str, before: dict | None):
     if before is not None and not has_previous:
         yield fail(f"{service}: no kept container to go back to {before.get('tag')}")
         return
-    yield from cmd.restore_commands(service, has_previous)
+    warm, drain = restore_way(facts, service, strategy_for(fleet_of(host), host.name, service)) \
+        if facts.proxy else (False, None)      # (no proxy read: nothing serves through one)
+    yield from cmd.restore_commands(service, has_previous, warm=warm, drain=drain)
+
+
+def restore_way(facts: RolloutFacts, service: str, strategy) -> tuple[bool, float | None]:
+    """How a restore reaches the kept container without a refused request: (warm, drain).
+    When the proxy sends to the new container (the switch came, the rollback after it),
+    start_first restores warm, the kept one started beside the new one, which serves until the
+    switch back; otherwise (two copies do not fit) the proxy answers 503 first, open requests
+    drained. When the new one never took a request (its gate failed: the proxy is still on the
+    kept one, or in maintenance), neither: it just goes."""
+    found = facts.containers.get(cmd.current(service))
+    kept = facts.containers.get(cmd.previous(service))
+    live = proxy_cmd.live_slot((facts.proxy or {}).get(service))
+    serving = strategy.proxied and found is not None and found.running and found.slot == live
+    if not serving:
+        return False, None
+    if strategy.name == START_FIRST and kept is not None and kept.slot in proxy_cmd.SLOTS \
+            and kept.slot != found.slot:
+        return True, None
+    return False, strategy.drain
 
 
 @operation(is_idempotent=False)
@@ -320,11 +346,11 @@ def roll_back(services: dict, restored: dict):
 
 
 @deploy("Switch")
-def switch(services: dict, stop_previous: bool = True):
-    """services: host -> [service]: each host's proxy goes to what passed its gate there."""
+def switch(services: dict, then: str = "stop"):
+    """services: host -> [service]: each host's proxy goes to what passed its gate there;
+    then: what becomes of the kept container (proxy_switched)."""
     for service in services.get(host.name, []):
-        proxy_switched(name=f"{service}: proxy to the new container", service=service,
-                       stop_previous=stop_previous)
+        proxy_switched(name=f"{service}: proxy to the new container", service=service, then=then)
 
 
 @deploy("Record")

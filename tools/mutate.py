@@ -100,6 +100,7 @@ TESTS: dict[str, list[str]] = {
     "tasks/rollout.py": CORE_TESTS,
     "rig/ledger.py": CORE_TESTS,     # the ledger and state.json the core writes
     "rig/commands/proxy.py": CORE_TESTS,
+    "rig/commands/container.py": CORE_TESTS,   # the swap, restore and switch commands
     "rig/prune.py": ["tests/unit/test_day2.py", "tests/unit/test_prune*.py"],
     "rig/supply/*.py": SUPPLY_TESTS,
     "rig/ops/signing.py": SUPPLY_TESTS,

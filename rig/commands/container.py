@@ -287,19 +287,23 @@ def replace_unswitched(fleet: Fleet, host: str, release: Release, pulled: bool =
     return ([] if pulled else [sh("docker", "pull", "-q", release.pinned)]) + [all_of(*swap)]
 
 
-def switch_to_current(service: str, drain: float, stop_previous: int | None) -> Cmd:
+def switch_to_current(service: str, drain: float, stop_previous: int | None,
+                      remove_previous: bool = False) -> Cmd:
     """After a passed gate: the proxy sends `service` to the slot rig-<service> runs in (read
     from its label on the host), the other slot drains and goes to maintenance; then, with
     `stop_previous` (start_first: the old one served until now), the kept container stops
-    (waiting that many seconds), still kept for a rollback."""
+    (waiting that many seconds), still kept for a rollback; with `remove_previous` (a restore
+    switching back: -prev is the version rolled back from) it goes once drained."""
     slot = capture(sh("docker", "inspect", "-f", '{{index .Config.Labels "rig.slot"}}',
                       current(service)))
     parts = [Cmd(f"s={slot}"),
              Cmd('case "$s" in a|b) ;; *) echo "no slot label on the container" >&2; exit 1;; esac',
                  compound=True),
              proxy.switch(service, Cmd('"$s"'), drain)]
-    if stop_previous is not None:
-        prev = previous(service)
+    prev = previous(service)
+    if remove_previous:
+        parts.append(ok(quiet(sh("docker", "rm", "-f", prev))))
+    elif stop_previous is not None:
         parts.append(any_of(quiet(no_stderr(sh("docker", "inspect", prev))),
                             Cmd("exit 0")))
         parts.append(sh("docker", "stop", "-t", int(stop_previous), prev))
@@ -348,11 +352,24 @@ def record_command(finished: list[str], entries: list[dict], state_doc: dict | N
     return seq(Cmd("rc=0"), *(any_of(part, Cmd("rc=1")) for part in parts), Cmd("exit $rc"))
 
 
-def restore_commands(service: str, has_previous: bool) -> list[Cmd]:
+def restore_commands(service: str, has_previous: bool, warm: bool = False,
+                     drain: float | None = None) -> list[Cmd]:
     """Back to the kept container: the failed one goes, the previous one starts again. With
-    nothing kept (the first rollout of this service) the host goes back to running nothing."""
+    nothing kept (the first rollout of this service) the host goes back to running nothing.
+
+    warm (start_first, and the proxy sends to the new one): nothing goes yet. The two swap
+    names and the kept one starts beside the new one, which serves until the kept one passes
+    its restore gate; the switch back then drains it and removes it (switch_to_current).
+    drain (the proxy sends to the new one, and two copies do not fit): the proxy answers 503
+    and open requests finish, up to `drain` seconds, before the new one goes."""
     name, prev = current(service), previous(service)
-    commands = [ok(quiet(sh("docker", "rm", "-f", name)))]
+    if warm:
+        aside = f"{name}-rollback"      # the name the new one holds for a moment
+        return [all_of(ok(quiet(sh("docker", "rm", "-f", aside))),
+                       sh("docker", "rename", name, aside), sh("docker", "rename", prev, name),
+                       sh("docker", "rename", aside, prev), sh("docker", "start", name))]
+    commands = [] if drain is None else [proxy.maintenance(service, drain)]
+    commands.append(ok(quiet(sh("docker", "rm", "-f", name))))
     if has_previous:
         commands.append(all_of(sh("docker", "rename", prev, name), sh("docker", "start", name)))
     return commands

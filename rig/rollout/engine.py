@@ -427,9 +427,10 @@ class Rollout:
         return swapped, self.gate(started)
 
     def _switch(self, services: dict[str, list[str]], lines: list[str] | None = None,
-                stop_previous: bool = True) -> list[str]:
+                then: str = "stop") -> list[str]:
         """Each host's proxy to the containers that passed their gates there (start_first: the
-        old ones drain, then stop, kept). Returns the hosts where that failed (with a line each
+        old ones drain, then `then`: stop, kept, after a rollout; remove, after a restore).
+        Returns the hosts where that failed (with a line each
         in `lines`): they are rolled back like a failed gate."""
         kept = sorted((h, s) for h, ss in services.items() for s in ss if self._in_maintenance(h, s))
         for host, service in kept:
@@ -442,8 +443,7 @@ class Rollout:
             return []
         self.say("proxy: switching " + ", ".join(f"{h} ({', '.join(ss)})"
                                                  for h, ss in sorted(services.items())))
-        results = self.session.run(switch, hosts=list(services), services=services,
-                                   stop_previous=stop_previous)
+        results = self.session.run(switch, hosts=list(services), services=services, then=then)
         failed = []
         for host in sorted(services):
             r = results.get(host)
@@ -565,8 +565,7 @@ class Rollout:
                                      for h, services in gated.items()})
         back = {h: [s for s in services if targets[h][s] is not None and gates[(h, s)].passed]
                 for h, services in gated.items()}
-        unswitched = set(self._switch({h: ss for h, ss in back.items() if ss},
-                                      stop_previous=False))
+        unswitched = set(self._switch({h: ss for h, ss in back.items() if ss}, then="remove"))
         ok = {h: results.get(h) is not None and results[h].ok and h not in unswitched
               and all(g.passed for (gh, _), g in gates.items() if gh == h) for h in targets}
         return ok, gates, results

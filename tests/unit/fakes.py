@@ -11,7 +11,8 @@ or malformed (lock_files), a proxy that will not switch (switch_fails).
 
 Behind the proxy each container has a slot: a start_first swap keeps the old one running as
 -prev beside the new one, and `switches` lists every switch of a host's proxy, (host,
-service, slot, digest of the container it now sends to), so a test can say who served."""
+service, slot, digest of the container it now sends to), so a test can say who served; and
+`restores` lists each restore, (host, service, warm or cold)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from tasks.rollout import (
     needs_restore,
     next_slot,
     record,
+    restore_way,
     roll_back,
     roll_out,
     switch,
@@ -64,6 +66,7 @@ class FakeSession:
         self.frozen = set(frozen)
         self.switch_fails = set(switch_fails)
         self.switches: list[tuple[str, str, str, str]] = []
+        self.restores: list[tuple[str, str, str]] = []   # (host, service, warm|cold)
         self.loading = dict(loading or {})      # (host, service) -> seconds of 503 loading
         # (host, service) -> seconds after start until its gate checks pass (inf: never)
         self.checks_fail_until = dict(checks_fail_until or {})
@@ -180,7 +183,7 @@ class FakeSession:
             self.started[(host, release.service)] = self.now
         return HostResult(host, changed=[r.service for r in releases.get(host, [])])
 
-    def _switch(self, host, services, stop_previous=True):
+    def _switch(self, host, services, then="stop"):
         if host in self.switch_fails:
             return HostResult(host, failed=["Switch | proxy to the new container"])
         facts = self.facts_by_host[host]
@@ -192,7 +195,9 @@ class FakeSession:
             facts.proxy[service] = {slot: "live", proxy_cmd.other(slot): "maint"}
             self.switches.append((host, service, slot, found.digest))
             kept = facts.containers.get(cmd.previous(service))
-            if stop_previous and kept is not None and kept.running:
+            if then == "remove":
+                facts.containers.pop(cmd.previous(service), None)
+            elif then == "stop" and kept is not None and kept.running:
                 facts.containers[kept.name] = Container(kept.name, "exited", *_rest(kept))
         return HostResult(host, changed=services.get(host, []))
 
@@ -203,8 +208,13 @@ class FakeSession:
         if host in self.rollback_fails:
             return HostResult(host, failed=["Roll back | restore previous"])
         for service in restored[host]:
-            facts.containers.pop(cmd.current(service), None)
+            warm, _ = restore_way(facts, service, strategy_for(self.fleet, host, service))
+            self.restores.append((host, service, "warm" if warm else "cold"))
+            new = facts.containers.pop(cmd.current(service), None)
             kept = facts.containers.pop(cmd.previous(service), None)
+            if warm:    # the new one keeps serving beside, as -prev, until the switch back
+                facts.containers[cmd.previous(service)] = Container(
+                    cmd.previous(service), new.state, *_rest(new))
             if kept is not None:
                 facts.containers[cmd.current(service)] = Container(
                     cmd.current(service), "running", *_rest(kept))

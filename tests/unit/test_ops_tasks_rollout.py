@@ -336,3 +336,74 @@ def test_the_kept_container_serves_only_when_the_proxy_is_on_its_slot(
     serving = facts.running(SERVICE)
     assert (serving.digest if serving else None) == (
         v1.digest if live_previous else v2.digest if current_slot else None)
+
+
+# -- release_restored behind the proxy ---------------------------------------------------------
+@pytest.mark.parametrize("host, proxy_state, expected", [
+    # switched to v2 (slot b), start_first: warm, v1 starts beside the serving v2
+    ("mainpc", {"a": "maint", "b": "live"}, "warm"),
+    # switched, stop_first (two copies do not fit): the 503 first, open requests drained
+    ("pc2", {"a": "maint", "b": "live"}, "drain"),
+    # never switched (its gate failed): the proxy is still on v1, v2 took no request
+    ("mainpc", {"a": "live", "b": "maint"}, "cold"),
+    ("pc2", {"a": "maint", "b": "maint"}, "cold"),     # in maintenance
+    ("mainpc", None, "cold"),                          # no proxy read
+    ("mainpc", {"a": "live", "b": "maint"}, "cold"),   # the proxy on the kept one's slot
+])
+def test_a_restore_goes_back_warm_behind_a_503_or_plainly_as_the_proxy_stands(
+        fleet, host, proxy_state, expected):
+    v1, v2 = release(fleet, "T1", "sha256:" + "a" * 64), release(fleet)
+    facts = RolloutFacts(containers={CURRENT: container_in(CURRENT, "running", v2, "b"),
+                                     PREVIOUS: container_in(PREVIOUS, "exited", v1, "a")},
+                         proxy={SERVICE: proxy_state} if proxy_state else None)
+    out = lines(run_op(release_restored, FakeHost(fleet, facts, name=host), service=SERVICE,
+                       before={"tag": "T1", "digest": v1.digest}))
+    assert out == lines(cmd.restore_commands(SERVICE, True, warm=expected == "warm",
+                                             drain=30.0 if expected == "drain" else None))
+
+
+def test_a_warm_restore_needs_the_kept_one_in_the_other_slot(fleet):
+    """A kept container with no slot label (from before the proxy) or on the same slot cannot
+    start beside the serving one: the restore goes behind the 503 instead."""
+    v1, v2 = release(fleet, "T1", "sha256:" + "a" * 64), release(fleet)
+    for kept_slot in ("", "b"):
+        facts = RolloutFacts(containers={CURRENT: container_in(CURRENT, "running", v2, "b"),
+                                         PREVIOUS: container_in(PREVIOUS, "exited", v1, kept_slot)},
+                             proxy={SERVICE: {"a": "maint", "b": "live"}})
+        out = lines(run_op(release_restored, FakeHost(fleet, facts), service=SERVICE,
+                           before={"tag": "T1", "digest": v1.digest}))
+        assert out == lines(cmd.restore_commands(SERVICE, True, drain=30.0))
+
+
+@pytest.mark.parametrize("host, then, expected", [
+    ("mainpc", "stop", lambda: cmd.switch_to_current(SERVICE, 30.0, 10)),
+    ("mainpc", "remove", lambda: cmd.switch_to_current(SERVICE, 30.0, None, remove_previous=True)),
+    ("mainpc", "keep", lambda: cmd.switch_to_current(SERVICE, 0, None)),
+    # stop_first: the kept one stopped before the new one started; nothing to drain or stop
+    ("pc2", "stop", lambda: cmd.switch_to_current(SERVICE, 0, None)),
+])
+def test_the_switch_stops_removes_or_keeps_the_kept_container(fleet, host, then, expected):
+    out = lines(run_op(tasks_rollout.proxy_switched, FakeHost(fleet, RolloutFacts(), name=host),
+                       service=SERVICE, then=then))
+    assert out == [str(expected())]
+
+
+def test_only_a_running_new_container_the_proxy_sends_to_makes_the_restore_warm(fleet):
+    from rig.rollout.strategy import strategy_for
+
+    v1, v2 = release(fleet, "T1", "sha256:" + "a" * 64), release(fleet)
+    switched = {SERVICE: {"a": "maint", "b": "live"}}
+    start_first = strategy_for(fleet, "mainpc", SERVICE)
+
+    def way(current_state="running", proxy_state=switched, strategy=start_first):
+        containers = {PREVIOUS: container_in(PREVIOUS, "exited", v1, "a")}
+        if current_state:
+            containers[CURRENT] = container_in(CURRENT, current_state, v2, "b")
+        return tasks_rollout.restore_way(RolloutFacts(containers=containers, proxy=proxy_state),
+                                         SERVICE, strategy)
+    assert way() == (True, None)
+    assert way(current_state="exited") == (False, None)     # crashed: serves nothing
+    assert way(current_state=None) == (False, None)         # removed by hand
+    assert way(proxy_state=None) == (False, None)           # no proxy read
+    off = fleet.model_copy(update={"proxy": fleet.proxy.model_copy(update={"enabled": False})})
+    assert way(strategy=strategy_for(off, "mainpc", SERVICE)) == (False, None)

@@ -268,3 +268,70 @@ def test_a_rollout_given_its_facts_reads_maintenance_from_them(fleet):
     outcome = Rollout(session, fleet, lambda m: None, "rollout", "T2").run(
         [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session), facts)
     assert outcome.ok and len(session.switches) == 3
+
+
+# -- a rollback after the switch goes back through the proxy without a refused request ----------
+def test_the_restore_commands_warm_swap_names_and_cold_ones_put_up_the_503_first():
+    assert [str(c) for c in cmd.restore_commands("svc", True, warm=True)] == [
+        "{ docker rm -f rig-svc-rollback >/dev/null 2>&1 || true; } && docker rename rig-svc "
+        "rig-svc-rollback && docker rename rig-svc-prev rig-svc && docker rename "
+        "rig-svc-rollback rig-svc-prev && docker start rig-svc"]
+    assert [str(c) for c in cmd.restore_commands("svc", True, drain=20)] == [
+        str(proxy.maintenance("svc", 20)), "docker rm -f rig-svc >/dev/null 2>&1 || true",
+        "docker rename rig-svc-prev rig-svc && docker start rig-svc"]
+    assert [str(c) for c in cmd.restore_commands("svc", True)] == [
+        "docker rm -f rig-svc >/dev/null 2>&1 || true",
+        "docker rename rig-svc-prev rig-svc && docker start rig-svc"]
+
+
+def test_the_switch_back_removes_the_version_rolled_back_from_once_drained():
+    line = str(cmd.switch_to_current("svc", 30, None, remove_previous=True))
+    assert line.index('drain "$b" "$3" "$o"') < line.index("docker rm -f rig-svc-prev")
+    assert "docker stop" not in line
+    assert "docker rm" not in str(cmd.switch_to_current("svc", 30, 10))
+
+
+def live_on_a(fleet, session):
+    """Every host runs SERVICE T1 in slot a, and its proxy sends there."""
+    import dataclasses
+
+    with_running(fleet, session)
+    for h in session.hosts:
+        facts = session.facts_by_host[h]
+        found = facts.containers[cmd.current(SERVICE)]
+        facts.containers[found.name] = dataclasses.replace(found, slot="a")
+        facts.proxy[SERVICE] = {"a": "live", "b": "maint"}
+    return session
+
+
+def test_a_switched_host_rolled_back_keeps_serving_the_new_one_until_the_old_passes_its_gate(fleet):
+    """auto_rollback: fleet, wave 2 fails: the canary, switched to T2 in slot b, is restored
+    warm. The kept T1 starts again beside T2 (the two swap names), T2 serves while T1 is gated,
+    the proxy switches back to slot a, and T2 goes once drained. pc2 never switched: its T1
+    served throughout, and its failed T2 just goes."""
+    fleet = three_hosts(fleet, auto_rollback="fleet")
+    session = live_on_a(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"],
+                                           failing={("pc2", SERVICE)}))
+    seen = []
+
+    def during_restore_gates(s, host, command):
+        if host == "mainpc" and "probe $(date" in command and s.restores:
+            facts = s.facts_by_host["mainpc"]
+            kept = facts.containers.get(cmd.previous(SERVICE))
+            seen.append((proxy.live_slot(facts.proxy[SERVICE]), kept.digest, kept.state))
+    session.on_shell = during_restore_gates
+    outcome = Rollout(session, fleet, lambda m: None, "rollout", "T2").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert not outcome.ok
+    assert sorted(session.restores) == [("mainpc", SERVICE, "warm"), ("pc2", SERVICE, "cold")]
+    assert seen and set(seen) == {("b", "sha256:new", "running")}
+    assert [s for s in session.switches if s[0] == "mainpc"] == [
+        ("mainpc", SERVICE, "b", "sha256:new"), ("mainpc", SERVICE, "a", "sha256:old")]
+    assert [kw["then"] for name, _, kw in session.runs if name == "switch"] == ["stop", "remove"]
+    for host in ("mainpc", "pc2"):
+        containers = session.facts_by_host[host].containers
+        assert list(containers) == [cmd.current(SERVICE)]
+        assert (containers[cmd.current(SERVICE)].digest,
+                containers[cmd.current(SERVICE)].slot) == ("sha256:old", "a")
+    assert "  mainpc: serving its previous version (restored and healthy: " \
+           f"{SERVICE})" in outcome.lines
