@@ -482,6 +482,17 @@ def rollout_state_command() -> Cmd:
                section("lock", lock_read()))    # last: a lock file may end without a newline
 
 
+def recheck_command() -> Cmd:
+    """What a rollout reads again once it holds the lock, to see that nobody changed the host
+    since pre-flight: rig's containers, state.json (an operator's maintenance) and the proxy's
+    slots. The RolloutState sections of the same names, in one round trip."""
+    def section(title: str, body: Cmd) -> Cmd:
+        return seq(sh("echo", f"--- {title}"), ok(no_stderr(body)))
+    return seq(section("containers", containers_command()),
+               section("state", seq(sh("cat", STATE_FILE), sh("echo"))),
+               section("proxy", proxy.state_command()))
+
+
 def lock_read() -> Cmd:
     """The lock file as the lock scripts print it (commands/lock.py): `@present <sha256>` and
     at most MAX_LOCK + 1 bytes in base64 for a regular file, `@present notfile` for a symlink,

@@ -98,6 +98,11 @@ _HELPERS = (
     '{ echo "proxy: its state could not be saved (the change holds until haproxy restarts)" >&2; '
     f'rm -f {STATE}.new; return 1; }}; }}; '
     'scur() { ask "show stat" | awk -F, -v b="$1" -v s="$2" \'$1==b && $2==s {print $5}\'; }; '
+    # is SERVICE SLOT live|maint: the stats say so after a change (`set server` answers with
+    # silence, and so does a socket that accepts and closes: the stats are the proof)
+    'is() { v=$(ask "show stat" | awk -F, -v b="$1" -v s="$2" \'$1==b && $2==s {print $18}\'); '
+    'case "$3:$v" in "live:no check"|live:UP*|maint:MAINT*) return 0;; esac; '
+    'echo "proxy: $1/$2 is not $3 after the change (its status: ${v:-no answer})" >&2; return 1; }; '
     # drain SERVICE SECONDS SLOT...: wait until the slots hold no connection, at most SECONDS
     'drain() { b=$1; end=$(( $(date +%s) + $2 )); shift 2; '
     'while :; do n=0; for s in "$@"; do c=$(scur "$b" "$s"); n=$(( n + ${c:-0} )); done; '
@@ -117,7 +122,8 @@ def switch(service: str, live: str | Cmd, drain: float) -> Cmd:
     and goes to maintenance. The state is saved."""
     return _script('b=$1; l=$2; case "$l" in a) o=b;; b) o=a;; *) echo "no slot $l" >&2; exit 1;; '
                    'esac; hp "set server $b/$l state ready; set server $b/$o state drain" || exit 1; '
-                   'save; drain "$b" "$3" "$o"; hp "set server $b/$o state maint" || exit 1; save || true',
+                   'is "$b" "$l" live || exit 1; save; drain "$b" "$3" "$o"; '
+                   'hp "set server $b/$o state maint" || exit 1; save || true',
                    service, live, int(drain))
 
 
@@ -132,7 +138,8 @@ def maintenance(service: str, drain: float) -> Cmd:
     open connections finish, up to `drain` seconds; then both are in maintenance, saved."""
     return _script('b=$1; hp "set server $b/a state drain; set server $b/b state drain" || exit 1; '
                    'save; drain "$b" "$2" a b; '
-                   'hp "set server $b/a state maint; set server $b/b state maint" || exit 1; save || true',
+                   'hp "set server $b/a state maint; set server $b/b state maint" || exit 1; '
+                   'is "$b" a maint && is "$b" b maint || exit 1; save || true',
                    service, int(drain))
 
 

@@ -26,6 +26,7 @@ import gevent
 from tasks.rollout import RolloutState, parse_rollout_facts, record, roll_back, roll_out, switch
 
 from ..commands import container as cmd
+from ..commands import proxy as proxy_cmd
 from ..commands.gpu import gate_sample_command, split_gate_sample
 from ..config import Fleet
 from ..gpu.xid import parse_kernel_lines, since
@@ -228,12 +229,13 @@ class Rollout:
     def _changed_since_read(self) -> list[str]:
         """The waves act on what pre-flight read (tasks/rollout.py roll_out's `known`), and the
         hosts were read before they were locked: another rig that came and went in between
-        would leave that read stale. So each locked host's containers are read again, one
-        `docker ps` (not the whole RolloutState), and must be what pre-flight saw."""
+        would leave that read stale. So each locked host's containers, its services'
+        maintenance (state.json) and its proxy's live slots are read again, one round trip
+        (not the whole RolloutState), and must be what pre-flight saw."""
         hosts = [h for h in self.locks.locked if self.last_facts.get(h) is not None]
         if not hosts:
             return []
-        answers = self.session.shell_all({h: cmd.containers_command() for h in hosts},
+        answers = self.session.shell_all({h: cmd.recheck_command() for h in hosts},
                                          timeout=30, retry=True)
         problems = []
         for host in hosts:
@@ -242,13 +244,11 @@ class Rollout:
                 problems.append(f"{host}: could not read its containers again once locked: "
                                 + (" ".join(answer.stderr[-1:]) or "no answer"))
                 continue
-            now = parse_rollout_facts(["--- containers", *answer.stdout.splitlines()]).containers
-            read = self.last_facts[host].containers
-            changed = sorted(n for n in set(now) | set(read) if now.get(n) != read.get(n))
+            changed = _changes(self.last_facts[host], parse_rollout_facts(answer.stdout.splitlines()))
             if changed:
-                problems.append(f"{host}: its containers changed between the pre-flight read "
-                                f"and taking the lock ({', '.join(changed)}): another rollout, "
-                                "or by hand? run the command again")
+                problems.append(f"{host}: changed between the pre-flight read and taking the "
+                                f"lock ({', '.join(changed)}): another rollout, `rig "
+                                "maintenance`, or by hand? run the command again")
         return problems
 
     def release_locks(self) -> list[str]:
@@ -676,6 +676,22 @@ def back_release(release: cmd.Release, before: dict | None) -> cmd.Release:
     return cmd.Release(release.service, before.get("tag") or "", release.repository,
                        before.get("digest") or "", before.get("profile_hash") or
                        release.profile_hash)
+
+
+def _changes(read, now) -> list[str]:
+    """What differs between two reads of a host: its containers (by name), a service's
+    maintenance in state.json, a service's live slot on the proxy (when both reads saw it)."""
+    changed = sorted(n for n in set(now.containers) | set(read.containers)
+                     if now.containers.get(n) != read.containers.get(n))
+
+    def maintenance(facts, service):
+        return bool((facts.state.get(service) or {}).get("maintenance"))
+    changed += [f"{s}: maintenance" for s in sorted(set(now.state) | set(read.state))
+                if maintenance(now, s) != maintenance(read, s)]
+    if read.proxy is not None and now.proxy is not None:
+        changed += [f"{s}: proxy" for s in sorted(set(now.proxy) | set(read.proxy))
+                    if proxy_cmd.live_slot(now.proxy.get(s)) != proxy_cmd.live_slot(read.proxy.get(s))]
+    return changed
 
 
 def _failed_hosts(pending: dict, swapped: dict, gates: dict) -> list[str]:

@@ -191,6 +191,34 @@ def test_a_canary_that_fails_its_gate_never_answers_a_client(spec):
     assert {(a[0], a[1].get("status")) for a in answers} == {(200, "ok")}
 
 
+def test_a_rollback_after_the_switch_drops_no_request_while_the_old_version_loads(spec):
+    """A canary paused after its switch, then `rig abort`: the kept version (3 s to load its
+    model) starts again beside the new one, which serves until the old one passed its restore
+    gate; the proxy switches back and the new one goes. The client never gets a 503."""
+    new_version(spec, TEXT, RIG_LOAD_SECONDS="3")
+    assert rollout(spec, "--limit", "mainpc", "--services", TEXT).returncode == 0
+    new_version(spec, TEXT)
+    paused = rollout(spec, "--limit", "mainpc", "--services", TEXT, "--pause", "manual")
+    assert paused.returncode == 0, paused.stdout + paused.stderr
+    assert "proxy: switching mainpc (affective_processing_center)" in paused.stdout
+    client = Client("mainpc", PORTS[TEXT])
+    client.start()
+    time.sleep(0.5)
+    began = time.monotonic()
+    aborted = rig_at(spec, "abort", "-i", "inventory/lab.py")
+    took = time.monotonic() - began
+    answers = client.stop()
+    assert aborted.returncode == 0, aborted.stdout + aborted.stderr
+    assert "mainpc: serving its previous version" in aborted.stdout
+    assert took > 3                       # the old version's load, hidden from the client
+    bad = [a for a in answers if a[0] != 200 or a[1].get("status") != "ok"]
+    assert len(answers) > 20 and bad == [], bad[:5]
+    names = ssh("mainpc", f"docker ps -a --format '{{{{.Names}}}}' --filter label=rig.service={TEXT}"
+                ).stdout.split()
+    assert names == [f"rig-{TEXT}"]       # the version rolled back from is gone, nothing aside
+    assert list(proxy_stat("mainpc", TEXT).values()).count("MAINT") == 1
+
+
 def get(host: str, port: int) -> tuple[int, dict]:
     conn = http.client.HTTPConnection(lab_address(host), port, timeout=10)
     try:

@@ -45,6 +45,7 @@ from tasks.rollout import (
 from tasks.util import Shell
 
 OK_BODY = '{"status": "ok"}'
+PROXY_WORDS = {"live": "UP", "drain": "DRAIN", "maint": "MAINT"}   # as HAProxy's stats say
 PROBE = re.compile(r"printf '%s ' ([a-z0-9_.-]+);")
 
 
@@ -138,11 +139,19 @@ class FakeSession:
                          + "--- rig: gpu memory\n" + self.gpu_memory.get(name, ""), [])
         if command.startswith("docker exec ") and " python -c " in command:
             return self._checks(name, shlex.split(command))
-        if command == cmd.containers_command().line:   # the read again once locked
-            return Shell(True, "".join("\t".join([c.name, c.state, c.service, c.tag, c.digest,
-                                                   c.profile_hash, c.config_hash, c.config,
-                                                   c.slot]) + "\n"
-                                       for c in self.facts_by_host[name].containers.values()), [])
+        if command == cmd.recheck_command().line:   # the read again once locked
+            facts = self.facts_by_host[name]
+            proxy = (["proxy answers"] + [f"{s} {slot} {PROXY_WORDS[status]} 0"
+                                          for s, slots in facts.proxy.items()
+                                          for slot, status in slots.items()]
+                     if facts.proxy is not None else ["no proxy"])
+            return Shell(True, "".join(
+                ["--- containers\n"]
+                + ["\t".join([c.name, c.state, c.service, c.tag, c.digest, c.profile_hash,
+                              c.config_hash, c.config, c.slot]) + "\n"
+                   for c in facts.containers.values()]
+                + ["--- state\n", json.dumps(facts.state) + "\n", "--- proxy\n"]
+                + [line + "\n" for line in proxy]), [])
         if "docker logs" in command:
             return Shell(True, "loading weights\nHF_TOKEN=hunter2-secret-value\nfatal: nope\n", [])
         return Shell(True, "", [])
@@ -403,7 +412,7 @@ class StatusSession(FakeSession):
         self.shell_all_calls: list = []
 
     def shell_all(self, commands, timeout=None, retry=False):
-        if {str(c) for c in commands.values()} == {cmd.containers_command().line}:
+        if {str(c) for c in commands.values()} == {cmd.recheck_command().line}:
             return super().shell_all(commands, timeout, retry)
         self.shell_all_calls.append((sorted(commands), timeout))
         return {h: Shell(True, "".join(f"{s} {b}\n" for (host, s), b in self.bodies.items()

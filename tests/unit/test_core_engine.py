@@ -545,9 +545,39 @@ def test_a_host_whose_containers_changed_before_it_was_locked_is_refused(fleet):
     session.facts_by_host["pc2"].containers[cmd.previous(SERVICE)] = dataclasses.replace(
         box(fleet, "pc2", state="exited"), name=cmd.previous(SERVICE))
     assert rollout.take_locks() == [
-        f"pc2: its containers changed between the pre-flight read and taking the lock "
-        f"(rig-{SERVICE}-prev): another rollout, or by hand? run the command again"]
+        f"pc2: changed between the pre-flight read and taking the lock (rig-{SERVICE}-prev): "
+        "another rollout, `rig maintenance`, or by hand? run the command again"]
     assert rollout.release_locks() == [] and session.locks == set()
+
+
+@pytest.mark.parametrize("change, named", [
+    # `rig maintenance on` came and went between the read and the lock
+    (lambda f: f.state[SERVICE].update(maintenance=True), f"{SERVICE}: maintenance"),
+    # ... or `rig maintenance off`, or a switch: the proxy's live slot moved
+    (lambda f: f.proxy.update({SERVICE: {"a": "live", "b": "maint"}}), f"{SERVICE}: proxy"),
+])
+def test_a_host_whose_maintenance_or_proxy_changed_before_it_was_locked_is_refused(
+        fleet, change, named):
+    """A rollout would act on the read: undo an operator's maintenance, or keep a 503 the
+    operator just ended (and remove the container it serves). Nothing starts."""
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    rollout = engine(fleet, session)
+    rollout.facts()
+    change(session.facts_by_host["node3"])
+    assert rollout.take_locks() == [
+        f"node3: changed between the pre-flight read and taking the lock ({named}): another "
+        "rollout, `rig maintenance`, or by hand? run the command again"]
+    assert session.locks == set()
+
+
+def test_a_proxy_not_read_either_time_is_no_change(fleet):
+    fleet = three_hosts(fleet)
+    session = session_running(fleet)
+    rollout = engine(fleet, session)
+    rollout.facts()
+    session.facts_by_host["node3"].proxy = None
+    assert rollout.take_locks() == []
 
 
 def test_a_lock_broken_by_force_goes_back_to_its_live_holder_when_the_hosts_changed(fleet):
@@ -568,7 +598,7 @@ def test_a_lock_broken_by_force_goes_back_to_its_live_holder_when_the_hosts_chan
     session.facts_by_host["pc2"].containers[cmd.previous(SERVICE)] = dataclasses.replace(
         box(fleet, "pc2", state="exited"), name=cmd.previous(SERVICE))
     [problem] = rollout.take_locks(break_lock=True, force=True)
-    assert problem.startswith("pc2: its containers changed between the pre-flight read")
+    assert problem.startswith("pc2: changed between the pre-flight read")
     assert rollout.release_locks() == []
     assert session.lock_files == theirs
 
@@ -581,7 +611,7 @@ def test_a_host_whose_containers_cannot_be_read_again_once_locked_is_refused(fle
     plain = session.shell
 
     def shell(name, command, stdin=None, timeout=None, retry=False):
-        if name == "node3" and str(command) == cmd.containers_command().line:
+        if name == "node3" and str(command) == cmd.recheck_command().line:
             return Shell(False, "", ["Cannot connect to the Docker daemon"])
         return plain(name, command, stdin, timeout, retry)
     session.shell = shell

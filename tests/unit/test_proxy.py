@@ -335,3 +335,60 @@ def test_a_switched_host_rolled_back_keeps_serving_the_new_one_until_the_old_pas
                 containers[cmd.current(SERVICE)].slot) == ("sha256:old", "a")
     assert "  mainpc: serving its previous version (restored and healthy: " \
            f"{SERVICE})" in outcome.lines
+
+
+# -- the admin-socket scripts, run by sh against a stand-in for socat -----------------------------
+FAKE_SOCAT = r'''#!/usr/bin/env python3
+"""socat as the proxy scripts use it: one admin command line on stdin, HAProxy's answer out.
+SILENT=1: a socket that accepts and closes, saying nothing."""
+import json, os, sys
+states = os.environ["STATES"]
+servers = json.load(open(states)) if os.path.exists(states) else {"a": "MAINT", "b": "MAINT"}
+line = sys.stdin.read().strip()
+if os.environ.get("SILENT"):
+    sys.exit(0)
+for command in line.split(";"):
+    words = command.split()
+    if words[:2] == ["set", "server"]:
+        servers[words[2].split("/")[1]] = {"ready": "no check", "drain": "DRAIN",
+                                           "maint": "MAINT"}[words[4]]
+    elif words == ["show", "stat"]:
+        for slot, status in servers.items():
+            row = ["svc", slot, "", "", "0"] + [""] * 12 + [status]
+            print(",".join(row))
+    elif words[:3] == ["show", "servers", "state"]:
+        print("1\n# be_id be_name srv_id srv_name")
+json.dump(servers, open(states, "w"))
+'''
+
+
+def run_script(tmp_path, command, silent=False):
+    import os
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "socat").write_text(FAKE_SOCAT)
+    (bin_dir / "socat").chmod(0o755)
+    line = str(command).replace(proxy.STATE, str(tmp_path / "state"))
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+           "STATES": str(tmp_path / "servers.json"), **({"SILENT": "1"} if silent else {})}
+    return subprocess.run(["sh", "-c", line], capture_output=True, text=True, env=env, timeout=30)
+
+
+def test_a_switch_is_proven_by_the_proxys_stats_not_by_its_silence(tmp_path):
+    done = run_script(tmp_path, proxy.switch("svc", "b", 0))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "state").read_text() == "1\n# be_id be_name srv_id srv_name\n"
+    silent = run_script(tmp_path / "x" if (tmp_path / "x").mkdir() is None else tmp_path,
+                        proxy.switch("svc", "b", 0), silent=True)
+    assert silent.returncode == 1
+    assert "proxy: svc/b is not live after the change (its status: no answer)" in silent.stderr
+
+
+def test_maintenance_is_proven_by_the_proxys_stats_not_by_its_silence(tmp_path):
+    done = run_script(tmp_path, proxy.maintenance("svc", 0))
+    assert done.returncode == 0, done.stderr
+    silent = run_script(tmp_path, proxy.maintenance("svc", 0), silent=True)
+    assert silent.returncode == 1
+    assert "proxy: svc/a is not maint after the change (its status: no answer)" in silent.stderr
