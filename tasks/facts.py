@@ -30,6 +30,7 @@ class HostFacts:
     users: list[str] = field(default_factory=list)
     haproxy_active: bool = False
     haproxy_enabled: bool = False
+    haproxy_socket: bool = False      # rig's admin socket file is there
     networks: dict[str, str] = field(default_factory=dict)      # name -> driver
 
     @property
@@ -78,6 +79,8 @@ def parse_host_facts(lines: list[str]) -> HostFacts:
             facts.haproxy_active = value == "active"
         elif key == "haproxy_enabled":
             facts.haproxy_enabled = value == "enabled"
+        elif key == "haproxy_socket":
+            facts.haproxy_socket = value == "1"
         elif key == "net":
             name, _, driver = value.partition(" ")
             facts.networks[name] = driver

@@ -61,12 +61,15 @@ def proxy_config(config: str, errorfiles: dict):
 @operation()
 @changes_host
 def proxy_service():
-    """haproxy.service enabled and running."""
+    """haproxy.service enabled and running, with rig's admin socket (a removed socket file
+    comes back only with a restart). A unit that failed too often to be started again (a
+    broken config the operation before just replaced) is reset first."""
     facts = state_of(fleet_of(host))
-    if facts.haproxy_active and facts.haproxy_enabled:
+    if facts.haproxy_active and facts.haproxy_enabled and facts.haproxy_socket:
         host.noop("haproxy is enabled and running")
         return
     yield "systemctl enable haproxy"
+    yield "systemctl reset-failed haproxy 2>/dev/null || true"
     yield "systemctl restart haproxy"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 
 from ..gpu.smi import GPU_QUERY
+from .proxy import SOCKET as ADMIN_SOCKET
 
 WATCHED_PACKAGES = (
     "docker.io", "docker-cli", "docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx",
@@ -29,6 +30,9 @@ def host_facts_command(paths: list[str], registry: str, users: list[str],
         'echo "buildx=$(docker buildx version 2>/dev/null)"',
         'echo "haproxy_active=$(systemctl is-active haproxy 2>/dev/null)"',
         'echo "haproxy_enabled=$(systemctl is-enabled haproxy 2>/dev/null)"',
+        # rig's admin socket is there (a running HAProxy whose socket file was removed keeps
+        # running without one, and a reload does not bind it again: only a restart does)
+        f'if [ -S {ADMIN_SOCKET} ]; then echo haproxy_socket=1; else echo haproxy_socket=0; fi',
         f"docker network inspect -f 'net={{{{.Name}}}} {{{{.Driver}}}}' {shlex.quote(network)} "
         "2>/dev/null" if network else "true",
         f'for f in {hashes}; do echo "sha=$f $(sha256sum < "$f" 2>/dev/null | cut -d" " -f1)"; done'

@@ -404,7 +404,10 @@ def health_word(body: str, expect: dict, running: bool, stopped: bool = False) -
 
 def proxy_word(fleet, facts, service: str) -> str | None:
     """Where the host's proxy sends the service's requests: `slot a`, `maintenance` (no live
-    slot: the 503 answer), `no proxy` (none answers), or None without a proxy in the spec."""
+    slot: the 503 answer, as `rig maintenance on` or a rollout set it), `no live slot` (the
+    503 answer nobody asked for: HAProxy restarted without its state file; the next `rig
+    rollout` gates what runs and switches back to it), `no proxy` (none answers), or None
+    without a proxy in the spec."""
     from ..commands.proxy import live_slot
 
     if not fleet.proxy.enabled or facts is None or (facts.proxy is None
@@ -413,7 +416,10 @@ def proxy_word(fleet, facts, service: str) -> str | None:
     if facts.proxy_missing:
         return "no proxy"
     slot = live_slot(facts.proxy.get(service))
-    return f"slot {slot}" if slot else "maintenance"
+    if slot:
+        return f"slot {slot}"
+    asked = (facts.state.get(service) or {}).get("maintenance") or facts.lock is not None
+    return "maintenance" if asked else "no live slot"
 
 
 def status(job: Job, limit: list[str] | None, say) -> list[StatusRow]:

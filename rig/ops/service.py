@@ -22,6 +22,7 @@ from tasks.control import VERBS, control
 from ..commands import container as cmd
 from ..errors import RigError
 from ..ledger import entry
+from ..rollout.decide import Version, same
 from ..rollout.engine import Rollout, host_problems
 from .job import Job, check_services, select_hosts
 
@@ -58,6 +59,8 @@ def control_service(job: Job, verb: str, service: str, limit: list[str] | None,
             problems += [f"{h}: {service} is not running (`rig start {service}` first)"
                          for h in hosts if facts.get(h) and cmd.current(service)
                          in facts[h].containers and facts[h].running(service) is None]
+            problems += [line for h in hosts if facts.get(h)
+                         for line in _unrecorded(h, service, facts[h])]
         if not problems and verb in ("start", "restart"):   # must meet the driver, fit the card
             from .gpu import control_gpu_problems
 
@@ -93,6 +96,22 @@ def control_service(job: Job, verb: str, service: str, limit: list[str] | None,
             report.unreleased_locks = engine.release_locks()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _unrecorded(host: str, service: str, facts) -> list[str]:
+    """maintenance-off sends clients to rig-<service>. After an interrupted start_first
+    rollout that is a version no rollout recorded as gated, while the recorded one still
+    runs beside it as -prev: refused, rather than send clients to the unrecorded one."""
+    found = facts.containers.get(cmd.current(service))
+    kept = facts.containers.get(cmd.previous(service))
+    recorded = Version.of(facts.state.get(service))
+    if found is None or kept is None or not kept.running or recorded is None \
+            or same(Version.of(found), recorded) or not same(Version.of(kept), recorded):
+        return []
+    return [f"{host}: {service}: rig-{service} runs {found.tag or found.digest[:19]}, which no "
+            "rollout recorded as gated (one was interrupted), and the recorded "
+            f"{kept.tag or kept.digest[:19]} runs beside it as rig-{service}-prev: run `rig "
+            "rollout` (or `rig rollback`) to settle which one serves"]
 
 
 def _outcome(host: str, service: str, verb: str, result, gate) -> tuple[str, bool]:

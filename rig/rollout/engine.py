@@ -335,6 +335,7 @@ class Rollout:
         handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         previous = {s: signal.signal(s, lambda number, _: self._interrupt(number)) for s in handled}
         try:
+            self._serve_again(self._unserved(changes, facts), outcome)
             for number, wave in enumerate(waves, start=1):
                 kind = "canary" if number == 1 else "batch"
                 pending = {h: [c for c in changes.get(h, []) if c.needed] for h in wave}
@@ -454,6 +455,49 @@ class Rollout:
                     lines.append(f"  {host}: the proxy could not be switched ({why}); "
                                  "the new containers passed their gates")
         return failed
+
+    def _unserved(self, changes: dict[str, list[Change]], facts: dict) -> dict[str, list[str]]:
+        """Services that already run what this rollout wants, but that the host's proxy does
+        not send to, while no one asked for maintenance (state.json): HAProxy restarted
+        without its state file, say. Only the rollout's hosts and services."""
+        found: dict[str, list[str]] = {}
+        for host, host_changes in changes.items():
+            f = facts.get(host)
+            if f is None or f.proxy is None:
+                continue
+            for c in host_changes:
+                service = c.release.service
+                running = f.running(service)
+                if c.needed or running is None or f.live_previous(service) \
+                        or running.slot not in proxy_cmd.SLOTS or self._in_maintenance(host, service) \
+                        or not strategy_for(self.fleet, host, service).proxied:
+                    continue
+                if proxy_cmd.live_slot(f.proxy.get(service)) != running.slot:
+                    found.setdefault(host, []).append(service)
+        return found
+
+    def _serve_again(self, unserved: dict[str, list[str]], outcome: Outcome) -> None:
+        """The proxy back to what runs, once it passes its gate (a failed gate: it stays
+        behind the 503, and the rollout fails, saying so)."""
+        if not unserved:
+            return
+        for host, services in sorted(unserved.items()):
+            for service in services:
+                self.say(f"  {host:<10} {service}: the proxy answers 503 though no one asked for "
+                         "maintenance: gating what runs, then switching the proxy back to it")
+        self._mark_wave(unserved)
+        gates = self.gate(unserved)
+        self._say_gates(gates)
+        passed = {h: [s for s in ss if gates[(h, s)].passed] for h, ss in unserved.items()}
+        lines: list[str] = []
+        failed = self._switch({h: ss for h, ss in passed.items() if ss}, lines, then="keep")
+        for (host, service), verdict in sorted(gates.items()):
+            if not verdict.passed:
+                lines.append(self.redact(f"  {host}: {service} runs but fails its gate "
+                                         f"({verdict.reason}): the proxy stays on its 503 answer"))
+        if failed or lines:
+            outcome.ok = False
+            outcome.lines += lines
 
     def _in_maintenance(self, host: str, service: str) -> bool:
         """An operator put the service in maintenance (`rig maintenance on`, in state.json)."""

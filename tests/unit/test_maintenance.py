@@ -82,3 +82,49 @@ def test_a_new_version_keeps_an_operators_maintenance_and_off_ends_it():
     assert next_state({"svc": after}, [off])["svc"]["maintenance"] is False
     on = {**entry, "action": "maintenance-on", "time": "t3"}
     assert next_state({}, [on]) == {}     # nothing recorded: nothing to mark
+
+
+@pytest.mark.parametrize("proxy, state, lock, missing, word", [
+    ({SERVICE: {"a": "live", "b": "maint"}}, {}, None, False, "slot a"),
+    ({SERVICE: {"a": "maint", "b": "maint"}}, {SERVICE: {"maintenance": True}}, None, False,
+     "maintenance"),
+    ({SERVICE: {"a": "maint", "b": "maint"}}, {}, {"operator": "al"}, False, "maintenance"),
+    # nobody asked: HAProxy restarted without its state file (`rig rollout` switches back)
+    ({SERVICE: {"a": "maint", "b": "maint"}}, {SERVICE: {"digest": "sha256:1"}}, None, False,
+     "no live slot"),
+    (None, {}, None, True, "no proxy"),
+    (None, {}, None, False, None),                         # not read
+])
+def test_status_says_where_the_proxy_sends_and_whether_anyone_asked_for_the_503(
+        fleet, proxy, state, lock, missing, word):
+    from rig.ops.rollout import proxy_word
+    from tasks.rollout import RolloutFacts
+
+    facts = RolloutFacts(proxy=proxy, state=state, lock=lock, proxy_missing=missing)
+    assert proxy_word(fleet, facts, SERVICE) == word
+
+
+def test_maintenance_off_refuses_to_send_clients_to_a_version_no_rollout_recorded(lab):  # noqa: F811
+    """An interrupted start_first rollout left T2 (never recorded as gated) as rig-S and the
+    recorded T1 running beside it as rig-S-prev; then `maintenance on`. `off` would switch to
+    T2: refused, nothing changed."""
+    import dataclasses
+
+    job, session, _, _, _ = lab
+    control_service(job, "maintenance-on", SERVICE, ["pc2"], False, quiet())
+    containers = session.facts_by_host["pc2"].containers
+    t1 = containers[f"rig-{SERVICE}"]
+    containers[f"rig-{SERVICE}-prev"] = dataclasses.replace(t1, name=f"rig-{SERVICE}-prev")
+    containers[f"rig-{SERVICE}"] = dataclasses.replace(t1, tag="T2", digest="sha256:t2")
+    runs = len(session.runs)
+    with pytest.raises(RigError) as caught:
+        control_service(job, "maintenance-off", SERVICE, ["pc2"], False, quiet())
+    assert caught.value.lines == [
+        f"pc2: {SERVICE}: rig-{SERVICE} runs T2, which no rollout recorded as gated (one was "
+        f"interrupted), and the recorded T1 runs beside it as rig-{SERVICE}-prev: run `rig "
+        "rollout` (or `rig rollback`) to settle which one serves",
+        "rig maintenance-off: nothing was changed"]
+    assert len(session.runs) == runs
+    # the recorded one is rig-S (a rollout finished since): off goes ahead
+    containers[f"rig-{SERVICE}"] = t1
+    assert control_service(job, "maintenance-off", SERVICE, ["pc2"], False, quiet()).ok

@@ -392,3 +392,78 @@ def test_maintenance_is_proven_by_the_proxys_stats_not_by_its_silence(tmp_path):
     silent = run_script(tmp_path, proxy.maintenance("svc", 0), silent=True)
     assert silent.returncode == 1
     assert "proxy: svc/a is not maint after the change (its status: no answer)" in silent.stderr
+
+
+# -- a proxy that lost its live slot (HAProxy restarted without its state file) -----------------
+def unserved_session(fleet, **faults):
+    """Every host runs SERVICE T1 in slot a, recorded, and its proxy answers 503 (no live
+    slot) though no one asked for maintenance."""
+    session = live_on_a(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"], **faults))
+    for h in session.hosts:
+        session.facts_by_host[h].proxy[SERVICE] = {"a": "maint", "b": "maint"}
+    return session
+
+
+def test_a_rollout_with_nothing_to_change_sends_the_proxy_back_to_what_runs(fleet):
+    fleet = three_hosts(fleet)
+    session = unserved_session(fleet)
+    session.facts_by_host["pc2"].proxy[SERVICE] = {"a": "live", "b": "maint"}    # serving
+    said: list[str] = []
+    changes = changes_for(fleet, session, digest="sha256:old")
+    assert not any(c.needed for cs in changes.values() for c in cs)
+    outcome = Rollout(session, fleet, said.append, "rollout", "T1").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes)
+    assert outcome.ok, outcome.lines
+    assert session.switches == [("mainpc", SERVICE, "a", "sha256:old"),
+                                ("node3", SERVICE, "a", "sha256:old")]
+    assert [kw["then"] for name, _, kw in session.runs if name == "switch"] == ["keep"]
+    assert f"  mainpc     {SERVICE}: the proxy answers 503 though no one asked for maintenance: " \
+           "gating what runs, then switching the proxy back to it" in said
+    gated = [c for _, c, _ in session.commands if "probe $(date" in c]
+    assert gated      # gated before the switch
+
+
+def test_an_operators_maintenance_is_not_what_a_rollout_undoes(fleet):
+    fleet = three_hosts(fleet)
+    session = unserved_session(fleet)
+    for h in session.hosts:
+        session.facts_by_host[h].state[SERVICE]["maintenance"] = True
+    outcome = Rollout(session, fleet, lambda m: None, "rollout", "T1").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session, digest="sha256:old"))
+    assert outcome.ok and session.switches == []
+
+
+def test_what_runs_but_fails_its_gate_stays_behind_the_503_and_the_rollout_fails(fleet):
+    fleet = three_hosts(fleet)
+    session = unserved_session(fleet, failing={("node3", SERVICE)})
+    outcome = Rollout(session, fleet, lambda m: None, "rollout", "T1").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session, digest="sha256:old"))
+    assert not outcome.ok
+    assert [h for h, _, _, _ in session.switches] == ["mainpc", "pc2"]
+    assert any(line.startswith(f"  node3: {SERVICE} runs but fails its gate (") and line.endswith(
+        "): the proxy stays on its 503 answer") for line in outcome.lines), outcome.lines
+
+
+def test_a_service_the_rollout_changes_is_not_switched_before_its_gate(fleet):
+    """A needed change goes through its wave as always (the switch after its own gate)."""
+    fleet = three_hosts(fleet)
+    session = unserved_session(fleet)
+    outcome = Rollout(session, fleet, lambda m: None, "rollout", "T2").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session))
+    assert outcome.ok
+    assert [(h, slot) for h, _, slot, _ in session.switches] == [
+        ("mainpc", "b"), ("pc2", "b"), ("node3", "b")]
+
+
+def test_without_the_proxy_or_its_read_nothing_is_switched(fleet):
+    fleet = three_hosts(fleet)
+    off = fleet.model_copy(update={"proxy": fleet.proxy.model_copy(update={"enabled": False})})
+    session = unserved_session(fleet)
+    outcome = Rollout(session, off, lambda m: None, "rollout", "T1").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(off, session, digest="sha256:old"))
+    assert outcome.ok and session.switches == []
+    for h in session.hosts:
+        session.facts_by_host[h].proxy = None           # not read
+    outcome = Rollout(session, fleet, lambda m: None, "rollout", "T1").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session, digest="sha256:old"))
+    assert outcome.ok and session.switches == []

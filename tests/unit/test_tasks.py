@@ -392,3 +392,31 @@ def test_only_stale_profile_files_are_written():
 ])
 def test_release_checks(lines, problem):
     assert release_problem(parse_host_facts(lines)) == problem
+
+
+@pytest.mark.parametrize("active, enabled, socket, restarted", [
+    (True, True, True, False),
+    (True, True, False, True),     # its admin socket file removed: only a restart binds it
+    (False, True, True, True),     # stopped, or failed too often: reset, then started
+    (True, False, True, True),
+])
+def test_haproxy_runs_enabled_with_rigs_admin_socket(active, enabled, socket, restarted):
+    from tasks import proxy as proxy_ops
+
+    facts = ready()
+    facts.haproxy_active, facts.haproxy_enabled, facts.haproxy_socket = active, enabled, socket
+    fake = FakeHost(facts)
+    assert run_op(proxy_ops.proxy_service, fake) == ([
+        "systemctl enable haproxy", "systemctl reset-failed haproxy 2>/dev/null || true",
+        "systemctl restart haproxy"] if restarted else [])
+    assert fake.noops == ([] if restarted else ["haproxy is enabled and running"])
+
+
+def test_the_host_fact_reads_whether_rigs_admin_socket_is_there():
+    from rig.commands.facts import host_facts_command
+
+    line = host_facts_command([], "r", [])
+    assert ("if [ -S /run/haproxy-rig-admin.sock ]; then echo haproxy_socket=1; else echo "
+            "haproxy_socket=0; fi") in line
+    assert parse_host_facts(["haproxy_socket=1"]).haproxy_socket
+    assert not parse_host_facts(["haproxy_socket=0"]).haproxy_socket
