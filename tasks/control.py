@@ -35,8 +35,9 @@ def container_controlled(service: str, verb: str):
         return
     fleet = fleet_of(host)
     timeout = int(fleet.runtime(service, host.name).stop_timeout)
+    strategy = strategy_for(fleet, host.name, service)
     if verb == "maintenance-on":      # new requests get the 503 answer; open ones finish
-        yield proxy.maintenance(service, strategy_for(fleet, host.name, service).drain)
+        yield proxy.maintenance(service, strategy.drain)
     elif verb == "maintenance-off":   # back to the container (its gate passed just now)
         yield cmd.switch_to_current(service, 0, None)
     elif verb == "stop" and not found.running:
@@ -44,6 +45,10 @@ def container_controlled(service: str, verb: str):
     elif verb == "start" and found.running:
         host.noop(f"{service} already runs")
     else:
+        if verb in ("stop", "restart") and strategy.proxied and facts.proxy is not None:
+            # clients get the 503 answer at once, not a connection the proxy retries in vain;
+            # after a restart the proxy goes back once the gate passed (rig/ops/service.py)
+            yield proxy.maintenance(service, strategy.drain)
         yield cmd.control_command(verb, service, timeout)
 
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from .conftest import copy_spec, lab_address, rig_at, ssh
+from .conftest import copy_spec, lab_address, rig, rig_at, ssh
 
 MAX_REQUESTS, MAX_SECONDS = 3000, 240
 TAG = "zd-1"
@@ -247,6 +247,37 @@ def test_maintenance_on_demand_is_answered_recorded_shown_and_ended(spec):
     assert f"mainpc: {TEXT}: serving again, healthy" in off.stdout
     status, body = get("mainpc", PORTS[TEXT])
     assert (status, body["status"]) == (200, "ok")
+
+
+def test_a_proxy_restarted_without_its_state_file_is_sent_back_by_the_next_rollout(spec):
+    """HAProxy's server-state file is lost and HAProxy restarts: every slot comes up disabled
+    (503). `rig status` says no live slot (nobody asked for maintenance); a rollout with
+    nothing to change gates what runs and switches the proxy back to it."""
+    ssh("pc2", "rm -f /var/lib/haproxy/rig-servers.state && systemctl restart haproxy")
+    assert get("pc2", PORTS[TEXT])[0] == 503
+    status = rig_at(spec, "status", "-i", "inventory/lab.py", "--json", check=False).stdout
+    row = next(r for r in json.loads(status) if (r["host"], r["service"]) == ("pc2", TEXT))
+    assert row["proxy"] == "no live slot"
+    result = rollout(spec, "--limit", "pc2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"pc2        {TEXT}: the proxy answers 503 though no one asked for maintenance" \
+        in result.stdout
+    for service in (TEXT, AUDIO, MODELS):
+        status, body = get("pc2", PORTS[service])
+        assert (status, body["status"]) == (200, "ok"), service
+
+
+def test_bootstrap_brings_back_a_removed_admin_socket(spec):
+    """A removed socket file: rollouts are refused (no proxy answers); `rig bootstrap` said it
+    was all fine until it looked for the socket. Now it restarts HAProxy, which binds it."""
+    ssh("mainpc", "rm -f /run/haproxy-rig-admin.sock")
+    refused = rollout(spec, "--limit", "mainpc")
+    assert refused.returncode != 0 and "no proxy answers on its admin socket" in refused.stderr
+    boot = rig("bootstrap", "-i", "inventory/lab.py", "--limit", "mainpc", check=False)
+    assert boot.returncode == 0, boot.stdout + boot.stderr
+    assert ssh("mainpc", "test -S /run/haproxy-rig-admin.sock", check=False).returncode == 0
+    assert rollout(spec, "--limit", "mainpc").returncode == 0
+    assert get("mainpc", PORTS[TEXT])[0] == 200
 
 
 def test_no_service_shares_the_hosts_network_and_the_proxy_runs_unprivileged(spec):

@@ -255,6 +255,10 @@ class FakeSession:
                 slot: "maint" if verb == "maintenance-on" else "live",
                 proxy_cmd.other(slot): "maint"}
             return HostResult(host, changed=[f"{service}: {verb}"])
+        facts = self.facts_by_host[host]
+        if verb in ("stop", "restart") and facts.proxy is not None \
+                and strategy_for(self.fleet, host, service).proxied:
+            facts.proxy[service] = {"a": "maint", "b": "maint"}    # the 503 first
         state = "exited" if verb == "stop" else "running"
         containers[cmd.current(service)] = Container(found.name, state, *_rest(found))
         if verb != "stop":

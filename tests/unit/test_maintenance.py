@@ -128,3 +128,60 @@ def test_maintenance_off_refuses_to_send_clients_to_a_version_no_rollout_recorde
     # the recorded one is rig-S (a rollout finished since): off goes ahead
     containers[f"rig-{SERVICE}"] = t1
     assert control_service(job, "maintenance-off", SERVICE, ["pc2"], False, quiet()).ok
+
+
+def test_a_stop_or_restart_puts_the_503_up_first_and_a_restart_goes_back_after_its_gate(
+        lab):  # noqa: F811
+    job, session, _, _, _ = lab
+    assert control_service(job, "restart", SERVICE, ["pc2"], False, quiet()).ok
+    assert [r[2]["verb"] for r in session.runs if r[0] == "control"] == [
+        "restart", "maintenance-off"]
+    assert session.facts_by_host["pc2"].proxy[SERVICE] == {"a": "live", "b": "maint"}
+    assert control_service(job, "stop", SERVICE, ["pc2"], False, quiet()).ok
+    assert session.facts_by_host["pc2"].proxy[SERVICE] == {"a": "maint", "b": "maint"}
+    assert control_service(job, "start", SERVICE, ["pc2"], False, quiet()).ok
+    assert session.facts_by_host["pc2"].proxy[SERVICE] == {"a": "live", "b": "maint"}
+
+
+def test_a_restart_keeps_an_operators_maintenance_and_a_failed_gate_keeps_the_503(
+        lab):  # noqa: F811
+    job, session, _, _, _ = lab
+    control_service(job, "maintenance-on", SERVICE, ["pc2"], False, quiet())
+    assert control_service(job, "restart", SERVICE, ["pc2"], False, quiet()).ok
+    assert [r[2]["verb"] for r in session.runs if r[0] == "control"] == [
+        "maintenance-on", "restart"]
+    session.failing.add(("node3", SERVICE))
+    report = control_service(job, "restart", SERVICE, ["node3"], False, quiet())
+    assert not report.ok and "UNHEALTHY" in report.lines[0]
+    assert session.facts_by_host["node3"].proxy[SERVICE] == {"a": "maint", "b": "maint"}
+
+
+def test_a_restart_whose_switch_back_fails_says_so(lab):  # noqa: F811
+    job, session, _, _, _ = lab
+    session.switch_fails.add("pc2")
+    report = control_service(job, "restart", SERVICE, ["pc2"], False, quiet())
+    assert not report.ok
+    assert report.lines[0] == (f"pc2: {SERVICE}: restart FAILED: Control a service | {SERVICE}: "
+                               "maintenance-off")
+
+
+@pytest.mark.parametrize("verb, proxy_read, first", [
+    ("stop", True, "maintenance"), ("restart", True, "maintenance"), ("start", True, None),
+    ("stop", False, None)])
+def test_the_stop_and_restart_commands_put_up_the_503_before_docker_acts(
+        fleet, verb, proxy_read, first):
+    from rig.commands import container as cmd
+    from rig.commands import proxy
+    from tasks.control import container_controlled
+    from tasks.rollout import Container, RolloutFacts
+
+    from .fakes import FakeHost, run_op
+
+    state = "exited" if verb == "start" else "running"
+    facts = RolloutFacts(containers={f"rig-{SERVICE}": Container(
+        f"rig-{SERVICE}", state, SERVICE, "T1", "sha256:1", "ph", slot="a")},
+        proxy={SERVICE: {"a": "live", "b": "maint"}} if proxy_read else None)
+    out = [str(c) for c in run_op(container_controlled, FakeHost(facts, fleet, "pc2"),
+                                  service=SERVICE, verb=verb)]
+    docker = str(cmd.control_command(verb, SERVICE, 10))
+    assert out == ([str(proxy.maintenance(SERVICE, 30.0))] if first else []) + [docker]
