@@ -101,6 +101,8 @@ TESTS: dict[str, list[str]] = {
     "rig/ledger.py": CORE_TESTS,     # the ledger and state.json the core writes
     "rig/commands/proxy.py": CORE_TESTS,
     "rig/commands/container.py": CORE_TESTS,   # the swap, restore and switch commands
+    "rig/ops/service.py": CORE_TESTS,          # stop/start/restart/maintenance
+    "tasks/control.py": CORE_TESTS,
     "rig/prune.py": ["tests/unit/test_day2.py", "tests/unit/test_prune*.py"],
     "rig/supply/*.py": SUPPLY_TESTS,
     "rig/ops/signing.py": SUPPLY_TESTS,

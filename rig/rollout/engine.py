@@ -528,7 +528,8 @@ class Rollout:
             self.say(f"{signal.Signals(number).name}: finishing the current wave (its gates "
                      "decide), then stopping; again to stop the gates and roll the wave back now")
         elif not self.abort.is_set():
-            self.say(f"{signal.Signals(number).name} again: stopping the gates, rolling the wave back")
+            self.say(f"{signal.Signals(number).name} again: stopping the gates, rolling the wave back "
+                     "(a wave whose gates all passed already finishes)")
             self.abort.set()
         self.stop.set()
 

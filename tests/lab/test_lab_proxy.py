@@ -196,9 +196,9 @@ def test_a_rollback_after_the_switch_drops_no_request_while_the_old_version_load
     model) starts again beside the new one, which serves until the old one passed its restore
     gate; the proxy switches back and the new one goes. The client never gets a 503."""
     new_version(spec, TEXT, RIG_LOAD_SECONDS="3")
-    assert rollout(spec, "--limit", "mainpc", "--services", TEXT).returncode == 0
-    new_version(spec, TEXT)
-    paused = rollout(spec, "--limit", "mainpc", "--services", TEXT, "--pause", "manual")
+    assert rollout(spec, "--services", TEXT).returncode == 0
+    new_version(spec, TEXT)           # the canary (mainpc) switches, and pc2 waits
+    paused = rollout(spec, "--services", TEXT, "--pause", "manual")
     assert paused.returncode == 0, paused.stdout + paused.stderr
     assert "proxy: switching mainpc (affective_processing_center)" in paused.stdout
     client = Client("mainpc", PORTS[TEXT])

@@ -466,7 +466,8 @@ def test_the_operator_hears_the_signals_and_the_rollback(fleet):
     assert [line for line in said if line.startswith("SIGTERM")] == [
         "SIGTERM: finishing the current wave (its gates decide), then stopping; again to stop "
         "the gates and roll the wave back now",
-        "SIGTERM again: stopping the gates, rolling the wave back"]
+        "SIGTERM again: stopping the gates, rolling the wave back (a wave whose gates all passed "
+        "already finishes)"]
     assert "rolling back mainpc (auto_rollback: wave)" in said
 
 
