@@ -637,8 +637,9 @@ def main(argv: list[str] | None = None) -> int:
     targets = targets_from(args.targets)
     only = parse_only(args.only)
     if only:
-        targets = [t for t in targets if any(t == o[0] for o in only)] + \
-            [o[0] for o in only if o[0] not in targets and (REPO / o[0]).is_file()]
+        targets = list(dict.fromkeys(  # each file once, however many of its lines are named
+            [t for t in targets if any(t == o[0] for o in only)]
+            + [o[0] for o in only if o[0] not in targets and (REPO / o[0]).is_file()]))
     equivalents = read_equivalents(args.equivalent) if args.equivalent else []
 
     tmp = Path(tempfile.mkdtemp(prefix="rig-mutate-"))

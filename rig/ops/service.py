@@ -112,7 +112,7 @@ def _serve_again(job: Job, session, service: str, hosts: list[str], facts, gates
     if not back:
         return {}
     switched = session.run(control, hosts=back, service=service, verb="maintenance-off")
-    return {h: r for h, r in switched.items() if r is None or not r.ok} | {
+    return {h: r for h, r in switched.items() if not r.ok} | {
         h: None for h in back if h not in switched}
 
 

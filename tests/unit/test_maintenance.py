@@ -185,3 +185,19 @@ def test_the_stop_and_restart_commands_put_up_the_503_before_docker_acts(
                                   service=SERVICE, verb=verb)]
     docker = str(cmd.control_command(verb, SERVICE, 10))
     assert out == ([str(proxy.maintenance(SERVICE, 30.0))] if first else []) + [docker]
+
+
+def test_a_restart_that_failed_or_a_proxy_not_read_gets_no_switch_back(lab):  # noqa: F811
+    from rig.runner import HostResult
+
+    job, session, _, _, _ = lab
+    plain = session._control
+    session._control = lambda host, service, verb: (
+        HostResult(host, failed=[f"Control a service | {service}: restart"])
+        if verb == "restart" and host == "pc2" else plain(host, service, verb))
+    report = control_service(job, "restart", SERVICE, ["pc2"], False, quiet())
+    assert not report.ok and report.lines[0] == (
+        f"pc2: {SERVICE}: restart FAILED: Control a service | {SERVICE}: restart")
+    session.facts_by_host["node3"].proxy = None          # not read: nothing to switch
+    assert control_service(job, "restart", SERVICE, ["node3"], False, quiet()).ok
+    assert [r[2]["verb"] for r in session.runs if r[0] == "control"] == ["restart", "restart"]
