@@ -117,18 +117,18 @@ def _serve_again(job: Job, session, service: str, hosts: list[str], facts, gates
 
 
 def _unrecorded(host: str, service: str, facts) -> list[str]:
-    """maintenance-off sends clients to rig-<service>. After an interrupted start_first
-    rollout that is a version no rollout recorded as gated, while the recorded one still
-    runs beside it as -prev: refused, rather than send clients to the unrecorded one."""
+    """maintenance-off sends clients to rig-<service>. After an interrupted rollout that is a
+    version no rollout recorded as gated, while the recorded one is still there beside it as
+    -prev: refused, rather than send clients to the unrecorded one."""
     found = facts.containers.get(cmd.current(service))
     kept = facts.containers.get(cmd.previous(service))
     recorded = Version.of(facts.state.get(service))
-    if found is None or kept is None or not kept.running or recorded is None \
-            or same(Version.of(found), recorded) or not same(Version.of(kept), recorded):
+    if found is None or kept is None or same(Version.of(found), recorded) \
+            or not same(Version.of(kept), recorded):
         return []
     return [f"{host}: {service}: rig-{service} runs {found.tag or found.digest[:19]}, which no "
             "rollout recorded as gated (one was interrupted), and the recorded "
-            f"{kept.tag or kept.digest[:19]} runs beside it as rig-{service}-prev: run `rig "
+            f"{kept.tag or kept.digest[:19]} is kept beside it as rig-{service}-prev: run `rig "
             "rollout` (or `rig rollback`) to settle which one serves"]
 
 

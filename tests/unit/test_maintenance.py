@@ -121,10 +121,26 @@ def test_maintenance_off_refuses_to_send_clients_to_a_version_no_rollout_recorde
         control_service(job, "maintenance-off", SERVICE, ["pc2"], False, quiet())
     assert caught.value.lines == [
         f"pc2: {SERVICE}: rig-{SERVICE} runs T2, which no rollout recorded as gated (one was "
-        f"interrupted), and the recorded T1 runs beside it as rig-{SERVICE}-prev: run `rig "
+        f"interrupted), and the recorded T1 is kept beside it as rig-{SERVICE}-prev: run `rig "
         "rollout` (or `rig rollback`) to settle which one serves",
         "rig maintenance-off: nothing was changed"]
     assert len(session.runs) == runs
+    # the kept one stopped (stop_first): still the recorded one, still refused
+    containers[f"rig-{SERVICE}-prev"] = dataclasses.replace(
+        containers[f"rig-{SERVICE}-prev"], state="exited")
+    with pytest.raises(RigError):
+        control_service(job, "maintenance-off", SERVICE, ["pc2"], False, quiet())
+    # neither is the recorded one (a host changed by hand): nothing to prefer, off goes ahead
+    containers[f"rig-{SERVICE}-prev"] = dataclasses.replace(t1, name=f"rig-{SERVICE}-prev",
+                                                             digest="sha256:t0")
+    assert control_service(job, "maintenance-off", SERVICE, ["pc2"], False, quiet()).ok
+    control_service(job, "maintenance-on", SERVICE, ["pc2"], False, quiet())
+    # rig-S gone (removed by hand), the recorded one kept: pre-flight says it, no crash
+    containers[f"rig-{SERVICE}-prev"] = dataclasses.replace(t1, name=f"rig-{SERVICE}-prev")
+    del containers[f"rig-{SERVICE}"]
+    with pytest.raises(RigError) as caught:
+        control_service(job, "maintenance-off", SERVICE, ["pc2"], False, quiet())
+    assert caught.value.lines[0] == f"pc2: {SERVICE} was never rolled out here (no container rig-{SERVICE})"
     # the recorded one is rig-S (a rollout finished since): off goes ahead
     containers[f"rig-{SERVICE}"] = t1
     assert control_service(job, "maintenance-off", SERVICE, ["pc2"], False, quiet()).ok
@@ -165,11 +181,12 @@ def test_a_restart_whose_switch_back_fails_says_so(lab):  # noqa: F811
                                "maintenance-off")
 
 
-@pytest.mark.parametrize("verb, proxy_read, first", [
-    ("stop", True, "maintenance"), ("restart", True, "maintenance"), ("start", True, None),
-    ("stop", False, None)])
+@pytest.mark.parametrize("verb, proxy_read, first, enabled", [
+    ("stop", True, "maintenance", True), ("restart", True, "maintenance", True),
+    ("start", True, None, True), ("stop", False, None, True),
+    ("stop", True, None, False)])       # proxy.enabled false: a HAProxy left from before
 def test_the_stop_and_restart_commands_put_up_the_503_before_docker_acts(
-        fleet, verb, proxy_read, first):
+        fleet, verb, proxy_read, first, enabled):
     from rig.commands import container as cmd
     from rig.commands import proxy
     from tasks.control import container_controlled
@@ -181,6 +198,7 @@ def test_the_stop_and_restart_commands_put_up_the_503_before_docker_acts(
     facts = RolloutFacts(containers={f"rig-{SERVICE}": Container(
         f"rig-{SERVICE}", state, SERVICE, "T1", "sha256:1", "ph", slot="a")},
         proxy={SERVICE: {"a": "live", "b": "maint"}} if proxy_read else None)
+    fleet = fleet.model_copy(update={"proxy": fleet.proxy.model_copy(update={"enabled": enabled})})
     out = [str(c) for c in run_op(container_controlled, FakeHost(facts, fleet, "pc2"),
                                   service=SERVICE, verb=verb)]
     docker = str(cmd.control_command(verb, SERVICE, 10))
