@@ -141,6 +141,11 @@ def test_maintenance_off_refuses_to_send_clients_to_a_version_no_rollout_recorde
     with pytest.raises(RigError) as caught:
         control_service(job, "maintenance-off", SERVICE, ["pc2"], False, quiet())
     assert caught.value.lines[0] == f"pc2: {SERVICE} was never rolled out here (no container rig-{SERVICE})"
+    # nothing recorded (state.json lost) and nothing kept: nothing to prefer, off goes ahead
+    containers[f"rig-{SERVICE}"] = dataclasses.replace(t1, digest="sha256:t2")
+    del containers[f"rig-{SERVICE}-prev"]
+    del session.facts_by_host["pc2"].state[SERVICE]
+    assert control_service(job, "maintenance-off", SERVICE, ["pc2"], False, quiet()).ok
     # the recorded one is rig-S (a rollout finished since): off goes ahead
     containers[f"rig-{SERVICE}"] = t1
     assert control_service(job, "maintenance-off", SERVICE, ["pc2"], False, quiet()).ok
