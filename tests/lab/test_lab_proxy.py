@@ -212,6 +212,7 @@ def test_a_rollback_after_the_switch_drops_no_request_while_the_old_version_load
     assert "mainpc: serving its previous version" in aborted.stdout
     assert took > 3                       # the old version's load, hidden from the client
     bad = [a for a in answers if a[0] != 200 or a[1].get("status") != "ok"]
+    print(f"warm rollback: abort took {took:.1f} s; {len(answers)} answers, {len(bad)} not 200 ok")
     assert len(answers) > 20 and bad == [], bad[:5]
     names = ssh("mainpc", f"docker ps -a --format '{{{{.Names}}}}' --filter label=rig.service={TEXT}"
                 ).stdout.split()
