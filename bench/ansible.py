@@ -120,13 +120,13 @@ def container_params(argv: list[str]) -> dict:
     image = args.pop()
     params: dict = {"image": image, "state": "started", "detach": True, "pull": "never",
                     "volumes": [], "env": {}, "ulimits": [], "tmpfs": [], "cap_drop": [],
-                    "security_opts": [], "labels": {}}
+                    "security_opts": [], "labels": {}, "published_ports": []}
     flags = {"--name": "name", "--network": "network_mode", "--restart": "restart_policy",
              "--user": "user", "--stop-timeout": "stop_timeout", "--memory": "memory",
              "--memory-reservation": "memory_reservation", "--shm-size": "shm_size",
              "--pids-limit": "pids_limit", "--cpus": "cpus", "--env-file": "env_file"}
     lists = {"--tmpfs": "tmpfs", "--cap-drop": "cap_drop", "--security-opt": "security_opts",
-             "-v": "volumes"}
+             "-v": "volumes", "-p": "published_ports"}
     i = 0
     while i < len(args):
         flag = args[i]

@@ -187,14 +187,25 @@ def floor_run(repository: str, digest: str, name: str) -> str:
     return shlex.join(keep)
 
 
+def container_port() -> int:
+    """Where the floor's container answers: rig's run flags publish it on slot a's loopback
+    port behind the proxy (the port rig's own gate probes), else on the service's port."""
+    from rig.inventory import load_spec
+
+    fleet = load_spec(WORK / "spec" / "fleet.yml", "lab")
+    return fleet.proxy.slot_port(PORT, "a") if fleet.proxy.enabled else PORT
+
+
 def floor_script(repository: str, digest: str, old: str, new: str) -> str:
     """By hand, on the host: pull by digest, stop the old container, start the new one, poll
-    (every 20 ms) until the first healthy answer, remove the old one. Prints seconds."""
+    (every 20 ms) its own port until the first healthy answer, remove the old one. Prints
+    seconds. (Behind the proxy rig also switches it, a few ms on the admin socket.)"""
     return (
         "s=$(date +%s.%N); "
         f"docker pull -q {repository}@{digest} >/dev/null; docker stop -t 10 {old} >/dev/null; "
         f"{floor_run(repository, digest, new)} >/dev/null; "
-        f"until curl -s -m 1 localhost:{PORT}/health | grep -q '\"status\": \"ok\"'; do sleep 0.02; done; "
+        f"until curl -s -m 1 localhost:{container_port()}/health | grep -q '\"status\": \"ok\"'; "
+        "do sleep 0.02; done; "
         f"h=$(date +%s.%N); docker rm {old} >/dev/null; e=$(date +%s.%N); "
         "echo \"$s $h $e\"")
 
@@ -274,7 +285,7 @@ def bench_rollout_ansible(repository: str, digests: dict) -> list[float]:
         params = ansible.container_params(argv)
         params.update(name=new, labels={})        # as the floor: not one of rig's containers
         (folder / "vars.json").write_text(json.dumps({
-            "image": f"{repository}@{digest}", "old": old, "port": PORT, "run": params}))
+            "image": f"{repository}@{digest}", "old": old, "port": container_port(), "run": params}))
         return timed(playbook, cwd=folder, env=env, expect=r"failed=0")
 
     ssh("mainpc", "docker rm -f ans-a ans-b >/dev/null 2>&1; "
