@@ -60,6 +60,10 @@ class RolloutFacts:
     proxy: dict | None = None     # service -> slot -> live|drain|maint (None: not read)
     proxy_missing: bool = False   # read, and no proxy answers on the admin socket
 
+    def in_maintenance(self, service: str) -> bool:
+        """An operator put the service in maintenance (`rig maintenance on`, in state.json)."""
+        return bool((self.state.get(service) or {}).get("maintenance"))
+
     def running(self, service: str) -> Container | None:
         """What serves the service here: rig-<service>, or the kept rig-<service>-prev when the
         proxy still sends to its slot (live_previous)."""
@@ -275,8 +279,7 @@ def release_restored(service: str, before: dict | None):
     if before is not None and not has_previous:
         yield fail(f"{service}: no kept container to go back to {before.get('tag')}")
         return
-    warm, drain = restore_way(facts, service, strategy_for(fleet_of(host), host.name, service)) \
-        if facts.proxy else (False, None)      # (no proxy read: nothing serves through one)
+    warm, drain = restore_way(facts, service, strategy_for(fleet_of(host), host.name, service))
     yield from cmd.restore_commands(service, has_previous, warm=warm, drain=drain)
 
 

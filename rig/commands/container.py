@@ -464,11 +464,16 @@ def gpu_pids() -> Cmd:
         "done", compound=True)
 
 
+def _section(title: str, body: Cmd) -> Cmd:
+    """One section of a host read: a `--- title` line, then what `body` prints (its errors
+    and exit status dropped: tasks/rollout.py parse_rollout_facts reads what is there)."""
+    return seq(sh("echo", f"--- {title}"), ok(no_stderr(body)))
+
+
 def rollout_state_command() -> Cmd:
     """The RolloutState fact: the host's clock, its GPU (nvidia-smi), engine, profile hash,
     rig's containers, state.json, lock."""
-    def section(title: str, body: Cmd) -> Cmd:
-        return seq(sh("echo", f"--- {title}"), ok(no_stderr(body)))
+    section = _section
     return seq(section("time", sh("date", "+%s")),
                section("gpu", gpu_query(GPU_QUERY)),
                section("gpu-apps", gpu_query(APPS_QUERY)),
@@ -486,11 +491,9 @@ def recheck_command() -> Cmd:
     """What a rollout reads again once it holds the lock, to see that nobody changed the host
     since pre-flight: rig's containers, state.json (an operator's maintenance) and the proxy's
     slots. The RolloutState sections of the same names, in one round trip."""
-    def section(title: str, body: Cmd) -> Cmd:
-        return seq(sh("echo", f"--- {title}"), ok(no_stderr(body)))
-    return seq(section("containers", containers_command()),
-               section("state", seq(sh("cat", STATE_FILE), sh("echo"))),
-               section("proxy", proxy.state_command()))
+    return seq(_section("containers", containers_command()),
+               _section("state", seq(sh("cat", STATE_FILE), sh("echo"))),
+               _section("proxy", proxy.state_command()))
 
 
 def lock_read() -> Cmd:

@@ -418,7 +418,7 @@ def proxy_word(fleet, facts, service: str) -> str | None:
     slot = live_slot(facts.proxy.get(service))
     if slot:
         return f"slot {slot}"
-    asked = (facts.state.get(service) or {}).get("maintenance") or facts.lock is not None
+    asked = facts.in_maintenance(service) or facts.lock is not None
     return "maintenance" if asked else "no live slot"
 
 

@@ -81,7 +81,7 @@ def control_service(job: Job, verb: str, service: str, limit: list[str] | None,
                 gates = {} if verb in ("stop", "maintenance-on") else engine.gate(
                     {h: [service] for h in hosts if results.get(h) is not None and results[h].ok})
                 if verb in ("start", "restart"):
-                    results.update(_serve_again(job, session, service, hosts, facts, gates))
+                    results.update(_switch_back(job, session, service, hosts, facts, gates))
             now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             entries = {}
             for host in hosts:
@@ -100,7 +100,7 @@ def control_service(job: Job, verb: str, service: str, limit: list[str] | None,
     return report
 
 
-def _serve_again(job: Job, session, service: str, hosts: list[str], facts, gates) -> dict:
+def _switch_back(job: Job, session, service: str, hosts: list[str], facts, gates) -> dict:
     """After a passed gate of a start or restart, the proxy goes back to the container (a stop
     or restart put up the 503 first), unless an operator's maintenance keeps the 503 up. The
     switch's result stands for the host's when it failed."""
@@ -108,7 +108,7 @@ def _serve_again(job: Job, session, service: str, hosts: list[str], facts, gates
 
     back = [h for h in hosts if gates.get((h, service)) is not None and gates[(h, service)].passed
             and strategy_for(job.fleet, h, service).proxied and facts[h].proxy is not None
-            and not (facts[h].state.get(service) or {}).get("maintenance")]
+            and not facts[h].in_maintenance(service)]
     if not back:
         return {}
     switched = session.run(control, hosts=back, service=service, verb="maintenance-off")

@@ -469,7 +469,7 @@ class Rollout:
                 service = c.release.service
                 running = f.running(service)    # (a live kept one: its slot is the live one)
                 if c.needed or running.slot not in proxy_cmd.SLOTS \
-                        or self._in_maintenance(host, service) \
+                        or f.in_maintenance(service) \
                         or not strategy_for(self.fleet, host, service).proxied:
                     continue        # (not needed: the wanted version runs)
                 if proxy_cmd.live_slot(f.proxy.get(service)) != running.slot:
@@ -502,7 +502,7 @@ class Rollout:
     def _in_maintenance(self, host: str, service: str) -> bool:
         """An operator put the service in maintenance (`rig maintenance on`, in state.json)."""
         facts = self.last_facts.get(host)
-        return bool(facts is not None and (facts.state.get(service) or {}).get("maintenance"))
+        return facts is not None and facts.in_maintenance(service)
 
     def _say_gates(self, gates: dict) -> None:
         for host, gate_list in _by_host(gates).items():
@@ -728,11 +728,8 @@ def _changes(read, now) -> list[str]:
     maintenance in state.json, a service's live slot on the proxy (when both reads saw it)."""
     changed = sorted(n for n in set(now.containers) | set(read.containers)
                      if now.containers.get(n) != read.containers.get(n))
-
-    def maintenance(facts, service):
-        return bool((facts.state.get(service) or {}).get("maintenance"))
     changed += [f"{s}: maintenance" for s in sorted(set(now.state) | set(read.state))
-                if maintenance(now, s) != maintenance(read, s)]
+                if now.in_maintenance(s) != read.in_maintenance(s)]
     if read.proxy is not None and now.proxy is not None:
         changed += [f"{s}: proxy" for s in sorted(set(now.proxy) | set(read.proxy))
                     if proxy_cmd.live_slot(now.proxy.get(s)) != proxy_cmd.live_slot(read.proxy.get(s))]

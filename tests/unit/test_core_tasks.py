@@ -206,22 +206,23 @@ def test_a_secret_is_written_on_stdin_with_its_own_deadline_and_a_failure_is_log
     assert ops._write_secret(None, host, "svc", "TOKEN", Secret("s3cret", "env"), "v1") is True
 
 
-def test_release_restored_starts_the_kept_container_or_fails_without_one():
+def test_release_restored_starts_the_kept_container_or_fails_without_one(fleet):
+    s = "model_ops_coordinator"
     before = {"tag": "T1", "digest": "sha256:1"}
-    replaced = RolloutFacts(containers={"rig-svc": box("svc", tag="T2", digest="sha256:2"),
-                                        "rig-svc-prev": box("svc", "exited")})
-    assert run_op(ops.release_restored, FakeHost(replaced), service="svc", before=before) == list(
-        cmd.restore_commands("svc", True))
-    gone = RolloutFacts(containers={"rig-svc": box("svc", tag="T2", digest="sha256:2")})
-    assert run_op(ops.release_restored, FakeHost(gone), service="svc", before=before) == [
-        fail("svc: no kept container to go back to T1")]
-    first_install = RolloutFacts(containers={"rig-svc": box("svc", tag="T2", digest="sha256:2")})
-    assert run_op(ops.release_restored, FakeHost(first_install), service="svc", before=None) == list(
-        cmd.restore_commands("svc", False))
-    back = RolloutFacts(containers={"rig-svc": box("svc")})
-    host = FakeHost(back)
-    assert run_op(ops.release_restored, host, service="svc", before=before) == []
-    assert host.noops == ["svc already runs its previous version"]
+    replaced = RolloutFacts(containers={cmd.current(s): box(s, tag="T2", digest="sha256:2"),
+                                        cmd.previous(s): box(s, "exited")})
+    assert run_op(ops.release_restored, FakeHost(replaced, fleet), service=s,
+                  before=before) == list(cmd.restore_commands(s, True))
+    gone = RolloutFacts(containers={cmd.current(s): box(s, tag="T2", digest="sha256:2")})
+    assert run_op(ops.release_restored, FakeHost(gone, fleet), service=s, before=before) == [
+        fail(f"{s}: no kept container to go back to T1")]
+    first_install = RolloutFacts(containers={cmd.current(s): box(s, tag="T2", digest="sha256:2")})
+    assert run_op(ops.release_restored, FakeHost(first_install, fleet), service=s,
+                  before=None) == list(cmd.restore_commands(s, False))
+    back = RolloutFacts(containers={cmd.current(s): box(s)})
+    host = FakeHost(back, fleet)
+    assert run_op(ops.release_restored, host, service=s, before=before) == []
+    assert host.noops == [f"{s} already runs its previous version"]
 
 
 # -- deploys: which operations each host gets -----------------------------------------------------------
