@@ -244,6 +244,17 @@ def proxy_switched(service: str, then: str = "stop"):
     yield cmd.switch_to_current(service, strategy.drain if stop is not None else 0, stop)
 
 
+@operation(is_idempotent=False)
+def previous_settled(service: str):
+    """rig-<service>-prev serves what the rollout wants, and rig-<service> beside it never took
+    a request (a rollout or an abort killed before its switch): that one goes, and the one that
+    serves is rig-<service> again (commands/container.py settle_previous).
+
+    + service: the service whose kept container serves
+    """
+    yield cmd.settle_previous(service)
+
+
 def _write_secret(state, host, service: str, name: str, secret, version: str | None = None) -> bool:
     """One secret version to /etc/rig/secrets/<service>/<name>@<version>: the value on stdin,
     never in argv."""
@@ -257,29 +268,50 @@ def _write_secret(state, host, service: str, name: str, secret, version: str | N
     return result.ok
 
 
-def needs_restore(facts: RolloutFacts, service: str, before: dict | None) -> bool:
+def needs_restore(facts: RolloutFacts, service: str, before: dict | None,
+                  proxied: bool) -> bool:
     """Whether a service is off the version it ran before the rollout (or, with nothing
-    before, whether a container is there at all)."""
-    return decide(before, facts.containers.get(cmd.current(service)), before) != KEEP
+    before, whether a container is there at all); or, behind the proxy, runs it while the proxy
+    sends elsewhere: a restore that did not reach its switch back (rig killed, the host frozen),
+    the version rolled back from still serving as -prev, or the restore's 503 answer still up
+    (not an operator's maintenance: that 503 is meant)."""
+    if decide(before, facts.containers.get(cmd.current(service)), before) != KEEP:
+        return True
+    return proxied and switched_away(facts, service) and not facts.in_maintenance(service)
+
+
+def switched_away(facts: RolloutFacts, service: str) -> bool:
+    """rig-<service> runs in a slot the host's proxy (read) does not send to."""
+    found = facts.containers.get(cmd.current(service))
+    return facts.proxy is not None and found is not None and found.running \
+        and found.slot in proxy_cmd.SLOTS \
+        and proxy_cmd.live_slot(facts.proxy.get(service)) != found.slot
 
 
 @operation()
 def release_restored(service: str, before: dict | None):
     """rig-<service> runs what it ran before the rollout: the kept container (-prev) starts
-    again; with nothing before (a first rollout) the service is not running.
+    again; with nothing before (a first rollout) the service is not running. Already running it
+    while the proxy sends elsewhere (needs_restore): nothing to do here, its restore gate and
+    the switch back finish it.
 
     + service: the service to restore
     + before: {tag, digest} it ran before, or None
     """
     facts = host.get_fact(RolloutState)
-    if not needs_restore(facts, service, before):
+    strategy = strategy_for(fleet_of(host), host.name, service)
+    if not needs_restore(facts, service, before, strategy.proxied):
         host.noop(f"{service} already runs its previous version")
+        return
+    if decide(before, facts.containers.get(cmd.current(service)), before) == KEEP:
+        host.noop(f"{service} already runs its previous version; the proxy goes back to it "
+                  "once its restore gate passes")
         return
     has_previous = cmd.previous(service) in facts.containers
     if before is not None and not has_previous:
         yield fail(f"{service}: no kept container to go back to {before.get('tag')}")
         return
-    warm, drain = restore_way(facts, service, strategy_for(fleet_of(host), host.name, service))
+    warm, drain = restore_way(facts, service, strategy)
     yield from cmd.restore_commands(service, has_previous, warm=warm, drain=drain)
 
 
@@ -341,11 +373,17 @@ def roll_back(services: dict, restored: dict):
     wanted = services.get(host.name, {})
     if not wanted:
         return
-    facts = host.get_fact(RolloutState)
-    restored[host.name] = [s for s, before in wanted.items() if needs_restore(facts, s, before)]
+    facts, fleet = host.get_fact(RolloutState), fleet_of(host)
+    restored[host.name] = [s for s, before in wanted.items() if needs_restore(
+        facts, s, before, strategy_for(fleet, host.name, s).proxied)]
     for service in restored[host.name]:
         release_restored(name=f"{service}: restore previous", service=service,
                          before=wanted[service])
+
+
+SWITCH_STEP = {"stop": "proxy to the new container",           # a rollout's switch
+               "remove": "proxy back to the restored container",  # a rollback's or an abort's
+               "keep": "proxy back to the container that runs"}   # after a 503 no one asked for
 
 
 @deploy("Switch")
@@ -353,7 +391,15 @@ def switch(services: dict, then: str = "stop"):
     """services: host -> [service]: each host's proxy goes to what passed its gate there;
     then: what becomes of the kept container (proxy_switched)."""
     for service in services.get(host.name, []):
-        proxy_switched(name=f"{service}: proxy to the new container", service=service, then=then)
+        proxy_switched(name=f"{service}: {SWITCH_STEP[then]}", service=service, then=then)
+
+
+@deploy("Settle")
+def settle(services: dict):
+    """services: host -> [service] whose kept container serves what is wanted (previous_settled)."""
+    for service in services.get(host.name, []):
+        previous_settled(name=f"{service}: remove the container the proxy never sent to",
+                         service=service)
 
 
 @deploy("Record")

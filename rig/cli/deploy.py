@@ -92,8 +92,10 @@ def _after_pause(verb: str):
         Example:
           rig rollout --pause manual && rig status && rig promote""",
         "abort": """Abandon a rollout paused after its canary: the canary hosts go back to what
-        they ran before (through the health gates, ledger lines `rollback`), and every paused
-        lock is released. Hosts of later waves were never touched.
+        they ran before (through the health gates, ledger lines `abort`), and every paused
+        lock is released. Hosts of later waves were never touched. An abort that did not
+        finish (killed, a host frozen) keeps the record in its locks: run `rig abort` again
+        once it is gone, and it goes on from where the first stopped.
 
         \b
         Example:

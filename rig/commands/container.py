@@ -375,6 +375,13 @@ def restore_commands(service: str, has_previous: bool, warm: bool = False,
     return commands
 
 
+def settle_previous(service: str) -> Cmd:
+    """The kept container that serves (live_previous) is rig-<service> again, and the one
+    beside it, which the proxy never sent to, goes: it holds memory (a GPU's too) for nothing."""
+    name = current(service)
+    return all_of(sh("docker", "rm", "-f", name), sh("docker", "rename", previous(service), name))
+
+
 def control_command(verb: str, service: str, timeout: int) -> Cmd:
     """docker stop|start|restart of rig-<service> (stop and restart wait `timeout` seconds)."""
     if verb == "start":

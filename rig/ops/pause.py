@@ -12,16 +12,21 @@ exactly what each change replaced (`from`) and state.json's entry before it (`st
               any host is touched; every lock of the paused rollout is released
 
 Both take over the paused rollout's locks by compare-and-swap (rollout/locks.py): of two
-racing commands one wins, the other is told who did."""
+racing commands one wins, the other is told who did. Abort's own locks keep the record until
+it is done: an abort that did not finish (killed, a host frozen) is finished by the next `rig
+abort`, which takes each service from where the first left it (abort_step), and promote is
+refused from then on."""
 
 from __future__ import annotations
 
 import time
 
+from tasks.rollout import needs_restore
+
 from ..commands import container as cmd
 from ..errors import RigError
 from ..ledger import entry
-from ..rollout.decide import KEEP, Version, decide, runs
+from ..rollout.decide import KEEP, Version, decide, runs, same
 from ..rollout.engine import (
     Rollout,
     _now,
@@ -31,29 +36,49 @@ from ..rollout.engine import (
     release_of,
     resolve_releases,
 )
+from ..rollout.strategy import strategy_for
 from .job import Job, select_hosts
 from .rollout import Options, Plan, PlanRow, RolloutReport, _registry, rollout, signed
 
 
 def paused_rollout(job: Job, say) -> dict:
-    """The lock of the one paused rollout on the fleet's hosts."""
+    """The lock of the one paused rollout on the fleet's hosts, or of an abort of it that did
+    not finish (killed, or a host frozen: that lock keeps the record, `aborting` its id).
+    Returned with `id` the paused rollout's and `unfinished_abort` true when an abort's lock
+    is among them."""
     hosts = select_hosts(job.fleet)
     with job.session(hosts) as session:
         facts = Rollout(session, job.fleet, say, "status", "").facts()
-    paused = {lock["id"]: lock for f in facts.values() if f and isinstance(f.lock, dict)
-              for lock in [f.lock] if lock.get("paused") and lock.get("id")}
-    if not paused:
+    found: dict[str, list[dict]] = {}
+    for f in facts.values():
+        lock = f.lock if f else None       # (a dict: parse_rollout_facts reads it so)
+        if lock and lock.get("paused") and lock.get("id"):
+            found.setdefault(lock["id"], []).append(lock)
+        elif lock and isinstance(lock.get("aborting"), str):
+            found.setdefault(lock["aborting"], []).append(lock)
+    if not found:
         raise RigError("no paused rollout: nothing to promote or abort (`rig status` shows "
                        "what runs, `rig lock status` who holds what)")
-    if len(paused) > 1:
-        raise RigError(f"{len(paused)} paused rollouts hold locks: "
-                       + ", ".join(f"{p.get('tag')} ({i})" for i, p in paused.items()))
-    lock = next(iter(paused.values()))
+    if len(found) > 1:
+        raise RigError(f"{len(found)} paused rollouts hold locks: "
+                       + ", ".join(f"{locks[0].get('tag')} ({i})" for i, locks in found.items()))
+    paused_id, locks = next(iter(found.items()))
+    lock = dict(locks[0], id=paused_id,
+                unfinished_abort=any(not lk.get("paused") for lk in locks))
     if not isinstance(lock.get("record"), dict) or not lock.get("canary"):
         raise RigError(f"the paused rollout {lock.get('tag')} has no record of what its canary "
                        "did (paused by an older rig): `rig lock release --force` and a new "
                        "rollout")
     return lock
+
+
+def aborting(lock: dict) -> dict:
+    """What an abort's own locks say besides who holds them: the paused rollout it aborts
+    (its id, tag, waves, record), so that an abort that does not finish can be finished."""
+    return {"aborting": lock["id"], "tag": lock.get("tag"), "canary": lock.get("canary"),
+            "remaining": lock.get("remaining"), "services": lock.get("services"),
+            "batch": lock.get("batch"), "paused_since": lock.get("paused_since"),
+            "record": lock["record"]}
 
 
 def _hosts(lock: dict) -> list[str]:
@@ -106,6 +131,10 @@ def differences(record: dict, fresh: dict[str, list[cmd.Release]], facts: dict,
 
 def promote(job: Job, say, on_plan=None, verify: bool = True) -> RolloutReport:
     lock = paused_rollout(job, say)
+    if lock["unfinished_abort"]:
+        raise RigError(f"an abort of the paused rollout {lock['tag']} holds locks (running, or "
+                       "it did not finish: `rig lock status` says which): promote refused, "
+                       "nothing was changed; `rig abort` finishes it")
     record, canary = lock["record"], lock["canary"]
     say(f"promoting {lock['tag']}: canary {', '.join(canary)} passed; next "
         + "; ".join(", ".join(w) for w in lock.get("remaining") or []))
@@ -128,38 +157,55 @@ def promote(job: Job, say, on_plan=None, verify: bool = True) -> RolloutReport:
     return rollout(job, lock["tag"], opts, say, on_plan, resolve=resolve)
 
 
+def abort_step(facts, service: str, to: cmd.Release, before: dict | None,
+               state_before: dict | None, proxied: bool) -> tuple[str, str]:
+    """What an abort does to one service its canary changed (pure), and why: `restore` (it
+    runs what the paused rollout started; or it runs `before` again while the proxy sends
+    elsewhere: an abort that did not reach its switch back), `record` (it is back and served,
+    but state.json still says otherwise: an abort that did not reach its record step), or
+    `skip`."""
+    running = facts.running(service)      # (a live -prev: the one that serves)
+    if runs(running, to):
+        return "restore", "abort"
+    if not needs_restore(facts, service, before, proxied):
+        if same(Version.of(facts.state.get(service)), Version.of(state_before)):
+            return "skip", "already runs what it ran before"
+        return "record", "abort: already back, state.json written back"
+    if decide(before, facts.containers.get(cmd.current(service)), before) == KEEP:
+        return "restore", "abort: already back, the proxy goes back to it after its gate"
+    return "skip", (f"runs {running.tag if running else 'nothing'}, neither what the paused "
+                    "rollout started nor what it replaced; left as it is")
+
+
 def abort(job: Job, say, on_plan=None) -> RolloutReport:
     """The canary's recorded changes back to what they replaced; every lock released."""
     lock = paused_rollout(job, say)
     record, canary, hosts = lock["record"], lock["canary"], _hosts(lock)
-    say(f"aborting {lock['tag']}: rolling the canary {', '.join(canary)} back")
+    resume = lock["unfinished_abort"]
+    say(f"aborting {lock['tag']}: " + ("finishing an abort that did not finish; " if resume
+                                       else "") + f"rolling the canary {', '.join(canary)} back")
     started = time.monotonic()
     with job.session(hosts, say=lambda host, line: say(f"  {host:<10} {line}")) as session:
         engine = Rollout(session, job.fleet, say, "abort", lock["tag"], job.secrets)
         facts = engine.facts()
         problems = [f"{h}: did not answer the pre-flight read" for h in hosts if not facts.get(h)]
         problems += host_problems(job.fleet, {h: f for h, f in facts.items() if f}, False,
-                                  time.time(), adopt=lock["id"])
+                                  time.time(), adopt=lock["id"], resume=resume)
         if problems:
             raise RigError(*problems, "abort refused: nothing was changed")
         targets, rows, skipped = {}, [], []
         for host in canary:
             for service, row in sorted((record.get(host) or {}).items()):
-                to, before = release_of(row["to"]), row.get("from")
-                running = facts[host].running(service)
-                if not runs(running, to) and decide(before, facts[host].containers.get(
-                        cmd.current(service)), before) == KEEP:
-                    skipped.append(f"{host} {service}: already runs what it ran before")
-                    continue
-                if not runs(running, to):
-                    skipped.append(f"{host} {service}: runs {running.tag if running else 'nothing'}"
-                                   f", neither what the paused rollout started nor what it "
-                                   "replaced; left as it is")
+                to, before, f = release_of(row["to"]), row.get("from"), facts[host]
+                step, why = abort_step(f, service, to, before, row.get("state"),
+                                       strategy_for(job.fleet, host, service).proxied)
+                if step == "skip":
+                    skipped.append(f"{host} {service}: {why}")
                     continue
                 targets.setdefault(host, {})[service] = before
                 rows.append(PlanRow(host, service, True, to.tag, to.digest,
                                     (before or {}).get("tag") or "(nothing)",
-                                    (before or {}).get("digest") or "", ["abort"]))
+                                    (before or {}).get("digest") or "", [why]))
         plan = Plan(f"abort {lock['tag']}", hosts, [canary], rows, skipped)
         if on_plan:
             on_plan(plan)
@@ -167,7 +213,8 @@ def abort(job: Job, say, on_plan=None) -> RolloutReport:
         ok, checked, gate_seconds = True, time.monotonic(), 0.0
         locked = ran = checked
         try:
-            taken = engine.take_locks(adopt=lock["id"])
+            engine.locks.holder.update(aborting(lock))    # the record, until it is done
+            taken = engine.take_locks(adopt=lock["id"], resume=resume)
             if taken:
                 raise RigError(*taken, "abort refused: nothing was changed")
             locked = time.monotonic()

@@ -16,7 +16,7 @@ from ..plan import parse_batch, waves
 from ..rollout.decide import runs
 from ..rollout.engine import Change, Rollout, at_tag, host_problems, resolve_releases
 from ..rollout.gate import body_matches
-from ..rollout.locks import describe_lock
+from ..rollout.locks import describe_lock, liveness
 from ..tags import check_tag
 from .job import Job, select_hosts, split
 
@@ -418,7 +418,9 @@ def proxy_word(fleet, facts, service: str) -> str | None:
     slot = live_slot(facts.proxy.get(service))
     if slot:
         return f"slot {slot}"
-    asked = facts.in_maintenance(service) or facts.lock is not None
+    asked = facts.in_maintenance(service) or (   # an operator, or a rollout at work (stop_first)
+        isinstance(facts.lock, dict) and liveness(facts.lock, fleet.rollout.lock_stale_after,
+                                                  time.time()) in ("live", "paused"))
     return "maintenance" if asked else "no live slot"
 
 

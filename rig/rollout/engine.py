@@ -23,7 +23,15 @@ from datetime import UTC, datetime
 
 import gevent
 
-from tasks.rollout import RolloutState, parse_rollout_facts, record, roll_back, roll_out, switch
+from tasks.rollout import (
+    RolloutState,
+    parse_rollout_facts,
+    record,
+    roll_back,
+    roll_out,
+    settle,
+    switch,
+)
 
 from ..commands import container as cmd
 from ..commands import proxy as proxy_cmd
@@ -105,6 +113,11 @@ class Outcome:
     paused: list[list[str]] | None = None   # manual pause: the waves still to go
 
 
+PASSED = {"stop": "the new containers passed their gates",      # what a failed switch leaves
+          "remove": "the restored containers passed their restore gates",
+          "keep": "what runs passed its gate"}
+
+
 def at_tag(tag: str):
     """A target for resolve_releases: every service at `tag`, its digest from the registry."""
     return lambda host, service: (tag, None)
@@ -163,7 +176,8 @@ def resolve_releases(fleet: Fleet, hosts: list[str], services: list[str] | None,
 
 
 def host_problems(fleet: Fleet, facts_by_host: dict, break_lock: bool, now: float,
-                  force: bool = False, adopt: str | None = None) -> list[str]:
+                  force: bool = False, adopt: str | None = None,
+                  resume: bool = False) -> list[str]:
     """Why a host cannot take a rollout: not bootstrapped, profile differs, locked (by the rules
     of rollout/locks.py: may_take)."""
     problems = []
@@ -183,7 +197,8 @@ def host_problems(fleet: Fleet, facts_by_host: dict, break_lock: bool, now: floa
             elif missing:
                 problems.append(f"{host}: the proxy has no backend for {', '.join(missing)} "
                                 "(the spec changed since the last `rig bootstrap`: run it)")
-        why = may_take(facts.lock, fleet.rollout.lock_stale_after, now, break_lock, force, adopt)
+        why = may_take(facts.lock, fleet.rollout.lock_stale_after, now, break_lock, force, adopt,
+                       resume=resume)
         if why:
             problems.append(f"{host}: {why}")
     return problems
@@ -215,9 +230,9 @@ class Rollout:
         return self.last_facts
 
     def take_locks(self, break_lock: bool = False, force: bool = False,
-                   adopt: str | None = None) -> list[str]:
+                   adopt: str | None = None, resume: bool = False) -> list[str]:
         """Every host's lock (rollout/locks.py rules); while held, a heartbeat keeps it fresh."""
-        problems = self.locks.take(break_lock, force, adopt)
+        problems = self.locks.take(break_lock, force, adopt, resume)
         if not problems:
             problems = self._changed_since_read()
             if problems:     # a lock --break-lock took over goes back to its holder
@@ -336,6 +351,7 @@ class Rollout:
         previous = {s: signal.signal(s, lambda number, _: self._interrupt(number)) for s in handled}
         try:
             self._serve_again(self._unserved(changes, facts), outcome)
+            self._settle(self._strays(changes, facts), outcome)
             for number, wave in enumerate(waves, start=1):
                 kind = "canary" if number == 1 else "batch"
                 pending = {h: [c for c in changes.get(h, []) if c.needed] for h in wave}
@@ -453,7 +469,7 @@ class Rollout:
                 why = (r.unreachable or ", ".join(r.failed)) if r else "did not answer"
                 if lines is not None:
                     lines.append(f"  {host}: the proxy could not be switched ({why}); "
-                                 "the new containers passed their gates")
+                                 + PASSED[then])
         return failed
 
     def _unserved(self, changes: dict[str, list[Change]], facts: dict) -> dict[str, list[str]]:
@@ -487,6 +503,7 @@ class Rollout:
                          "maintenance: gating what runs, then switching the proxy back to it")
         self._mark_wave(unserved)
         gates = self.gate(unserved)
+        outcome.gate_seconds += max(v.elapsed for v in gates.values())
         self._say_gates(gates)
         passed = {h: [s for s in ss if gates[(h, s)].passed] for h, ss in unserved.items()}
         lines: list[str] = []
@@ -498,6 +515,37 @@ class Rollout:
         if lines:       # (a failed switch says so in lines too)
             outcome.ok = False
             outcome.lines += lines
+
+    def _strays(self, changes: dict[str, list[Change]], facts: dict) -> dict[str, list[str]]:
+        """Services with nothing to change whose wanted version serves as the kept container
+        (live_previous), beside a rig-<service> the proxy never sent to: a rollout or an abort
+        killed before its switch, then a rollout of what serves. That one holds memory."""
+        found: dict[str, list[str]] = {}
+        for host, host_changes in changes.items():
+            f = facts.get(host)
+            for c in host_changes if f is not None else []:
+                if not c.needed and f.live_previous(c.release.service):
+                    found.setdefault(host, []).append(c.release.service)
+        return found
+
+    def _settle(self, strays: dict[str, list[str]], outcome: Outcome) -> None:
+        """The containers the proxy never sent to go; what serves is rig-<service> again."""
+        if not strays:
+            return
+        for host, services in sorted(strays.items()):
+            for service in services:
+                stray = self.last_facts[host].containers.get(cmd.current(service))
+                self.say(f"  {host:<10} {service}: rig-{service} ({stray.tag if stray else '?'}) "
+                         "never took a request, beside the kept container that serves what is "
+                         "wanted: removed, and the kept one is rig-" + service + " again")
+        results = self.session.run(settle, hosts=list(strays), services=strays)
+        for host in sorted(strays):
+            r = results.get(host)
+            if r is None or not r.ok:
+                why = (r.unreachable or ", ".join(r.failed)) if r else "did not answer"
+                outcome.ok = False
+                outcome.lines.append(f"  {host}: could not remove the container the proxy never "
+                                     f"sent to ({why}); what serves was not touched")
 
     def _in_maintenance(self, host: str, service: str) -> bool:
         """An operator put the service in maintenance (`rig maintenance on`, in state.json)."""
@@ -673,7 +721,8 @@ class Rollout:
                          + (f" (restored and healthy: {', '.join(back)})" if back else ""))
             for (h, s), gate in sorted(gates.items()):
                 if h == host and not gate.passed:
-                    lines.append(self.redact(f"    {s}: restore gate: {gate.reason}; {gate.answer}"))
+                    lines.append(self.redact(f"    {s}: restore gate: {gate.reason}"
+                                             + (f"; {gate.answer}" if gate.answer else "")))
             if results.get(host) is not None and not results[host].ok and not lost:
                 lines.append(f"    {host}: {', '.join(results[host].failed)}")
             if lost:

@@ -7,7 +7,10 @@ Rules (pure, in `may_take`):
 - --break-lock takes a lock whose holder is dead (its pid gone on this machine), stale (no
   heartbeat for lock_stale_after) or malformed; a live holder (fresh heartbeat) or a paused
   rollout only with --force;
-- promote and abort take over exactly the paused rollout they name (its id), nothing else.
+- promote and abort take over exactly the paused rollout they name (its id), nothing else;
+  abort's own lock keeps the paused rollout's record (`aborting`: its id), so an abort that
+  did not finish (killed, a host frozen) is finished by the next `rig abort`, which takes over
+  those locks once their holder is dead or stale, and takes fresh a host the first released.
 Every take-over is a compare-and-swap on the file's sha256 (commands/lock.py), done host by
 host in name order: of two racing commands exactly one wins the first host, and the other
 stops there, told who won."""
@@ -75,6 +78,9 @@ def describe_lock(lock: dict, stale_after: float, now: float, machine: str | Non
     what = " ".join(str(x) for x in (lock.get("action", "rollout"), lock.get("tag")) if x)
     text = (f"locked by {lock.get('operator', '?')} since {_when(lock.get('since'))} "
             f"({what}, pid {lock.get('pid', '?')} on {lock.get('machine', '?')})")
+    if kind in ("dead", "stale") and lock.get("aborting"):
+        text += f"; an abort of paused rollout {lock.get('tag', '?')} that did not finish: " \
+            "`rig abort` finishes it"
     if kind == "dead":
         return text + f"; holder pid {lock.get('pid')} on this machine is not running: " \
             "--break-lock is safe"
@@ -93,12 +99,17 @@ def describe_lock(lock: dict, stale_after: float, now: float, machine: str | Non
 
 def may_take(lock: dict | None, stale_after: float, now: float, break_lock: bool = False,
              force: bool = False, adopt: str | None = None, machine: str | None = None,
-             alive=pid_running) -> str | None:
-    """None when this command may take the host's lock as it is now, else why not (one line)."""
+             alive=pid_running, resume: bool = False) -> str | None:
+    """None when this command may take the host's lock as it is now, else why not (one line).
+    adopt: the id of the paused rollout to take over; resume (an abort finishing one that did
+    not finish): its dead or stale holder's locks too, and a free host."""
     if lock is None:
-        return None if adopt is None else "not locked: the paused rollout's lock is gone"
+        return None if adopt is None or resume else "not locked: the paused rollout's lock is gone"
     if adopt is not None:
-        if lock.get("id") == adopt and lock.get("paused"):
+        if lock.get("paused") and lock.get("id") == adopt:
+            return None
+        if resume and lock.get("aborting") == adopt \
+                and liveness(lock, stale_after, now, machine, alive) in ("dead", "stale"):
             return None
         return ("locked by another rollout: " + describe_lock(lock, stale_after, now, machine, alive))
     kind = liveness(lock, stale_after, now, machine, alive)
@@ -130,13 +141,14 @@ class HostLocks:
         return max(1.0, min(30.0, self.stale_after / 4))
 
     def take(self, break_lock: bool = False, force: bool = False,
-             adopt: str | None = None) -> list[str]:
+             adopt: str | None = None, resume: bool = False) -> list[str]:
         """Take every host's lock, in name order; at the first refusal stop, give back what was
-        taken and return why. With adopt, only the paused rollout of that id is taken over."""
+        taken and return why. With adopt, only the paused rollout of that id is taken over
+        (resume: and an unfinished abort of it, may_take)."""
         problems: list[str] = []
         self.replaced = {}   # only this take's: an earlier one's broken locks stay broken
         for host in sorted(self.session.names()):
-            why = self._take_one(host, break_lock, force, adopt)
+            why = self._take_one(host, break_lock, force, adopt, resume)
             if why:
                 problems.append(f"{host}: {why}")
                 break
@@ -155,7 +167,8 @@ class HostLocks:
         self.replaced = {}
         self.release()
 
-    def _take_one(self, host: str, break_lock: bool, force: bool, adopt: str | None) -> str | None:
+    def _take_one(self, host: str, break_lock: bool, force: bool, adopt: str | None,
+                  resume: bool) -> str | None:
         ours = cmd.content(self.holder)
         answer = self.session.shell(host, cmd.take(self.holder))
         word, sha, lock, raw = cmd.parse_answer(answer.stdout) if answer.ok else ("", None, None, b"")
@@ -166,12 +179,14 @@ class HostLocks:
                         "shows it, `rig lock release --host " + host + "` removes it)")
             return "could not take the lock: " + why
         if word == "TAKEN":
-            if adopt is not None:  # the paused rollout's lock is gone: give this one back
+            if adopt is not None and not resume:  # the paused rollout's lock is gone: give
+                                                  # this one back
                 self.locked.append(host)
                 return "not locked: the paused rollout's lock is gone"
             self.locked.append(host)
             return None
-        why = may_take(lock, self.stale_after, time.time(), break_lock, force, adopt)
+        why = may_take(lock, self.stale_after, time.time(), break_lock, force, adopt,
+                       resume=resume)
         if why:
             return why
         answer = self.session.shell(host, cmd.take(self.holder, expect=sha))

@@ -220,6 +220,63 @@ def test_a_rollback_after_the_switch_drops_no_request_while_the_old_version_load
     assert list(proxy_stat("mainpc", TEXT).values()).count("MAINT") == 1
 
 
+def test_an_abort_killed_while_the_old_version_loads_is_finished_by_the_next_abort(spec):
+    """`rig abort` SIGKILLed while the kept version (8 s to load) starts beside the new one:
+    the new one keeps serving as -prev. The abort's locks kept the paused record: `rig lock
+    status` says so, `rig promote` is refused, and a second `rig abort` gates the old version,
+    switches back to it and removes the new one. The client gets 200 ok throughout."""
+    import signal
+    import subprocess
+
+    from .conftest import RIG
+
+    new_version(spec, TEXT, RIG_LOAD_SECONDS="8")
+    assert rollout(spec, "--services", TEXT).returncode == 0
+    old = json.loads(ssh("mainpc", "cat /var/lib/rig/state.json").stdout)[TEXT]["config_hash"]
+    new_version(spec, TEXT)
+    paused = rollout(spec, "--services", TEXT, "--pause", "manual")
+    assert paused.returncode == 0, paused.stdout + paused.stderr
+    client = Client("mainpc", PORTS[TEXT])
+    client.start()
+    time.sleep(0.5)
+    first = subprocess.Popen([*RIG, "-c", str(spec / "fleet.yml"), "abort", "-i",
+                              "inventory/lab.py"], cwd=spec, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    both = f"docker ps --format '{{{{.Names}}}}' --filter label=rig.service={TEXT}"
+    try:
+        deadline = time.monotonic() + 60
+        while sorted(ssh("mainpc", both).stdout.split()) != [f"rig-{TEXT}", f"rig-{TEXT}-prev"]:
+            assert time.monotonic() < deadline and first.poll() is None, "no warm restore seen"
+            time.sleep(0.3)
+        time.sleep(1)                       # the kept version is loading: its gate has begun
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=30)
+    locks = rig_at(spec, "lock", "status", "-i", "inventory/lab.py", check=False).stdout
+    assert "did not finish: `rig abort` finishes it" in locks, locks
+    promoted = rig_at(spec, "promote", "-i", "inventory/lab.py", check=False)
+    assert promoted.returncode != 0 and "`rig abort` finishes it" in promoted.stderr
+    began = time.monotonic()
+    second = rig_at(spec, "abort", "-i", "inventory/lab.py", check=False)
+    took = time.monotonic() - began
+    answers = client.stop()
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "finishing an abort that did not finish" in second.stdout
+    assert "mainpc: serving its previous version" in second.stdout
+    bad = [a for a in answers if a[0] != 200 or a[1].get("status") != "ok"]
+    print(f"abort killed, then finished in {took:.1f} s; {len(answers)} answers, "
+          f"{len(bad)} not 200 ok")
+    assert len(answers) > 20 and bad == [], bad[:5]
+    names = ssh("mainpc", f"docker ps -a --format '{{{{.Names}}}}' --filter label=rig.service={TEXT}"
+                ).stdout.split()
+    assert names == [f"rig-{TEXT}"]
+    assert list(proxy_stat("mainpc", TEXT).values()).count("MAINT") == 1
+    state = json.loads(ssh("mainpc", "cat /var/lib/rig/state.json").stdout)[TEXT]
+    assert state["config_hash"] == old, state    # (the versions differ only in env)
+    locks = rig_at(spec, "lock", "status", "-i", "inventory/lab.py").stdout
+    assert [line.split()[1] for line in locks.splitlines()] == ["free", "free"], locks
+
+
 def get(host: str, port: int) -> tuple[int, dict]:
     conn = http.client.HTTPConnection(lab_address(host), port, timeout=10)
     try:

@@ -7,7 +7,8 @@ Faults: a gate that never passes (failing), a canary that degrades during its pa
 (watch_fails), a service that loads for a while (loading), a failed pull (pull_fails), a host
 lost in its wave (lost_in_wave), a probe that times out (frozen), a rollback that fails
 (rollback_fails), a ledger write that fails (record_fails), a lock held by someone else (held)
-or malformed (lock_files), a proxy that will not switch (switch_fails).
+or malformed (lock_files), a proxy that will not switch (switch_fails; a stray container that
+will not go fails with it).
 
 Behind the proxy each container has a slot: a start_first swap keeps the old one running as
 -prev beside the new one, and `switches` lists every switch of a host's proxy, (host,
@@ -27,10 +28,12 @@ from pathlib import Path
 from rig.commands import container as cmd
 from rig.commands import proxy as proxy_cmd
 from rig.commands.lock import LOCK_FILE
+from rig.rollout.decide import KEEP, decide
 from rig.rollout.strategy import START_FIRST, strategy_for
 from rig.runner import HostResult
 from tasks.control import control
 from tasks.rollout import (
+    SWITCH_STEP,
     Container,
     RolloutFacts,
     RolloutState,
@@ -40,6 +43,7 @@ from tasks.rollout import (
     restore_way,
     roll_back,
     roll_out,
+    settle,
     switch,
 )
 from tasks.util import Shell
@@ -158,7 +162,7 @@ class FakeSession:
 
     def run(self, deploy, hosts=None, **kwargs):
         name = {roll_out: "roll_out", roll_back: "roll_back", record: "record",
-                control: "control", switch: "switch"}[deploy]
+                control: "control", switch: "switch", settle: "settle"}[deploy]
         self.runs.append((name, list(hosts), kwargs))
         results = {}
         for host in hosts:
@@ -194,7 +198,7 @@ class FakeSession:
 
     def _switch(self, host, services, then="stop"):
         if host in self.switch_fails:
-            return HostResult(host, failed=["Switch | proxy to the new container"])
+            return HostResult(host, failed=[f"Switch | {SWITCH_STEP[then]}"])
         facts = self.facts_by_host[host]
         for service in services.get(host, []):
             found = facts.containers.get(cmd.current(service))
@@ -210,15 +214,31 @@ class FakeSession:
                 facts.containers[kept.name] = Container(kept.name, "exited", *_rest(kept))
         return HostResult(host, changed=services.get(host, []))
 
+    def _settle(self, host, services):
+        if host in self.switch_fails:
+            return HostResult(host, failed=["Settle | remove the container the proxy never sent to"])
+        containers = self.facts_by_host[host].containers
+        for service in services.get(host, []):
+            kept = containers.pop(cmd.previous(service))
+            containers[cmd.current(service)] = Container(cmd.current(service), kept.state,
+                                                         *_rest(kept))
+        return HostResult(host, changed=services.get(host, []))
+
     def _roll_back(self, host, services, restored):
         facts = self.facts_by_host[host]
         wanted = services.get(host, {})
-        restored[host] = [s for s, before in wanted.items() if needs_restore(facts, s, before)]
+        restored[host] = [s for s, before in wanted.items() if needs_restore(
+            facts, s, before, strategy_for(self.fleet, host, s).proxied)]
         if host in self.rollback_fails:
             return HostResult(host, failed=["Roll back | restore previous"])
         for service in restored[host]:
-            warm, _ = restore_way(facts, service, strategy_for(self.fleet, host, service))
+            if decide(wanted[service], facts.containers.get(cmd.current(service)),
+                      wanted[service]) == KEEP:
+                continue     # it runs that already: its gate and the switch back finish it
+            warm, drain = restore_way(facts, service, strategy_for(self.fleet, host, service))
             self.restores.append((host, service, "warm" if warm else "cold"))
+            if drain is not None:       # the 503 first
+                facts.proxy[service] = {"a": "maint", "b": "maint"}
             new = facts.containers.pop(cmd.current(service), None)
             kept = facts.containers.pop(cmd.previous(service), None)
             if warm:    # the new one keeps serving beside, as -prev, until the switch back

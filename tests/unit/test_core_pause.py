@@ -5,6 +5,7 @@ record, what abort restores, skips, writes to the ledger and reports."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -26,6 +27,9 @@ HOSTS = ["mainpc", "pc2", "node3"]
 class Registry:
     def manifest_digest(self, path, tag):
         return "sha256:new"
+
+    def image_env(self, path, digest):     # (a GPU service's image: no CUDA it requires)
+        return {}
 
 
 def boxes(session, host, **digests):
@@ -289,21 +293,42 @@ def test_abort_of_a_first_install_removes_the_canary_container(lab):
     assert SERVICE not in session.facts_by_host["mainpc"].state
 
 
-def test_abort_skips_a_canary_already_back_and_one_changed_by_hand(lab):
+def test_abort_records_a_canary_already_back_and_skips_one_changed_by_hand(lab):
     job, session = lab
     paused(job)
     containers = session.facts_by_host["mainpc"].containers
     containers[cmd.current(SERVICE)] = containers.pop(cmd.previous(SERVICE))     # put back by hand
     containers[cmd.current(SERVICE)] = Container(cmd.current(SERVICE), "running", SERVICE, "T1",
                                                  "sha256:old", session.fleet.profile_of(
-                                                     "mainpc").content_hash())
+                                                     "mainpc").content_hash(), slot="a")
+    session.facts_by_host["mainpc"].proxy[SERVICE] = {"a": "live", "b": "maint"}
+    assert session.facts_by_host["mainpc"].state[SERVICE]["tag"] == "T2"   # as the canary left it
     plans = []
     report = pause.abort(job, lambda line: None, on_plan=plans.append)
-    assert report.ok and report.lines == [] and not session.locks
+    assert report.ok and not session.locks
     assert report.phases["health_gates"] == 0.0                  # nothing gated
+    assert [(r.running_tag, r.tag, r.why) for r in plans[0].rows] == [
+        ("T2", "T1", ["abort: already back, state.json written back"])]
+    assert session.restores == [] and session.switches[-1][3] != "sha256:old"  # none since
+    assert session.facts_by_host["mainpc"].state[SERVICE] == {"tag": "T1", "digest": "sha256:old",
+                                                              "previous": None}
+    assert [(e["tag"], e["previous_tag"], e["result"]) for e in ledger(session, "mainpc")[-1:]] \
+        == [("T1", "T2", "ok")]
+
+    paused(job)      # (it rolls T2 out again) and back by hand, state.json too
+    del containers[cmd.previous(SERVICE)]
+    containers[cmd.current(SERVICE)] = Container(cmd.current(SERVICE), "running", SERVICE, "T1",
+                                                 "sha256:old", session.fleet.profile_of(
+                                                     "mainpc").content_hash(), slot="a")
+    session.facts_by_host["mainpc"].proxy[SERVICE] = {"a": "live", "b": "maint"}
+    session.facts_by_host["mainpc"].state[SERVICE] = {"tag": "T1", "digest": "sha256:old",
+                                                      "previous": None}
+    plans, ran = [], len(session.runs)
+    report = pause.abort(job, lambda line: None, on_plan=plans.append)
+    assert report.ok and report.lines == [] and not session.locks
     assert plans[0].rows == [] and plans[0].skipped == [
         f"mainpc {SERVICE}: already runs what it ran before"]
-    assert [n for n, _ in session.deploys()].count("roll_back") == 0
+    assert session.runs[ran:] == []
 
     paused(job)
     containers[cmd.current(SERVICE)] = Container(cmd.current(SERVICE), "running", SERVICE, "T9",
@@ -395,3 +420,147 @@ def test_a_paused_lock_that_lost_its_remaining_waves_is_not_promoted_half_way(la
         f"pc2 {SERVICE}: in the paused rollout but no longer selected (dropped from the spec or "
         "not in the registry)"]
     assert session.runs == before
+
+
+# -- an abort that did not finish -----------------------------------------------------------------
+class Killed(BaseException):
+    """The abort's process dies here (SIGKILL): no finally of its own runs."""
+
+
+def abort_killed(job, session, monkeypatch, deploy, then=None):
+    """An abort dies as it is about to run `deploy` (with then=`then`), after every step
+    before it: its locks stay as they were, and then look as a dead holder's do (stale)."""
+    from rig.rollout.locks import HostLocks
+
+    with monkeypatch.context() as m:
+        m.setattr(HostLocks, "release", lambda self: self._stop_beating() or [])
+        real = session.run
+
+        def run(deploy_func, hosts=None, **kwargs):
+            if deploy_func.__name__ == deploy and kwargs.get("then") == then:
+                raise Killed
+            return real(deploy_func, hosts=hosts, **kwargs)
+        m.setattr(session, "run", run)
+        with pytest.raises(Killed):
+            pause.abort(job, lambda line: None)
+    for h in session.locks:       # its process is gone: no heartbeat since
+        lock = session.lock(h)
+        lock.update(machine="elsewhere", heartbeat=1)
+        session.lock_files[h] = json.dumps(lock).encode()
+
+
+def restore_gate(s, host, command):
+    return host == "mainpc" and "probe $(date" in command and s.restores
+
+
+def test_an_abort_killed_during_its_restore_gate_is_finished_by_the_next_abort(lab, monkeypatch):
+    """SIGKILL while the kept T1, started again beside T2 (a warm restore), loads: T2 still
+    serves as -prev, T1 runs unswitched as rig-<service>, state.json still says T2. The abort's
+    locks kept the paused record: promote is refused, and a second abort gates T1, switches
+    back to it, removes T2 and writes state.json back, touching no container again."""
+    job, session = lab
+    paused(job)
+    was = session.lock("mainpc")
+    state_before = was["record"]["mainpc"][SERVICE]["state"]
+    abort_killed(job, session, monkeypatch, "switch", then="remove")   # (its gate ran)
+    f = session.facts_by_host["mainpc"]
+    assert f.live_previous(SERVICE) and f.containers[cmd.current(SERVICE)].digest == "sha256:old"
+    assert session.locks == set(HOSTS)
+    for h in HOSTS:
+        lock = session.lock(h)
+        assert (lock["action"], lock["aborting"], lock["record"], lock["canary"]) == (
+            "abort", was["id"], was["record"], was["canary"]) and lock["id"] != was["id"]
+
+    with pytest.raises(RigError) as caught:
+        pause.promote(job, lambda line: None)
+    assert caught.value.lines[0].startswith("an abort of the paused rollout T2 holds locks")
+    said, plans = [], []
+    report = pause.abort(job, said.append, plans.append)
+    assert report.ok, report.lines
+    assert said[0] == ("aborting T2: finishing an abort that did not finish; rolling the canary "
+                       "mainpc back")
+    assert [(r.host, r.running_tag, r.tag) for r in plans[0].rows] == [("mainpc", "T2", "T1")]
+    assert session.restores == [("mainpc", SERVICE, "warm")]        # the first abort's only
+    assert set(f.containers) == {cmd.current(SERVICE), cmd.current(OTHER)}
+    back = f.containers[cmd.current(SERVICE)]
+    assert back.digest == "sha256:old" and f.proxy[SERVICE][back.slot] == "live"
+    assert session.switches[-1] == ("mainpc", SERVICE, back.slot, "sha256:old")
+    assert f.state[SERVICE] == state_before
+    assert session.locks == set() and report.unreleased_locks == []
+    assert [e["result"] for e in ledger(session, "mainpc") if e["action"] == "abort"] == ["ok"]
+
+
+def test_an_abort_killed_after_its_switch_back_is_finished_by_recording_it(lab, monkeypatch):
+    job, session = lab
+    paused(job)
+    state_before = session.lock("mainpc")["record"]["mainpc"][SERVICE]["state"]
+    abort_killed(job, session, monkeypatch, "record")
+    f = session.facts_by_host["mainpc"]
+    assert cmd.previous(SERVICE) not in f.containers and f.state[SERVICE]["tag"] == "T2"
+    switches, plans = len(session.switches), []
+    report = pause.abort(job, lambda line: None, plans.append)
+    assert report.ok and session.locks == set()
+    assert [r.why for r in plans[0].rows] == [["abort: already back, state.json written back"]]
+    assert len(session.switches) == switches and report.phases["health_gates"] == 0.0
+    assert f.state[SERVICE] == state_before
+
+
+def test_an_abort_that_lost_its_canary_mid_restore_is_finished_when_it_answers(lab):
+    """The canary froze during the restore gate: the abort fails, releases the other hosts'
+    locks and leaves mainpc's (with the record). When mainpc answers again, `rig abort`
+    finishes: it takes the free hosts' locks fresh."""
+    job, session = lab
+    paused(job)
+
+    def freeze(s, host, command):
+        if restore_gate(s, host, command):
+            s.frozen.add("mainpc")
+    session.on_shell = freeze
+    report = pause.abort(job, lambda line: None)
+    assert not report.ok and report.unreleased_locks == ["mainpc"]
+    assert session.locks == {"mainpc"} and session.lock("mainpc")["aborting"]
+    session.on_shell = None
+    session.frozen.clear()
+    session.lost.clear()
+    lock = session.lock("mainpc")
+    lock.update(machine="elsewhere", heartbeat=1)       # that abort's process is gone
+    session.lock_files["mainpc"] = json.dumps(lock).encode()
+    report = pause.abort(job, lambda line: None)
+    assert report.ok, report.lines
+    f = session.facts_by_host["mainpc"]
+    assert not f.live_previous(SERVICE) and cmd.previous(SERVICE) not in f.containers
+    assert f.running(SERVICE).digest == "sha256:old" and session.locks == set()
+
+
+def test_a_running_abort_is_not_taken_over_by_another(lab, monkeypatch):
+    job, session = lab
+    paused(job)
+    abort_killed(job, session, monkeypatch, "switch", then="remove")
+    for h in HOSTS:     # its holder on another machine, heartbeat fresh: it still runs
+        lock = session.lock(h)
+        lock.update(heartbeat=time.time())
+        session.lock_files[h] = json.dumps(lock).encode()
+    before = list(session.runs)
+    with pytest.raises(RigError) as caught:
+        pause.abort(job, lambda line: None)
+    assert caught.value.lines[0].startswith("mainpc: locked by another rollout: locked by ")
+    assert "(abort T2, pid" in caught.value.lines[0]
+    assert caught.value.lines[-1] == "abort refused: nothing was changed"
+    assert session.runs == before
+
+
+def test_a_stop_first_abort_killed_behind_its_503_is_finished_by_the_next_abort(lab, monkeypatch):
+    """pc2 cannot hold two copies of OTHER (stop_first): the abort put the 503 up, removed T2
+    and started T1, and died during T1's gate. The next abort gates T1 and switches to it."""
+    job, session = lab
+    opts = ops.Options(services=[OTHER], verify=False, pause="manual", canary=["pc2"])
+    assert ops.rollout(job, "T2", opts, lambda line: None).paused
+    abort_killed(job, session, monkeypatch, "switch", then="remove")
+    f = session.facts_by_host["pc2"]
+    assert session.restores == [("pc2", OTHER, "cold")]
+    assert f.proxy[OTHER] == {"a": "maint", "b": "maint"} and f.running(OTHER).tag == "T1"
+    report = pause.abort(job, lambda line: None)
+    assert report.ok, report.lines
+    assert session.restores == [("pc2", OTHER, "cold")]
+    assert f.proxy[OTHER][f.running(OTHER).slot] == "live" and session.locks == set()
+    assert f.state[OTHER]["digest"] == "sha256:other"

@@ -323,6 +323,48 @@ def test_adopting_names_the_lock_that_is_there_or_says_it_is_gone():
     assert may_take(None, 3600, NOW) is None
 
 
+ABORTING = {"id": "a9", "aborting": "r1", "operator": "ops", "action": "abort", "tag": "T2",
+            "since": 1_700_000_000, "pid": 4, "machine": "here"}
+
+
+@pytest.mark.parametrize("lock,adopt,resume,taken", [
+    ({"id": "r1", "paused": True}, "r1", False, True),
+    ({"id": "r1", "paused": True}, "r1", True, True),
+    ({"id": "r1", "paused": True}, "r2", True, False),             # another paused rollout
+    ({"id": "r1"}, "r1", True, False),                             # not paused: a live rollout
+    ({**ABORTING, "heartbeat": NOW - 10}, "r1", True, True),       # its holder is dead
+    ({**ABORTING, "heartbeat": NOW - 10}, "r1", False, False),     # promote never takes it
+    ({**ABORTING, "heartbeat": NOW - 10}, "r2", True, False),      # an abort of another one
+    ({**ABORTING, "heartbeat": NOW - 10, "machine": "far"}, "r1", True, False),  # live there
+    ({**ABORTING, "heartbeat": NOW - 3601, "machine": "far"}, "r1", True, True),  # stale
+    ({**ABORTING, "id": "r1", "heartbeat": NOW - 10, "machine": "far"}, "r1", True, False),
+    (None, "r1", True, True),                       # the first abort released it already
+    (None, "r1", False, False),
+])
+def test_an_abort_that_did_not_finish_is_taken_over_only_by_an_abort_once_its_holder_is_gone(
+        lock, adopt, resume, taken):
+    why = may_take(lock, 3600, NOW, adopt=adopt, machine="here", alive=lambda pid: False,
+                   resume=resume)
+    assert (why is None) == taken
+    if lock is not None and not taken:
+        assert why.startswith("locked by another rollout: ")
+
+
+def test_an_abort_that_did_not_finish_says_rig_abort_finishes_it():
+    dead = {**ABORTING, "heartbeat": NOW - 10}
+    assert describe_lock(dead, 3600, NOW, machine="here", alive=lambda pid: False) == (
+        "locked by ops since 2023-11-14 22:13:20 UTC (abort T2, pid 4 on here); an abort of "
+        "paused rollout T2 that did not finish: `rig abort` finishes it; holder pid 4 on this "
+        "machine is not running: --break-lock is safe")
+    stale = {**ABORTING, "heartbeat": NOW - 7200, "machine": "far"}
+    assert "that did not finish: `rig abort` finishes it; stale (no heartbeat for 2.0 h)" in \
+        describe_lock(stale, 3600, NOW, machine="here")
+    running = {**ABORTING, "heartbeat": NOW - 10, "machine": "far"}
+    assert "did not finish" not in describe_lock(running, 3600, NOW, machine="here")
+    assert "did not finish" not in describe_lock({**dead, "aborting": None}, 3600, NOW,
+                                                 machine="here", alive=lambda pid: False)
+
+
 # -- HostLocks against the fake fleet -----------------------------------------------------------------
 HOSTS = ["mainpc", "pc2", "node3"]
 
@@ -383,6 +425,33 @@ def test_a_lock_command_that_fails_is_named_with_what_it_said(fleet, answer, why
     locks = HostLocks(session, 3600, "rollout", "T2")
     assert locks.take() == [f"pc2: could not take the lock: {why}"]
     assert session.locks == set() and locks.locked == []     # mainpc's lock given back
+
+
+def test_an_abort_finishing_another_takes_a_free_host_fresh_and_keeps_it(fleet):
+    session = FakeSession(three(fleet), HOSTS)
+    session.lock_files["pc2"] = lock_bytes(id="a9", aborting="r1", heartbeat=1)   # stale
+    locks = HostLocks(session, 3600, "abort", "T2")
+    assert locks.take(adopt="r1", resume=True) == []
+    assert sorted(locks.locked) == sorted(HOSTS) and session.locks == set(HOSTS)
+    assert {session.lock(h)["id"] for h in HOSTS} == {locks.holder["id"]}
+
+
+def test_a_promote_whose_paused_lock_is_gone_on_a_host_is_refused_there_and_takes_nothing(fleet):
+    """Only an abort finishing another (resume) may take a free host: promote, by default,
+    is refused at pre-flight and again when it takes the locks."""
+    from rig.rollout.engine import Rollout, host_problems
+
+    fleet = three(fleet)
+    session = FakeSession(fleet, HOSTS)
+    for h in ("pc2", "node3"):
+        session.lock_files[h] = lock_bytes(id="r1", paused=True)
+    facts = session.facts(None)
+    assert host_problems(fleet, facts, False, time.time(), adopt="r1") == [
+        "mainpc: not locked: the paused rollout's lock is gone"]
+    engine = Rollout(session, fleet, lambda line: None, "promote", "T2")
+    engine.facts()
+    assert engine.take_locks(adopt="r1") == ["mainpc: not locked: the paused rollout's lock is gone"]
+    assert session.locks == {"pc2", "node3"} and session.lock("pc2")["id"] == "r1"
 
 
 def test_adopting_where_the_paused_lock_is_gone_gives_back_the_lock_just_created(fleet):

@@ -229,7 +229,8 @@ def test_release_restored_starts_the_kept_container_or_fails_without_one(fleet):
 @pytest.fixture
 def calls(monkeypatch):
     seen = []
-    for name in ("release_running", "release_restored", "recorded", "images_pulled"):
+    for name in ("release_running", "release_restored", "recorded", "images_pulled",
+                 "proxy_switched", "previous_settled"):
         monkeypatch.setattr(ops, name, lambda _n=name, **kw: seen.append((_n, kw)))
     return seen
 
@@ -281,18 +282,95 @@ def test_several_releases_on_a_host_pull_together_only_what_does_not_run_yet(fle
     assert pulled == list(cmd.replace_commands(fleet, "mainpc", rel, False, False))[1:]
 
 
-def test_roll_back_restores_only_services_off_their_previous_version(calls):
-    facts = RolloutFacts(containers={"rig-a": box("a", tag="T2", digest="sha256:2"),
-                                     "rig-a-prev": box("a", "exited"),
-                                     "rig-b": box("b")})
+def test_roll_back_restores_only_services_off_their_previous_version(calls, fleet):
+    a, b = "model_ops_coordinator", "real_time_audio_pipeline"
+    facts = RolloutFacts(containers={cmd.current(a): box(a, tag="T2", digest="sha256:2"),
+                                     cmd.previous(a): box(a, "exited"),
+                                     cmd.current(b): box(b)})
     before = {"tag": "T1", "digest": "sha256:1"}
     restored: dict = {}
-    with ctx_host.use(FakeHost(facts)):
-        ops.roll_back._inner({"mainpc": {"a": before, "b": before}}, restored)
-        ops.roll_back._inner({"pc2": {"a": before}}, restored)
-    assert restored == {"mainpc": ["a"]}
-    assert calls == [("release_restored", {"name": "a: restore previous", "service": "a",
+    with ctx_host.use(FakeHost(facts, fleet)):
+        ops.roll_back._inner({"mainpc": {a: before, b: before}}, restored)
+        ops.roll_back._inner({"pc2": {a: before}}, restored)
+    assert restored == {"mainpc": [a]}
+    assert calls == [("release_restored", {"name": f"{a}: restore previous", "service": a,
                                            "before": before})]
+
+
+def half_restored(s: str) -> RolloutFacts:
+    """A warm restore killed during its gate: rig-<s> runs T1 again (slot a), beside T2, which
+    still serves as -prev (slot b)."""
+    return RolloutFacts(containers={cmd.current(s): box(s, slot="a"),
+                                    cmd.previous(s): box(s, tag="T2", digest="sha256:2",
+                                                         slot="b")},
+                        proxy={s: {"a": "maint", "b": "live"}})
+
+
+def test_a_restore_that_did_not_reach_its_switch_back_is_finished_by_its_gate_and_switch(fleet):
+    """An abort or rollback killed during its restore gate: rig-<service> runs the version
+    restored to, and the proxy still sends to the one rolled back from (-prev), or answers
+    503 (the cold restore's): no container is touched again, its gate and switch finish it."""
+    s = "model_ops_coordinator"
+    before = {"tag": "T1", "digest": "sha256:1"}
+    half = half_restored(s)
+    assert half.live_previous(s)
+    assert ops.needs_restore(half, s, before, proxied=True)
+    assert not ops.needs_restore(half, s, before, proxied=False)   # no proxy: nothing to switch
+    host = FakeHost(half, fleet)
+    assert run_op(ops.release_restored, host, service=s, before=before) == []
+    assert host.noops == [f"{s} already runs its previous version; the proxy goes back to it "
+                          "once its restore gate passes"]
+
+    cold = RolloutFacts(containers={cmd.current(s): box(s, slot="a")},
+                        proxy={s: {"a": "maint", "b": "maint"}})
+    assert ops.needs_restore(cold, s, before, proxied=True)
+    cold.state = {s: {"tag": "T1", "digest": "sha256:1", "maintenance": True}}
+    assert not ops.needs_restore(cold, s, before, proxied=True)   # an operator's 503 is meant
+    served = RolloutFacts(containers={cmd.current(s): box(s, slot="a")},
+                          proxy={s: {"a": "live", "b": "maint"}})
+    assert not ops.needs_restore(served, s, before, proxied=True)
+    unread = RolloutFacts(containers={cmd.current(s): box(s, slot="a")})
+    assert not ops.needs_restore(unread, s, before, proxied=True)  # proxy not read: no guess
+    stopped = RolloutFacts(containers={cmd.current(s): box(s, "exited", slot="a")},
+                           proxy={s: {"a": "maint", "b": "maint"}})
+    assert ops.needs_restore(stopped, s, before, proxied=True)      # (decide: start it)
+    assert not ops.switched_away(stopped, s)
+    slotless = RolloutFacts(containers={cmd.current(s): box(s, slot="")},
+                            proxy={s: {"a": "maint", "b": "maint"}})
+    assert not ops.switched_away(slotless, s)                # on the host network: no proxy
+
+
+def test_roll_back_restores_a_restore_that_did_not_reach_its_switch_back(calls, fleet):
+    s, before = "model_ops_coordinator", {"tag": "T1", "digest": "sha256:1"}
+    restored: dict = {}
+    with ctx_host.use(FakeHost(half_restored(s), fleet)):
+        ops.roll_back._inner({"mainpc": {s: before}}, restored)
+    assert restored == {"mainpc": [s]}      # gated, then switched back by the engine
+    assert calls == [("release_restored", {"name": f"{s}: restore previous", "service": s,
+                                           "before": before})]
+
+
+def test_switch_and_settle_add_one_operation_per_service_of_this_host(calls):
+    with ctx_host.use(FakeHost(RolloutFacts())):
+        ops.switch._inner({"mainpc": ["a", "b"], "pc2": ["c"]}, then="remove")
+        ops.switch._inner({"mainpc": ["a"]})
+        ops.settle._inner({"mainpc": ["a"], "pc2": ["c"]})
+    assert calls == [
+        ("proxy_switched", {"name": "a: proxy back to the restored container", "service": "a",
+                            "then": "remove"}),
+        ("proxy_switched", {"name": "b: proxy back to the restored container", "service": "b",
+                            "then": "remove"}),
+        ("proxy_switched", {"name": "a: proxy to the new container", "service": "a",
+                            "then": "stop"}),
+        ("previous_settled", {"name": "a: remove the container the proxy never sent to",
+                              "service": "a"})]
+
+
+def test_settling_removes_the_unswitched_one_and_renames_the_kept_one_that_serves():
+    assert run_op(ops.previous_settled, FakeHost(RolloutFacts()), service="svc") == [
+        cmd.settle_previous("svc")]
+    assert str(cmd.settle_previous("svc")) == (
+        "docker rm -f rig-svc && docker rename rig-svc-prev rig-svc")
 
 
 def test_record_removes_kept_containers_of_finished_hosts_and_writes_their_ledger(calls):

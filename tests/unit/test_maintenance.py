@@ -3,6 +3,8 @@ the ledger and state.json; off only after the container passed its gate."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from rig.errors import RigError
@@ -88,7 +90,14 @@ def test_a_new_version_keeps_an_operators_maintenance_and_off_ends_it():
     ({SERVICE: {"a": "live", "b": "maint"}}, {}, None, False, "slot a"),
     ({SERVICE: {"a": "maint", "b": "maint"}}, {SERVICE: {"maintenance": True}}, None, False,
      "maintenance"),
-    ({SERVICE: {"a": "maint", "b": "maint"}}, {}, {"operator": "al"}, False, "maintenance"),
+    # a rollout at work (stop_first: its 503 while the new one loads), or paused
+    ({SERVICE: {"a": "maint", "b": "maint"}}, {}, {"operator": "al", "heartbeat": time.time(),
+                                                   "machine": "far"}, False, "maintenance"),
+    ({SERVICE: {"a": "maint", "b": "maint"}}, {}, {"paused": True}, False, "maintenance"),
+    # its holder gone (killed mid-load), a lock file no one can read: nobody is at work
+    ({SERVICE: {"a": "maint", "b": "maint"}}, {}, {"operator": "al", "heartbeat": 1,
+                                                   "machine": "far"}, False, "no live slot"),
+    ({SERVICE: {"a": "maint", "b": "maint"}}, {}, {"malformed": "empty"}, False, "no live slot"),
     # nobody asked: HAProxy restarted without its state file (`rig rollout` switches back)
     ({SERVICE: {"a": "maint", "b": "maint"}}, {SERVICE: {"digest": "sha256:1"}}, None, False,
      "no live slot"),

@@ -319,7 +319,6 @@ def test_differences_name_every_way_what_would_run_moved_from_the_record(fleet):
 
 
 @pytest.mark.parametrize(("tag", "digit", "skipped"), [
-    ("T1", "1", f"mainpc {SERVICE}: already runs what it ran before"),
     ("T7", "7", f"mainpc {SERVICE}: runs T7, neither what the paused rollout started nor what it "
                 "replaced; left as it is"),
 ])

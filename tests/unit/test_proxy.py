@@ -417,6 +417,7 @@ def test_a_rollout_with_nothing_to_change_sends_the_proxy_back_to_what_runs(flee
     assert session.switches == [("mainpc", SERVICE, "a", "sha256:old"),
                                 ("node3", SERVICE, "a", "sha256:old")]
     assert [kw["then"] for name, _, kw in session.runs if name == "switch"] == ["keep"]
+    assert outcome.gate_seconds == 2.0      # the gates it ran (min_healthy 2s), not 0.00 s
     assert f"  mainpc     {SERVICE}: the proxy answers 503 though no one asked for maintenance: " \
            "gating what runs, then switching the proxy back to it" in said
     assert any(line.startswith(f"  mainpc     {SERVICE}: healthy") for line in said), said
@@ -456,6 +457,78 @@ def test_only_a_labelled_rig_container_that_serves_nothing_is_sent_back_to(fleet
         [["mainpc"], ["pc2"], ["node3"]], {h: cs for h, cs in changes_for(
             fleet, session, digest="sha256:old").items() if h != "node3"})
     assert outcome.ok and session.switches == [] and not probes(session)
+
+
+def stray_on_pc2(fleet, **faults):
+    """pc2: the recorded T1 serves as rig-S-prev (slot a); rig-S beside it runs T2 (slot b),
+    which the proxy never sent to (a rollout or an abort killed before its switch)."""
+    import dataclasses
+
+    session = live_on_a(fleet, FakeSession(fleet, ["mainpc", "pc2", "node3"], **faults))
+    pc2 = session.facts_by_host["pc2"]
+    found = pc2.containers.pop(cmd.current(SERVICE))
+    pc2.containers[cmd.previous(SERVICE)] = dataclasses.replace(found, name=cmd.previous(SERVICE))
+    pc2.containers[found.name] = dataclasses.replace(found, slot="b", tag="T2",
+                                                     digest="sha256:unswitched")
+    assert pc2.live_previous(SERVICE)
+    return session
+
+
+def test_a_container_the_proxy_never_sent_to_goes_when_what_serves_is_wanted(fleet):
+    fleet = three_hosts(fleet)
+    session = stray_on_pc2(fleet)
+    said: list[str] = []
+    changes = changes_for(fleet, session, digest="sha256:old")
+    assert not any(c.needed for cs in changes.values() for c in cs)
+    outcome = Rollout(session, fleet, said.append, "rollout", "T1").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes)
+    assert outcome.ok, outcome.lines
+    pc2 = session.facts_by_host["pc2"]
+    assert list(pc2.containers) == [cmd.current(SERVICE)]
+    assert (pc2.containers[cmd.current(SERVICE)].digest, pc2.containers[cmd.current(SERVICE)].slot,
+            pc2.proxy[SERVICE]["a"]) == ("sha256:old", "a", "live")
+    assert [(n, h, kw["services"]) for n, h, kw in session.runs if n == "settle"] == [
+        ("settle", ["pc2"], {"pc2": [SERVICE]})]
+    assert session.switches == [] and not probes(session)
+    assert f"  pc2        {SERVICE}: rig-{SERVICE} (T2) never took a request, beside the kept " \
+           f"container that serves what is wanted: removed, and the kept one is rig-{SERVICE} " \
+           "again" in said
+
+
+def test_a_stray_that_is_wanted_is_switched_to_and_one_that_will_not_go_fails_the_rollout(fleet):
+    fleet = three_hosts(fleet)
+    session = stray_on_pc2(fleet)      # T2 wanted: the unswitched one is replaced, not removed
+    changes = changes_for(fleet, session, digest="sha256:unswitched")
+    outcome = Rollout(session, fleet, lambda m: None, "rollout", "T2").run(
+        [["pc2"]], {"pc2": changes["pc2"]})
+    assert not [r for r in session.runs if r[0] == "settle"]
+    session = stray_on_pc2(fleet, switch_fails={"pc2"})
+    outcome = Rollout(session, fleet, lambda m: None, "rollout", "T1").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session, digest="sha256:old"))
+    assert not outcome.ok and outcome.lines == [
+        "  pc2: could not remove the container the proxy never sent to (Settle | remove the "
+        "container the proxy never sent to); what serves was not touched"]
+    assert session.facts_by_host["pc2"].live_previous(SERVICE)
+    session = stray_on_pc2(fleet)
+    real = session.run
+    session.run = lambda deploy, hosts=None, **kw: {} if deploy.__name__ == "settle" else real(
+        deploy, hosts=hosts, **kw)
+    outcome = Rollout(session, fleet, lambda m: None, "rollout", "T1").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session, digest="sha256:old"))
+    assert not outcome.ok and outcome.lines == [
+        "  pc2: could not remove the container the proxy never sent to (did not answer); what "
+        "serves was not touched"]
+    from rig.runner import HostResult
+
+    session = stray_on_pc2(fleet)
+    real = session.run
+    session.run = lambda deploy, hosts=None, **kw: {
+        "pc2": HostResult("pc2", unreachable="connection lost")} \
+        if deploy.__name__ == "settle" else real(deploy, hosts=hosts, **kw)
+    outcome = Rollout(session, fleet, lambda m: None, "rollout", "T1").run(
+        [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session, digest="sha256:old"))
+    assert outcome.lines == ["  pc2: could not remove the container the proxy never sent to "
+                             "(connection lost); what serves was not touched"]
 
 
 def test_what_runs_but_fails_its_gate_stays_behind_the_503_and_the_rollout_fails(fleet):
@@ -500,8 +573,8 @@ def test_a_switch_back_that_fails_fails_the_rollout(fleet):
     outcome = Rollout(session, fleet, lambda m: None, "rollout", "T1").run(
         [["mainpc"], ["pc2"], ["node3"]], changes_for(fleet, session, digest="sha256:old"))
     assert not outcome.ok
-    assert ("  node3: the proxy could not be switched (Switch | proxy to the new container); the "
-            "new containers passed their gates") in outcome.lines
+    assert ("  node3: the proxy could not be switched (Switch | proxy back to the container "
+            "that runs); what runs passed its gate") in outcome.lines
 
 
 def test_a_proxy_read_only_once_is_no_change_between_the_reads():

@@ -295,10 +295,10 @@ def test_rollout_facts_parse():
 
 def test_needs_restore_only_when_off_the_previous_version():
     facts = parse_rollout_facts(FACT_LINES)
-    assert not needs_restore(facts, "svc", {"tag": "T1", "digest": "sha256:1"})
-    assert needs_restore(facts, "svc", {"tag": "T0", "digest": "sha256:0"})
-    assert needs_restore(facts, "svc", None)  # first rollout: the new container must go
-    assert not needs_restore(RolloutFacts(), "svc", None)
+    assert not needs_restore(facts, "svc", {"tag": "T1", "digest": "sha256:1"}, proxied=False)
+    assert needs_restore(facts, "svc", {"tag": "T0", "digest": "sha256:0"}, proxied=False)
+    assert needs_restore(facts, "svc", None, proxied=False)  # first rollout: the new container must go
+    assert not needs_restore(RolloutFacts(), "svc", None, proxied=False)
 
 
 def test_host_problems_before_any_change(lab_fleet):
