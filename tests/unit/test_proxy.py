@@ -404,16 +404,22 @@ def unserved_session(fleet, **faults):
     return session
 
 
-def test_a_rollout_with_nothing_to_change_sends_the_proxy_back_to_what_runs(fleet):
-    fleet = three_hosts(fleet)
-    session = unserved_session(fleet)
-    session.facts_by_host["pc2"].proxy[SERVICE] = {"a": "live", "b": "maint"}    # serving
+def rollout_of_what_runs(fleet, session) -> tuple:
+    """A rollout of T1 (sha256:old) to three hosts that all run it: (its outcome, what it said)."""
     said: list[str] = []
     changes = changes_for(fleet, session, digest="sha256:old")
     assert not any(c.needed for cs in changes.values() for c in cs)
     outcome = Rollout(session, fleet, said.append, "rollout", "T1").run(
         [["mainpc"], ["pc2"], ["node3"]], changes)
     assert outcome.ok, outcome.lines
+    return outcome, said
+
+
+def test_a_rollout_with_nothing_to_change_sends_the_proxy_back_to_what_runs(fleet):
+    fleet = three_hosts(fleet)
+    session = unserved_session(fleet)
+    session.facts_by_host["pc2"].proxy[SERVICE] = {"a": "live", "b": "maint"}    # serving
+    outcome, said = rollout_of_what_runs(fleet, session)
     assert session.switches == [("mainpc", SERVICE, "a", "sha256:old"),
                                 ("node3", SERVICE, "a", "sha256:old")]
     assert [kw["then"] for name, _, kw in session.runs if name == "switch"] == ["keep"]
@@ -477,12 +483,7 @@ def stray_on_pc2(fleet, **faults):
 def test_a_container_the_proxy_never_sent_to_goes_when_what_serves_is_wanted(fleet):
     fleet = three_hosts(fleet)
     session = stray_on_pc2(fleet)
-    said: list[str] = []
-    changes = changes_for(fleet, session, digest="sha256:old")
-    assert not any(c.needed for cs in changes.values() for c in cs)
-    outcome = Rollout(session, fleet, said.append, "rollout", "T1").run(
-        [["mainpc"], ["pc2"], ["node3"]], changes)
-    assert outcome.ok, outcome.lines
+    outcome, said = rollout_of_what_runs(fleet, session)
     pc2 = session.facts_by_host["pc2"]
     assert list(pc2.containers) == [cmd.current(SERVICE)]
     assert (pc2.containers[cmd.current(SERVICE)].digest, pc2.containers[cmd.current(SERVICE)].slot,
