@@ -19,7 +19,7 @@ from rig.commands import proxy as proxy_cmd
 from rig.commands.base import fail
 from rig.commands.lock import read_lock
 from rig.gpu.smi import parse_apps, parse_gpus
-from rig.rollout.decide import KEEP, decide, runs
+from rig.rollout.decide import KEEP, Version, decide, runs, same
 from rig.rollout.strategy import START_FIRST, strategy_for
 
 from .util import fleet_of, host_shell
@@ -291,9 +291,9 @@ def switched_away(facts: RolloutFacts, service: str) -> bool:
 @operation()
 def release_restored(service: str, before: dict | None):
     """rig-<service> runs what it ran before the rollout: the kept container (-prev) starts
-    again; with nothing before (a first rollout) the service is not running. Already running it
-    while the proxy sends elsewhere (needs_restore): nothing to do here, its restore gate and
-    the switch back finish it.
+    again; with nothing before (a first rollout) the service is not running. rig-<service>
+    already the version before (a restore that did not reach its switch back: needs_restore):
+    started if it is stopped, and its restore gate and the switch back finish it.
 
     + service: the service to restore
     + before: {tag, digest} it ran before, or None
@@ -303,9 +303,15 @@ def release_restored(service: str, before: dict | None):
     if not needs_restore(facts, service, before, strategy.proxied):
         host.noop(f"{service} already runs its previous version")
         return
-    if decide(before, facts.containers.get(cmd.current(service)), before) == KEEP:
-        host.noop(f"{service} already runs its previous version; the proxy goes back to it "
-                  "once its restore gate passes")
+    found = facts.containers.get(cmd.current(service))
+    if same(Version.of(found), Version.of(before)):    # (not both None: needs_restore said no)
+        # back under its own name already (a restore that did not reach its switch back, the
+        # two names swapped): -prev is the version rolled back from, never what to start
+        if found.running:
+            host.noop(f"{service} already runs its previous version; the proxy goes back to "
+                      "it once its restore gate passes")
+        else:
+            yield cmd.control_command("start", service, 0)
         return
     has_previous = cmd.previous(service) in facts.containers
     if before is not None and not has_previous:

@@ -83,7 +83,7 @@ def print_report(report) -> None:
         return
     if report.unreleased_locks:
         echo(f"rig: could not release the lock on {', '.join(report.unreleased_locks)}; "
-                   "`--break-lock` once the host answers", err=True)
+             f"{report.when_back}", err=True)
     if report.interrupted:
         echo(f"rig: {report.action} interrupted after {report.seconds:.1f} s", err=True)
         sys.exit(128 + (report.signal or 2))  # 130 SIGINT, 143 SIGTERM, 129 SIGHUP

@@ -82,6 +82,13 @@ class RolloutReport:
     signal: int | None = None       # the signal that interrupted it
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def when_back(self) -> str:
+        """What finishes the job on a host whose lock could not be released, once it answers."""
+        if self.action == "abort":      # its lock keeps the paused rollout's record
+            return "it keeps the paused rollout's record: `rig abort` once the host answers"
+        return "`--break-lock` once the host answers"
+
 
 def options_from(services=None, limit=None, canary=None, batch=None, break_lock=False,
                  no_verify=False, start_stopped=False, pause=None, force=False) -> Options:

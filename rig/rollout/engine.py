@@ -713,9 +713,12 @@ class Rollout:
     def _restore_lines(self, hosts, restored, gates, results, changes) -> list[str]:
         lines = []
         for host in hosts:
-            lost = results.get(host) is not None and results[host].unreachable
+            lost = results.get(host) is not None and results[host].unreachable  # (not restored)
+            gone = lost or (None if restored[host] else self.session.lost.get(host))
             state = ("serving its previous version" if restored[host] else
-                     "LOST, not rolled back" if lost else "ROLLBACK FAILED: check it by hand")
+                     "LOST, not rolled back" if lost else
+                     "LOST during its restore gate: which version serves is unknown" if gone
+                     else "ROLLBACK FAILED: check it by hand")
             back = [s for (h, s), gate in sorted(gates.items()) if h == host and gate.passed]
             lines.append(f"  {host}: {state}"
                          + (f" (restored and healthy: {', '.join(back)})" if back else ""))
@@ -725,9 +728,8 @@ class Rollout:
                                              + (f"; {gate.answer}" if gate.answer else "")))
             if results.get(host) is not None and not results[host].ok and not lost:
                 lines.append(f"    {host}: {', '.join(results[host].failed)}")
-            if lost:
-                lines += _lost_lines(host, results[host].unreachable, changes.get(host, []),
-                                     self.action, self.tag)
+            if gone:
+                lines += _lost_lines(host, gone, changes.get(host, []), self.action, self.tag)
         return lines
 
     # -- a paused rollout -------------------------------------------------------------------------
@@ -799,6 +801,10 @@ def _lost_lines(host: str, why: str, changes: list[Change], action: str, tag: st
     """What rig knows of a host it lost, and what to run when it is back."""
     seen = ", ".join(f"{c.release.service} {(c.before or {}).get('tag') or 'nothing'} -> "
                      f"{c.release.tag} (unknown which)" for c in changes if c.needed)
+    if action == "abort":       # its lock keeps the paused record: abort again, never break it
+        return [f"    {host} LOST: {why}",
+                "    its lock is still held, with the paused rollout's record",
+                "    when it answers again: `rig abort` finishes the abort"]
     again = f"rig {action} --tag {tag}" if action == "rollout" else f"rig {action}"
     return [f"    {host} LOST: {why}",
             f"    last seen: {seen or 'nothing to change'}; its lock is still held",

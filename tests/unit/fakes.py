@@ -28,7 +28,7 @@ from pathlib import Path
 from rig.commands import container as cmd
 from rig.commands import proxy as proxy_cmd
 from rig.commands.lock import LOCK_FILE
-from rig.rollout.decide import KEEP, decide
+from rig.rollout.decide import Version, same
 from rig.rollout.strategy import START_FIRST, strategy_for
 from rig.runner import HostResult
 from tasks.control import control
@@ -232,9 +232,12 @@ class FakeSession:
         if host in self.rollback_fails:
             return HostResult(host, failed=["Roll back | restore previous"])
         for service in restored[host]:
-            if decide(wanted[service], facts.containers.get(cmd.current(service)),
-                      wanted[service]) == KEEP:
-                continue     # it runs that already: its gate and the switch back finish it
+            found = facts.containers.get(cmd.current(service))
+            if found is not None and wanted[service] is not None and same(
+                    Version.of(found), Version.of(wanted[service])):
+                # back under its name already: started, and its gate and switch finish it
+                facts.containers[found.name] = Container(found.name, "running", *_rest(found))
+                continue
             warm, drain = restore_way(facts, service, strategy_for(self.fleet, host, service))
             self.restores.append((host, service, "warm" if warm else "cold"))
             if drain is not None:       # the 503 first

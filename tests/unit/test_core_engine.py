@@ -667,7 +667,7 @@ def test_a_lost_host_is_reported_lost_not_as_a_failed_step(fleet):
     session = session_running(fleet, frozen={"pc2"})
     outcome = engine(fleet, session).run(WAVES, changes_for(fleet, session))
     start = outcome.lines.index("  pc2: LOST, not rolled back")
-    assert outcome.lines[start + 1].startswith("    pc2 LOST: ")
+    assert outcome.lines[start + 1] == "    pc2 LOST: lost earlier (no answer within 12 s)"
     assert "    pc2: " not in outcome.lines
 
 
@@ -798,3 +798,22 @@ def test_a_state_json_is_repaired_only_where_this_rollout_holds_the_lock_and_the
     [(_, hosts, kwargs)] = [r for r in session.runs if r[0] == "record"]
     assert kwargs["repair"] == ("mainpc",) and hosts == ["mainpc"]
     rollout.locks.release()
+
+
+def test_a_host_lost_during_its_restore_gate_is_named_lost_not_a_failed_rollback(fleet):
+    """The restore ran, then the host froze while its restore gate probed: rig cannot know
+    which version serves there, and says what to run when it answers (not "check it by hand")."""
+    fleet = three_hosts(fleet)
+    session = session_running(fleet, failing={("mainpc", SERVICE)})
+
+    def freeze(s, host, command):
+        if host == "mainpc" and "probe $(date" in command and s.deploys()[-1][0] == "roll_back":
+            s.frozen.add("mainpc")
+    session.on_shell = freeze
+    outcome = engine(fleet, session).run(WAVES, changes_for(fleet, session))
+    assert not outcome.ok
+    start = outcome.lines.index("  mainpc: LOST during its restore gate: which version serves "
+                                "is unknown")
+    assert outcome.lines[start + 2].startswith("    mainpc LOST: no answer within ")
+    assert outcome.lines[start + 4] == ("    when it answers again: `rig status`, then `rig "
+                                        "rollout --tag T2 --break-lock` finishes the job")

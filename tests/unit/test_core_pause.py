@@ -490,6 +490,27 @@ def test_an_abort_killed_during_its_restore_gate_is_finished_by_the_next_abort(l
     assert [e["result"] for e in ledger(session, "mainpc") if e["action"] == "abort"] == ["ok"]
 
 
+def test_an_abort_whose_restored_container_stopped_since_starts_it_never_the_new_one(
+        lab, monkeypatch):
+    """Killed mid-restore, and the restored T1 (rig-<service> now; T2 is -prev) stopped since:
+    the second abort starts T1 again. Restoring from -prev would start T2 under the main name
+    and record T1 (what the lab attack found)."""
+    import dataclasses
+
+    job, session = lab
+    paused(job)
+    abort_killed(job, session, monkeypatch, "switch", then="remove")
+    f = session.facts_by_host["mainpc"]
+    back = f.containers[cmd.current(SERVICE)]
+    f.containers[back.name] = dataclasses.replace(back, state="exited")
+    report = pause.abort(job, lambda line: None)
+    assert report.ok, report.lines
+    assert set(f.containers) == {cmd.current(SERVICE), cmd.current(OTHER)}
+    now = f.containers[cmd.current(SERVICE)]
+    assert (now.digest, now.state, f.proxy[SERVICE][now.slot]) == ("sha256:old", "running", "live")
+    assert f.state[SERVICE]["digest"] == "sha256:old"
+
+
 def test_an_abort_killed_after_its_switch_back_is_finished_by_recording_it(lab, monkeypatch):
     job, session = lab
     paused(job)
@@ -518,6 +539,12 @@ def test_an_abort_that_lost_its_canary_mid_restore_is_finished_when_it_answers(l
     session.on_shell = freeze
     report = pause.abort(job, lambda line: None)
     assert not report.ok and report.unreleased_locks == ["mainpc"]
+    start = report.lines.index("  mainpc: LOST during its restore gate: which version serves "
+                               "is unknown")
+    assert report.lines[start + 2:start + 5] == [
+        "    mainpc LOST: no answer within 12 s",
+        "    its lock is still held, with the paused rollout's record",
+        "    when it answers again: `rig abort` finishes the abort"]
     assert session.locks == {"mainpc"} and session.lock("mainpc")["aborting"]
     session.on_shell = None
     session.frozen.clear()
@@ -564,3 +591,34 @@ def test_a_stop_first_abort_killed_behind_its_503_is_finished_by_the_next_abort(
     assert session.restores == [("pc2", OTHER, "cold")]
     assert f.proxy[OTHER][f.running(OTHER).slot] == "live" and session.locks == set()
     assert f.state[OTHER]["digest"] == "sha256:other"
+
+
+@pytest.mark.parametrize("action,advice", [
+    ("abort", "it keeps the paused rollout's record: `rig abort` once the host answers"),
+    ("rollout", "`--break-lock` once the host answers")])
+def test_a_lock_left_on_a_lost_host_says_what_finishes_the_job(action, advice, capsys):
+    from rig.cli.rollout import print_report
+
+    report = ops.RolloutReport(action, "T2", None, False, False, [], 1.0, {}, ["mainpc"])
+    with pytest.raises(RigError):
+        print_report(report)
+    assert f"rig: could not release the lock on mainpc; {advice}\n" in capsys.readouterr().err
+
+
+def test_a_canary_restored_then_lost_before_its_record_is_not_called_lost_mid_gate(lab):
+    """The restore passed and the proxy went back; the host stopped answering just before the
+    record step: it serves its previous version (the record's own failure is named), and its
+    lock, kept, tells the next `rig abort` to write state.json back."""
+    job, session = lab
+    paused(job)
+
+    def lose(s):
+        if s.runs[-1][0] == "switch":
+            s.lost["mainpc"] = "no answer within 30 s"
+    session.after_run = lose
+    report = pause.abort(job, lambda line: None)
+    assert not report.ok and report.unreleased_locks == ["mainpc"]
+    assert "  mainpc: serving its previous version (restored and healthy: " \
+        f"{SERVICE})" in report.lines
+    assert not any("LOST" in line for line in report.lines), report.lines
+    assert report.lines[-1].startswith("mainpc: could not write the ledger/state.json")

@@ -321,6 +321,11 @@ def test_a_restore_that_did_not_reach_its_switch_back_is_finished_by_its_gate_an
     assert host.noops == [f"{s} already runs its previous version; the proxy goes back to it "
                           "once its restore gate passes"]
 
+    stopped_back = half_restored(s)      # ... and stopped since (by hand, a crash)
+    stopped_back.containers[cmd.current(s)] = box(s, "exited", slot="a")
+    assert run_op(ops.release_restored, FakeHost(stopped_back, fleet), service=s,
+                  before=before) == [cmd.control_command("start", s, 0)]
+
     cold = RolloutFacts(containers={cmd.current(s): box(s, slot="a")},
                         proxy={s: {"a": "maint", "b": "maint"}})
     assert ops.needs_restore(cold, s, before, proxied=True)
