@@ -67,8 +67,8 @@ def paused_rollout(job: Job, say) -> dict:
                 unfinished_abort=any(not lk.get("paused") for lk in locks))
     if not isinstance(lock.get("record"), dict) or not lock.get("canary"):
         raise RigError(f"the paused rollout {lock.get('tag')} has no record of what its canary "
-                       "did (paused by an older rig): `rig lock release --force` and a new "
-                       "rollout")
+                       "did (paused by an older rig, or the lock file was edited): `rig lock "
+                       "release --force` and a new rollout")
     return lock
 
 
@@ -160,8 +160,9 @@ def promote(job: Job, say, on_plan=None, verify: bool = True) -> RolloutReport:
 def abort_step(facts, service: str, to: cmd.Release, before: dict | None,
                state_before: dict | None, proxied: bool) -> tuple[str, str]:
     """What an abort does to one service its canary changed (pure), and why: `restore` (it
-    runs what the paused rollout started; or it runs `before` again while the proxy sends
-    elsewhere: an abort that did not reach its switch back), `record` (it is back and served,
+    runs what the paused rollout started; or rig-<service> is `before` again, running or
+    stopped, while the proxy sends elsewhere: an abort that did not reach its switch back),
+    `record` (it is back and served,
     but state.json still says otherwise: an abort that did not reach its record step), or
     `skip`."""
     running = facts.running(service)      # (a live -prev: the one that serves)
@@ -171,8 +172,9 @@ def abort_step(facts, service: str, to: cmd.Release, before: dict | None,
         if same(Version.of(facts.state.get(service)), Version.of(state_before)):
             return "skip", "already runs what it ran before"
         return "record", "abort: already back, state.json written back"
-    if decide(before, facts.containers.get(cmd.current(service)), before) == KEEP:
-        return "restore", "abort: already back, the proxy goes back to it after its gate"
+    if same(Version.of(facts.containers.get(cmd.current(service))), Version.of(before)):
+        return "restore", "abort: already back, gated (started if stopped), then the proxy " \
+            "goes back to it"
     return "skip", (f"runs {running.tag if running else 'nothing'}, neither what the paused "
                     "rollout started nor what it replaced; left as it is")
 

@@ -64,23 +64,40 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def unfinished_abort(lock: dict, stale_after: float, now: float, machine: str | None = None,
+                     alive=pid_running) -> bool:
+    """An abort's lock whose holder is gone (dead or stale): it keeps the paused rollout's
+    record, and `rig abort` finishes what it began."""
+    return isinstance(lock.get("aborting"), str) \
+        and liveness(lock, stale_after, now, machine, alive) in ("dead", "stale")
+
+
+def _holder(lock: dict, kind: str) -> str:
+    """Who holds it, in words, without advice."""
+    if kind == "malformed":
+        return f"malformed lock file {LOCK_FILE} ({lock['malformed']})"
+    if kind == "paused":
+        return (f"paused rollout {lock.get('tag', '?')} by {lock.get('operator', '?')} since "
+                f"{_when(lock.get('paused_since'))}")
+    what = " ".join(str(x) for x in (lock.get("action", "rollout"), lock.get("tag")) if x)
+    return (f"locked by {lock.get('operator', '?')} since {_when(lock.get('since'))} "
+            f"({what}, pid {lock.get('pid', '?')} on {lock.get('machine', '?')})")
+
+
 def describe_lock(lock: dict, stale_after: float, now: float, machine: str | None = None,
                   alive=pid_running) -> str:
     """Who holds it and whether it is alive, and what --break-lock would do."""
     kind = liveness(lock, stale_after, now, machine, alive)
+    text = _holder(lock, kind)
     if kind == "malformed":
-        return (f"malformed lock file {LOCK_FILE} ({lock['malformed']}): --break-lock "
-                "removes it")
+        return text + ": --break-lock removes it"
     if kind == "paused":
-        return (f"paused rollout {lock.get('tag', '?')} by {lock.get('operator', '?')} since "
-                f"{_when(lock.get('paused_since'))}, after its canary: `rig promote` continues "
-                "it, `rig abort` rolls the canary back")
-    what = " ".join(str(x) for x in (lock.get("action", "rollout"), lock.get("tag")) if x)
-    text = (f"locked by {lock.get('operator', '?')} since {_when(lock.get('since'))} "
-            f"({what}, pid {lock.get('pid', '?')} on {lock.get('machine', '?')})")
-    if kind in ("dead", "stale") and lock.get("aborting"):
-        text += f"; an abort of paused rollout {lock.get('tag', '?')} that did not finish: " \
-            "`rig abort` finishes it"
+        return text + ", after its canary: `rig promote` continues it, `rig abort` rolls the " \
+            "canary back"
+    if unfinished_abort(lock, stale_after, now, machine, alive):
+        return text + f"; an abort of paused rollout {lock.get('tag', '?')} that did not " \
+            f"finish (its holder is {kind}): `rig abort` finishes it (--break-lock --force " \
+            "drops its record)"
     if kind == "dead":
         return text + f"; holder pid {lock.get('pid')} on this machine is not running: " \
             "--break-lock is safe"
@@ -102,23 +119,32 @@ def may_take(lock: dict | None, stale_after: float, now: float, break_lock: bool
              alive=pid_running, resume: bool = False) -> str | None:
     """None when this command may take the host's lock as it is now, else why not (one line).
     adopt: the id of the paused rollout to take over; resume (an abort finishing one that did
-    not finish): its dead or stale holder's locks too, and a free host."""
+    not finish): its dead or stale holder's locks too, and a free host. An unfinished abort's
+    lock, like a paused one, goes to --break-lock only with --force (it drops the record)."""
     if lock is None:
         return None if adopt is None or resume else "not locked: the paused rollout's lock is gone"
-    if adopt is not None:
+    kind = liveness(lock, stale_after, now, machine, alive)
+    if adopt is not None:       # promote and abort have no --break-lock: no advice of it here
         if lock.get("paused") and lock.get("id") == adopt:
             return None
-        if resume and lock.get("aborting") == adopt \
-                and liveness(lock, stale_after, now, machine, alive) in ("dead", "stale"):
+        unfinished = unfinished_abort(lock, stale_after, now, machine, alive)
+        if resume and unfinished and lock["aborting"] == adopt:
             return None
-        return ("locked by another rollout: " + describe_lock(lock, stale_after, now, machine, alive))
-    kind = liveness(lock, stale_after, now, machine, alive)
-    if break_lock and (force or kind in ("malformed", "dead", "stale")):
+        if lock.get("aborting") == adopt and unfinished:      # (promote)
+            return (f"an abort of this paused rollout did not finish: {_holder(lock, kind)}; "
+                    "`rig abort` finishes it")
+        if lock.get("aborting") == adopt:
+            return (f"an abort of this paused rollout is at work: {_holder(lock, kind)}; wait "
+                    "for it (if it does not finish, `rig abort` again finishes what it began)")
+        return (f"locked by another rollout: {_holder(lock, kind)} ({kind}): `rig lock status` "
+                "says more; `rig lock release` removes a lock no one is using")
+    unfinished = unfinished_abort(lock, stale_after, now, machine, alive)
+    if break_lock and (force or (kind in ("malformed", "dead", "stale") and not unfinished)):
         return None
     text = describe_lock(lock, stale_after, now, machine, alive)
     if break_lock and kind == "paused":
         return text + "; --break-lock --force drops it (the canary keeps what it runs)"
-    if break_lock:
+    if break_lock and not unfinished:   # (an unfinished abort's text says what --force does)
         return text.split("; alive")[0] + "; its heartbeat is fresh, so --break-lock refuses: " \
             "wait for it, or --break-lock --force if you know it is dead"
     return text

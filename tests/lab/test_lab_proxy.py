@@ -222,9 +222,10 @@ def test_a_rollback_after_the_switch_drops_no_request_while_the_old_version_load
 
 def test_an_abort_killed_while_the_old_version_loads_is_finished_by_the_next_abort(spec):
     """`rig abort` SIGKILLed while the kept version (8 s to load) starts beside the new one:
-    the new one keeps serving as -prev. The abort's locks kept the paused record: `rig lock
-    status` says so, `rig promote` is refused, and a second `rig abort` gates the old version,
-    switches back to it and removes the new one. The client gets 200 ok throughout."""
+    the new one keeps serving as -prev. The restored old one then stops (a crash). The abort's
+    locks kept the paused record: `rig lock status` says so, `rig promote` is refused, and a
+    second `rig abort` starts the old version again (never the new one under its name), gates
+    it, switches back to it and removes the new one. The client gets 200 ok throughout."""
     import signal
     import subprocess
 
@@ -252,6 +253,7 @@ def test_an_abort_killed_while_the_old_version_loads_is_finished_by_the_next_abo
     finally:
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=30)
+    ssh("mainpc", f"docker stop -t 1 rig-{TEXT}")     # the restored one crashes meanwhile
     locks = rig_at(spec, "lock", "status", "-i", "inventory/lab.py", check=False).stdout
     assert "did not finish: `rig abort` finishes it" in locks, locks
     promoted = rig_at(spec, "promote", "-i", "inventory/lab.py", check=False)

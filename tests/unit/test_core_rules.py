@@ -317,8 +317,13 @@ def test_break_lock_on_a_paused_rollout_says_force_drops_it():
 
 def test_adopting_names_the_lock_that_is_there_or_says_it_is_gone():
     other = {"id": "r2", "operator": "bo", "heartbeat": NOW, "pid": 7, "machine": "far"}
-    assert may_take(other, 3600, NOW, adopt="r1") == ("locked by another rollout: "
-                                                      + describe_lock(other, 3600, NOW))
+    assert may_take(other, 3600, NOW, adopt="r1") == (   # no --break-lock advice: no such flag
+        "locked by another rollout: locked by bo since ? (rollout, pid 7 on far) (live): `rig "
+        "lock status` says more; `rig lock release` removes a lock no one is using")
+    assert may_take({"malformed": "empty"}, 3600, NOW, adopt="r1") == (
+        "locked by another rollout: malformed lock file /var/lib/rig/rollout.lock (empty) "
+        "(malformed): `rig lock status` says more; `rig lock release` removes a lock no one "
+        "is using")
     assert may_take(None, 3600, NOW, adopt="r1") == "not locked: the paused rollout's lock is gone"
     assert may_take(None, 3600, NOW) is None
 
@@ -347,22 +352,36 @@ def test_an_abort_that_did_not_finish_is_taken_over_only_by_an_abort_once_its_ho
                    resume=resume)
     assert (why is None) == taken
     if lock is not None and not taken:
-        assert why.startswith("locked by another rollout: ")
+        expected = ("locked by another rollout: " if lock.get("aborting") != adopt else
+                    "an abort of this paused rollout did not finish: " if not resume else
+                    "an abort of this paused rollout is at work: ")
+        assert why.startswith(expected), why
 
 
 def test_an_abort_that_did_not_finish_says_rig_abort_finishes_it():
     dead = {**ABORTING, "heartbeat": NOW - 10}
     assert describe_lock(dead, 3600, NOW, machine="here", alive=lambda pid: False) == (
         "locked by ops since 2023-11-14 22:13:20 UTC (abort T2, pid 4 on here); an abort of "
-        "paused rollout T2 that did not finish: `rig abort` finishes it; holder pid 4 on this "
-        "machine is not running: --break-lock is safe")
+        "paused rollout T2 that did not finish (its holder is dead): `rig abort` finishes it "
+        "(--break-lock --force drops its record)")
     stale = {**ABORTING, "heartbeat": NOW - 7200, "machine": "far"}
-    assert "that did not finish: `rig abort` finishes it; stale (no heartbeat for 2.0 h)" in \
+    assert "that did not finish (its holder is stale): `rig abort` finishes it" in \
         describe_lock(stale, 3600, NOW, machine="here")
     running = {**ABORTING, "heartbeat": NOW - 10, "machine": "far"}
     assert "did not finish" not in describe_lock(running, 3600, NOW, machine="here")
-    assert "did not finish" not in describe_lock({**dead, "aborting": None}, 3600, NOW,
-                                                 machine="here", alive=lambda pid: False)
+    for odd in (None, ["r1"]):      # not an id: not an abort's lock
+        assert "did not finish" not in describe_lock({**dead, "aborting": odd}, 3600, NOW,
+                                                     machine="here", alive=lambda pid: False)
+
+
+def test_break_lock_keeps_an_unfinished_aborts_record_unless_forced():
+    dead = {**ABORTING, "heartbeat": NOW - 10}
+    why = may_take(dead, 3600, NOW, break_lock=True, machine="here", alive=lambda pid: False)
+    assert why == describe_lock(dead, 3600, NOW, machine="here", alive=lambda pid: False)
+    assert may_take(dead, 3600, NOW, break_lock=True, force=True, machine="here",
+                    alive=lambda pid: False) is None
+    assert may_take({**dead, "aborting": None}, 3600, NOW, break_lock=True, machine="here",
+                    alive=lambda pid: False) is None         # a plain dead holder's lock
 
 
 # -- HostLocks against the fake fleet -----------------------------------------------------------------

@@ -214,13 +214,27 @@ def test_lock_release_refuses_a_live_holder_and_a_paused_rollout_without_force(t
         ops_day2.lock_release(job, None, False, print)
     assert caught.value.lines[0].startswith("mainpc: locked by bo@x since ")
     assert caught.value.lines[1].startswith("pc2: paused rollout T2 by bo@x since ")
-    assert caught.value.lines[2] == ("the lock is in use (a live holder or a paused rollout): "
-                                     "nothing was released; `rig lock release --force` removes "
-                                     "it anyway")
+    assert caught.value.lines[2] == (
+        "the lock is in use (a live holder, a paused rollout, or an abort that did not finish "
+        "and keeps its record): nothing was released; `rig lock release --force` removes it "
+        "anyway")
     assert session.locks == {"mainpc", "pc2"}
     lines = ops_day2.lock_release(job, None, True, print)
     assert lines[0].startswith("mainpc: released (locked by bo@x since ")
     assert lines[1].startswith("pc2: released (paused rollout T2 by bo@x since ")
+    assert session.locks == set()
+
+
+def test_lock_release_keeps_an_unfinished_aborts_record_without_force(two):
+    dead = lock_bytes(operator="bo@x", since=1, heartbeat=1, pid=7, machine="elsewhere",
+                      action="abort", tag="T2", aborting="bo@x-1", record={})
+    job, session = two({"mainpc": dead})
+    with pytest.raises(RigError) as caught:
+        ops_day2.lock_release(job, None, False, print)
+    assert "that did not finish (its holder is stale): `rig abort` finishes it" in \
+        caught.value.lines[0]
+    assert session.locks == {"mainpc"}
+    assert ops_day2.lock_release(job, None, True, print)[1].startswith("mainpc: released (")
     assert session.locks == set()
 
 
