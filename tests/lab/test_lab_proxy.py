@@ -253,30 +253,35 @@ def test_an_abort_killed_while_the_old_version_loads_is_finished_by_the_next_abo
     finally:
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=30)
-    ssh("mainpc", f"docker stop -t 1 rig-{TEXT}")     # the restored one crashes meanwhile
-    locks = rig_at(spec, "lock", "status", "-i", "inventory/lab.py", check=False).stdout
-    assert "did not finish: `rig abort` finishes it" in locks, locks
-    promoted = rig_at(spec, "promote", "-i", "inventory/lab.py", check=False)
-    assert promoted.returncode != 0 and "`rig abort` finishes it" in promoted.stderr
-    began = time.monotonic()
-    second = rig_at(spec, "abort", "-i", "inventory/lab.py", check=False)
-    took = time.monotonic() - began
-    answers = client.stop()
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert "finishing an abort that did not finish" in second.stdout
-    assert "mainpc: serving its previous version" in second.stdout
-    bad = [a for a in answers if a[0] != 200 or a[1].get("status") != "ok"]
-    print(f"abort killed, then finished in {took:.1f} s; {len(answers)} answers, "
-          f"{len(bad)} not 200 ok")
-    assert len(answers) > 20 and bad == [], bad[:5]
-    names = ssh("mainpc", f"docker ps -a --format '{{{{.Names}}}}' --filter label=rig.service={TEXT}"
-                ).stdout.split()
-    assert names == [f"rig-{TEXT}"]
-    assert list(proxy_stat("mainpc", TEXT).values()).count("MAINT") == 1
-    state = json.loads(ssh("mainpc", "cat /var/lib/rig/state.json").stdout)[TEXT]
-    assert state["config_hash"] == old, state    # (the versions differ only in env)
-    locks = rig_at(spec, "lock", "status", "-i", "inventory/lab.py").stdout
-    assert [line.split()[1] for line in locks.splitlines()] == ["free", "free"], locks
+    try:      # a failure here must not leave the abort's locks to the tests after it
+        ssh("mainpc", f"docker stop -t 1 rig-{TEXT}")     # the restored one crashes meanwhile
+        locks = rig_at(spec, "lock", "status", "-i", "inventory/lab.py", check=False).stdout
+        assert "did not finish (its holder is dead): `rig abort` finishes it" in locks, locks
+        promoted = rig_at(spec, "promote", "-i", "inventory/lab.py", check=False)
+        assert promoted.returncode != 0 and "`rig abort` finishes it" in promoted.stderr
+        began = time.monotonic()
+        second = rig_at(spec, "abort", "-i", "inventory/lab.py", check=False)
+        took = time.monotonic() - began
+        answers = client.stop()
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "finishing an abort that did not finish" in second.stdout
+        assert "mainpc: serving its previous version" in second.stdout
+        bad = [a for a in answers if a[0] != 200 or a[1].get("status") != "ok"]
+        print(f"abort killed, then finished in {took:.1f} s; {len(answers)} answers, "
+              f"{len(bad)} not 200 ok")
+        assert len(answers) > 20 and bad == [], bad[:5]
+        names = ssh("mainpc", f"docker ps -a --format '{{{{.Names}}}}' --filter label=rig.service={TEXT}"
+                    ).stdout.split()
+        assert names == [f"rig-{TEXT}"]
+        assert list(proxy_stat("mainpc", TEXT).values()).count("MAINT") == 1
+        state = json.loads(ssh("mainpc", "cat /var/lib/rig/state.json").stdout)[TEXT]
+        assert state["config_hash"] == old, state    # (the versions differ only in env)
+        locks = rig_at(spec, "lock", "status", "-i", "inventory/lab.py").stdout
+        assert [line.split()[1] for line in locks.splitlines()] == ["free", "free"], locks
+    except BaseException:
+        rig_at(spec, "lock", "release", "--force", "-i", "inventory/lab.py", check=False)
+        client.stop()
+        raise
 
 
 def get(host: str, port: int) -> tuple[int, dict]:
