@@ -280,6 +280,13 @@ def needs_restore(facts: RolloutFacts, service: str, before: dict | None,
     return proxied and switched_away(facts, service) and not facts.in_maintenance(service)
 
 
+def back_under_own_name(facts: RolloutFacts, service: str, before: dict | None) -> bool:
+    """rig-<service> (running or stopped) is the version before the rollout again: a restore
+    that did not reach its switch back (the two names swapped): -prev is then the version
+    rolled back from, never what to go back to."""
+    return same(Version.of(facts.containers.get(cmd.current(service))), Version.of(before))
+
+
 def switched_away(facts: RolloutFacts, service: str) -> bool:
     """rig-<service> runs in a slot the host's proxy (read) does not send to."""
     found = facts.containers.get(cmd.current(service))
@@ -303,11 +310,8 @@ def release_restored(service: str, before: dict | None):
     if not needs_restore(facts, service, before, strategy.proxied):
         host.noop(f"{service} already runs its previous version")
         return
-    found = facts.containers.get(cmd.current(service))
-    if same(Version.of(found), Version.of(before)):    # (not both None: needs_restore said no)
-        # back under its own name already (a restore that did not reach its switch back, the
-        # two names swapped): -prev is the version rolled back from, never what to start
-        if found.running:
+    if back_under_own_name(facts, service, before):    # (not both None: needs_restore said no)
+        if facts.containers[cmd.current(service)].running:
             host.noop(f"{service} already runs its previous version; the proxy goes back to "
                       "it once its restore gate passes")
         else:

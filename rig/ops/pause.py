@@ -20,8 +20,9 @@ refused from then on."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
-from tasks.rollout import needs_restore
+from tasks.rollout import back_under_own_name, needs_restore
 
 from ..commands import container as cmd
 from ..errors import RigError
@@ -41,11 +42,36 @@ from .job import Job, select_hosts
 from .rollout import Options, Plan, PlanRow, RolloutReport, _registry, rollout, signed
 
 
-def paused_rollout(job: Job, say) -> dict:
-    """The lock of the one paused rollout on the fleet's hosts, or of an abort of it that did
-    not finish (killed, or a host frozen: that lock keeps the record, `aborting` its id).
-    Returned with `id` the paused rollout's and `unfinished_abort` true when an abort's lock
-    is among them."""
+@dataclass(frozen=True)
+class Paused:
+    """The one paused rollout, as its locks keep it (rollout/engine.py paused_record).
+    unfinished_abort: an abort's lock is among them (running, or it did not finish)."""
+    id: str
+    tag: str
+    canary: list[str]
+    remaining: list[list[str]]
+    services: list[str] | None
+    batch: object
+    paused_since: object
+    record: dict
+    unfinished_abort: bool
+
+    @property
+    def hosts(self) -> list[str]:
+        return [h for wave in [self.canary, *self.remaining] for h in wave]
+
+    def aborting(self) -> dict:
+        """What an abort's own locks say besides who holds them: the paused rollout it aborts
+        (its id, tag, waves, record), so that an abort that does not finish can be finished."""
+        return {"aborting": self.id, "tag": self.tag, "canary": self.canary,
+                "remaining": self.remaining, "services": self.services, "batch": self.batch,
+                "paused_since": self.paused_since, "record": self.record}
+
+
+def paused_rollout(job: Job, say) -> Paused:
+    """The one paused rollout on the fleet's hosts, read from its locks, or from those of an
+    abort of it that did not finish (killed, or a host frozen: that lock keeps the record,
+    `aborting` its id)."""
     hosts = select_hosts(job.fleet)
     with job.session(hosts) as session:
         facts = Rollout(session, job.fleet, say, "status", "").facts()
@@ -63,26 +89,14 @@ def paused_rollout(job: Job, say) -> dict:
         raise RigError(f"{len(found)} paused rollouts hold locks: "
                        + ", ".join(f"{locks[0].get('tag')} ({i})" for i, locks in found.items()))
     paused_id, locks = next(iter(found.items()))
-    lock = dict(locks[0], id=paused_id,
-                unfinished_abort=any(not lk.get("paused") for lk in locks))
+    lock = locks[0]
     if not isinstance(lock.get("record"), dict) or not lock.get("canary"):
         raise RigError(f"the paused rollout {lock.get('tag')} has no record of what its canary "
                        "did (paused by an older rig, or the lock file was edited): `rig lock "
                        "release --force` and a new rollout")
-    return lock
-
-
-def aborting(lock: dict) -> dict:
-    """What an abort's own locks say besides who holds them: the paused rollout it aborts
-    (its id, tag, waves, record), so that an abort that does not finish can be finished."""
-    return {"aborting": lock["id"], "tag": lock.get("tag"), "canary": lock.get("canary"),
-            "remaining": lock.get("remaining"), "services": lock.get("services"),
-            "batch": lock.get("batch"), "paused_since": lock.get("paused_since"),
-            "record": lock["record"]}
-
-
-def _hosts(lock: dict) -> list[str]:
-    return [h for wave in [lock.get("canary") or [], *(lock.get("remaining") or [])] for h in wave]
+    return Paused(paused_id, lock.get("tag"), lock["canary"], lock.get("remaining") or [],
+                  lock.get("services"), lock.get("batch"), lock.get("paused_since"),
+                  lock["record"], any(not lk.get("paused") for lk in locks))
 
 
 def differences(record: dict, fresh: dict[str, list[cmd.Release]], facts: dict,
@@ -130,19 +144,18 @@ def differences(record: dict, fresh: dict[str, list[cmd.Release]], facts: dict,
 
 
 def promote(job: Job, say, on_plan=None, verify: bool = True) -> RolloutReport:
-    lock = paused_rollout(job, say)
-    if lock["unfinished_abort"]:
-        raise RigError(f"an abort of the paused rollout {lock['tag']} holds locks (running, or "
+    paused = paused_rollout(job, say)
+    if paused.unfinished_abort:
+        raise RigError(f"an abort of the paused rollout {paused.tag} holds locks (running, or "
                        "it did not finish: `rig lock status` says which): promote refused, "
                        "nothing was changed; `rig abort` finishes it")
-    record, canary = lock["record"], lock["canary"]
-    say(f"promoting {lock['tag']}: canary {', '.join(canary)} passed; next "
-        + "; ".join(", ".join(w) for w in lock.get("remaining") or []))
-    hosts = _hosts(lock)
+    record, canary, hosts = paused.record, paused.canary, paused.hosts
+    say(f"promoting {paused.tag}: canary {', '.join(canary)} passed; next "
+        + "; ".join(", ".join(w) for w in paused.remaining))
 
     def resolve(facts):
-        fresh, problems = resolve_releases(job.fleet, hosts, lock.get("services"),
-                                           at_tag(lock["tag"]), _registry(job), job.secrets)
+        fresh, problems = resolve_releases(job.fleet, hosts, paused.services,
+                                           at_tag(paused.tag), _registry(job), job.secrets)
         changed = problems + differences(record, fresh, facts, canary)
         if changed:
             raise RigError(*changed, "promote refused: what would run now is not what the "
@@ -151,10 +164,10 @@ def promote(job: Job, say, on_plan=None, verify: bool = True) -> RolloutReport:
         releases = {h: [release_of(row["to"]) for row in (record.get(h) or {}).values()]
                     for h in hosts}
         return (*signed(job, releases, []), [])
-    opts = Options(services=lock.get("services"), limit=hosts, canary=canary,
-                   batch=lock.get("batch"), pause="none", adopt=lock["id"],
+    opts = Options(services=paused.services, limit=hosts, canary=canary,
+                   batch=paused.batch, pause="none", adopt=paused.id,
                    cleanup={h: list(record.get(h) or {}) for h in canary}, verify=verify)
-    return rollout(job, lock["tag"], opts, say, on_plan, resolve=resolve)
+    return rollout(job, paused.tag, opts, say, on_plan, resolve=resolve)
 
 
 def abort_step(facts, service: str, to: cmd.Release, before: dict | None,
@@ -172,7 +185,7 @@ def abort_step(facts, service: str, to: cmd.Release, before: dict | None,
         if same(Version.of(facts.state.get(service)), Version.of(state_before)):
             return "skip", "already runs what it ran before"
         return "record", "abort: already back, state.json written back"
-    if same(Version.of(facts.containers.get(cmd.current(service))), Version.of(before)):
+    if back_under_own_name(facts, service, before):
         return "restore", "abort: already back, gated (started if stopped), then the proxy " \
             "goes back to it"
     return "skip", (f"runs {running.tag if running else 'nothing'}, neither what the paused "
@@ -181,18 +194,18 @@ def abort_step(facts, service: str, to: cmd.Release, before: dict | None,
 
 def abort(job: Job, say, on_plan=None) -> RolloutReport:
     """The canary's recorded changes back to what they replaced; every lock released."""
-    lock = paused_rollout(job, say)
-    record, canary, hosts = lock["record"], lock["canary"], _hosts(lock)
-    resume = lock["unfinished_abort"]
-    say(f"aborting {lock['tag']}: " + ("finishing an abort that did not finish; " if resume
+    paused = paused_rollout(job, say)
+    record, canary, hosts = paused.record, paused.canary, paused.hosts
+    resume = paused.unfinished_abort
+    say(f"aborting {paused.tag}: " + ("finishing an abort that did not finish; " if resume
                                        else "") + f"rolling the canary {', '.join(canary)} back")
     started = time.monotonic()
     with job.session(hosts, say=lambda host, line: say(f"  {host:<10} {line}")) as session:
-        engine = Rollout(session, job.fleet, say, "abort", lock["tag"], job.secrets)
+        engine = Rollout(session, job.fleet, say, "abort", paused.tag, job.secrets)
         facts = engine.facts()
         problems = [f"{h}: did not answer the pre-flight read" for h in hosts if not facts.get(h)]
         problems += host_problems(job.fleet, {h: f for h, f in facts.items() if f}, False,
-                                  time.time(), adopt=lock["id"], resume=resume)
+                                  time.time(), adopt=paused.id, resume=resume)
         if problems:
             raise RigError(*problems, "abort refused: nothing was changed")
         targets, rows, skipped = {}, [], []
@@ -208,15 +221,15 @@ def abort(job: Job, say, on_plan=None) -> RolloutReport:
                 rows.append(PlanRow(host, service, True, to.tag, to.digest,
                                     (before or {}).get("tag") or "(nothing)",
                                     (before or {}).get("digest") or "", [why]))
-        plan = Plan(f"abort {lock['tag']}", hosts, [canary], rows, skipped)
+        plan = Plan(f"abort {paused.tag}", hosts, [canary], rows, skipped)
         if on_plan:
             on_plan(plan)
         outcome_lines: list[str] = []
         ok, checked, gate_seconds = True, time.monotonic(), 0.0
         locked = ran = checked
         try:
-            engine.locks.holder.update(aborting(lock))    # the record, until it is done
-            taken = engine.take_locks(adopt=lock["id"], resume=resume)
+            engine.locks.holder.update(paused.aborting())    # the record, until it is done
+            taken = engine.take_locks(adopt=paused.id, resume=resume)
             if taken:
                 raise RigError(*taken, "abort refused: nothing was changed")
             locked = time.monotonic()
@@ -246,7 +259,7 @@ def abort(job: Job, say, on_plan=None) -> RolloutReport:
             ran = time.monotonic()
             unreleased = engine.release_locks()
     elapsed = time.monotonic() - started
-    return RolloutReport("abort", lock["tag"], plan, ok, False, outcome_lines, elapsed,
+    return RolloutReport("abort", paused.tag, plan, ok, False, outcome_lines, elapsed,
                          {"connect_and_preflight": checked - started,
                           "locks": locked - checked + time.monotonic() - ran,
                           "waves": ran - locked, "health_gates": gate_seconds}, unreleased)

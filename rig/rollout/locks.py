@@ -124,10 +124,10 @@ def may_take(lock: dict | None, stale_after: float, now: float, break_lock: bool
     if lock is None:
         return None if adopt is None or resume else "not locked: the paused rollout's lock is gone"
     kind = liveness(lock, stale_after, now, machine, alive)
+    unfinished = unfinished_abort(lock, stale_after, now, machine, alive)
     if adopt is not None:       # promote and abort have no --break-lock: no advice of it here
         if lock.get("paused") and lock.get("id") == adopt:
             return None
-        unfinished = unfinished_abort(lock, stale_after, now, machine, alive)
         if resume and unfinished and lock["aborting"] == adopt:
             return None
         if lock.get("aborting") == adopt and unfinished:      # (promote)
@@ -138,7 +138,6 @@ def may_take(lock: dict | None, stale_after: float, now: float, break_lock: bool
                     "for it (if it does not finish, `rig abort` again finishes what it began)")
         return (f"locked by another rollout: {_holder(lock, kind)} ({kind}): `rig lock status` "
                 "says more; `rig lock release` removes a lock no one is using")
-    unfinished = unfinished_abort(lock, stale_after, now, machine, alive)
     if break_lock and (force or (kind in ("malformed", "dead", "stale") and not unfinished)):
         return None
     text = describe_lock(lock, stale_after, now, machine, alive)

@@ -28,7 +28,6 @@ from pathlib import Path
 from rig.commands import container as cmd
 from rig.commands import proxy as proxy_cmd
 from rig.commands.lock import LOCK_FILE
-from rig.rollout.decide import Version, same
 from rig.rollout.strategy import START_FIRST, strategy_for
 from rig.runner import HostResult
 from tasks.control import control
@@ -37,6 +36,7 @@ from tasks.rollout import (
     Container,
     RolloutFacts,
     RolloutState,
+    back_under_own_name,
     needs_restore,
     next_slot,
     record,
@@ -232,10 +232,9 @@ class FakeSession:
         if host in self.rollback_fails:
             return HostResult(host, failed=["Roll back | restore previous"])
         for service in restored[host]:
-            found = facts.containers.get(cmd.current(service))
-            if found is not None and wanted[service] is not None and same(
-                    Version.of(found), Version.of(wanted[service])):
+            if back_under_own_name(facts, service, wanted[service]):
                 # back under its name already: started, and its gate and switch finish it
+                found = facts.containers[cmd.current(service)]
                 facts.containers[found.name] = Container(found.name, "running", *_rest(found))
                 continue
             warm, drain = restore_way(facts, service, strategy_for(self.fleet, host, service))
