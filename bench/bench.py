@@ -509,21 +509,38 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+SECTIONS = ("converge", "rollout", "three", "scale", "memory", "build", "connections")
+
+
 def main() -> None:
+    """Every section, or only those RIG_BENCH_ONLY names (comma-separated, for a quicker look
+    at one figure: then results.json is not written, and the figures print as JSON)."""
+    only = [s for s in os.environ.get("RIG_BENCH_ONLY", "").split(",") if s]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        sys.exit(f"RIG_BENCH_ONLY: no section {', '.join(unknown)} (sections: {', '.join(SECTIONS)})")
+    wanted = lambda name: not only or name in only  # noqa: E731
     started = time.monotonic()
     spec, digests = setup()
     results = {"runs": RUNS, "tcp_nodelay": os.environ.get("RIG_TCP_NODELAY", "1") != "0"}
-    results["converge"] = bench_converge(["mainpc", "pc2"])
-    results["rollout"] = bench_rollout(spec, digests)
-    results["rollout"].update(bench_three(spec))
-    results["scale"] = bench_scale(spec)
-    results["memory"] = bench_memory(spec)
-    results["build"] = bench_build(spec)
-    results["connections"] = bench_connections(spec)
-    (REPO / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if wanted("converge"):
+        results["converge"] = bench_converge(["mainpc", "pc2"])
+    if wanted("rollout"):
+        results["rollout"] = bench_rollout(spec, digests)
+    if wanted("three"):
+        results.setdefault("rollout", {}).update(bench_three(spec))
+    for name, section in (("scale", bench_scale), ("memory", bench_memory),
+                          ("build", bench_build), ("connections", bench_connections)):
+        if wanted(name):
+            results[name] = section(spec)
     say("")
-    say(table(results))
-    say(f"\nbench/results.json written; {time.monotonic() - started:.0f} s in all")
+    if only:
+        say(json.dumps(results, indent=2))
+    else:
+        (REPO / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        say(table(results))
+        say("\nbench/results.json written")
+    say(f"{time.monotonic() - started:.0f} s in all")
 
 
 if __name__ == "__main__":

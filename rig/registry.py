@@ -98,6 +98,11 @@ class RegistryClient:
         self._verify: str | bool = self.ca_file or True
         self._tokens: dict[str, str] = {}
         self._basic = False     # the registry asked for basic auth once: send it up front
+        from gevent.lock import Semaphore  # (look-ups side by side are greenlets)
+
+        self._open: set[str] = set()   # scopes that answered without credentials
+        self._learning = Semaphore()                 # see _request
+        self._scope_locks: dict[str, Semaphore] = {}
         self.requests = 0       # HTTP requests sent (each authenticated one may cost a bcrypt)
 
     @property
@@ -252,6 +257,27 @@ class RegistryClient:
     # -- auth ---------------------------------------------------------------------------------
     def _request(self, method: str, url: str, scope: str, until: float, headers=None,
                  data=None) -> requests.Response:
+        """The request, authenticated as the registry asks. Until this client knows how (basic
+        auth, or a bearer token for the scope), look-ups side by side take turns: the first
+        meets the 401 challenge and learns, the others then go straight in with what it
+        learned instead of each meeting its own 401. Once the registry is known to hand out a
+        token per scope (GHCR), only requests of the same scope take turns."""
+        while not self._knows(scope):
+            first = not (self._basic or self._tokens or self._open)
+            lock = self._learning if first else \
+                self._scope_locks.setdefault(scope, type(self._learning)())
+            with lock:
+                if first and (self._basic or self._tokens or self._open):
+                    continue    # learned while this one waited: by scope from now on
+                if not self._knows(scope):
+                    return self._authenticated(method, url, scope, until, headers, data)
+        return self._authenticated(method, url, scope, until, headers, data)
+
+    def _knows(self, scope: str) -> bool:
+        return self._basic or scope in self._tokens or scope in self._open
+
+    def _authenticated(self, method: str, url: str, scope: str, until: float, headers=None,
+                       data=None) -> requests.Response:
         headers = dict(headers or {})
         token = self._tokens.get(scope)
         if token:
@@ -259,6 +285,8 @@ class RegistryClient:
         basic = (self.username, self.password) if self._basic else None
         response = self._send(method, url, headers, until, auth=basic, data=data)
         if response.status_code != 401:
+            if basic is None and not token:
+                self._open.add(scope)
             return response
         scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
         if basic is not None and scheme == "basic":

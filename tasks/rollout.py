@@ -190,9 +190,37 @@ def release_running(release: cmd.Release, secrets: dict | None = None, pulled: b
     + known: the host's RolloutState as pre-flight read it (None: read it now)
     """
     facts = known or host.get_fact(RolloutState)
+    swap = yield from _secrets_then_swap(release, secrets, facts, pulled)
+    yield from swap
+
+
+@operation()
+def releases_running(releases: list[cmd.Release], secrets: dict | None = None,
+                     known: RolloutFacts | None = None):
+    """Several services of this host, their images pulled already (images_pulled): each one's
+    secrets written, then their swaps (release_running's) at once, in one command, so the
+    containers start side by side; it fails if any swap failed, after all have ended.
+
+    + releases: what this host is to run
+    + secrets: service -> {name: rig.secrets.Secret}
+    + known: the host's RolloutState as pre-flight read it (None: read it now)
+    """
+    facts = known or host.get_fact(RolloutState)
+    swaps = []
+    for release in releases:
+        swaps += yield from _secrets_then_swap(release, (secrets or {}).get(release.service),
+                                               facts, pulled=True)
+    if swaps:
+        yield cmd.concurrently(*swaps)
+
+
+def _secrets_then_swap(release: cmd.Release, secrets: dict | None, facts: RolloutFacts,
+                       pulled: bool):
+    """Yields the commands that write the service's secrets; returns its pull (unless pulled)
+    and swap, nothing when it runs the release already (a noop, said)."""
     if runs(facts.running(release.service), release):
         host.noop(f"{release.service} already runs {release.tag}")
-        return
+        return []
     name = cmd.current(release.service)
     versions = release.secret_versions
     for secret_name, secret in sorted((secrets or {}).items()):
@@ -201,17 +229,16 @@ def release_running(release: cmd.Release, secrets: dict | None = None, pulled: b
     fleet = fleet_of(host)
     strategy = strategy_for(fleet, host.name, release.service)
     if facts.live_previous(release.service):    # the kept one serves: it stays, kept
-        yield from cmd.replace_unswitched(fleet, host.name, release, pulled=pulled,
-                                          strategy=strategy.name,
-                                          slot=next_slot(facts.running(release.service)),
-                                          drain=strategy.drain)
-        return
-    yield from cmd.replace_commands(fleet, host.name, release,
-                                    has_current=name in facts.containers,
-                                    has_previous=cmd.previous(release.service) in facts.containers,
-                                    pulled=pulled, strategy=strategy.name,
-                                    slot=next_slot(facts.containers.get(name)),
-                                    drain=strategy.drain)
+        return cmd.replace_unswitched(fleet, host.name, release, pulled=pulled,
+                                      strategy=strategy.name,
+                                      slot=next_slot(facts.running(release.service)),
+                                      drain=strategy.drain)
+    return cmd.replace_commands(fleet, host.name, release,
+                                has_current=name in facts.containers,
+                                has_previous=cmd.previous(release.service) in facts.containers,
+                                pulled=pulled, strategy=strategy.name,
+                                slot=next_slot(facts.containers.get(name)),
+                                drain=strategy.drain)
 
 
 def next_slot(running: Container | None) -> str:
@@ -221,27 +248,31 @@ def next_slot(running: Container | None) -> str:
 
 
 @operation(is_idempotent=False)
-def proxy_switched(service: str, then: str = "stop"):
-    """The host's proxy sends `service` to the slot rig-<service> runs in (after its gate
-    passed); the other slot drains and goes to maintenance. Then, for start_first, the kept
-    container rig-<service>-prev (it served until now): `stop`: stops once drained, still kept
-    for a rollback (a rollout); `remove`: goes once drained (a restore switching back: -prev
-    is the version rolled back from); `keep`: stays as it is.
+def proxy_switched(services: list[str], then: str = "stop"):
+    """The host's proxy sends each of `services` to the slot rig-<service> runs in (after its
+    gate passed); the other slot drains and goes to maintenance. Then, for start_first, the
+    kept container rig-<service>-prev (it served until now): `stop`: stops once drained, still
+    kept for a rollback (a rollout); `remove`: goes once drained (a restore switching back:
+    -prev is the version rolled back from); `keep`: stays as it is. The services switch at
+    once, in one command (their drains and stops overlap); it fails if any of them failed.
 
-    + service: the service whose gate passed
+    + services: the services whose gates passed
     + then: stop, remove or keep rig-<service>-prev
     """
     fleet = fleet_of(host)
-    strategy = strategy_for(fleet, host.name, service)
-    if not strategy.proxied:
-        host.noop(f"{service}: no proxy")
-        return
-    if then == "remove":
-        yield cmd.switch_to_current(service, strategy.drain, None, remove_previous=True)
-        return
-    stop = int(fleet.runtime(service, host.name).stop_timeout) if then == "stop" \
-        and strategy.name == START_FIRST else None
-    yield cmd.switch_to_current(service, strategy.drain if stop is not None else 0, stop)
+    switches = []
+    for service in services:
+        strategy = strategy_for(fleet, host.name, service)
+        if not strategy.proxied:
+            host.noop(f"{service}: no proxy")
+        elif then == "remove":
+            switches.append((service, strategy.drain, None, True))
+        else:
+            stop = int(fleet.runtime(service, host.name).stop_timeout) if then == "stop" \
+                and strategy.name == START_FIRST else None
+            switches.append((service, strategy.drain if stop is not None else 0, stop, False))
+    if switches:
+        yield cmd.switch_all(switches)
 
 
 @operation(is_idempotent=False)
@@ -366,13 +397,13 @@ def roll_out(releases: dict, secrets: dict | None = None, known: dict | None = N
     wave's hosts untouched until now: not read again). The engine gates what started."""
     mine = releases.get(host.name, [])
     facts = (known or {}).get(host.name)
-    together = len(mine) > 1     # one service pulls in its own step, as before
-    if together:
+    if len(mine) == 1:      # one service: its pull is a step of its own
+        release_running(name=f"{mine[0].service}: run {mine[0].tag}", release=mine[0],
+                        secrets=(secrets or {}).get(mine[0].service), known=facts)
+    elif mine:              # several: the pulls side by side, then the swaps side by side
         images_pulled(name="pull images", releases=mine, known=facts)
-    for release in mine:
-        release_running(name=f"{release.service}: run {release.tag}", release=release,
-                        secrets=(secrets or {}).get(release.service), pulled=together,
-                        known=facts)
+        releases_running(name=", ".join(f"{r.service}: run {r.tag}" for r in mine),
+                         releases=mine, secrets=secrets, known=facts)
 
 
 @deploy("Roll back")
@@ -400,8 +431,9 @@ SWITCH_STEP = {"stop": "proxy to the new container",           # a rollout's swi
 def switch(services: dict, then: str = "stop"):
     """services: host -> [service]: each host's proxy goes to what passed its gate there;
     then: what becomes of the kept container (proxy_switched)."""
-    for service in services.get(host.name, []):
-        proxy_switched(name=f"{service}: {SWITCH_STEP[then]}", service=service, then=then)
+    mine = services.get(host.name, [])
+    if mine:
+        proxy_switched(name=f"{', '.join(mine)}: {SWITCH_STEP[then]}", services=mine, then=then)
 
 
 @deploy("Settle")

@@ -117,6 +117,18 @@ def subshell(cmd: Cmd) -> Cmd:
     return Cmd(f"( {cmd.line} )")
 
 
+def concurrently(*cmds: Cmd, then: Cmd | None = None) -> Cmd:
+    """Each in its own subshell, all at once (an `exit` in one ends only that one); once all
+    have ended, `then` (whatever they returned), and the line fails if any of them failed."""
+    cmds = [c for c in cmds if c is not None]
+    if not cmds or (len(cmds) == 1 and then is None):
+        return seq(*cmds, then)
+    starts = "; ".join(f"( {c.line} ) & _p{i}=$!" for i, c in enumerate(cmds))
+    waits = "; ".join(f"wait $_p{i} || _rc=1" for i in range(len(cmds)))
+    after = f"{_child(then)}; " if then is not None else ""
+    return Cmd(f"_rc=0; {starts}; {waits}; {after}[ $_rc -eq 0 ]", compound=True, op=";")
+
+
 def capture(cmd: Cmd) -> Cmd:
     """$(cmd), for use as one word."""
     return Cmd(f'"$({cmd.line})"')

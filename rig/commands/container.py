@@ -19,6 +19,7 @@ from .base import (
     all_of,
     any_of,
     capture,
+    concurrently,
     decode_to,
     no_stderr,
     ok,
@@ -308,6 +309,15 @@ def switch_to_current(service: str, drain: float, stop_previous: int | None,
                             Cmd("exit 0")))
         parts.append(sh("docker", "stop", "-t", int(stop_previous), prev))
     return all_of(*parts)
+
+
+def switch_all(switches: list[tuple[str, float, int | None, bool]]) -> Cmd:
+    """Several services' switch_to_current (service, drain, stop_previous, remove_previous)
+    at once, so a host's drains and stops overlap instead of following one another; the
+    proxy's state is saved once more after all of them (each saves as it goes, and two at once
+    may save in either order). Fails if any of them failed, after all have ended."""
+    return concurrently(*(switch_to_current(*s) for s in switches),
+                        then=ok(proxy.save_state()) if len(switches) > 1 else None)
 
 
 def secrets_gc() -> Cmd:

@@ -93,10 +93,11 @@ _HELPERS = (
     '[ -z "$out" ] || { echo "proxy: $1: $out" >&2; return 1; }; }; '
     # save: only an answer that is a state file (its version line, then its header) replaces
     # the one HAProxy loads at start; an empty or cut answer would bring every slot up disabled
-    f'save() {{ ask "show servers state" > {STATE}.new && [ "$(head -n 1 {STATE}.new)" = 1 ] '
-    f'&& sed -n 2p {STATE}.new | grep -q "^# be_id " && mv -f {STATE}.new {STATE} || '
+    # (each script its own temporary file: several services' switches may save at once)
+    f'save() {{ t={STATE}.new.$$; ask "show servers state" > "$t" && [ "$(head -n 1 "$t")" = 1 ] '
+    f'&& sed -n 2p "$t" | grep -q "^# be_id " && mv -f "$t" {STATE} || '
     '{ echo "proxy: its state could not be saved (the change holds until haproxy restarts)" >&2; '
-    f'rm -f {STATE}.new; return 1; }}; }}; '
+    'rm -f "$t"; return 1; }; }; '
     'scur() { ask "show stat" | awk -F, -v b="$1" -v s="$2" \'$1==b && $2==s {print $5}\'; }; '
     # is SERVICE SLOT live|maint: the stats say so after a change (`set server` answers with
     # silence, and so does a socket that accepts and closes: the stats are the proof)

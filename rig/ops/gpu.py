@@ -24,29 +24,35 @@ MIB = 2**20
 def gpu_problems(fleet: Fleet, changes: dict[str, list[Change]], facts: dict,
                  image_env: Callable[[str, str], dict], all_start: bool = False) -> list[str]:
     """Problems of every GPU host whose changes start GPU services (image_env(repository,
-    digest) reads an image's environment; each image is read once). all_start: every change
-    starts its container (rig start/restart of what runs), not only those a rollout needs."""
+    digest) reads an image's environment; each image is read once, the images side by side).
+    all_start: every change starts its container (rig start/restart of what runs), not only
+    those a rollout needs."""
+    from gevent.pool import Pool
+
+    from ..rollout.engine import LOOKUPS
+
+    starting = {host: [c for c in host_changes if (all_start or c.needed)
+                       and fleet.wants_gpu(c.release.service, host)]
+                for host, host_changes in changes.items()
+                if fleet.gpu_present(host) and facts.get(host) is not None}
+    starting = {host: cs for host, cs in starting.items() if cs}
+    keys = list(dict.fromkeys((c.release.repository, c.release.digest)
+                              for cs in starting.values() for c in cs))
+    envs = dict(zip(keys, Pool(LOOKUPS).map(lambda key: image_env(*key), keys), strict=True))
     problems: list[str] = []
-    envs: dict[tuple[str, str], dict] = {}
-    for host, host_changes in changes.items():
-        starting = [c for c in host_changes if (all_start or c.needed)
-                    and fleet.wants_gpu(c.release.service, host)]
-        if not starting or not fleet.gpu_present(host) or facts.get(host) is None:
-            continue
+    for host, host_starting in starting.items():
         host_facts = facts[host]
         driver = host_facts.gpus[0].driver if host_facts.gpus else None
         card = card_problem(fleet, host, host_facts)
         if card:
             problems.append(card)
-        for c in starting:
-            key = (c.release.repository, c.release.digest)
-            if key not in envs:
-                envs[key] = image_env(*key)
-            problem = driver_problem(host, c.release.pinned, envs[key], driver)
+        for c in host_starting:
+            problem = driver_problem(host, c.release.pinned,
+                                     envs[(c.release.repository, c.release.digest)], driver)
             if problem:
                 why = f" ({host_facts.gpu_error})" if host_facts.gpu_error and driver is None else ""
                 problems.append(problem + why)
-        problem = memory_problem(fleet, host, starting, host_facts)
+        problem = memory_problem(fleet, host, host_starting, host_facts)
         if problem:
             problems.append(problem)
     return problems

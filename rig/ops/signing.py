@@ -139,40 +139,55 @@ def signature_problems(fleet, registry, releases: dict, keys: list) -> list[str]
     """For a rollout's releases (host -> [Release]): one line per image (repository@digest)
     without a valid signature by one of `keys` naming that very repository and digest, and,
     when provenance is required, one per image whose provenance by those keys is missing or
-    does not fit (another build target than the host's, another commit than the tag names)."""
-    from ..images import build_tag, image_for
-    from ..supply import cosign
-    from ..supply import keys as key_tools
+    does not fit (another build target than the host's, another commit than the tag names).
+    The images are checked side by side (up to LOOKUPS at once), each image's lines together,
+    in the order the images first appear."""
+    from gevent.pool import Pool
 
-    problems, signed, seen = [], {}, set()
+    from ..images import build_tag, image_for
+    from ..rollout.engine import LOOKUPS
+
+    # A signature is of the image, checked once for every host; a provenance is of the build
+    # target (per machine), checked once per image and target.
+    builds: dict[tuple[str, str], dict[str, str]] = {}     # image -> target -> tag
     for host, host_releases in releases.items():
         for release in host_releases:
-            image = (release.repository, release.digest)
-            name = f"{release.repository}:{release.tag} ({release.digest[:19]})"
-            path = release.repository.removeprefix(f"{fleet.registry.host}/")
-            if image not in signed:     # a signature is of the image, once for every host
-                try:
-                    signed[image] = bool(cosign.signers(registry, path, *image, keys))
-                    if not signed[image]:
-                        problems.append(f"{name}: no valid signature by key "
-                                        + ", ".join(key_tools.short_id(k) for k in keys)
-                                        + " (pushed by someone else, or never signed)")
-                except RigError as e:
-                    signed[image] = False
-                    problems.append(f"{name}: its signatures could not be read: {e}")
             tag = build_tag(fleet, release.service, host, release.tag)
             target = image_for(fleet, release.service, host, tag).target
-            if not signed[image] or not fleet.requires_provenance or (*image, target) in seen:
-                continue
-            seen.add((*image, target))     # a provenance is of the build target (per machine)
-            why = provenance_problem(registry, path, *image, keys, target, tag)
-            if why:
-                problems.append(f"{name}: {why}")
+            builds.setdefault((release.repository, release.digest), {}).setdefault(target, tag)
+    tags = {(r.repository, r.digest): r.tag for rs in releases.values() for r in rs}
+    found = Pool(LOOKUPS).map(
+        lambda image: _image_problems(fleet, registry, image, tags[image], builds[image], keys),
+        list(builds))
+    problems = [line for lines in found for line in lines]
     if problems:
         problems.append("`rig images verify --tag TAG` shows what is signed and attested; `rig "
                         "images sign --tag TAG` signs the images at TAG once you trust them; "
                         "`rig build --push --rebuild --tag TAG` builds, signs and attests them anew")
     return problems
+
+
+def _image_problems(fleet, registry, image: tuple[str, str], tag: str, targets: dict[str, str],
+                    keys: list) -> list[str]:
+    """One image's lines: its signature, then (signed) each build target's provenance."""
+    from ..supply import cosign
+    from ..supply import keys as key_tools
+
+    repository, digest = image
+    name = f"{repository}:{tag} ({digest[:19]})"
+    path = repository.removeprefix(f"{fleet.registry.host}/")
+    try:
+        if not cosign.signers(registry, path, repository, digest, keys):
+            return [f"{name}: no valid signature by key "
+                    + ", ".join(key_tools.short_id(k) for k in keys)
+                    + " (pushed by someone else, or never signed)"]
+    except RigError as e:
+        return [f"{name}: its signatures could not be read: {e}"]
+    if not fleet.requires_provenance:
+        return []
+    whys = (provenance_problem(registry, path, repository, digest, keys, target, at)
+            for target, at in targets.items())
+    return [f"{name}: {why}" for why in whys if why]
 
 
 def provenance_problem(registry, path: str, repository: str, digest: str, keys: list, target: str,

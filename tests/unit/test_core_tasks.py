@@ -229,8 +229,8 @@ def test_release_restored_starts_the_kept_container_or_fails_without_one(fleet):
 @pytest.fixture
 def calls(monkeypatch):
     seen = []
-    for name in ("release_running", "release_restored", "recorded", "images_pulled",
-                 "proxy_switched", "previous_settled"):
+    for name in ("release_running", "releases_running", "release_restored", "recorded",
+                 "images_pulled", "proxy_switched", "previous_settled"):
         monkeypatch.setattr(ops, name, lambda _n=name, **kw: seen.append((_n, kw)))
     return seen
 
@@ -245,12 +245,31 @@ def test_roll_out_runs_each_release_of_this_host_with_its_services_secrets(calls
         ops.roll_out._inner({"pc2": [a]})
         ops.roll_out._inner({"mainpc": [a]})
     assert calls == [("images_pulled", {"name": "pull images", "releases": [a, b], "known": seen}),
+                     ("releases_running", {"name": "a: run T2, b: run T2", "releases": [a, b],
+                                           "secrets": {"b": secret}, "known": seen}),
                      ("release_running", {"name": "a: run T2", "release": a, "secrets": None,
-                                          "pulled": True, "known": seen}),
-                     ("release_running", {"name": "b: run T2", "release": b, "secrets": secret,
-                                          "pulled": True, "known": seen}),
-                     ("release_running", {"name": "a: run T2", "release": a, "secrets": None,
-                                          "pulled": False, "known": None})]
+                                          "known": None})]
+
+
+def test_several_releases_write_their_secrets_then_swap_side_by_side_in_one_command(fleet):
+    a, b, c = "affective_processing_center", "model_ops_coordinator", "real_time_audio_pipeline"
+    facts = RolloutFacts(containers={cmd.current(a): box(a, tag="T2", digest="sha256:2"),
+                                     cmd.current(c): box(c)})
+    rels = [release(a), release(b, config=json.dumps({"secret K": "vk"})), release(c)]
+    secret = Secret("k-value", "env K")
+    host = FakeHost(RolloutFacts(), fleet)    # pre-flight's read is used, none made now
+    commands = run_op(ops.releases_running, host, releases=rels, secrets={b: {"K": secret}},
+                      known=facts)
+    assert [(w.function, w.args) for w in commands[:1]] == [
+        (ops._write_secret, (b, "K", secret, "vk"))]
+    how = {"strategy": "start_first", "drain": 30.0, "pulled": True}
+    assert commands[1:] == [cmd.concurrently(
+        *cmd.replace_commands(fleet, "mainpc", rels[1], False, False, slot="a", **how),
+        *cmd.replace_commands(fleet, "mainpc", rels[2], True, False, slot="b", **how))]
+    assert host.noops == [f"{a} already runs T2"] and host.reads == []
+    done = FakeHost(RolloutFacts(containers={cmd.current(a): box(a, tag="T2",
+                                                                 digest="sha256:2")}), fleet)
+    assert run_op(ops.releases_running, done, releases=[rels[0]]) == []
 
 
 def test_what_pre_flight_read_is_not_read_again_by_the_wave_nor_the_record_step(fleet):
@@ -355,17 +374,16 @@ def test_roll_back_restores_a_restore_that_did_not_reach_its_switch_back(calls, 
                                            "before": before})]
 
 
-def test_switch_and_settle_add_one_operation_per_service_of_this_host(calls):
+def test_switch_adds_one_operation_for_all_services_of_this_host_settle_one_per_service(calls):
     with ctx_host.use(FakeHost(RolloutFacts())):
         ops.switch._inner({"mainpc": ["a", "b"], "pc2": ["c"]}, then="remove")
         ops.switch._inner({"mainpc": ["a"]})
+        ops.switch._inner({"pc2": ["c"]})
         ops.settle._inner({"mainpc": ["a"], "pc2": ["c"]})
     assert calls == [
-        ("proxy_switched", {"name": "a: proxy back to the restored container", "service": "a",
-                            "then": "remove"}),
-        ("proxy_switched", {"name": "b: proxy back to the restored container", "service": "b",
-                            "then": "remove"}),
-        ("proxy_switched", {"name": "a: proxy to the new container", "service": "a",
+        ("proxy_switched", {"name": "a, b: proxy back to the restored container",
+                            "services": ["a", "b"], "then": "remove"}),
+        ("proxy_switched", {"name": "a: proxy to the new container", "services": ["a"],
                             "then": "stop"}),
         ("previous_settled", {"name": "a: remove the container the proxy never sent to",
                               "service": "a"})]

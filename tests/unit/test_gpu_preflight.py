@@ -63,6 +63,33 @@ def test_a_new_enough_driver_a_non_gpu_service_and_an_unchanged_one_pass(fleet):
     assert none == []                      # a service without a GPU: the registry is not asked
 
 
+def test_the_images_are_read_side_by_side_each_once(fleet):
+    """Each read waits until every image's read has begun: one after another, the first
+    would wait for ever (here: 5 s, then the check fails)."""
+    import dataclasses
+
+    import gevent.event
+
+    def other(host, digest):
+        c = change(fleet, host)
+        return Change(host, dataclasses.replace(c.release, digest=digest), None)
+    begun, all_begun, waited = [], gevent.event.Event(), []
+
+    def image_env(repo, digest):
+        begun.append(digest)
+        if len(begun) == 2:
+            all_begun.set()
+        waited.append(all_begun.wait(timeout=5))
+        return REQUIRE
+    changes = {"pc2": [other("pc2", "sha256:" + "1" * 64)],
+               "mainpc": [other("mainpc", "sha256:" + "2" * 64),
+                          other("mainpc", "sha256:" + "1" * 64)]}
+    big = facts(total=24564)
+    big.gpus = [dataclasses.replace(big.gpus[0], name="NVIDIA GeForce RTX 4090", compute_cap="8.9")]
+    assert gpu_problems(fleet, changes, {"pc2": facts(), "mainpc": big}, image_env) == []
+    assert sorted(begun) == ["sha256:" + "1" * 64, "sha256:" + "2" * 64] and waited == [True, True]
+
+
 def test_a_host_whose_nvidia_smi_fails_says_why(fleet):
     broken = facts()
     broken.gpus, broken.gpu_error = [], "nvidia-smi failed: NVIDIA-SMI has failed because ..."

@@ -311,6 +311,61 @@ def test_basic_auth_registry_and_manifest_copy():
     assert client.requests == 4 and not replay.answers
 
 
+class Challenging(BaseAdapter):
+    """A registry that challenges every request without credentials (basic, or bearer with a
+    token per scope) and lets other requests in while it answers (gevent.sleep)."""
+
+    def __init__(self, scheme):
+        super().__init__()
+        self.scheme, self.seen = scheme, []
+
+    def send(self, request, **kwargs):
+        import gevent
+
+        gevent.sleep(0.01)
+        auth = request.headers.get("Authorization")
+        self.seen.append((request.method, request.url.split("/v2/")[-1], auth is not None))
+        response = requests.Response()
+        response.request, response.url, response.headers = request, request.url, {}
+        response.status_code, response._content = 200, b""
+        if request.url.startswith("https://ghcr.io/token"):
+            response._content = b'{"token": "tkn"}'
+        elif auth is None:
+            response.status_code = 401
+            response.headers["WWW-Authenticate"] = 'Basic realm="r"' if self.scheme == "basic" \
+                else 'Bearer realm="https://ghcr.io/token",service="ghcr.io"'
+        else:
+            response.headers["Docker-Content-Digest"] = "sha256:" + "a" * 64
+        return response
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("scheme, challenges", [("basic", 1), ("bearer", 3)])
+def test_look_ups_side_by_side_meet_one_challenge_not_one_each(scheme, challenges):
+    """Basic auth: the first look-up learns it, the others send it up front. Bearer (GHCR):
+    one challenge and one token per scope; once the first scope has taught the scheme, the
+    other scopes get their tokens side by side, each scope's look-ups waiting for its own."""
+    from gevent.pool import Pool
+
+    client = RegistryClient("ghcr.io", "user", "s3cret")
+    registry = Challenging(scheme)
+    client._session.mount("https://", registry)
+    refs = [("o/a", "T1"), ("o/b", "T1"), ("o/c", "T1"), ("o/b", "T2"), ("o/c", "T2"),
+            ("o/a", "T2")]
+    assert Pool(8).map(lambda ref: client.manifest_digest(*ref), refs) == ["sha256:" + "a" * 64] * 6
+    refused = [url for _, url, auth in registry.seen if not auth]
+    assert len(refused) == challenges, registry.seen
+    tokens = [url for _, url, _ in registry.seen if url.startswith("https://ghcr.io/token")]
+    assert len(tokens) == (3 if scheme == "bearer" else 0)
+    assert client.requests == len(registry.seen) == 6 + challenges + len(tokens)
+    if scheme == "bearer":      # b's and c's challenges both came before either's token
+        urls = [url for _, url, _ in registry.seen]
+        assert max(urls.index("o/b/manifests/T1"), urls.index("o/c/manifests/T1")) \
+            < urls.index(tokens[1]), registry.seen
+
+
 def test_credentials_refused_when_sent_up_front_are_one_line_not_a_loop():
     client, replay = _client([
         ("HEAD", "https://10.77.0.1:5000/v2/rig/app/manifests/T1", 401,

@@ -194,7 +194,8 @@ def test_restore_of_a_first_rollout_removes_the_new_container(fleet):
 @pytest.fixture
 def ops_log(monkeypatch):
     log: list[tuple] = []
-    for name in ("release_running", "release_restored", "recorded", "images_pulled"):
+    for name in ("release_running", "releases_running", "release_restored", "recorded",
+                 "images_pulled"):
         monkeypatch.setattr(tasks_rollout, name,
                             lambda name_=name, **kw: log.append((name_, kw)))
     return log
@@ -213,10 +214,8 @@ def test_roll_out_runs_this_hosts_releases_with_their_services_secrets(fleet, op
                releases={"mainpc": [r, other], "pc2": [r]}, secrets=secrets)
     assert ops_log == [
         ("images_pulled", {"name": "pull images", "releases": [r, other], "known": None}),
-        ("release_running", {"name": f"{SERVICE}: run T2", "release": r,
-                             "secrets": secrets[SERVICE], "pulled": True, "known": None}),
-        ("release_running", {"name": "real_time_audio_pipeline: run T2", "release": other,
-                             "secrets": None, "pulled": True, "known": None})]
+        ("releases_running", {"name": f"{SERVICE}: run T2, real_time_audio_pipeline: run T2",
+                              "releases": [r, other], "secrets": secrets, "known": None})]
     ops_log.clear()
     run_deploy(tasks_rollout.roll_out, FakeHost(fleet, RolloutFacts(), "node9"),
                releases={"mainpc": [r]})
@@ -384,7 +383,7 @@ def test_a_warm_restore_needs_the_kept_one_in_the_other_slot(fleet):
 ])
 def test_the_switch_stops_removes_or_keeps_the_kept_container(fleet, host, then, expected):
     out = lines(run_op(tasks_rollout.proxy_switched, FakeHost(fleet, RolloutFacts(), name=host),
-                       service=SERVICE, then=then))
+                       services=[SERVICE], then=then))
     assert out == [str(expected())]
 
 
@@ -407,3 +406,17 @@ def test_only_a_running_new_container_the_proxy_sends_to_makes_the_restore_warm(
     assert way(proxy_state=None) == (False, None)           # no proxy read
     off = fleet.model_copy(update={"proxy": fleet.proxy.model_copy(update={"enabled": False})})
     assert way(strategy=strategy_for(off, "mainpc", SERVICE)) == (False, None)
+
+
+def test_a_hosts_services_switch_in_one_command(fleet):
+    other = next(s for s in sorted(fleet.services_on("mainpc")) if s != SERVICE)
+    out = lines(run_op(tasks_rollout.proxy_switched, FakeHost(fleet, RolloutFacts()),
+                       services=[SERVICE, other], then="remove"))
+    assert out == [str(cmd.switch_all([(SERVICE, 30.0, None, True), (other, 30.0, None, True)]))]
+
+
+def test_with_the_proxy_off_the_switch_runs_nothing_and_says_so(fleet):
+    off = fleet.model_copy(update={"proxy": fleet.proxy.model_copy(update={"enabled": False})})
+    host = FakeHost(off, RolloutFacts())
+    assert run_op(tasks_rollout.proxy_switched, host, services=[SERVICE], then="stop") == []
+    assert host.noops == [f"{SERVICE}: no proxy"]

@@ -586,3 +586,41 @@ def test_a_proxy_read_only_once_is_no_change_between_the_reads():
     assert _changes(RolloutFacts(proxy=None), seen) == []
     assert _changes(seen, RolloutFacts(proxy=None)) == []
     assert _changes(seen, RolloutFacts(proxy={"svc": {"a": "maint", "b": "live"}})) == ["svc: proxy"]
+
+
+# -- a host's services switch at once -------------------------------------------------------------
+def test_concurrent_commands_overlap_each_exit_ends_only_its_own_and_any_failure_fails_the_line(
+        tmp_path):
+    import subprocess
+
+    from rig.commands.base import Cmd, concurrently
+
+    out = tmp_path / "order"
+    line = concurrently(Cmd(f"sleep 0.5; echo slow >> {out}"),
+                        Cmd(f"echo quick >> {out}; exit 3"),
+                        then=Cmd(f"echo then >> {out}"))
+    done = subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    # the quick one did not wait for the slow one, its exit did not end the slow one, and
+    # `then` came after both
+    assert out.read_text().split() == ["quick", "slow", "then"]
+    ok_line = concurrently(Cmd("true"), Cmd("true"), then=Cmd("false"))
+    assert subprocess.run(["sh", "-c", ok_line], timeout=30).returncode == 0
+    assert concurrently(Cmd("echo one")) == "echo one"
+    assert subprocess.run(["sh", "-c", concurrently()], timeout=30).returncode == 0
+
+
+def test_a_hosts_switches_run_at_once_and_the_proxys_state_is_saved_after_all_of_them():
+    line = str(cmd.switch_all([("a", 30, 10, False), ("b", 0, None, True)]))
+    first, second = str(cmd.switch_to_current("a", 30, 10)), \
+        str(cmd.switch_to_current("b", 0, None, remove_previous=True))
+    assert line.index(f"( {first} ) &") < line.index(f"( {second} ) &") \
+        < line.index("wait $_p0") < line.index("wait $_p1") < line.index(
+            str(proxy.save_state())) < line.index("[ $_rc -eq 0 ]")
+    # one service: its switch as it is, nothing around it
+    assert str(cmd.switch_all([("a", 30, 10, False)])) == first
+
+
+def test_each_save_writes_its_own_temporary_file_so_two_at_once_cannot_mix():
+    assert f"t={proxy.STATE}.new.$$;" in proxy._HELPERS
+    assert f"> {proxy.STATE}.new " not in proxy._HELPERS

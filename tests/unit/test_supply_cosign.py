@@ -165,6 +165,35 @@ def test_a_rollout_names_each_image_without_a_trusted_signature_once(fleet):
                               [trusted.public_key()]) == []
 
 
+def test_a_rollouts_images_are_checked_side_by_side_not_one_after_another(fleet):
+    """Each image's signature look-up waits until every image's has begun: one after another,
+    the first would wait for ever (here: 5 s, then the check fails)."""
+    import gevent.event
+
+    from rig.commands.container import Release
+    from rig.ops.signing import signature_problems
+
+    repo = fleet.registry.repository("model_ops_coordinator")
+    path = repo.split("/", 1)[1]
+    digests = [DIGEST, OTHER, "sha256:" + "ef" * 32]
+    registry, trusted = MemoryRegistry(), key()
+    for digest in digests:
+        cosign.sign(registry, path, repo, digest, trusted)
+    begun, all_begun, waited = set(), gevent.event.Event(), []
+    plain = registry.manifest
+
+    def manifest(p, reference):
+        begun.add(reference)
+        if len(begun) == len(digests):
+            all_begun.set()
+        waited.append(all_begun.wait(timeout=5))
+        return plain(p, reference)
+    registry.manifest = manifest
+    releases = {"mainpc": [Release("model_ops_coordinator", "T1", repo, d, "ph") for d in digests]}
+    assert signature_problems(fleet, registry, releases, [trusted.public_key()]) == []
+    assert waited == [True] * len(digests)
+
+
 def test_a_build_signs_what_it_pushed_or_tagged_and_leaves_what_was_there(fleet):
     from types import SimpleNamespace
 
