@@ -8,14 +8,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import Fleet
-from ..connector import SshPool
 from ..errors import RigError
 from ..inventory import Target, load_spec, targets
-from ..runner import Session
 from ..secrets import SecretStore
-from . import hostkeys
+
+if TYPE_CHECKING:   # pyinfra and paramiko only for verbs that reach hosts (a build does not)
+    from ..connector import SshPool
+    from ..runner import Session
 
 Say = Callable[[str, str], None]
 
@@ -57,9 +59,14 @@ class Job:
     def pool(self) -> SshPool:
         """The command's SSH connections, one per host, shared by all its Sessions (promote
         and abort read the paused rollout's lock, then roll out, on the same connection)."""
+        from ..connector import SshPool
+
         return SshPool()
 
     def session(self, hosts: list[str], say: Say | None = None) -> Session:
+        from ..runner import Session
+        from . import hostkeys
+
         chosen = [t for t in self.targets if t.name in hosts]
         return Session(chosen, say=say, describe_connect_error=hostkeys.describe_connect_error,
                        pool=self.pool)
