@@ -243,11 +243,14 @@ def test_roll_out_runs_each_release_of_this_host_with_its_services_secrets(calls
         ops.roll_out._inner({"mainpc": [a, b], "pc2": [release("c")]}, {"b": secret},
                             {"mainpc": seen, "pc2": RolloutFacts()})
         ops.roll_out._inner({"pc2": [a]})
-        ops.roll_out._inner({"mainpc": [a]})
+        ops.roll_out._inner({"mainpc": [a]}, {"a": secret, "b": {}})
+        ops.roll_out._inner({"mainpc": [b]})
     assert calls == [("images_pulled", {"name": "pull images", "releases": [a, b], "known": seen}),
                      ("releases_running", {"name": "a: run T2, b: run T2", "releases": [a, b],
                                            "secrets": {"b": secret}, "known": seen}),
-                     ("release_running", {"name": "a: run T2", "release": a, "secrets": None,
+                     ("release_running", {"name": "a: run T2", "release": a, "secrets": secret,
+                                          "known": None}),
+                     ("release_running", {"name": "b: run T2", "release": b, "secrets": None,
                                           "known": None})]
 
 
