@@ -30,6 +30,7 @@ class SshPool:
     def __init__(self) -> None:
         self.clients: dict[str, object] = {}
         self.opened = 0          # connections made (a test and the bench read it)
+        self.sudo_ok: set[str] = set()   # hosts whose passwordless sudo was checked (runner.py)
         self._locks: dict[str, object] = {}
 
     def __copy__(self) -> SshPool:

@@ -241,17 +241,23 @@ class Session:
     def _check_sudo(self) -> None:
         """Hosts reached as a user with sudo: sudo must not ask for a password. Checked as the
         plain SSH user with sudo's own complaint silenced: through pyinfra's sudo, a password
-        prompt would make pyinfra ask for one on the terminal."""
+        prompt would make pyinfra ask for one on the terminal. The hosts side by side, each
+        once per command (the pool remembers it for the command's later Sessions)."""
+        needing = [h for h in self.hosts if h.data.get("_sudo") and h.name not in self.pool.sudo_ok]
+        jobs = {h.name: gevent.spawn(host_shell, h, cmd_sudo_check(), timeout=20, sudo=False)
+                for h in needing}
+        gevent.joinall(list(jobs.values()))
         problems = []
-        for host in self.hosts:
-            if host.data.get("_sudo"):
-                result = host_shell(host, cmd_sudo_check(), timeout=20, sudo=False)
-                if not result.ok or result.stdout.strip() != "sudo-ok":
-                    user = host.data.get("ssh_user") or "the SSH user"
-                    problems.append(f"{host.name}: sudo failed for {user} (it asks for a "
-                                    f"password, or {user} may not use it); rig needs passwordless "
-                                    f"sudo: `{user} ALL=(ALL) NOPASSWD: ALL` in /etc/sudoers.d/ "
-                                    "(see README)")
+        for host in needing:
+            result = jobs[host.name].value      # (None: the check itself raised)
+            if result is not None and result.ok and result.stdout.strip() == "sudo-ok":
+                self.pool.sudo_ok.add(host.name)
+                continue
+            user = host.data.get("ssh_user") or "the SSH user"
+            problems.append(f"{host.name}: sudo failed for {user} (it asks for a "
+                            f"password, or {user} may not use it); rig needs passwordless "
+                            f"sudo: `{user} ALL=(ALL) NOPASSWD: ALL` in /etc/sudoers.d/ "
+                            "(see README)")
         if problems:
             self.close()
             raise RigError(*problems, "nothing was changed")

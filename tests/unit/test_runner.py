@@ -534,3 +534,38 @@ def test_paramikos_handshake_tracebacks_are_not_printed():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60, cwd="/")
     assert (done.stdout, done.stderr) == ("done\n", "")
+
+
+def test_sudo_is_checked_on_the_hosts_side_by_side_once_per_command(handshakes, monkeypatch):
+    """Each check waits until every host's has begun (one after another, the first would wait
+    for ever: here 5 s, then it fails); a later Session on the command's pool checks none."""
+    import gevent.event
+
+    from rig import runner
+    from rig.connector import SshPool
+    from rig.errors import RigError
+    from tasks.util import Shell
+
+    begun, all_begun, waited = [], gevent.event.Event(), []
+
+    def check(host, command, **kwargs):
+        begun.append(host.name)
+        if len(begun) == 2:
+            all_begun.set()
+        waited.append(all_begun.wait(timeout=5))
+        return Shell(host.name != "pc2" or len(begun) < 3, "sudo-ok\n", [])
+    monkeypatch.setattr(runner, "host_shell", check)
+    pool = SshPool()
+    targets = [Target(n, {"ssh_hostname": a, "_sudo": True, "ssh_user": "ops"})
+               for n, a in (("mainpc", "10.0.0.1"), ("pc2", "10.0.0.2"))]
+    with Session(targets, pool=pool):
+        pass
+    assert sorted(begun) == ["mainpc", "pc2"] and waited == [True, True]
+    with Session(targets, pool=pool):
+        pass
+    assert len(begun) == 2          # not checked again
+    with pytest.raises(RigError, match="pc2: sudo failed for ops"), \
+            Session([Target("pc2", {"ssh_hostname": "10.0.0.2", "_sudo": True,
+                                    "ssh_user": "ops"})]):
+        pass                        # a new command's pool checks again (and here it fails)
+    pool.close()
