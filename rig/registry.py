@@ -101,6 +101,7 @@ class RegistryClient:
         from gevent.lock import Semaphore  # (look-ups side by side are greenlets)
 
         self._open: set[str] = set()   # scopes that answered without credentials
+        self._unanswered = False       # a look-up that was to learn the scheme failed
         self._learning = Semaphore()                 # see _request
         self._scope_locks: dict[str, Semaphore] = {}
         self.requests = 0       # HTTP requests sent (each authenticated one may cost a bcrypt)
@@ -269,8 +270,13 @@ class RegistryClient:
             with lock:
                 if first and (self._basic or self._tokens or self._open):
                     continue    # learned while this one waited: by scope from now on
-                if not self._knows(scope):
+                if self._knows(scope) or self._unanswered:
+                    break
+                try:
                     return self._authenticated(method, url, scope, until, headers, data)
+                except RigError:    # no answer, or refused: the others do not queue behind
+                    self._unanswered = True     # it one deadline each, they go at once
+                    raise
         return self._authenticated(method, url, scope, until, headers, data)
 
     def _knows(self, scope: str) -> bool:

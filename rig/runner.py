@@ -35,7 +35,10 @@ from pyinfra.context import ctx_host, ctx_state
 from tasks.util import DEFAULT_TIMEOUT, Shell, host_shell
 
 from .commands import jobs
-from .commands.base import Cmd  # noqa: F401  (re-exported for callers of follow)
+from .commands.base import (
+    FAILED_MARK,
+    Cmd,  # noqa: F401  (re-exported for callers of follow)
+)
 from .commands.host import sudo_check as cmd_sudo_check
 from .connector import POOL_KEY, SshPool
 from .errors import RigError
@@ -50,6 +53,7 @@ class HostResult:
     failed: list[str] = field(default_factory=list)
     not_run: int = 0
     unreachable: str | None = None
+    failed_parts: list[str] = field(default_factory=list)  # of a line of parts side by side
 
     @property
     def ok(self) -> bool:
@@ -470,8 +474,11 @@ def _host_result(state: State, host) -> HostResult:
         meta, name = data.operation_meta, _op_name(state, op_hash)
         if not meta.is_complete():
             result.not_run += 1
-        elif meta.did_error():
-            result.failed.append(name)
+        elif meta.did_error():   # a line of parts side by side names those that failed
+            parts = [line.removeprefix(FAILED_MARK) for line in meta.stderr_lines
+                     if line.startswith(FAILED_MARK)]
+            result.failed.append(f"{name} (failed: {', '.join(parts)})" if parts else name)
+            result.failed_parts += parts
         elif meta.did_change():
             result.changed.append(name)
         else:

@@ -68,14 +68,17 @@ def _value(value: str) -> str:
 
 def ssh_config(targets: list[Target], control_dir: str) -> str:
     """An ssh_config for testinfra's ssh backend: one Host block per target, strict host keys,
-    one multiplexed connection per host, its socket in a private folder."""
+    one multiplexed connection per host, its socket in a private folder. A host that stops
+    answering (frozen) ends its connection within 15 s, and a new one gives up after 10 s
+    (TCP and the SSH banner alike): the suite fails it instead of waiting for ever."""
     blocks = []
     for t in targets:
         lines = [f"Host {_value(t.name)}", f"  HostName {_value(t.hostname)}",
                  f"  User {_value(t.user)}", f"  Port {int(t.port)}",
                  "  StrictHostKeyChecking yes", "  BatchMode yes",
                  "  ControlMaster auto", f"  ControlPath {_value(control_dir)}/%C",
-                 "  ControlPersist 60"]
+                 "  ControlPersist 60", "  ConnectTimeout 10", "  ServerAliveInterval 5",
+                 "  ServerAliveCountMax 3"]
         if t.key:
             lines += [f"  IdentityFile {_value(t.key)}", "  IdentitiesOnly yes"]
         if t.known_hosts:

@@ -206,12 +206,14 @@ def releases_running(releases: list[cmd.Release], secrets: dict | None = None,
     + known: the host's RolloutState as pre-flight read it (None: read it now)
     """
     facts = known or host.get_fact(RolloutState)
-    swaps = []
+    swaps, labels = [], []
     for release in releases:
-        swaps += yield from _secrets_then_swap(release, (secrets or {}).get(release.service),
-                                               facts, pulled=True)
+        swap = yield from _secrets_then_swap(release, (secrets or {}).get(release.service),
+                                             facts, pulled=True)
+        swaps += swap
+        labels += [f"{release.service}: run {release.tag}"] * len(swap)
     if swaps:
-        yield cmd.concurrently(*swaps)
+        yield cmd.concurrently(*swaps, labels=labels)
 
 
 def _secrets_then_swap(release: cmd.Release, secrets: dict | None, facts: RolloutFacts,

@@ -117,14 +117,21 @@ def subshell(cmd: Cmd) -> Cmd:
     return Cmd(f"( {cmd.line} )")
 
 
-def concurrently(*cmds: Cmd, then: Cmd | None = None) -> Cmd:
+FAILED_MARK = "rig: failed: "   # concurrently's line naming a part that failed (runner.py)
+
+
+def concurrently(*cmds: Cmd, then: Cmd | None = None, labels: list[str] | None = None) -> Cmd:
     """Each in its own subshell, all at once (an `exit` in one ends only that one); once all
-    have ended, `then` (whatever they returned), and the line fails if any of them failed."""
+    have ended, `then` (whatever they returned), and the line fails if any of them failed.
+    labels: each command's name; one that failed is named on stderr (FAILED_MARK)."""
     cmds = [c for c in cmds if c is not None]
     if not cmds or (len(cmds) == 1 and then is None):
         return seq(*cmds, then)
+    labels = labels or [None] * len(cmds)
     starts = "; ".join(f"( {c.line} ) & _p{i}=$!" for i, c in enumerate(cmds))
-    waits = "; ".join(f"wait $_p{i} || _rc=1" for i in range(len(cmds)))
+    waits = "; ".join(f"wait $_p{i} || _rc=1" if label is None else
+                      f"wait $_p{i} || {{ _rc=1; echo {shlex.quote(FAILED_MARK + label)} >&2; }}"
+                      for i, label in enumerate(labels))
     after = f"{_child(then)}; " if then is not None else ""
     return Cmd(f"_rc=0; {starts}; {waits}; {after}[ $_rc -eq 0 ]", compound=True, op=";")
 

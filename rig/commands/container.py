@@ -317,7 +317,8 @@ def switch_all(switches: list[tuple[str, float, int | None, bool]]) -> Cmd:
     proxy's state is saved once more after all of them (each saves as it goes, and two at once
     may save in either order). Fails if any of them failed, after all have ended."""
     return concurrently(*(switch_to_current(*s) for s in switches),
-                        then=ok(proxy.save_state()) if len(switches) > 1 else None)
+                        then=ok(proxy.save_state()) if len(switches) > 1 else None,
+                        labels=[s[0] for s in switches])
 
 
 def secrets_gc() -> Cmd:

@@ -20,6 +20,7 @@ CONFIG = "/etc/haproxy/haproxy.cfg"
 ERRORS_DIR = "/etc/haproxy/rig"
 SOCKET = "/run/haproxy-rig-admin.sock"
 STATE = "/var/lib/haproxy/rig-servers.state"
+STATE_DIR, _, STATE_NAME = STATE.rpartition("/")
 SLOTS = ("a", "b")
 PACKAGES = ["haproxy", "socat"]
 
@@ -93,11 +94,14 @@ _HELPERS = (
     '[ -z "$out" ] || { echo "proxy: $1: $out" >&2; return 1; }; }; '
     # save: only an answer that is a state file (its version line, then its header) replaces
     # the one HAProxy loads at start; an empty or cut answer would bring every slot up disabled
-    # (each script its own temporary file: several services' switches may save at once)
-    f'save() {{ t={STATE}.new.$$; ask "show servers state" > "$t" && [ "$(head -n 1 "$t")" = 1 ] '
-    f'&& sed -n 2p "$t" | grep -q "^# be_id " && mv -f "$t" {STATE} || '
-    '{ echo "proxy: its state could not be saved (the change holds until haproxy restarts)" >&2; '
-    'rm -f "$t"; return 1; }; }; '
+    # (each script its own temporary file: several services' switches may save at once; one
+    # left by a script that died mid-save, rig killed, goes at the next save a minute later)
+    f'save() {{ t={STATE}.new.$$; find {STATE_DIR} -maxdepth 1 -name "{STATE_NAME}.new.*" '
+    '-mmin +1 -delete 2>/dev/null; ask "show servers state" > "$t" '
+    f'&& [ "$(head -n 1 "$t")" = 1 ] && sed -n 2p "$t" | grep -q "^# be_id " && mv -f "$t" {STATE} '
+    '|| { rm -f "$t"; '
+    'echo "proxy: its state could not be saved (the change holds until haproxy restarts)" >&2; '
+    'return 1; }; }; '
     'scur() { ask "show stat" | awk -F, -v b="$1" -v s="$2" \'$1==b && $2==s {print $5}\'; }; '
     # is SERVICE SLOT live|maint: the stats say so after a change (`set server` answers with
     # silence, and so does a socket that accepts and closes: the stats are the proof)

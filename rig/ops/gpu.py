@@ -27,9 +27,7 @@ def gpu_problems(fleet: Fleet, changes: dict[str, list[Change]], facts: dict,
     digest) reads an image's environment; each image is read once, the images side by side).
     all_start: every change starts its container (rig start/restart of what runs), not only
     those a rollout needs."""
-    from gevent.pool import Pool
-
-    from ..rollout.engine import LOOKUPS
+    from ..rollout.engine import side_by_side
 
     starting = {host: [c for c in host_changes if (all_start or c.needed)
                        and fleet.wants_gpu(c.release.service, host)]
@@ -38,7 +36,7 @@ def gpu_problems(fleet: Fleet, changes: dict[str, list[Change]], facts: dict,
     starting = {host: cs for host, cs in starting.items() if cs}
     keys = list(dict.fromkeys((c.release.repository, c.release.digest)
                               for cs in starting.values() for c in cs))
-    envs = dict(zip(keys, Pool(LOOKUPS).map(lambda key: image_env(*key), keys), strict=True))
+    envs = dict(zip(keys, side_by_side(lambda key: image_env(*key), keys), strict=True))
     problems: list[str] = []
     for host, host_starting in starting.items():
         host_facts = facts[host]

@@ -74,7 +74,17 @@ def verify(job: Job, suite: str, pytest_args=(), limit: list[str] | None = None)
         env["RIG_LIMIT"] = ",".join(select_hosts(job.fleet, limit))
     argv = [sys.executable, "-m", "pytest", *paths, "-q", "-p", "no:cacheprovider",
             "--import-mode=importlib", "--rootdir", str(folder), *pytest_args]
-    return subprocess.run(argv, env=env, cwd=folder).returncode
+    # a frozen host fails its tests within seconds (verify.py ssh_config); this only stops a
+    # suite that hangs some other way
+    budget = VERIFY_BASE + VERIFY_PER_HOST * len(select_hosts(job.fleet, limit))
+    try:
+        return subprocess.run(argv, env=env, cwd=folder, timeout=budget).returncode
+    except subprocess.TimeoutExpired:
+        raise RigError(f"verify: the suite did not end within {budget} s and was stopped (a "
+                       "host that stopped answering? `rig status` shows which)") from None
+
+
+VERIFY_BASE, VERIFY_PER_HOST = 300, 60   # seconds the verify suite may take, at the most
 
 
 def trust(job: Job, host: str, fingerprint: str | None, confirm) -> tuple[hostkeys.HostKey, str]:

@@ -142,10 +142,8 @@ def signature_problems(fleet, registry, releases: dict, keys: list) -> list[str]
     does not fit (another build target than the host's, another commit than the tag names).
     The images are checked side by side (up to LOOKUPS at once), each image's lines together,
     in the order the images first appear."""
-    from gevent.pool import Pool
-
     from ..images import build_tag, image_for
-    from ..rollout.engine import LOOKUPS
+    from ..rollout.engine import side_by_side
 
     # A signature is of the image, checked once for every host; a provenance is of the build
     # target (per machine), checked once per image and target.
@@ -156,7 +154,7 @@ def signature_problems(fleet, registry, releases: dict, keys: list) -> list[str]
             target = image_for(fleet, release.service, host, tag).target
             builds.setdefault((release.repository, release.digest), {}).setdefault(target, tag)
     tags = {(r.repository, r.digest): r.tag for rs in releases.values() for r in rs}
-    found = Pool(LOOKUPS).map(
+    found = side_by_side(
         lambda image: _image_problems(fleet, registry, image, tags[image], builds[image], keys),
         list(builds))
     problems = [line for lines in found for line in lines]

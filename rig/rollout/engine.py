@@ -126,16 +126,32 @@ def at_tag(tag: str):
 LOOKUPS = 8   # registry look-ups in flight at once
 
 
+def side_by_side(func, items: list, size: int = LOOKUPS) -> list:
+    """[func(item) for item in items], up to `size` at once (greenlets). The first item's
+    exception, in order, is raised here, in the caller, as a call in turn would raise it (a
+    greenlet's own failure would also make gevent print its traceback)."""
+    from gevent.pool import Pool
+
+    def caught(item):
+        try:
+            return True, func(item)
+        except Exception as e:      # raised again below, in the caller
+            return False, e
+    results = Pool(size).map(caught, items)
+    for ok, value in results:
+        if not ok:
+            raise value
+    return [value for _, value in results]
+
+
 def _lookup_digests(images: list, registry) -> dict[str, str | None]:
     """image ref -> its digest in the registry (None: not there), each asked once, up to
     LOOKUPS at a time. A look-up that fails (the registry refuses us, or does not answer)
     raises, as it would on its own."""
-    from gevent.pool import Pool
-
     wanted = {image.ref: image for image in images}
     refs = list(wanted)
-    found = Pool(LOOKUPS).map(lambda ref: registry.manifest_digest(wanted[ref].path,
-                                                                   wanted[ref].tag), refs)
+    found = side_by_side(lambda ref: registry.manifest_digest(wanted[ref].path,
+                                                              wanted[ref].tag), refs)
     return dict(zip(refs, found, strict=True))
 
 
@@ -633,9 +649,8 @@ class Rollout:
             for c in pending[host]:
                 verdict = gates.get((host, c.release.service))
                 if verdict is None:
-                    r = swapped.get(host)
-                    why = (r.unreachable or ", ".join(r.failed)) if r else "did not answer"
-                    lines.append(f"  {host} {c.release.service}: not started ({why})")
+                    what, why = _not_gated(swapped.get(host), c.release.service)
+                    lines.append(f"  {host} {c.release.service}: {what} ({why or 'did not answer'})")
                     continue
                 if verdict.passed:
                     continue
@@ -681,7 +696,7 @@ class Rollout:
         for host, cs in pending.items():
             for c in cs:
                 result, reason = _attempt(tried_gates.get((host, c.release.service)),
-                                          tried_results.get(host), scope)
+                                          tried_results.get(host), scope, c.release.service)
                 if host in restored and not restored[host]:
                     result, reason = "rollback_failed", f"{reason}; the rollback failed too"
                 entries.setdefault(host, []).append(entry(
@@ -811,11 +826,22 @@ def _lost_lines(host: str, why: str, changes: list[Change], action: str, tag: st
             f"    when it answers again: `rig status`, then `{again} --break-lock` finishes the job"]
 
 
-def _attempt(gate, host_result, scope: str) -> tuple[str, str]:
+def _not_gated(host_result, service: str) -> tuple[str, str]:
+    """Why a service of a host whose wave step failed was never gated: ("not started", why),
+    or ("started, not gated", why) when the step ran its service's part side by side with
+    others and only theirs failed."""
+    why = (host_result.unreachable or ", ".join(host_result.failed)) if host_result else ""
+    parts = host_result.failed_parts if host_result else []
+    if parts and not any(p == service or p.startswith(f"{service}: ") for p in parts):
+        return "started, not gated", why
+    return "not started", why
+
+
+def _attempt(gate, host_result, scope: str, service: str = "") -> tuple[str, str]:
     """(result, reason) of one service's attempt in a failed wave, before the rollback's own."""
     if gate is None:
-        why = (host_result.unreachable or ", ".join(host_result.failed)) if host_result else ""
-        return "failed", f"not started: {why or 'an earlier step failed'}"
+        what, why = _not_gated(host_result, service)
+        return "failed", f"{what}: {why or 'an earlier step failed'}"
     if not gate.passed and gate.reason == STOPPED:
         return "interrupted", STOPPED
     if not gate.passed:

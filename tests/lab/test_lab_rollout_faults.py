@@ -149,6 +149,30 @@ def test_a_host_frozen_mid_wave_is_failed_within_its_deadline(spec):
         clean(host)
 
 
+def test_verify_of_a_frozen_host_fails_it_within_seconds_instead_of_waiting_for_ever(spec):
+    """testinfra's ssh gives up on a host that stopped answering (ConnectTimeout, ServerAlive:
+    rig/verify.py ssh_config), and the suite's later tests on it fail at once."""
+    from rig.lab.layout import LabPaths
+    from rig.lab.state import LabState
+
+    from .conftest import REPO
+
+    engine = ["docker", "-H", LabState.load(LabPaths.for_repo(REPO)).docker_host]
+    subprocess.run([*engine, "pause", "rig-lab-pc2"], check=True, capture_output=True)
+    started = time.monotonic()
+    try:
+        run = rig("-c", str(spec / "fleet.yml"), "verify", "--suite", "services", "--limit",
+                  "pc2", check=False, cwd=spec)
+        elapsed = time.monotonic() - started
+    finally:
+        subprocess.run([*engine, "unpause", "rig-lab-pc2"], check=True, capture_output=True)
+    print(f"verify of a frozen host: exit {run.returncode} after {elapsed:.1f} s")
+    assert run.returncode != 0, run.stdout + run.stderr
+    assert elapsed < 60, elapsed
+    assert "pc2 stopped answering earlier in this suite (ssh: " in run.stdout, run.stdout[-3000:]
+    assert run.stdout.count("stopped answering earlier") >= 2      # later tests at once
+
+
 def test_a_corrupt_state_json_and_an_odd_operator_name(spec):
     ssh("mainpc", "printf '{\"half\": ' > /var/lib/rig/state.json")
     result = rollout(spec, "--tag", "ro-t2", env={"RIG_OPERATOR": "Zoë [ci] .*"})

@@ -268,7 +268,8 @@ def test_several_releases_write_their_secrets_then_swap_side_by_side_in_one_comm
     how = {"strategy": "start_first", "drain": 30.0, "pulled": True}
     assert commands[1:] == [cmd.concurrently(
         *cmd.replace_commands(fleet, "mainpc", rels[1], False, False, slot="a", **how),
-        *cmd.replace_commands(fleet, "mainpc", rels[2], True, False, slot="b", **how))]
+        *cmd.replace_commands(fleet, "mainpc", rels[2], True, False, slot="b", **how),
+        labels=[f"{b}: run T2", f"{c}: run T2"])]
     assert host.noops == [f"{a} already runs T2"] and host.reads == []
     done = FakeHost(RolloutFacts(containers={cmd.current(a): box(a, tag="T2",
                                                                  digest="sha256:2")}), fleet)

@@ -860,3 +860,38 @@ def test_a_fleet_rollback_puts_back_each_touched_hosts_version_with_its_hash_and
     state = session.facts_by_host["mainpc"].state[SERVICE]
     assert (state["digest"], state["config_hash"], state["health"]) == ("sha256:old", "c0ffee",
                                                                         SLOW)
+
+
+def test_side_by_side_raises_the_first_failure_in_the_caller_without_gevent_printing_it(capsys):
+    import gevent
+
+    from rig.errors import RigError
+    from rig.rollout.engine import side_by_side
+
+    def look(n):
+        gevent.sleep(0.01 * (3 - n))     # the later items finish first
+        if n in (1, 2):
+            raise RigError(f"registry: no answer for {n}")
+        return n * 10
+    assert side_by_side(lambda n: n * 10, [1, 2, 3]) == [10, 20, 30]
+    with pytest.raises(RigError, match="no answer for 1"):
+        side_by_side(look, [0, 1, 2])
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_service_whose_part_of_a_side_by_side_step_ran_is_said_started_not_gated():
+    from rig.rollout.engine import _attempt, _not_gated
+    from rig.runner import HostResult
+
+    step = HostResult("mainpc", failed=["Roll out | a: run T, b: run T (failed: b: run T)"],
+                      failed_parts=["b: run T"])
+    why = "Roll out | a: run T, b: run T (failed: b: run T)"
+    assert _not_gated(step, "b") == ("not started", why)
+    assert _not_gated(step, "a") == ("started, not gated", why)
+    assert _attempt(None, step, "wave", "a") == ("failed", f"started, not gated: {why}")
+    assert _attempt(None, step, "wave", "b") == ("failed", f"not started: {why}")
+    one = HostResult("mainpc", failed=["Roll out | a: run T"])     # a step of its own
+    assert _not_gated(one, "a") == ("not started", "Roll out | a: run T")
+    assert _not_gated(HostResult("pc2", unreachable="no answer"), "a") == ("not started",
+                                                                          "no answer")
+    assert _attempt(None, None, "wave", "a") == ("failed", "not started: an earlier step failed")

@@ -366,6 +366,39 @@ def test_look_ups_side_by_side_meet_one_challenge_not_one_each(scheme, challenge
             < urls.index(tokens[1]), registry.seen
 
 
+def test_a_registry_that_does_not_answer_the_first_look_up_does_not_queue_the_others():
+    """The look-up that was to learn the auth scheme fails (no answer): the others, which
+    waited for it, then go at once, not one deadline after another."""
+    from gevent.pool import Pool
+
+    events = []
+
+    class Silent(BaseAdapter):
+        def send(self, request, **kwargs):
+            import gevent
+
+            n = request.url.rsplit("/", 1)[-1]
+            events.append(f"start {n}")
+            gevent.sleep(0.1)
+            events.append(f"end {n}")
+            raise requests.exceptions.ConnectTimeout("timed out")
+
+        def close(self):
+            pass
+    client = RegistryClient("10.77.0.1:5000", "user", "s3cret")
+    client._session.mount("https://", Silent())
+
+    def look(tag):
+        try:
+            return client.manifest_digest("rig/app", tag)
+        except RigError as e:
+            return str(e)
+    answers = Pool(8).map(look, ["T1", "T2", "T3"])
+    assert all("no answer" in a for a in answers), answers
+    assert events[:2] == ["start T1", "end T1"]
+    assert sorted(events[2:4]) == ["start T2", "start T3"], events
+
+
 def test_credentials_refused_when_sent_up_front_are_one_line_not_a_loop():
     client, replay = _client([
         ("HEAD", "https://10.77.0.1:5000/v2/rig/app/manifests/T1", 401,

@@ -274,12 +274,14 @@ def spec_copy(tmp_path) -> Path:
 def test_verify_runs_the_suite_beside_the_spec_with_its_env(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(ops_hosts.subprocess, "run",
-                        lambda argv, env, cwd: calls.append((argv, env, cwd)) or
-                        SimpleNamespace(returncode=3))
+                        lambda argv, env, cwd, timeout: calls.append((argv, env, cwd, timeout))
+                        or SimpleNamespace(returncode=3))
     job = Job(REPO / "fleet.yml", "lab")
     folder = REPO / "tests" / "verify"
     assert ops_hosts.verify(job, "services", ("--no-header",)) == 3
-    argv, env, cwd = calls[0]
+    argv, env, cwd, timeout = calls[0]
+    hosts = len(job.fleet.hosts)
+    assert timeout == ops_hosts.VERIFY_BASE + ops_hosts.VERIFY_PER_HOST * hosts
     assert argv == [sys.executable, "-m", "pytest", str(folder / "test_services.py"), "-q", "-p",
                     "no:cacheprovider", "--import-mode=importlib", "--rootdir", str(folder),
                     "--no-header"]
@@ -291,12 +293,20 @@ def test_verify_runs_the_suite_beside_the_spec_with_its_env(monkeypatch, tmp_pat
 def test_verify_all_runs_the_folder_and_a_limit_names_the_hosts(monkeypatch):
     calls = []
     monkeypatch.setattr(ops_hosts.subprocess, "run",
-                        lambda argv, env, cwd: calls.append((argv, env)) or
+                        lambda argv, env, cwd, timeout: calls.append((argv, env, timeout)) or
                         SimpleNamespace(returncode=0))
     job = Job(REPO / "fleet.yml", "lab")
     assert ops_hosts.verify(job, "all", (), ["canary"]) == 0
-    argv, env = calls[0]
+    argv, env, timeout = calls[0]
     assert argv[3] == str(REPO / "tests" / "verify") and env["RIG_LIMIT"] == "mainpc"
+    assert timeout == ops_hosts.VERIFY_BASE + ops_hosts.VERIFY_PER_HOST     # one host
+
+    def hangs(argv, env, cwd, timeout):
+        raise ops_hosts.subprocess.TimeoutExpired(argv, timeout)
+    monkeypatch.setattr(ops_hosts.subprocess, "run", hangs)
+    with pytest.raises(RigError, match=r"verify: the suite did not end within 360 s and was "
+                                       r"stopped \(a host that stopped answering"):
+        ops_hosts.verify(job, "all", (), ["canary"])
     with pytest.raises(RigError, match="--limit: unknown host or group x"):
         ops_hosts.verify(job, "all", (), ["x"])
 

@@ -370,7 +370,7 @@ def run_script(tmp_path, command, silent=False):
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "socat").write_text(FAKE_SOCAT)
     (bin_dir / "socat").chmod(0o755)
-    line = str(command).replace(proxy.STATE, str(tmp_path / "state"))
+    line = str(command).replace(proxy.STATE_DIR, str(tmp_path))    # the state: tmp_path/STATE_NAME
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
            "STATES": str(tmp_path / "servers.json"), **({"SILENT": "1"} if silent else {})}
     return subprocess.run(["sh", "-c", line], capture_output=True, text=True, env=env, timeout=30)
@@ -379,7 +379,7 @@ def run_script(tmp_path, command, silent=False):
 def test_a_switch_is_proven_by_the_proxys_stats_not_by_its_silence(tmp_path):
     done = run_script(tmp_path, proxy.switch("svc", "b", 0))
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "state").read_text() == "1\n# be_id be_name srv_id srv_name\n"
+    assert (tmp_path / proxy.STATE_NAME).read_text() == "1\n# be_id be_name srv_id srv_name\n"
     silent = run_script(tmp_path / "x" if (tmp_path / "x").mkdir() is None else tmp_path,
                         proxy.switch("svc", "b", 0), silent=True)
     assert silent.returncode == 1
@@ -606,6 +606,9 @@ def test_concurrent_commands_overlap_each_exit_ends_only_its_own_and_any_failure
     assert out.read_text().split() == ["quick", "slow", "then"]
     ok_line = concurrently(Cmd("true"), Cmd("true"), then=Cmd("false"))
     assert subprocess.run(["sh", "-c", ok_line], timeout=30).returncode == 0
+    named = concurrently(Cmd("true"), Cmd("exit 2"), labels=["a: run T", "b's: run T"])
+    done = subprocess.run(["sh", "-c", named], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and done.stderr == "rig: failed: b's: run T\n"
     assert concurrently(Cmd("echo one")) == "echo one"
     assert subprocess.run(["sh", "-c", concurrently()], timeout=30).returncode == 0
 
@@ -619,6 +622,26 @@ def test_a_hosts_switches_run_at_once_and_the_proxys_state_is_saved_after_all_of
             str(proxy.save_state())) < line.index("[ $_rc -eq 0 ]")
     # one service: its switch as it is, nothing around it
     assert str(cmd.switch_all([("a", 30, 10, False)])) == first
+
+
+def test_a_save_leaves_no_temporary_file_and_clears_those_a_killed_save_left(tmp_path):
+    import os
+    import time
+
+    stale, fresh = (tmp_path / f"{proxy.STATE_NAME}.new.{n}" for n in (111, 222))
+    stale.write_text("")
+    fresh.write_text("")
+    os.utime(stale, (time.time() - 120, time.time() - 120))   # a save killed 2 minutes ago
+    done = run_script(tmp_path, proxy.switch("svc", "b", 0))
+    assert done.returncode == 0, done.stderr
+    # the stale one went; one as young as a save at work beside this one stays
+    assert sorted(p.name for p in tmp_path.glob(f"{proxy.STATE_NAME}*")) == [
+        proxy.STATE_NAME, fresh.name]
+    fresh.unlink()
+    failed = run_script(tmp_path, proxy.save_state().replace('[ ! -S "$sock" ] || ', ""),
+                        silent=True)      # an empty answer: not saved, and nothing left
+    assert failed.returncode == 1 and "could not be saved" in failed.stderr
+    assert sorted(p.name for p in tmp_path.glob(f"{proxy.STATE_NAME}*")) == [proxy.STATE_NAME]
 
 
 def test_each_save_writes_its_own_temporary_file_so_two_at_once_cannot_mix():

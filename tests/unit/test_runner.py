@@ -45,6 +45,22 @@ def fail_then_more(path: str):
     marker_present(name="after the failure", path=path)
 
 
+@deploy("Roll out")
+def side_by_side_parts():
+    from rig.commands.base import Cmd, concurrently
+
+    server.shell(name="a, b, c: run T", commands=[concurrently(
+        Cmd("true"), Cmd("echo 'port in use' >&2; exit 3"), Cmd("exit 1"),
+        labels=["a: run T", "b: run T", "c: run T"])])
+
+
+def test_a_line_of_parts_side_by_side_names_the_parts_that_failed():
+    with Session([LOCAL]) as session:
+        result = session.run(side_by_side_parts)["@local"]
+    assert result.failed == ["Roll out | a, b, c: run T (failed: b: run T, c: run T)"]
+    assert result.failed_parts == ["b: run T", "c: run T"]
+
+
 def test_several_runs_in_one_process_report_changed_then_unchanged(tmp_path):
     path = str(tmp_path / "m")
     with Session([LOCAL]) as session:

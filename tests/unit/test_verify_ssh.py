@@ -15,7 +15,8 @@ def test_one_host_block_with_strict_keys_and_a_multiplexed_connection():
     assert ssh_config([MAINPC], "/tmp/rig-v-x") == (
         "Host mainpc\n  HostName 10.77.0.11\n  User ops\n  Port 22\n"
         "  StrictHostKeyChecking yes\n  BatchMode yes\n  ControlMaster auto\n"
-        "  ControlPath /tmp/rig-v-x/%C\n  ControlPersist 60\n"
+        "  ControlPath /tmp/rig-v-x/%C\n  ControlPersist 60\n  ConnectTimeout 10\n"
+        "  ServerAliveInterval 5\n  ServerAliveCountMax 3\n"
         "  IdentityFile /k/id_ed25519\n  IdentitiesOnly yes\n  UserKnownHostsFile /k/known_hosts\n")
 
 

@@ -35,9 +35,30 @@ def fleet():
     return FLEET
 
 
+# Hosts that stopped answering during the suite (ssh's own words when its ServerAlive or
+# ConnectTimeout gives up): their later tests fail at once instead of waiting their turn again.
+_SILENT = ("not responding", "timed out", "Connection refused", "Connection reset",
+           "No route to host", "closed by remote host")
+_GONE: dict[str, str] = {}
+
+
 @pytest.fixture
 def host(target):
+    if target.name in _GONE:
+        pytest.fail(f"{target.name} stopped answering earlier in this suite ({_GONE[target.name]})")
     return testinfra.get_host(f"ssh://{target.name}", ssh_config=_CONFIG, sudo=target.sudo)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    target = getattr(item, "callspec", None) and item.callspec.params.get("target")
+    if report.failed and target is not None and target.name not in _GONE:
+        text = str(report.longrepr)
+        said = next((word for word in _SILENT if word in text), None)
+        if said:
+            _GONE[target.name] = f"ssh: {said}"
 
 
 def pytest_sessionfinish(session, exitstatus):
