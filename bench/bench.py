@@ -75,15 +75,32 @@ def stats(samples: list[float]) -> dict:
             "max": round(max(samples), 3), "runs": [round(s, 3) for s in samples]}
 
 
-def ssh(host: str, command: str) -> str:
+def ssh_argv(host: str, command: str) -> list[str]:
+    """A fresh ssh to the lab host as ops, the command under sudo (as a person runs it)."""
     from rig.lab.layout import LabPaths
     from rig.lab.state import LabState
 
     paths = LabPaths.for_repo(REPO)
     address = LabState.load(paths).hosts[host]
-    return run(["ssh", "-i", str(paths.ssh_dir / "id_ed25519"), "-o", "BatchMode=yes",
-                "-o", f"UserKnownHostsFile={paths.ssh_dir / 'known_hosts'}", f"ops@{address}",
-                "sudo -n sh -c " + shlex.quote(command)]).stdout
+    return ["ssh", "-i", str(paths.ssh_dir / "id_ed25519"), "-o", "BatchMode=yes",
+            "-o", f"UserKnownHostsFile={paths.ssh_dir / 'known_hosts'}", f"ops@{address}",
+            "sudo -n sh -c " + shlex.quote(command)]
+
+
+def ssh(host: str, command: str) -> str:
+    return run(ssh_argv(host, command)).stdout
+
+
+def ssh_all(commands: dict[str, str]) -> float:
+    """The commands on their hosts at once, each over a fresh ssh: seconds until all ended."""
+    started = time.perf_counter()
+    procs = {h: subprocess.Popen(ssh_argv(h, c), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True) for h, c in commands.items()}
+    for host, proc in procs.items():
+        _, err = proc.communicate(timeout=600)
+        if proc.returncode != 0:
+            raise SystemExit(f"bench: {host}: by hand failed ({proc.returncode}): {err[-500:]}")
+    return time.perf_counter() - started
 
 
 # -- setup ------------------------------------------------------------------------------------
@@ -169,14 +186,14 @@ def bench_converge(hosts: list[str]) -> dict:
 
 
 # -- 2. rollout overhead vs the floor --------------------------------------------------------
-def floor_run(repository: str, digest: str, name: str) -> str:
-    """The `docker run` rig itself runs for the service (same limits, read-only root, dropped
-    capabilities, volumes, env), under another name and without rig's labels."""
+def floor_run(repository: str, digest: str, name: str, host: str = "mainpc") -> str:
+    """The `docker run` rig itself runs for the service on `host` (same limits, read-only root,
+    dropped capabilities, volumes, env), under another name and without rig's labels."""
     from rig.commands import container as cmd
     from rig.inventory import load_spec
 
     fleet = load_spec(WORK / "spec" / "fleet.yml", "lab")
-    argv = cmd.run_argv(fleet, "mainpc", cmd.Release(SERVICE, "floor", repository, digest, "x"))
+    argv = cmd.run_argv(fleet, host, cmd.Release(SERVICE, "floor", repository, digest, "x"))
     argv[argv.index("--name") + 1] = name
     keep, skip = [], False
     for arg in argv:  # labels say what rig ran; the floor needs none
@@ -196,14 +213,14 @@ def container_port() -> int:
     return fleet.proxy.slot_port(PORT, "a") if fleet.proxy.enabled else PORT
 
 
-def floor_script(repository: str, digest: str, old: str, new: str) -> str:
+def floor_script(repository: str, digest: str, old: str, new: str, host: str = "mainpc") -> str:
     """By hand, on the host: pull by digest, stop the old container, start the new one, poll
     (every 20 ms) its own port until the first healthy answer, remove the old one. Prints
     seconds. (Behind the proxy rig also switches it, a few ms on the admin socket.)"""
     return (
         "s=$(date +%s.%N); "
         f"docker pull -q {repository}@{digest} >/dev/null; docker stop -t 10 {old} >/dev/null; "
-        f"{floor_run(repository, digest, new)} >/dev/null; "
+        f"{floor_run(repository, digest, new, host)} >/dev/null; "
         f"until curl -s -m 1 localhost:{container_port()}/health | grep -q '\"status\": \"ok\"'; "
         "do sleep 0.02; done; "
         f"h=$(date +%s.%N); docker rm {old} >/dev/null; e=$(date +%s.%N); "
@@ -351,7 +368,7 @@ def registry_requests(argv, cwd=REPO, expect: str | None = None) -> tuple[float,
 
 
 # -- 3. scale ---------------------------------------------------------------------------------
-def bench_scale(spec: Path) -> dict:
+def bench_scale(spec: Path, digests: dict) -> dict:
     say("3. scale: no-change converge and one-service rollout on 2, 4, 8 hosts")
     rig_spec = [*RIG, "-c", str(spec / "fleet.yml")]
     result = {}
@@ -391,6 +408,42 @@ def bench_scale(spec: Path) -> dict:
     result["cpu_per_extra_host"] = round((result["cpu_wave7"]["median"]
                                           - result["cpu_wave1"]["median"]) / 6, 3)
     result["wave7_over_wave1"] = round(result["wave7"]["median"] / result["wave1"]["median"], 2)
+    result.update(scale_floors(digests))
+    return result
+
+
+def scale_floors(digests: dict) -> dict:
+    """What the same growth costs by hand on this machine (2 cores carry every lab host): the
+    floor's rollout on 7 hosts at once against 1, and a fresh ssh + sudo to 8 hosts at once
+    against 2 (a converge's least work). What rig cannot go below as hosts are added."""
+    say("   the same by hand: the floor on 7 hosts at once vs 1; ssh + sudo to 8 vs 2")
+    repository = f"10.77.0.1:5000/rig/{SERVICE}"
+    seven = HOSTS8[1:]
+    for host in seven:
+        ssh(host, f"docker stop rig-{SERVICE} >/dev/null; docker rm -f floor-a floor-b "
+                  f">/dev/null 2>&1; {floor_run(repository, digests['bench-1'], 'floor-a', host)}"
+                  " >/dev/null")
+    walls: dict[int, list[float]] = {1: [], 7: []}
+    try:
+        for i in range(2 * RUNS):   # one host and seven in turn, each flipping its container
+            count = (1, 7)[i % 2]
+            for j in range(2):
+                old, new = ("floor-a", "floor-b") if j == 0 else ("floor-b", "floor-a")
+                digest = digests[("bench-2", "bench-1")[j]]
+                wall = ssh_all({h: floor_script(repository, digest, old, new, h)
+                                for h in seven[:count]})
+                if j == 0:
+                    walls[count].append(wall)
+    finally:
+        for host in seven:
+            ssh(host, f"docker rm -f floor-a floor-b >/dev/null 2>&1; "
+                      f"docker start rig-{SERVICE} >/dev/null")
+    logins = {n: [ssh_all({h: "true" for h in HOSTS8[:n]}) for _ in range(RUNS)] for n in (2, 8)}
+    result = {"floor_wave7": stats(walls[7]), "floor_wave1": stats(walls[1]),
+              "ssh_8": stats(logins[8]), "ssh_2": stats(logins[2])}
+    result["floor_wave7_over_wave1"] = round(result["floor_wave7"]["median"]
+                                             / result["floor_wave1"]["median"], 2)
+    result["ssh_8_over_2"] = round(result["ssh_8"]["median"] / result["ssh_2"]["median"], 2)
     return result
 
 
@@ -492,6 +545,10 @@ def table(results: dict) -> str:
     lines += [f"   converge 8 / 2 hosts  {s['converge_8_over_2']:.2f}x",
               f"   one wave of 7 hosts   {fmt(s['wave7'])}; of 1 host {fmt(s['wave1'])}; "
               f"7 / 1 {s['wave7_over_wave1']:.2f}x",
+              f"   by hand, the floor on 7 hosts at once {fmt(s['floor_wave7'])}; on 1 "
+              f"{fmt(s['floor_wave1'])}; 7 / 1 {s['floor_wave7_over_wave1']:.2f}x",
+              f"   by hand, ssh + sudo to 8 hosts at once {fmt(s['ssh_8'])}; to 2 "
+              f"{fmt(s['ssh_2'])}; 8 / 2 {s['ssh_8_over_2']:.2f}x",
               f"   rig's CPU here, wave of 1 / of 7: {s['cpu_wave1']['median']:.2f} / "
               f"{s['cpu_wave7']['median']:.2f} s; each more host {s['cpu_per_extra_host']:.3f} s",
               f"   rig's peak memory, 8-host rollout: {m['peak_mib']:.0f} MiB", "",
@@ -529,7 +586,9 @@ def main() -> None:
         results["rollout"] = bench_rollout(spec, digests)
     if wanted("three"):
         results.setdefault("rollout", {}).update(bench_three(spec))
-    for name, section in (("scale", bench_scale), ("memory", bench_memory),
+    if wanted("scale"):
+        results["scale"] = bench_scale(spec, digests)
+    for name, section in (("memory", bench_memory),
                           ("build", bench_build), ("connections", bench_connections)):
         if wanted(name):
             results[name] = section(spec)

@@ -832,7 +832,7 @@ def _not_gated(host_result, service: str) -> tuple[str, str]:
     others and only theirs failed."""
     why = (host_result.unreachable or ", ".join(host_result.failed)) if host_result else ""
     parts = host_result.failed_parts if host_result else []
-    if parts and not any(p == service or p.startswith(f"{service}: ") for p in parts):
+    if parts and not any(p.startswith(f"{service}: ") for p in parts):
         return "started, not gated", why
     return "not started", why
 
