@@ -146,17 +146,17 @@ def signature_problems(fleet, registry, releases: dict, keys: list) -> list[str]
     from ..rollout.engine import side_by_side
 
     # A signature is of the image, checked once for every host; a provenance is of the build
-    # target (per machine), checked once per image and target.
-    builds: dict[tuple[str, str], dict[str, str]] = {}     # image -> target -> tag
-    for host, host_releases in releases.items():
+    # target (per machine), checked once per image and target. Each line names the image by the
+    # tag it was asked for under, on the first host that asked for it for that target.
+    builds: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}
+    for host, host_releases in releases.items():    # image -> target -> (tag asked, build tag)
         for release in host_releases:
             tag = build_tag(fleet, release.service, host, release.tag)
             target = image_for(fleet, release.service, host, tag).target
-            builds.setdefault((release.repository, release.digest), {}).setdefault(target, tag)
-    tags = {(r.repository, r.digest): r.tag for rs in releases.values() for r in rs}
+            builds.setdefault((release.repository, release.digest), {}).setdefault(
+                target, (release.tag, tag))
     found = side_by_side(
-        lambda image: _image_problems(fleet, registry, image, tags[image], builds[image], keys),
-        list(builds))
+        lambda image: _image_problems(fleet, registry, image, builds[image], keys), list(builds))
     problems = [line for lines in found for line in lines]
     if problems:
         problems.append("`rig images verify --tag TAG` shows what is signed and attested; `rig "
@@ -165,27 +165,31 @@ def signature_problems(fleet, registry, releases: dict, keys: list) -> list[str]
     return problems
 
 
-def _image_problems(fleet, registry, image: tuple[str, str], tag: str, targets: dict[str, str],
-                    keys: list) -> list[str]:
-    """One image's lines: its signature, then (signed) each build target's provenance."""
+def _image_problems(fleet, registry, image: tuple[str, str],
+                    targets: dict[str, tuple[str, str]], keys: list) -> list[str]:
+    """One image's lines: its signature, then (signed) each build target's provenance.
+    targets: build target -> (the tag asked for, the build tag its provenance must name)."""
     from ..supply import cosign
     from ..supply import keys as key_tools
 
     repository, digest = image
-    name = f"{repository}:{tag} ({digest[:19]})"
     path = repository.removeprefix(f"{fleet.registry.host}/")
+
+    def name(asked: str) -> str:
+        return f"{repository}:{asked} ({digest[:19]})"
+    first = name(next(iter(targets.values()))[0])
     try:
         if not cosign.signers(registry, path, repository, digest, keys):
-            return [f"{name}: no valid signature by key "
+            return [f"{first}: no valid signature by key "
                     + ", ".join(key_tools.short_id(k) for k in keys)
                     + " (pushed by someone else, or never signed)"]
     except RigError as e:
-        return [f"{name}: its signatures could not be read: {e}"]
+        return [f"{first}: its signatures could not be read: {e}"]
     if not fleet.requires_provenance:
         return []
-    whys = (provenance_problem(registry, path, repository, digest, keys, target, at)
-            for target, at in targets.items())
-    return [f"{name}: {why}" for why in whys if why]
+    whys = ((asked, provenance_problem(registry, path, repository, digest, keys, target, at))
+            for target, (asked, at) in targets.items())
+    return [f"{name(asked)}: {why}" for asked, why in whys if why]
 
 
 def provenance_problem(registry, path: str, repository: str, digest: str, keys: list, target: str,

@@ -313,6 +313,12 @@ def test_a_rollout_refuses_a_signed_image_without_fitting_provenance_naming_why(
     assert signature_problems(fleet, registry, on("pc2", DIGEST), keys)[0] == (
         f"{repo}:{TAG}-pc2 ({DIGEST[:19]}): its provenance is of build target "
         "'model_ops_coordinator-mainpc', not 'model_ops_coordinator-pc2'")
+    # mainpc's build under both machines' tags, pc2 first: pc2's line names pc2's tag, and
+    # mainpc's (it fits) none
+    both = {**on("pc2", DIGEST), **on("mainpc", DIGEST)}
+    assert signature_problems(fleet, registry, both, keys)[:-1] == [
+        f"{repo}:{TAG}-pc2 ({DIGEST[:19]}): its provenance is of build target "
+        "'model_ops_coordinator-mainpc', not 'model_ops_coordinator-pc2'"]
     # the signed image moved under another commit's tag
     assert signature_problems(fleet, registry, on("mainpc", DIGEST, "20261201-99999999"), keys)[0] == (
         f"{repo}:20261201-99999999-mainpc ({DIGEST[:19]}): its provenance names commit "
