@@ -18,7 +18,12 @@ open; the Session closes the pool's clients when it ends."""
 
 from __future__ import annotations
 
+import time
+
+from pyinfra.api import StringCommand
 from pyinfra.connectors.ssh import SSHConnector
+
+from .commands.host import start_guard
 
 POOL_KEY = "rig_ssh_pool"
 """The host data key holding the Session's pool (an SshPool)."""
@@ -30,7 +35,9 @@ class SshPool:
     def __init__(self) -> None:
         self.clients: dict[str, object] = {}
         self.opened = 0          # connections made (a test and the bench read it)
-        self.sudo_ok: set[str] = set()   # hosts whose passwordless sudo was checked (runner.py)
+        self.greeted: set[str] = set()   # hosts whose greeting answered (runner.py): sudo works
+        self.clock: dict[str, float] = {}  # host -> its uptime less our monotonic clock, as the
+                                           # greeting read it (the start guard's clock)
         self._locks: dict[str, object] = {}
 
     def __copy__(self) -> SshPool:
@@ -87,6 +94,7 @@ class PooledSSHConnector(SSHConnector):
         timeout = arguments.get("_timeout")
         if not timeout:
             return super().run_shell_command(command, print_output, print_input, **arguments)
+        command = self._guarded(command, float(timeout))
         try:
             with gevent.Timeout(float(timeout) + COMMAND_GRACE,
                                 TimeoutError(f"no answer within {float(timeout):.0f} s")):
@@ -97,6 +105,16 @@ class PooledSSHConnector(SSHConnector):
             if pool is not None:
                 pool.retire(self.host.name)
             raise
+
+    def _guarded(self, command, timeout: float):
+        """The command behind the host's start guard (commands/host.py start_guard): begun later
+        than `timeout` after now, in the host's clock, it does nothing. Only on hosts whose
+        clock the greeting read; pyinfra's StringCommand keeps the command as it was."""
+        pool = self.host.data.get(POOL_KEY)
+        offset = pool.clock.get(self.host.name) if pool is not None else None
+        if offset is None:
+            return command
+        return StringCommand(start_guard(int(time.monotonic() + offset), int(timeout)), command)
 
     @staticmethod
     def make_names_data(name):

@@ -39,8 +39,8 @@ from .commands.base import (
     FAILED_MARK,
     Cmd,  # noqa: F401  (re-exported for callers of follow)
 )
-from .commands.host import sudo_check as cmd_sudo_check
-from .connector import POOL_KEY, SshPool
+from .commands.host import greeting, parse_greeting
+from .connector import POOL_KEY, PooledSSHConnector, SshPool
 from .errors import RigError
 from .inventory import Target
 
@@ -236,26 +236,37 @@ class Session:
                      self.describe(t, self.progress.connect_errors.get(t.name, "no reason given"))]
             self.close()
             raise RigError(*lines)
-        self._check_sudo()
+        self._greet()
         return self
 
     def _connected(self, name: str) -> bool:
         return any(h.name == name for h in self.state.activated_hosts)
 
-    def _check_sudo(self) -> None:
-        """Hosts reached as a user with sudo: sudo must not ask for a password. Checked as the
-        plain SSH user with sudo's own complaint silenced: through pyinfra's sudo, a password
-        prompt would make pyinfra ask for one on the terminal. The hosts side by side, each
-        once per command (the pool remembers it for the command's later Sessions)."""
-        needing = [h for h in self.hosts if h.data.get("_sudo") and h.name not in self.pool.sudo_ok]
-        jobs = {h.name: gevent.spawn(host_shell, h, cmd_sudo_check(), timeout=20, sudo=False)
-                for h in needing}
+    def _greet(self) -> None:
+        """Each host's first command, once per rig command (the pool remembers it for the
+        command's later Sessions), on the hosts side by side (commands/host.py greeting):
+        where its clock stands, for the start guard of every later command on it (connector.py),
+        and, for hosts reached as a user with sudo, that sudo does not ask for a password. That
+        is checked as the plain SSH user with sudo's own complaint silenced: through pyinfra's
+        sudo, a password prompt would make pyinfra ask for one on the terminal."""
+        needing = [h for h in self.hosts if h.name not in self.pool.greeted
+                   and (h.data.get("_sudo") or isinstance(h.connector, PooledSSHConnector))]
+        read_at: dict[str, float] = {}
+
+        def greet(host):
+            result = host_shell(host, greeting(), timeout=20, sudo=False)
+            read_at[host.name] = time.monotonic()
+            return result
+        jobs = {h.name: gevent.spawn(greet, h) for h in needing}
         gevent.joinall(list(jobs.values()))
         problems = []
         for host in needing:
-            result = jobs[host.name].value      # (None: the check itself raised)
-            if result is not None and result.ok and result.stdout.strip() == "sudo-ok":
-                self.pool.sudo_ok.add(host.name)
+            result = jobs[host.name].value      # (None: the greeting itself raised)
+            sudo_ok, uptime = parse_greeting(result.stdout if result and result.ok else "")
+            if uptime is not None:
+                self.pool.clock[host.name] = uptime - read_at[host.name]
+            if sudo_ok or not host.data.get("_sudo"):
+                self.pool.greeted.add(host.name)
                 continue
             user = host.data.get("ssh_user") or "the SSH user"
             problems.append(f"{host.name}: sudo failed for {user} (it asks for a "

@@ -17,6 +17,7 @@ from pyinfra.api import FactBase, FunctionCommand, deploy, operation
 from rig.commands import container as cmd
 from rig.commands import proxy as proxy_cmd
 from rig.commands.base import fail
+from rig.commands.base import spooled as base_spooled
 from rig.commands.lock import read_lock
 from rig.gpu.smi import parse_apps, parse_gpus
 from rig.rollout.decide import KEEP, Version, decide, runs, same
@@ -161,6 +162,25 @@ class RolloutState(FactBase):
 
 
 # -- operations -------------------------------------------------------------------------------
+def run_label(release: cmd.Release) -> str:
+    """The name of a service's swap: its operation's (several services' swaps in one
+    operation: theirs joined by ", "), and its part's in a side-by-side step (FAILED_MARK)."""
+    return f"{release.service}: run {release.tag}"
+
+
+def swap_named(name: str, service: str) -> bool:
+    """Whether a failed operation's name as the runner gives it (`Roll out | a: run T, b: run T
+    (failed: b: run T)`) or a part's label (run_label) names the service's swap."""
+    steps = name.split(" (failed: ")[0].rpartition(" | ")[2]
+    return any(step.startswith(f"{service}: run ") for step in steps.split(", "))
+
+
+def spooled(command: cmd.Cmd) -> cmd.Cmd:
+    """A step that changes the host runs to its end even if rig stops reading (base.spooled):
+    rig killed, or a frozen host rig gave up on that woke with the step in flight."""
+    return base_spooled(command, cmd.SPOOL)
+
+
 @operation()
 def images_pulled(releases: list[cmd.Release], known: RolloutFacts | None = None):
     """Every image a release on this host still needs is pulled, all at once (several
@@ -191,7 +211,7 @@ def release_running(release: cmd.Release, secrets: dict | None = None, pulled: b
     """
     facts = known or host.get_fact(RolloutState)
     swap = yield from _secrets_then_swap(release, secrets, facts, pulled)
-    yield from swap
+    yield from map(spooled, swap)
 
 
 @operation()
@@ -211,9 +231,9 @@ def releases_running(releases: list[cmd.Release], secrets: dict | None = None,
         swap = yield from _secrets_then_swap(release, (secrets or {}).get(release.service),
                                              facts, pulled=True)
         swaps += swap
-        labels += [f"{release.service}: run {release.tag}"] * len(swap)
+        labels += [run_label(release)] * len(swap)
     if swaps:
-        yield cmd.concurrently(*swaps, labels=labels)
+        yield spooled(cmd.concurrently(*swaps, labels=labels))
 
 
 def _secrets_then_swap(release: cmd.Release, secrets: dict | None, facts: RolloutFacts,
@@ -274,7 +294,7 @@ def proxy_switched(services: list[str], then: str = "stop"):
                 and strategy.name == START_FIRST else None
             switches.append((service, strategy.drain if stop is not None else 0, stop, False))
     if switches:
-        yield cmd.switch_all(switches)
+        yield spooled(cmd.switch_all(switches))
 
 
 @operation(is_idempotent=False)
@@ -285,7 +305,7 @@ def previous_settled(service: str):
 
     + service: the service whose kept container serves
     """
-    yield cmd.settle_previous(service)
+    yield spooled(cmd.settle_previous(service))
 
 
 def _write_secret(state, host, service: str, name: str, secret, version: str | None = None) -> bool:
@@ -348,14 +368,14 @@ def release_restored(service: str, before: dict | None):
             host.noop(f"{service} already runs its previous version; the proxy goes back to "
                       "it once its restore gate passes")
         else:
-            yield cmd.control_command("start", service, 0)
+            yield spooled(cmd.control_command("start", service, 0))
         return
     has_previous = cmd.previous(service) in facts.containers
     if before is not None and not has_previous:
         yield fail(f"{service}: no kept container to go back to {before.get('tag')}")
         return
     warm, drain = restore_way(facts, service, strategy)
-    yield from cmd.restore_commands(service, has_previous, warm=warm, drain=drain)
+    yield from map(spooled, cmd.restore_commands(service, has_previous, warm=warm, drain=drain))
 
 
 def restore_way(facts: RolloutFacts, service: str, strategy) -> tuple[bool, float | None]:
@@ -388,7 +408,7 @@ def recorded(finished: list[str], entries: list[dict], state_doc: dict | None):
     + entries: ledger lines for this host (none: no ledger line)
     + state_doc: the host's new current-state document (None: state.json is not written)
     """
-    yield cmd.record_command(finished, entries, state_doc)
+    yield spooled(cmd.record_command(finished, entries, state_doc))
 
 
 # -- deploys the orchestration adds, one wave at a time ---------------------------------------
@@ -400,11 +420,11 @@ def roll_out(releases: dict, secrets: dict | None = None, known: dict | None = N
     mine = releases.get(host.name, [])
     facts = (known or {}).get(host.name)
     if len(mine) == 1:      # one service: its pull is a step of its own
-        release_running(name=f"{mine[0].service}: run {mine[0].tag}", release=mine[0],
+        release_running(name=run_label(mine[0]), release=mine[0],
                         secrets=(secrets or {}).get(mine[0].service), known=facts)
     elif mine:              # several: the pulls side by side, then the swaps side by side
         images_pulled(name="pull images", releases=mine, known=facts)
-        releases_running(name=", ".join(f"{r.service}: run {r.tag}" for r in mine),
+        releases_running(name=", ".join(map(run_label, mine)),
                          releases=mine, secrets=secrets, known=facts)
 
 

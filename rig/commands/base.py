@@ -13,6 +13,7 @@ already safe (fixed syntax, or built by these functions) and is inserted as it i
 from __future__ import annotations
 
 import base64
+import re
 import shlex
 from collections.abc import Iterable
 
@@ -134,6 +135,24 @@ def concurrently(*cmds: Cmd, then: Cmd | None = None, labels: list[str] | None =
                       for i, label in enumerate(labels))
     after = f"{_child(then)}; " if then is not None else ""
     return Cmd(f"_rc=0; {starts}; {waits}; {after}[ $_rc -eq 0 ]", compound=True, op=";")
+
+
+_SAFE_PATH = re.compile(r"/[A-Za-z0-9_./-]+")
+
+
+def spooled(cmd: Cmd, spool: str) -> Cmd:
+    """cmd, in a subshell whose output never meets the SSH channel while it runs: stdout to
+    /dev/null, stderr to `spool`.<pid>, shown on stderr once it has ended (it fails as cmd
+    failed). Whoever reads the channel may be gone by then (rig killed, or rig gave up on a
+    frozen host that then woke): a write to the dead channel kills the writer with SIGPIPE, and
+    a step of several commands (stop the old container, start the new) stopped after its
+    first. Spooled, cmd runs to its end either way; only the last `cat` meets the dead channel.
+    For commands whose stdout no one reads (operations that change a host)."""
+    if not _SAFE_PATH.fullmatch(spool):
+        raise ValueError(f"spool path {spool!r}: letters, digits and _./- only")
+    f = f"{spool}.$$"
+    return Cmd(f"( {cmd.line} ) >/dev/null 2>{f}; _rig_rc=$?; [ -s {f} ] && cat {f} >&2; "
+               f"rm -f {f}; [ $_rig_rc -eq 0 ]", compound=True, op=";")
 
 
 def capture(cmd: Cmd) -> Cmd:

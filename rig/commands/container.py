@@ -37,6 +37,7 @@ from .lock import LOCK_FILE, MAX_LOCK, NOT_A_FILE
 STATE_DIR = "/var/lib/rig"
 LEDGER = f"{STATE_DIR}/ledger.jsonl"
 STATE_FILE = f"{STATE_DIR}/state.json"
+SPOOL = f"{STATE_DIR}/.stderr"        # base.spooled: a host-changing step's stderr while it runs
 SECRETS_DIR = "/etc/rig/secrets"       # <service>/<name>: 0400, owned by the service's user
 SERVICE_USER = "10001:10001"
 CACHE_MOUNT, LOG_MOUNT = "/cache", "/logs"

@@ -187,7 +187,42 @@ def docker_group_add(user: str) -> str:
     return f"usermod -aG docker {shlex.quote(user)}"
 
 
-def sudo_check() -> str:
-    """Prints sudo-ok when the SSH user may run anything as root without a password (sudo -n),
-    and nothing a tool could mistake for a password prompt otherwise."""
-    return "sudo -n true >/dev/null 2>&1 && echo sudo-ok || echo sudo-refused"
+UPTIME = "/proc/uptime"      # the host's own clock: seconds since it booted (no wall clock
+                             # to jump, and a frozen host's kernel keeps counting)
+NOT_RUN = 97                 # the exit status of a command the host began too late (start_guard)
+
+
+def greeting() -> str:
+    """The first command rig runs on a host, once per rig command: `sudo-ok` when the SSH user
+    may run anything as root without a password (sudo -n; nothing a tool could mistake for a
+    password prompt otherwise), then `uptime <seconds>`, where the host's clock stands (what
+    start_guard counts in)."""
+    return ("sudo -n true >/dev/null 2>&1 && echo sudo-ok || echo sudo-refused; "
+            f"{{ read _rig_up _ <{UPTIME} && echo \"uptime $_rig_up\"; }} 2>/dev/null; true")
+
+
+def parse_greeting(stdout: str) -> tuple[bool, float | None]:
+    """(sudo works, the host's uptime in seconds or None) from greeting()'s output."""
+    lines = stdout.splitlines()
+    uptime = None
+    for line in lines:
+        word, _, value = line.partition(" ")
+        if word == "uptime":
+            try:
+                uptime = float(value)
+            except ValueError:
+                uptime = None
+    return "sudo-ok" in lines, uptime
+
+
+def start_guard(sent: int, wait: int) -> str:
+    """The words before every command rig sends to a host it has greeted: the host refuses to
+    begin the command once rig has stopped waiting for it, `wait` s after `sent` (its own
+    clock, greeting()). A host frozen with a command in flight (a paused VM, a stalled
+    hypervisor) otherwise runs, when it wakes, what rig has given up on and reported: a swap
+    on a host rig called lost. Refused, it exits NOT_RUN and says why (if anyone listens).
+    One second of slack for the clocks' rounding; a host whose clock cannot be read runs it."""
+    late = int(sent) + int(wait) + 1
+    return (f'if read _rig_up _ 2>/dev/null <{UPTIME} && [ "${{_rig_up%.*}}" -gt {late} ]; then '
+            f'echo "rig: not run: the host began it $((${{_rig_up%.*}} - {int(sent)})) s after '
+            f'rig sent it, and rig waits {int(wait)} s" >&2; exit {NOT_RUN}; fi;')

@@ -30,6 +30,7 @@ from tasks.rollout import (
     roll_back,
     roll_out,
     settle,
+    swap_named,
     switch,
 )
 
@@ -827,12 +828,17 @@ def _lost_lines(host: str, why: str, changes: list[Change], action: str, tag: st
 
 
 def _not_gated(host_result, service: str) -> tuple[str, str]:
-    """Why a service of a host whose wave step failed was never gated: ("not started", why),
-    or ("started, not gated", why) when the step ran its service's part side by side with
-    others and only theirs failed."""
+    """Why a service of a host whose wave step failed was never gated: ("not started", why);
+    ("started, not gated", why) when the step ran its service's part side by side with others
+    and only theirs failed; ("unknown whether started", why) when the host stopped answering
+    during the service's swap (it may have begun it: a command it began runs to its end)."""
     why = (host_result.unreachable or ", ".join(host_result.failed)) if host_result else ""
-    parts = host_result.failed_parts if host_result else []
-    if parts and not any(p.startswith(f"{service}: ") for p in parts):
+    if host_result is None:
+        return "not started", why
+    if host_result.unreachable and any(swap_named(op, service) for op in host_result.failed):
+        return "unknown whether started", why
+    parts = host_result.failed_parts
+    if parts and not any(swap_named(p, service) for p in parts):
         return "started, not gated", why
     return "not started", why
 

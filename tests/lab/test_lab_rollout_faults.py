@@ -280,3 +280,59 @@ def test_sshd_killed_mid_wave_fails_the_host_at_once_and_the_others_follow_the_p
     for host in HOSTS:
         assert_serves(spec, host, "ro-t1")
         clean(host)
+
+
+def test_a_host_frozen_with_its_swap_in_flight_wakes_to_a_whole_version_of_each_service(spec):
+    """pc2 frozen as its three services' swap goes out (side by side; pc2's GPU services are
+    stop_first), and woken only after rig called it lost. Whatever the host had begun then
+    runs to its end (spooled: the closed channel cannot cut a stop from its run), and what it
+    begins after rig stopped waiting does nothing (the start guard). So each service has a
+    running container, none is left created and never started, and the `--break-lock` run
+    finishes the job."""
+    from rig.lab.layout import LabPaths
+    from rig.lab.state import LabState
+
+    from .conftest import REPO
+
+    engine = ["docker", "-H", LabState.load(LabPaths.for_repo(REPO)).docker_host]
+    faults = [a for s in SERVICES for a in ("--build-arg", f"{s}:FAULT=none-frozen-swap")]
+    rig("-c", str(spec / "fleet.yml"), "build", "--push", "--tag", "ro-t3", *faults, cwd=spec)
+    run = start(spec, "--tag", "ro-t3", "--break-lock")  # (a lock an earlier fault left)
+    seen = []
+    for line in run.stdout:      # pc2's pulls are done: its swap is the next command
+        seen.append(line)
+        if line.split()[:1] == ["pc2"] and "pull images" in line:
+            break
+    else:
+        raise AssertionError("never saw pc2's pull: " + "".join(seen) + run.stderr.read())
+    subprocess.run([*engine, "pause", "rig-lab-pc2"], check=True, capture_output=True)
+    frozen = time.monotonic()
+    try:
+        out, err = run.communicate(timeout=15 + 30 + 30)
+        print(f"rig exited {run.returncode} {time.monotonic() - frozen:.1f} s after the freeze")
+        time.sleep(5)            # and pc2 stays frozen a little longer
+    finally:
+        subprocess.run([*engine, "unpause", "rig-lab-pc2"], check=True, capture_output=True)
+    print(f"{out}\n{err}")
+    assert run.returncode == 1, out + err
+    assert "pc2: LOST, not rolled back" in err
+    for _ in range(120):         # a step pc2 had begun runs to its end (its spool file goes)
+        if ssh("pc2", "ls -A /var/lib/rig/ | grep -c '^[.]stderr' || true").stdout.strip() == "0":
+            break
+        time.sleep(1)
+    states = ssh("pc2", "docker ps -a --filter label=rig.service "
+                        "--format '{{.Names}} {{.State}}'").stdout.split("\n")
+    print("pc2 after waking:", states)
+    state = dict(line.split() for line in states if line.strip())
+    assert "created" not in state.values(), state
+    for service in SERVICES:
+        assert "running" in (state.get(f"rig-{service}"), state.get(f"rig-{service}-prev")), \
+            (service, state)
+    assert_serves(spec, "mainpc", "ro-t3")     # wave 1 passed; auto_rollback: wave
+    again = rollout(spec, "--tag", "ro-t3", "--break-lock")
+    assert again.returncode == 0, again.stdout + again.stderr
+    for host in HOSTS:
+        assert_serves(spec, host, "ro-t3")
+        clean(host)
+    back = rollout(spec, "--tag", "ro-t1")
+    assert back.returncode == 0, back.stdout + back.stderr

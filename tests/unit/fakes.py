@@ -178,9 +178,12 @@ class FakeSession:
     def _roll_out(self, host, releases, secrets=None, known=None):
         if host in self.pull_fails:
             return HostResult(host, failed=[f"Roll out | {releases[host][0].service}: run T2"])
-        if host in self.lost_in_wave:
-            self.lost[host] = "connection lost: Socket is closed"
-            return HostResult(host, unreachable="connection lost: Socket is closed")
+        if host in self.lost_in_wave:   # as Session.run says it: its swap failed, then its
+            self.lost[host] = "connection lost: Socket is closed"      # liveness check
+            from tasks.rollout import run_label
+
+            return HostResult(host, failed=[f"Roll out | {', '.join(map(run_label, releases[host]))}"],
+                              unreachable=f"stopped answering: {self.lost[host]}")
         containers = self.facts_by_host[host].containers
         for release in releases.get(host, []):
             current = containers.pop(cmd.current(release.service), None)
@@ -419,12 +422,38 @@ class FakeHost:
         self.noops.append(message)
 
 
-def run_op(op, host: FakeHost, **kwargs) -> list:
-    """What an operation yields on the fake host."""
+def run_op(op, host: FakeHost, spooled: bool = False, **kwargs) -> list:
+    """What an operation yields on the fake host. spooled=True: the steps of an operation that
+    changes the host, each unwrapped from its spool (tasks/rollout.py spooled), which every one
+    of them must be in (a FunctionCommand, a secret's write, and a fail(), which changes
+    nothing, stay as they are)."""
+    from pyinfra.api import FunctionCommand
     from pyinfra.context import ctx_host
 
     with ctx_host.use(host):
-        return list(op._inner(**kwargs))
+        commands = list(op._inner(**kwargs))
+    if not spooled:
+        return commands
+    return [c if isinstance(c, FunctionCommand) or _FAIL.fullmatch(str(c)) else unspooled(c)
+            for c in commands]
+
+
+_FAIL = re.compile(r"echo '?rig: [^\n]*'? >&2; exit 1")
+
+
+_SPOOLED = re.compile(r"\( (?P<inner>.*) \) >/dev/null 2>(?P<f>\S+); _rig_rc=\$\?; "
+                      r"\[ -s (?P=f) \] && cat (?P=f) >&2; rm -f (?P=f); \[ \$_rig_rc -eq 0 \]",
+                      re.S)
+
+
+def unspooled(command) -> str:
+    """The step inside tasks/rollout.py's spool; AssertionError when it is not spooled."""
+    from rig.commands.base import Cmd
+    from rig.commands.container import SPOOL
+
+    found = _SPOOLED.fullmatch(str(command))
+    assert found is not None and found["f"] == f"{SPOOL}.$$", f"not spooled: {command!r}"
+    return Cmd(found["inner"])
 
 
 class StatusSession(FakeSession):

@@ -160,7 +160,7 @@ def test_release_running_writes_each_secret_then_replaces_the_container(fleet):
     rel = release(svc, config=json.dumps({"secret B": "vb", "secret A": "va"}))
     secrets = {"B": Secret("b-value", "env B"), "A": Secret("a-value", "env A")}
     host = FakeHost(facts, fleet)
-    commands = run_op(ops.release_running, host, release=rel, secrets=secrets)
+    commands = run_op(ops.release_running, spooled=True, host=host, release=rel, secrets=secrets)
     writes = [c for c in commands if isinstance(c, FunctionCommand)]
     assert [(w.function, w.args) for w in writes] == [
         (ops._write_secret, (svc, "A", secrets["A"], "va")),
@@ -170,11 +170,11 @@ def test_release_running_writes_each_secret_then_replaces_the_container(fleet):
     assert commands[2:] == list(cmd.replace_commands(fleet, "mainpc", rel, has_current=True,
                                                      has_previous=True, slot="b", **how))
     only_prev = RolloutFacts(containers={cmd.previous(svc): box(svc, "exited")})
-    assert run_op(ops.release_running, FakeHost(only_prev, fleet), release=rel) == list(
+    assert run_op(ops.release_running, spooled=True, host=FakeHost(only_prev, fleet), release=rel) == list(
         cmd.replace_commands(fleet, "mainpc", rel, has_current=False, has_previous=True,
                              slot="a", **how))
     first = RolloutFacts()
-    assert run_op(ops.release_running, FakeHost(first, fleet), release=rel) == list(
+    assert run_op(ops.release_running, spooled=True, host=FakeHost(first, fleet), release=rel) == list(
         cmd.replace_commands(fleet, "mainpc", rel, has_current=False, has_previous=False,
                              slot="a", **how))
 
@@ -183,7 +183,7 @@ def test_release_running_is_a_noop_when_the_release_already_runs(fleet):
     rel = release()
     facts = RolloutFacts(containers={"rig-svc": box("svc", tag="T2", digest="sha256:2")})
     host = FakeHost(facts, fleet)
-    assert run_op(ops.release_running, host, release=rel, secrets=None) == []
+    assert run_op(ops.release_running, spooled=True, host=host, release=rel, secrets=None) == []
     assert host.noops == ["svc already runs T2"]
 
 
@@ -211,17 +211,18 @@ def test_release_restored_starts_the_kept_container_or_fails_without_one(fleet):
     before = {"tag": "T1", "digest": "sha256:1"}
     replaced = RolloutFacts(containers={cmd.current(s): box(s, tag="T2", digest="sha256:2"),
                                         cmd.previous(s): box(s, "exited")})
-    assert run_op(ops.release_restored, FakeHost(replaced, fleet), service=s,
+    assert run_op(ops.release_restored, spooled=True, host=FakeHost(replaced, fleet), service=s,
                   before=before) == list(cmd.restore_commands(s, True))
     gone = RolloutFacts(containers={cmd.current(s): box(s, tag="T2", digest="sha256:2")})
-    assert run_op(ops.release_restored, FakeHost(gone, fleet), service=s, before=before) == [
+    assert run_op(ops.release_restored, spooled=True,
+                  host=FakeHost(gone, fleet), service=s, before=before) == [
         fail(f"{s}: no kept container to go back to T1")]
     first_install = RolloutFacts(containers={cmd.current(s): box(s, tag="T2", digest="sha256:2")})
-    assert run_op(ops.release_restored, FakeHost(first_install, fleet), service=s,
+    assert run_op(ops.release_restored, spooled=True, host=FakeHost(first_install, fleet), service=s,
                   before=None) == list(cmd.restore_commands(s, False))
     back = RolloutFacts(containers={cmd.current(s): box(s)})
     host = FakeHost(back, fleet)
-    assert run_op(ops.release_restored, host, service=s, before=before) == []
+    assert run_op(ops.release_restored, spooled=True, host=host, service=s, before=before) == []
     assert host.noops == [f"{s} already runs its previous version"]
 
 
@@ -261,7 +262,8 @@ def test_several_releases_write_their_secrets_then_swap_side_by_side_in_one_comm
     rels = [release(a), release(b, config=json.dumps({"secret K": "vk"})), release(c)]
     secret = Secret("k-value", "env K")
     host = FakeHost(RolloutFacts(), fleet)    # pre-flight's read is used, none made now
-    commands = run_op(ops.releases_running, host, releases=rels, secrets={b: {"K": secret}},
+    commands = run_op(ops.releases_running, spooled=True,
+                      host=host, releases=rels, secrets={b: {"K": secret}},
                       known=facts)
     assert [(w.function, w.args) for w in commands[:1]] == [
         (ops._write_secret, (b, "K", secret, "vk"))]
@@ -273,19 +275,19 @@ def test_several_releases_write_their_secrets_then_swap_side_by_side_in_one_comm
     assert host.noops == [f"{a} already runs T2"] and host.reads == []
     done = FakeHost(RolloutFacts(containers={cmd.current(a): box(a, tag="T2",
                                                                  digest="sha256:2")}), fleet)
-    assert run_op(ops.releases_running, done, releases=[rels[0]]) == []
+    assert run_op(ops.releases_running, spooled=True, host=done, releases=[rels[0]]) == []
 
 
 def test_what_pre_flight_read_is_not_read_again_by_the_wave_nor_the_record_step(fleet):
     facts = RolloutFacts(containers={"rig-a": box("a", tag="T2", digest="sha256:2"),
                                      "rig-b-prev": box("b", "exited")})
     host = FakeHost(RolloutFacts(), fleet)     # a read now would see nothing running
-    assert run_op(ops.release_running, host, release=release("a"), known=facts) == []
+    assert run_op(ops.release_running, spooled=True, host=host, release=release("a"), known=facts) == []
     assert run_op(ops.images_pulled, host, releases=[release("a")], known=facts) == []
     assert host.noops == ["a already runs T2", "every release already runs"]
     assert host.reads == []
     host = FakeHost(facts, fleet)     # the record step reads nothing: its one line finds them
-    assert run_op(ops.recorded, host, finished=["b"], entries=[], state_doc=None) == [
+    assert run_op(ops.recorded, spooled=True, host=host, finished=["b"], entries=[], state_doc=None) == [
         cmd.record_command(["b"], [], None)]
     assert host.reads == []
 
@@ -300,7 +302,7 @@ def test_several_releases_on_a_host_pull_together_only_what_does_not_run_yet(fle
     assert run_op(ops.images_pulled, done, releases=[a]) == []
     assert done.noops == ["every release already runs"]
     rel = release("affective_processing_center")
-    pulled = run_op(ops.release_running, FakeHost(RolloutFacts(), fleet), release=rel,
+    pulled = run_op(ops.release_running, spooled=True, host=FakeHost(RolloutFacts(), fleet), release=rel,
                     pulled=True)
     assert pulled == list(cmd.replace_commands(fleet, "mainpc", rel, False, False))[1:]
 
@@ -340,13 +342,13 @@ def test_a_restore_that_did_not_reach_its_switch_back_is_finished_by_its_gate_an
     assert ops.needs_restore(half, s, before, proxied=True)
     assert not ops.needs_restore(half, s, before, proxied=False)   # no proxy: nothing to switch
     host = FakeHost(half, fleet)
-    assert run_op(ops.release_restored, host, service=s, before=before) == []
+    assert run_op(ops.release_restored, spooled=True, host=host, service=s, before=before) == []
     assert host.noops == [f"{s} already runs its previous version; the proxy goes back to it "
                           "once its restore gate passes"]
 
     stopped_back = half_restored(s)      # ... and stopped since (by hand, a crash)
     stopped_back.containers[cmd.current(s)] = box(s, "exited", slot="a")
-    assert run_op(ops.release_restored, FakeHost(stopped_back, fleet), service=s,
+    assert run_op(ops.release_restored, spooled=True, host=FakeHost(stopped_back, fleet), service=s,
                   before=before) == [cmd.control_command("start", s, 0)]
 
     cold = RolloutFacts(containers={cmd.current(s): box(s, slot="a")},
@@ -394,7 +396,7 @@ def test_switch_adds_one_operation_for_all_services_of_this_host_settle_one_per_
 
 
 def test_settling_removes_the_unswitched_one_and_renames_the_kept_one_that_serves():
-    assert run_op(ops.previous_settled, FakeHost(RolloutFacts()), service="svc") == [
+    assert run_op(ops.previous_settled, spooled=True, host=FakeHost(RolloutFacts()), service="svc") == [
         cmd.settle_previous("svc")]
     assert str(cmd.settle_previous("svc")) == (
         "docker rm -f rig-svc && docker rename rig-svc-prev rig-svc")

@@ -496,8 +496,8 @@ def test_a_host_lost_in_its_wave_is_reported_lost_and_later_waves_untouched(flee
     outcome = engine(fleet, session).run([["mainpc"], ["pc2"], ["node3"]],
                                          changes_for(fleet, session))
     assert not outcome.ok and "later waves not touched: node3" in outcome.lines
-    assert "  pc2 affective_processing_center: not started (connection lost: Socket is closed)" \
-        in outcome.lines
+    assert "  pc2 affective_processing_center: unknown whether started (stopped answering: " \
+        "connection lost: Socket is closed)" in outcome.lines
     assert "  pc2: LOST, not rolled back" in outcome.lines
 
 
@@ -894,4 +894,11 @@ def test_a_service_whose_part_of_a_side_by_side_step_ran_is_said_started_not_gat
     assert _not_gated(one, "a") == ("not started", "Roll out | a: run T")
     assert _not_gated(HostResult("pc2", unreachable="no answer"), "a") == ("not started",
                                                                           "no answer")
+    # lost during the step: its swap may have begun (a begun command runs to its end); lost
+    # after a step before it failed (its pull): the swap was never sent
+    lost = HostResult("pc2", failed=["Roll out | a: run T, b: run T"], unreachable="gone")
+    assert _not_gated(lost, "b") == ("unknown whether started", "gone")
+    assert _not_gated(lost, "c") == ("not started", "gone")
+    pull = HostResult("pc2", failed=["Roll out | pull images"], unreachable="gone")
+    assert _not_gated(pull, "a") == ("not started", "gone")
     assert _attempt(None, None, "wave", "a") == ("failed", "not started: an earlier step failed")

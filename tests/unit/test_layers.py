@@ -25,7 +25,7 @@ RANKS = [
     ("rig.prune", 1), ("rig.supply", 1),
     ("rig.proc", 1), ("rig.rollout", 1),
     ("tasks", 2),
-    ("rig.lab", 3), ("rig.inventory", 3), ("rig.verify", 3),
+    ("rig.lab", 3), ("rig.inventory", 3), ("rig.verify", 3), ("rig.connector", 3),
     ("rig.runner", 4),
     ("rig.build", 5), ("rig.rollout.engine", 5), ("rig.rollout.locks", 5), ("rig.ops", 5),
     ("rig.cli", 6),

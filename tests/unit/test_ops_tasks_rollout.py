@@ -56,14 +56,14 @@ def container(name, state, r: cmd.Release) -> Container:
 def test_release_running_is_a_noop_when_the_release_already_runs(fleet):
     r = release(fleet)
     fake = FakeHost(fleet, RolloutFacts(containers={CURRENT: container(CURRENT, "running", r)}))
-    assert run_op(release_running, fake, release=r) == []
+    assert run_op(release_running, spooled=True, host=fake, release=r) == []
     assert fake.noops == [f"{SERVICE} already runs T2"]
 
 
 def test_release_running_on_a_fresh_host_pulls_by_digest_and_runs(fleet):
     r = release(fleet)
     fake = FakeHost(fleet, RolloutFacts())
-    out = lines(run_op(release_running, fake, release=r))
+    out = lines(run_op(release_running, spooled=True, host=fake, release=r))
     assert out[0] == f"docker pull -q reg.example/rig/{SERVICE}@sha256:{'b' * 64}"
     assert len(out) == 2 and out[1].startswith(f"docker run -d --name {CURRENT} ")
     assert fake.noops == []
@@ -86,7 +86,7 @@ def test_start_first_keeps_the_old_one_running_and_starts_the_new_one_in_the_oth
     fake = FakeHost(fleet, RolloutFacts(containers={
         CURRENT: container_in(CURRENT, "running", old, "a"),
         PREVIOUS: container_in(PREVIOUS, "exited", old, "b")}))
-    out = lines(run_op(release_running, fake, release=new))
+    out = lines(run_op(release_running, spooled=True, host=fake, release=new))
     assert len(out) == 2 and out[0] == f"docker pull -q reg.example/rig/{SERVICE}@sha256:{'b' * 64}"
     assert out[1].startswith(f"docker rm -f {PREVIOUS} && docker rename {CURRENT} {PREVIOUS} && "
                              f"docker run -d --name {CURRENT} --network rig "
@@ -101,7 +101,7 @@ def test_stop_first_puts_the_service_in_maintenance_before_the_old_one_stops(fle
     fake = FakeHost(fleet, RolloutFacts(containers={
         CURRENT: container_in(CURRENT, "running", old, "b"),
         PREVIOUS: container_in(PREVIOUS, "exited", old, "a")}), name="pc2")
-    out = lines(run_op(release_running, fake, release=new))
+    out = lines(run_op(release_running, spooled=True, host=fake, release=new))
     maintenance = str(proxy.maintenance(SERVICE, 30))
     assert out[1].startswith(f"docker rm -f {PREVIOUS} && {maintenance} && docker stop -t 10 "
                              f"{CURRENT} && docker rename {CURRENT} {PREVIOUS} && "
@@ -113,7 +113,7 @@ def test_a_stopped_container_of_the_same_release_is_replaced_not_kept_as_is(flee
     r = release(fleet)
     fleet = with_strategy(fleet, "stop_first")
     fake = FakeHost(fleet, RolloutFacts(containers={CURRENT: container(CURRENT, "exited", r)}))
-    out = lines(run_op(release_running, fake, release=r))
+    out = lines(run_op(release_running, spooled=True, host=fake, release=r))
     assert out[1].startswith(f"{proxy.maintenance(SERVICE, 30)} && docker stop -t 10 {CURRENT} "
                              f"&& docker rename {CURRENT} {PREVIOUS} && "
                              f"docker run -d --name {CURRENT} ")
@@ -124,7 +124,8 @@ def test_secrets_are_written_first_in_name_order_each_as_its_own_version(fleet, 
     hashes = {"HF_TOKEN": "1111222233334444", "API_KEY": "aaaabbbbccccdddd"}
     r = release(fleet, secrets=hashes)
     secrets = {"HF_TOKEN": Secret("hf-value", "env TEST"), "API_KEY": Secret("api-value", "env TEST")}
-    out = run_op(release_running, FakeHost(fleet, RolloutFacts()), release=r, secrets=secrets)
+    out = run_op(release_running, spooled=True,
+                 host=FakeHost(fleet, RolloutFacts()), release=r, secrets=secrets)
     functions = [c for c in out if isinstance(c, FunctionCommand)]
     assert [c is out[i] for i, c in enumerate(functions)] == [True, True]  # before the pull
     assert [c.function for c in functions] == [tasks_rollout._write_secret] * 2
@@ -161,7 +162,7 @@ def test_restore_is_a_noop_when_the_service_runs_what_it_ran_before(fleet):
     old = release(fleet, "T1", "sha256:" + "a" * 64)
     fake = FakeHost(fleet, RolloutFacts(containers={CURRENT: container(CURRENT, "running", old)}))
     before = {"tag": "T1", "digest": old.digest}
-    assert run_op(release_restored, fake, service=SERVICE, before=before) == []
+    assert run_op(release_restored, spooled=True, host=fake, service=SERVICE, before=before) == []
     assert fake.noops == [f"{SERVICE} already runs its previous version"]
 
 
@@ -169,7 +170,7 @@ def test_restore_starts_the_kept_container_again(fleet):
     new, old = release(fleet), release(fleet, "T1", "sha256:" + "a" * 64)
     fake = FakeHost(fleet, RolloutFacts(containers={
         CURRENT: container(CURRENT, "running", new), PREVIOUS: container(PREVIOUS, "exited", old)}))
-    out = lines(run_op(release_restored, fake, service=SERVICE,
+    out = lines(run_op(release_restored, spooled=True, host=fake, service=SERVICE,
                        before={"tag": "T1", "digest": old.digest}))
     assert out == [f"docker rm -f {CURRENT} >/dev/null 2>&1 || true",
                    f"docker rename {PREVIOUS} {CURRENT} && docker start {CURRENT}"]
@@ -178,7 +179,7 @@ def test_restore_starts_the_kept_container_again(fleet):
 def test_restore_without_a_kept_container_fails_the_host_naming_the_version(fleet):
     new = release(fleet)
     fake = FakeHost(fleet, RolloutFacts(containers={CURRENT: container(CURRENT, "running", new)}))
-    out = lines(run_op(release_restored, fake, service=SERVICE,
+    out = lines(run_op(release_restored, spooled=True, host=fake, service=SERVICE,
                        before={"tag": "T1", "digest": "sha256:" + "a" * 64}))
     assert out == [f"echo 'rig: {SERVICE}: no kept container to go back to T1' >&2; exit 1"]
 
@@ -186,7 +187,7 @@ def test_restore_without_a_kept_container_fails_the_host_naming_the_version(flee
 def test_restore_of_a_first_rollout_removes_the_new_container(fleet):
     new = release(fleet)
     fake = FakeHost(fleet, RolloutFacts(containers={CURRENT: container(CURRENT, "running", new)}))
-    out = lines(run_op(release_restored, fake, service=SERVICE, before=None))
+    out = lines(run_op(release_restored, spooled=True, host=fake, service=SERVICE, before=None))
     assert out == [f"docker rm -f {CURRENT} >/dev/null 2>&1 || true"]
 
 
@@ -303,12 +304,12 @@ def test_an_unswitched_container_beside_a_live_kept_one_is_replaced_and_the_live
         PREVIOUS: container_in(PREVIOUS, "running", v1, "a")},
         proxy={SERVICE: {"a": "live", "b": "maint"}})
     assert facts.live_previous(SERVICE) and facts.running(SERVICE).digest == v1.digest
-    out = lines(run_op(release_running, FakeHost(fleet, facts), release=new))
+    out = lines(run_op(release_running, spooled=True, host=FakeHost(fleet, facts), release=new))
     assert out[1].startswith(f"docker rm -f {CURRENT} && docker run -d --name {CURRENT} "
                              "--network rig -p 127.0.0.1:28212:8212 ")
     assert PREVIOUS not in out[1]
     # on pc2 (stop_first) the live one goes behind the maintenance answer and stops, kept
-    pc2 = lines(run_op(release_running, FakeHost(fleet, facts, name="pc2"), release=new))
+    pc2 = lines(run_op(release_running, spooled=True, host=FakeHost(fleet, facts, name="pc2"), release=new))
     assert pc2[1].startswith(f"docker rm -f {CURRENT} && {proxy.maintenance(SERVICE, 30)} && "
                              f"docker stop -t 10 {PREVIOUS} && docker run -d --name {CURRENT} ")
 
@@ -355,7 +356,8 @@ def test_a_restore_goes_back_warm_behind_a_503_or_plainly_as_the_proxy_stands(
     facts = RolloutFacts(containers={CURRENT: container_in(CURRENT, "running", v2, "b"),
                                      PREVIOUS: container_in(PREVIOUS, "exited", v1, "a")},
                          proxy={SERVICE: proxy_state} if proxy_state else None)
-    out = lines(run_op(release_restored, FakeHost(fleet, facts, name=host), service=SERVICE,
+    out = lines(run_op(release_restored, spooled=True,
+                       host=FakeHost(fleet, facts, name=host), service=SERVICE,
                        before={"tag": "T1", "digest": v1.digest}))
     assert out == lines(cmd.restore_commands(SERVICE, True, warm=expected == "warm",
                                              drain=30.0 if expected == "drain" else None))
@@ -369,7 +371,7 @@ def test_a_warm_restore_needs_the_kept_one_in_the_other_slot(fleet):
         facts = RolloutFacts(containers={CURRENT: container_in(CURRENT, "running", v2, "b"),
                                          PREVIOUS: container_in(PREVIOUS, "exited", v1, kept_slot)},
                              proxy={SERVICE: {"a": "maint", "b": "live"}})
-        out = lines(run_op(release_restored, FakeHost(fleet, facts), service=SERVICE,
+        out = lines(run_op(release_restored, spooled=True, host=FakeHost(fleet, facts), service=SERVICE,
                            before={"tag": "T1", "digest": v1.digest}))
         assert out == lines(cmd.restore_commands(SERVICE, True, drain=30.0))
 
@@ -382,7 +384,8 @@ def test_a_warm_restore_needs_the_kept_one_in_the_other_slot(fleet):
     ("pc2", "stop", lambda: cmd.switch_to_current(SERVICE, 0, None)),
 ])
 def test_the_switch_stops_removes_or_keeps_the_kept_container(fleet, host, then, expected):
-    out = lines(run_op(tasks_rollout.proxy_switched, FakeHost(fleet, RolloutFacts(), name=host),
+    out = lines(run_op(tasks_rollout.proxy_switched, spooled=True,
+                       host=FakeHost(fleet, RolloutFacts(), name=host),
                        services=[SERVICE], then=then))
     assert out == [str(expected())]
 
@@ -410,7 +413,7 @@ def test_only_a_running_new_container_the_proxy_sends_to_makes_the_restore_warm(
 
 def test_a_hosts_services_switch_in_one_command(fleet):
     other = next(s for s in sorted(fleet.services_on("mainpc")) if s != SERVICE)
-    out = lines(run_op(tasks_rollout.proxy_switched, FakeHost(fleet, RolloutFacts()),
+    out = lines(run_op(tasks_rollout.proxy_switched, spooled=True, host=FakeHost(fleet, RolloutFacts()),
                        services=[SERVICE, other], then="remove"))
     assert out == [str(cmd.switch_all([(SERVICE, 30.0, None, True), (other, 30.0, None, True)]))]
 
@@ -418,5 +421,6 @@ def test_a_hosts_services_switch_in_one_command(fleet):
 def test_with_the_proxy_off_the_switch_runs_nothing_and_says_so(fleet):
     off = fleet.model_copy(update={"proxy": fleet.proxy.model_copy(update={"enabled": False})})
     host = FakeHost(off, RolloutFacts())
-    assert run_op(tasks_rollout.proxy_switched, host, services=[SERVICE], then="stop") == []
+    assert run_op(tasks_rollout.proxy_switched, spooled=True,
+                  host=host, services=[SERVICE], then="stop") == []
     assert host.noops == [f"{SERVICE}: no proxy"]

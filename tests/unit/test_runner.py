@@ -19,6 +19,7 @@ from pyinfra.operations import server
 import rig
 import tasks
 from rig import runner
+from rig.commands.host import greeting
 from rig.inventory import Target
 from rig.runner import Session
 
@@ -275,6 +276,8 @@ def dropping(monkeypatch, handshakes):
     script: list[str] = []
 
     def host_shell(host, command, stdin=None, timeout=None, sudo=None):
+        if command == greeting():
+            return Shell(True, "uptime 100.00\n", [])
         ran.append(str(command))
         answer = script.pop(0) if script else "ok"
         if answer == "drop":
@@ -394,6 +397,8 @@ def slow_links(monkeypatch):
             raise AttributeError("'NoneType' object has no attribute 'open_session'")
         if not client.transport.active:
             return Shell(False, "", ["connection lost: SSH session not active"])
+        if command == greeting():
+            return Shell(True, "uptime 100.00\n", [])
         ran.append((str(command), made.index(client)))
         return Shell(True, "ok", [])
     monkeypatch.setattr(runner, "host_shell", host_shell)

@@ -1,0 +1,154 @@
+"""A host that runs a command after rig stopped waiting for it: frozen with the command in
+flight (a paused VM) and woken after rig called it lost, or left when rig was killed. Two rules:
+a command the host begins too late does nothing (the start guard, in the host's own clock), and
+a step that changes the host runs to its end whoever reads its output (spooled). Real shells
+here; the lab freezes a host mid-rollout (tests/lab/test_lab_rollout_faults.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from rig import runner
+from rig.commands.base import Cmd, spooled
+from rig.commands.host import NOT_RUN, greeting, parse_greeting, start_guard
+from rig.inventory import Target
+from rig.runner import Session
+from tasks.util import Shell
+
+from .test_runner import handshakes  # noqa: F401  (the fixture)
+
+
+def _dead_channel(line: str) -> None:
+    """Runs `line` with stdout and stderr on a pipe whose reader has gone, as sshd closes the
+    channel of a client that went away: a pipe of the shell's own (no other process of the test
+    run can hold its read end), and `line` begins a second after its reader, `:`, ended."""
+    subprocess.run(["sh", "-c", f"( sleep 1; {line}\n) 2>&1 | :"], timeout=30)
+
+
+def test_a_spooled_step_runs_to_its_end_when_nobody_reads_its_output(tmp_path):
+    """Stop the old container, say so, start the new one: the `say` on a dead channel would
+    kill the step between the two (SIGPIPE). Spooled, the second half still runs; unspooled,
+    the same line dies at its first write (what a frozen host that woke did on the lab)."""
+    step = Cmd(f"touch {tmp_path}/stopped; echo stopped; echo note >&2; touch {tmp_path}/started")
+    spool = f"{tmp_path}/spool"
+    _dead_channel(spooled(step, spool))
+    assert (tmp_path / "started").exists() and not list(tmp_path.glob("spool*"))
+    (tmp_path / "started").unlink()
+    _dead_channel(step.line)                             # the mechanism, unspooled
+    assert (tmp_path / "stopped").exists() and not (tmp_path / "started").exists()
+
+
+def test_a_spooled_step_fails_as_it_failed_and_says_why_once_it_has_ended(tmp_path):
+    spool = f"{tmp_path}/spool"
+    done = subprocess.run(["sh", "-c", spooled(Cmd("echo out; echo why >&2; exit 3"), spool)],
+                          capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", "why\n")
+    fine = subprocess.run(["sh", "-c", spooled(Cmd("echo out"), spool)], capture_output=True,
+                          text=True, timeout=30)
+    assert (fine.returncode, fine.stdout, fine.stderr) == (0, "", "")
+    assert not list(tmp_path.glob("spool*"))
+    # an `exit` in the step ends only the step (its subshell): the replay still comes
+    ended = subprocess.run(["sh", "-c", seq_exit := spooled(Cmd("echo gone >&2; exit 1"), spool)],
+                           capture_output=True, text=True, timeout=30)
+    assert (ended.returncode, ended.stderr) == (1, "gone\n"), seq_exit
+    # a spool folder that is not there: the step does not run, and the shell says why
+    missing = subprocess.run(["sh", "-c", spooled(Cmd(f"touch {tmp_path}/ran"),
+                                                  f"{tmp_path}/none/spool")],
+                             capture_output=True, text=True, timeout=30)
+    assert missing.returncode != 0 and "none/spool" in missing.stderr
+    assert not (tmp_path / "ran").exists()
+    with pytest.raises(ValueError, match="letters, digits"):
+        spooled(Cmd("true"), "/var/lib/rig/a spool; rm -rf /")
+
+
+def _uptime() -> float:
+    return float(open("/proc/uptime").read().split()[0])
+
+
+@pytest.mark.parametrize("ago, runs", [(0, True), (13, True), (20, False), (3600, False)])
+def test_the_start_guard_refuses_a_command_begun_after_rig_stopped_waiting(tmp_path, ago, runs):
+    """rig waits 15 s for the command: begun 20 s after it was sent (the host was frozen),
+    it does nothing and says so; begun in time, it runs (one second's slack for rounding)."""
+    sent = int(_uptime()) - ago
+    line = f"{start_guard(sent, 15)} touch {tmp_path}/ran"
+    done = subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=30)
+    assert (tmp_path / "ran").exists() is runs
+    if runs:
+        assert (done.returncode, done.stderr) == (0, "")
+    else:
+        assert done.returncode == NOT_RUN
+        late = int(done.stderr.split("began it ")[1].split(" s")[0])
+        assert ago <= late <= ago + 2
+        assert done.stderr.endswith(" s after rig sent it, and rig waits 15 s\n")
+
+
+def test_the_greeting_says_whether_sudo_works_and_where_the_hosts_clock_stands():
+    done = subprocess.run(["sh", "-c", greeting()], capture_output=True, text=True, timeout=30)
+    sudo, uptime = parse_greeting(done.stdout)
+    assert done.returncode == 0 and uptime is not None and abs(uptime - _uptime()) < 5
+    assert parse_greeting("sudo-ok\nuptime 1234.56\n") == (True, 1234.56)
+    assert parse_greeting("sudo-refused\nuptime 1234.56\n") == (False, 1234.56)
+    assert parse_greeting("sudo-ok\n") == (True, None)          # no /proc/uptime: no guard
+    assert parse_greeting("sudo-ok\nuptime soon\n") == (True, None)
+    assert parse_greeting("Password: sudo-ok") == (False, None)
+
+
+@pytest.fixture
+def connected(handshakes, monkeypatch):  # noqa: F811
+    """An SSH host on the pooled connector; what pyinfra's connector was asked to run."""
+    from pyinfra.connectors.ssh import SSHConnector
+
+    from rig.connector import SshPool
+
+    sent: list[str] = []
+
+    def run(self, command, print_output=False, print_input=False, **arguments):
+        sent.append(command.get_raw_value() if hasattr(command, "get_raw_value") else command)
+        return True, None
+    monkeypatch.setattr(SSHConnector, "run_shell_command", run)
+    pool = SshPool()
+    state = runner._new_state([Target("mainpc", {"ssh_hostname": "10.0.0.1"})], None,
+                              runner._Progress(None), 10, pool)
+    [host] = state.activated_hosts
+    yield host, pool, sent
+    pool.close()
+
+
+def test_a_command_to_a_greeted_host_carries_its_start_guard_in_the_hosts_clock(connected):
+    host, pool, sent = connected
+    host.connector.run_shell_command("docker ps", _timeout=15)
+    assert sent == ["docker ps"]                       # not greeted: no clock, no guard
+    pool.clock["mainpc"] = 5000.0 - time.monotonic()   # the host's uptime is 5000 s now
+    host.connector.run_shell_command("docker ps", _timeout=15)
+    assert sent[1] in (f"{start_guard(5000, 15)} docker ps", f"{start_guard(5001, 15)} docker ps")
+    host.connector.run_shell_command("docker ps")      # no deadline: nothing to count from
+    assert sent[2] == "docker ps"
+
+
+def test_each_host_is_greeted_once_per_command_and_its_clock_kept(handshakes,  # noqa: F811
+                                                                  monkeypatch):
+    from rig.connector import SshPool
+
+    greeted: list[str] = []
+
+    def answer(host, command, **kwargs):
+        assert command == greeting() and kwargs.get("sudo") is False
+        greeted.append(host.name)
+        if host.name == "pc2":          # reached as root: its sudo is not asked about
+            return Shell(False, "", ["no answer within 20 s"])
+        return Shell(True, "sudo-ok\nuptime 5000.00\n", [])
+    monkeypatch.setattr(runner, "host_shell", answer)
+    pool = SshPool()
+    targets = [Target("mainpc", {"ssh_hostname": "10.0.0.1", "_sudo": True}),
+               Target("pc2", {"ssh_hostname": "10.0.0.2"}), Target("@local", {})]
+    with Session(targets, pool=pool):
+        assert abs(pool.clock["mainpc"] + time.monotonic() - 5000.0) < 1
+    assert sorted(greeted) == ["mainpc", "pc2"]        # @local: no SSH, no sudo
+    assert "pc2" not in pool.clock                     # no answer: its commands go unguarded
+    with Session(targets, pool=pool):
+        pass
+    assert sorted(greeted) == ["mainpc", "pc2"]        # the command's later Sessions: not again
+    pool.close()
