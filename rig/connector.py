@@ -114,7 +114,8 @@ class PooledSSHConnector(SSHConnector):
         offset = pool.clock.get(self.host.name) if pool is not None else None
         if offset is None:
             return command
-        return StringCommand(start_guard(int(time.monotonic() + offset), int(timeout)), command)
+        guard = start_guard(int(time.monotonic() + offset), int(timeout))
+        return StringCommand("{", guard, command, "\n}")   # one list: `cd D && {...}` (_chdir)
 
     @staticmethod
     def make_names_data(name):

@@ -123,7 +123,11 @@ def test_a_command_to_a_greeted_host_carries_its_start_guard_in_the_hosts_clock(
     assert sent == ["docker ps"]                       # not greeted: no clock, no guard
     pool.clock["mainpc"] = 5000.0 - time.monotonic()   # the host's uptime is 5000 s now
     host.connector.run_shell_command("docker ps", _timeout=15)
-    assert sent[1] in (f"{start_guard(5000, 15)} docker ps", f"{start_guard(5001, 15)} docker ps")
+    assert sent[1] in (f"{{ {start_guard(5000, 15)} docker ps \n}}",
+                       f"{{ {start_guard(5001, 15)} docker ps \n}}")
+    chdir = subprocess.run(["sh", "-c", f"cd /nowhere && {sent[1].replace('docker ps', 'echo ran')}"],
+                           capture_output=True, text=True, timeout=30)
+    assert chdir.stdout == "" and chdir.returncode != 0    # pyinfra's _chdir: `cd D && ...`
     host.connector.run_shell_command("docker ps")      # no deadline: nothing to count from
     assert sent[2] == "docker ps"
 
