@@ -605,3 +605,25 @@ def client_for(fleet) -> RegistryClient:
     reg = fleet.registry
     ca = str(fleet.path(reg.ca_file)) if reg.ca_file else None
     return RegistryClient(reg.host, reg.username, registry_token(fleet), ca)
+
+
+# -- reads side by side ------------------------------------------------------------------------
+LOOKUPS = 8   # registry look-ups in flight at once
+
+
+def side_by_side(func, items: list, size: int = LOOKUPS) -> list:
+    """[func(item) for item in items], up to `size` at once (greenlets). The first item's
+    exception, in order, is raised here, in the caller, as a call in turn would raise it (a
+    greenlet's own failure would also make gevent print its traceback)."""
+    from gevent.pool import Pool
+
+    def caught(item):
+        try:
+            return True, func(item)
+        except Exception as e:      # raised again below, in the caller
+            return False, e
+    results = Pool(size).map(caught, items)
+    for ok, value in results:
+        if not ok:
+            raise value
+    return [value for _, value in results]

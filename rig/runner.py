@@ -65,6 +65,7 @@ def tcp_nodelay_enabled() -> bool:
     return os.environ.get("RIG_TCP_NODELAY", "1") != "0"
 
 
+GREETING_TIMEOUT = 20  # seconds a host has to answer its greeting (sudo check, its clock)
 LIVENESS_TIMEOUT = 10  # seconds a host whose step failed has to answer `true` before it is lost
 KEEPALIVE = 15  # seconds: an SSH keepalive, so a dropped link is noticed (and a NAT keeps it)
 
@@ -254,7 +255,7 @@ class Session:
         read_at: dict[str, float] = {}
 
         def greet(host):
-            result = host_shell(host, greeting(), timeout=20, sudo=False)
+            result = host_shell(host, greeting(), timeout=GREETING_TIMEOUT, sudo=False)
             read_at[host.name] = time.monotonic()
             return result
         jobs = {h.name: gevent.spawn(greet, h) for h in needing}

@@ -91,7 +91,8 @@ CORE_TESTS = [
     "tests/unit/test_maintenance.py",
     "tests/unit/test_ops_tasks_rollout.py",
 ]
-# test_supply.py reads ../shared's vectors, which the mutants' copy has not
+# the pyinfra runner and its SSH connector: sessions, connections, the greeting, late commands
+RUNNER_TESTS = ["tests/unit/test_runner.py", "tests/unit/test_late_commands.py"]
 SUPPLY_TESTS = ["tests/unit/test_supply_attest.py", "tests/unit/test_supply_cosign.py"]
 TESTS: dict[str, list[str]] = {
     "rig/rollout/*.py": CORE_TESTS,
@@ -106,6 +107,8 @@ TESTS: dict[str, list[str]] = {
     "rig/prune.py": ["tests/unit/test_day2.py", "tests/unit/test_prune*.py"],
     "rig/supply/*.py": SUPPLY_TESTS,
     "rig/ops/signing.py": SUPPLY_TESTS,
+    "rig/runner.py": RUNNER_TESTS,
+    "rig/connector.py": RUNNER_TESTS,
 }
 ALL_TESTS = ["tests/unit"]
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider"]
@@ -520,6 +523,9 @@ def snapshot(dest: Path, source: Path) -> None:
         elif entry.is_file():
             where.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(entry, where)
+    shared = source.parent / "shared"      # ../shared beside the tree, as beside the checkout
+    if shared.is_dir() and not (dest / "shared").exists():    # (the supply-chain vectors)
+        (dest / "shared").symlink_to(shared.resolve())
 
 
 def sanity(runner: Runner, copies: list[Path], tests: list[str]) -> bool:

@@ -27,7 +27,7 @@ def gpu_problems(fleet: Fleet, changes: dict[str, list[Change]], facts: dict,
     digest) reads an image's environment; each image is read once, the images side by side).
     all_start: every change starts its container (rig start/restart of what runs), not only
     those a rollout needs."""
-    from ..rollout.engine import side_by_side
+    from ..registry import side_by_side
 
     starting = {host: [c for c in host_changes if (all_start or c.needed)
                        and fleet.wants_gpu(c.release.service, host)]

@@ -143,7 +143,7 @@ def signature_problems(fleet, registry, releases: dict, keys: list) -> list[str]
     The images are checked side by side (up to LOOKUPS at once), each image's lines together,
     in the order the images first appear."""
     from ..images import build_tag, image_for
-    from ..rollout.engine import side_by_side
+    from ..registry import side_by_side
 
     # A signature is of the image, checked once for every host; a provenance is of the build
     # target (per machine), checked once per image and target. Each line names the image by the

@@ -124,31 +124,12 @@ def at_tag(tag: str):
     return lambda host, service: (tag, None)
 
 
-LOOKUPS = 8   # registry look-ups in flight at once
-
-
-def side_by_side(func, items: list, size: int = LOOKUPS) -> list:
-    """[func(item) for item in items], up to `size` at once (greenlets). The first item's
-    exception, in order, is raised here, in the caller, as a call in turn would raise it (a
-    greenlet's own failure would also make gevent print its traceback)."""
-    from gevent.pool import Pool
-
-    def caught(item):
-        try:
-            return True, func(item)
-        except Exception as e:      # raised again below, in the caller
-            return False, e
-    results = Pool(size).map(caught, items)
-    for ok, value in results:
-        if not ok:
-            raise value
-    return [value for _, value in results]
-
-
 def _lookup_digests(images: list, registry) -> dict[str, str | None]:
     """image ref -> its digest in the registry (None: not there), each asked once, up to
     LOOKUPS at a time. A look-up that fails (the registry refuses us, or does not answer)
     raises, as it would on its own."""
+    from ..registry import side_by_side  # (the registry's requests: only where it is read)
+
     wanted = {image.ref: image for image in images}
     refs = list(wanted)
     found = side_by_side(lambda ref: registry.manifest_digest(wanted[ref].path,

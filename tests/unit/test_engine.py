@@ -866,7 +866,7 @@ def test_side_by_side_raises_the_first_failure_in_the_caller_without_gevent_prin
     import gevent
 
     from rig.errors import RigError
-    from rig.rollout.engine import side_by_side
+    from rig.registry import side_by_side
 
     def look(n):
         gevent.sleep(0.01 * (3 - n))     # the later items finish first

@@ -14,6 +14,7 @@ import pytest
 from rig import runner
 from rig.commands.base import Cmd, spooled
 from rig.commands.host import NOT_RUN, greeting, parse_greeting, start_guard
+from rig.errors import RigError
 from rig.inventory import Target
 from rig.runner import Session
 from tasks.util import Shell
@@ -68,10 +69,14 @@ def _uptime() -> float:
     return float(open("/proc/uptime").read().split()[0])
 
 
-@pytest.mark.parametrize("ago, runs", [(0, True), (13, True), (20, False), (3600, False)])
+@pytest.mark.parametrize("ago, runs", [(0, True), (13, True), (16, True), (17, False),
+                                       (3600, False)])
 def test_the_start_guard_refuses_a_command_begun_after_rig_stopped_waiting(tmp_path, ago, runs):
-    """rig waits 15 s for the command: begun 20 s after it was sent (the host was frozen),
-    it does nothing and says so; begun in time, it runs (one second's slack for rounding)."""
+    """rig waits 15 s for the command: begun 17 s after it was sent (the host was frozen),
+    it does nothing, fails and says so; begun in time, it runs (and 16 s: one second's slack
+    for the clocks' rounding)."""
+    while _uptime() % 1 > 0.8:      # the shell reads the same whole second as this test
+        time.sleep(0.05)
     sent = int(_uptime()) - ago
     line = f"{start_guard(sent, 15)} touch {tmp_path}/ran"
     done = subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=30)
@@ -79,9 +84,9 @@ def test_the_start_guard_refuses_a_command_begun_after_rig_stopped_waiting(tmp_p
     if runs:
         assert (done.returncode, done.stderr) == (0, "")
     else:
-        assert done.returncode == NOT_RUN
+        assert done.returncode == NOT_RUN and NOT_RUN != 0      # refused is failed
         late = int(done.stderr.split("began it ")[1].split(" s")[0])
-        assert ago <= late <= ago + 2
+        assert late == ago
         assert done.stderr.endswith(" s after rig sent it, and rig waits 15 s\n")
 
 
@@ -139,10 +144,13 @@ def test_each_host_is_greeted_once_per_command_and_its_clock_kept(handshakes,  #
     greeted: list[str] = []
 
     def answer(host, command, **kwargs):
-        assert command == greeting() and kwargs.get("sudo") is False
+        assert command == greeting() and kwargs == {"timeout": runner.GREETING_TIMEOUT,
+                                                     "sudo": False}
         greeted.append(host.name)
         if host.name == "pc2":          # reached as root: its sudo is not asked about
             return Shell(False, "", ["no answer within 20 s"])
+        if host.name == "node3":
+            return Shell(True, "sudo-refused\nuptime 5000.00\n", [])
         return Shell(True, "sudo-ok\nuptime 5000.00\n", [])
     monkeypatch.setattr(runner, "host_shell", answer)
     pool = SshPool()
@@ -155,4 +163,10 @@ def test_each_host_is_greeted_once_per_command_and_its_clock_kept(handshakes,  #
     with Session(targets, pool=pool):
         pass
     assert sorted(greeted) == ["mainpc", "pc2"]        # the command's later Sessions: not again
+    with Session([Target("@local", {"_sudo": True})], pool=pool):
+        pass                                           # not SSH, and sudo: its sudo is checked
+    assert greeted[-1] == "@local"
+    with pytest.raises(RigError, match="node3: sudo failed for the SSH user .*"):
+        Session([Target("node3", {"ssh_hostname": "10.0.0.3", "_sudo": True})], pool=pool)\
+            .__enter__()
     pool.close()
