@@ -108,14 +108,18 @@ class PooledSSHConnector(SSHConnector):
 
     def _guarded(self, command, timeout: float):
         """The command behind the host's start guard (commands/host.py start_guard): begun later
-        than `timeout` after now, in the host's clock, it does nothing. Only on hosts whose
-        clock the greeting read; pyinfra's StringCommand keeps the command as it was."""
+        than rig waits for it (its timeout and the grace, the longest any caller waits: the
+        one-off commands' own wall clock, tasks/util.py, gives up sooner), in the host's clock,
+        it does nothing. Only on hosts whose clock the greeting read; pyinfra's StringCommand
+        keeps the command as it was."""
         pool = self.host.data.get(POOL_KEY)
         offset = pool.clock.get(self.host.name) if pool is not None else None
         if offset is None:
             return command
-        guard = start_guard(int(time.monotonic() + offset), int(timeout))
-        return StringCommand("{", guard, command, "\n}")   # one list: `cd D && {...}` (_chdir)
+        guard = start_guard(int(time.monotonic() + offset), int(timeout + COMMAND_GRACE))
+        # one list (pyinfra's _chdir: `cd D && {...}`); `}` on a line of its own after the
+        # command as it is (a here-document's last line must stay exactly its word)
+        return StringCommand(f"{{ {guard} ", command, "\n}", _separator="")
 
     @staticmethod
     def make_names_data(name):

@@ -16,7 +16,7 @@ from pyinfra.api import FactBase, FunctionCommand, deploy, operation
 
 from rig.commands import container as cmd
 from rig.commands import proxy as proxy_cmd
-from rig.commands.base import fail
+from rig.commands.base import all_of, fail
 from rig.commands.base import spooled as base_spooled
 from rig.commands.lock import read_lock
 from rig.gpu.smi import parse_apps, parse_gpus
@@ -198,6 +198,23 @@ def images_pulled(releases: list[cmd.Release], known: RolloutFacts | None = None
 
 
 @operation()
+def secrets_written(releases: list[cmd.Release], secrets: dict | None = None,
+                    known: RolloutFacts | None = None):
+    """The secrets of every release this host does not run yet, each version in its file (the
+    value on stdin), before any swap: a step of its own, so that the swap's step is the swap
+    alone (a host lost in it may have begun it; one lost before it never did).
+
+    + releases: what this host is to run
+    + secrets: service -> {name: rig.secrets.Secret}
+    + known: the host's RolloutState as pre-flight read it (None: read it now)
+    """
+    facts = known or host.get_fact(RolloutState)
+    for release in releases:
+        if not runs(facts.running(release.service), release):
+            yield from _secret_writes(release, (secrets or {}).get(release.service))
+
+
+@operation()
 def release_running(release: cmd.Release, secrets: dict | None = None, pulled: bool = False,
                     known: RolloutFacts | None = None):
     """rig-<service> runs release.digest with the current profile and settings (config hash);
@@ -244,10 +261,7 @@ def _secrets_then_swap(release: cmd.Release, secrets: dict | None, facts: Rollou
         host.noop(f"{release.service} already runs {release.tag}")
         return []
     name = cmd.current(release.service)
-    versions = release.secret_versions
-    for secret_name, secret in sorted((secrets or {}).items()):
-        yield FunctionCommand(_write_secret, (release.service, secret_name, secret,
-                                              versions.get(secret_name)), {})
+    yield from _secret_writes(release, secrets)
     fleet = fleet_of(host)
     strategy = strategy_for(fleet, host.name, release.service)
     if facts.live_previous(release.service):    # the kept one serves: it stays, kept
@@ -261,6 +275,14 @@ def _secrets_then_swap(release: cmd.Release, secrets: dict | None, facts: Rollou
                                 pulled=pulled, strategy=strategy.name,
                                 slot=next_slot(facts.containers.get(name)),
                                 drain=strategy.drain)
+
+
+def _secret_writes(release: cmd.Release, secrets: dict | None):
+    """One FunctionCommand per secret of the release (_write_secret), in name order."""
+    versions = release.secret_versions
+    for secret_name, secret in sorted((secrets or {}).items()):
+        yield FunctionCommand(_write_secret, (release.service, secret_name, secret,
+                                              versions.get(secret_name)), {})
 
 
 def next_slot(running: Container | None) -> str:
@@ -375,7 +397,9 @@ def release_restored(service: str, before: dict | None):
         yield fail(f"{service}: no kept container to go back to {before.get('tag')}")
         return
     warm, drain = restore_way(facts, service, strategy)
-    yield from map(spooled, cmd.restore_commands(service, has_previous, warm=warm, drain=drain))
+    # one spooled command: a host frozen or rig killed between its parts (the new container
+    # removed, the kept one not yet renamed back) would leave the service with nothing running
+    yield spooled(all_of(*cmd.restore_commands(service, has_previous, warm=warm, drain=drain)))
 
 
 def restore_way(facts: RolloutFacts, service: str, strategy) -> tuple[bool, float | None]:
@@ -419,13 +443,18 @@ def roll_out(releases: dict, secrets: dict | None = None, known: dict | None = N
     wave's hosts untouched until now: not read again). The engine gates what started."""
     mine = releases.get(host.name, [])
     facts = (known or {}).get(host.name)
-    if len(mine) == 1:      # one service: its pull is a step of its own
-        release_running(name=run_label(mine[0]), release=mine[0],
-                        secrets=(secrets or {}).get(mine[0].service), known=facts)
-    elif mine:              # several: the pulls side by side, then the swaps side by side
-        images_pulled(name="pull images", releases=mine, known=facts)
-        releases_running(name=", ".join(map(run_label, mine)),
-                         releases=mine, secrets=secrets, known=facts)
+    if not mine:
+        return
+    # the pulls (side by side), the secrets, then the swaps, each a step of its own: the swap's
+    # step is the swap command alone (engine._not_gated: begun, or never sent)
+    images_pulled(name="pull images" if len(mine) > 1 else f"{mine[0].service}: pull "
+                  f"{mine[0].tag}", releases=mine, known=facts)
+    if any((secrets or {}).get(r.service) for r in mine):
+        secrets_written(name="secrets", releases=mine, secrets=secrets, known=facts)
+    if len(mine) == 1:
+        release_running(name=run_label(mine[0]), release=mine[0], pulled=True, known=facts)
+    else:                   # several: the swaps side by side
+        releases_running(name=", ".join(map(run_label, mine)), releases=mine, known=facts)
 
 
 @deploy("Roll back")

@@ -714,7 +714,7 @@ class Rollout:
             gone = lost or (None if restored[host] else self.session.lost.get(host))
             state = ("serving its previous version" if restored[host] else
                      "LOST, not rolled back" if lost else
-                     "LOST during its restore gate: which version serves is unknown" if gone
+                     "LOST during its rollback: which version serves is unknown" if gone
                      else "ROLLBACK FAILED: check it by hand")
             back = [s for (h, s), gate in sorted(gates.items()) if h == host and gate.passed]
             lines.append(f"  {host}: {state}"

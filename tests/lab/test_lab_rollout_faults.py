@@ -299,12 +299,12 @@ def test_a_host_frozen_with_its_swap_in_flight_wakes_to_a_whole_version_of_each_
     rig("-c", str(spec / "fleet.yml"), "build", "--push", "--tag", "ro-t3", *faults, cwd=spec)
     run = start(spec, "--tag", "ro-t3", "--break-lock")  # (a lock an earlier fault left)
     seen = []
-    for line in run.stdout:      # pc2's pulls are done: its swap is the next command
+    for line in run.stdout:      # pc2's pulls and secrets are done: its swap is the next step
         seen.append(line)
-        if line.split()[:1] == ["pc2"] and "pull images" in line:
+        if line.split()[:1] == ["pc2"] and "Roll out | secrets" in line:
             break
     else:
-        raise AssertionError("never saw pc2's pull: " + "".join(seen) + run.stderr.read())
+        raise AssertionError("never saw pc2's secrets: " + "".join(seen) + run.stderr.read())
     subprocess.run([*engine, "pause", "rig-lab-pc2"], check=True, capture_output=True)
     frozen = time.monotonic()
     try:
@@ -316,6 +316,7 @@ def test_a_host_frozen_with_its_swap_in_flight_wakes_to_a_whole_version_of_each_
     print(f"{out}\n{err}")
     assert run.returncode == 1, out + err
     assert "pc2: LOST, not rolled back" in err
+    assert err.count(": unknown whether started (") == len(SERVICES), err   # its swap was sent
     for _ in range(120):         # a step pc2 had begun runs to its end (its spool file goes)
         if ssh("pc2", "ls -A /var/lib/rig/ | grep -c '^[.]stderr' || true").stdout.strip() == "0":
             break

@@ -177,7 +177,9 @@ class FakeSession:
     # -- deploys ---------------------------------------------------------------------------------
     def _roll_out(self, host, releases, secrets=None, known=None):
         if host in self.pull_fails:
-            return HostResult(host, failed=[f"Roll out | {releases[host][0].service}: run T2"])
+            mine = releases[host]       # the pull step fails (roll_out's names)
+            return HostResult(host, failed=["Roll out | " + (
+                "pull images" if len(mine) > 1 else f"{mine[0].service}: pull {mine[0].tag}")])
         if host in self.lost_in_wave:   # as Session.run says it: its swap failed, then its
             self.lost[host] = "connection lost: Socket is closed"      # liveness check
             from tasks.rollout import run_label

@@ -812,7 +812,7 @@ def test_a_host_lost_during_its_restore_gate_is_named_lost_not_a_failed_rollback
     session.on_shell = freeze
     outcome = engine(fleet, session).run(WAVES, changes_for(fleet, session))
     assert not outcome.ok
-    start = outcome.lines.index("  mainpc: LOST during its restore gate: which version serves "
+    start = outcome.lines.index("  mainpc: LOST during its rollback: which version serves "
                                 "is unknown")
     assert outcome.lines[start + 2].startswith("    mainpc LOST: no answer within ")
     assert outcome.lines[start + 4] == ("    when it answers again: `rig status`, then `rig "

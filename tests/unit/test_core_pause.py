@@ -539,7 +539,7 @@ def test_an_abort_that_lost_its_canary_mid_restore_is_finished_when_it_answers(l
     session.on_shell = freeze
     report = pause.abort(job, lambda line: None)
     assert not report.ok and report.unreleased_locks == ["mainpc"]
-    start = report.lines.index("  mainpc: LOST during its restore gate: which version serves "
+    start = report.lines.index("  mainpc: LOST during its rollback: which version serves "
                                "is unknown")
     assert report.lines[start + 2:start + 5] == [
         "    mainpc LOST: no answer within 12 s",

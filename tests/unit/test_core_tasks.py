@@ -13,7 +13,7 @@ from pyinfra.context import ctx_host
 
 import tasks.rollout as ops
 from rig.commands import container as cmd
-from rig.commands.base import fail
+from rig.commands.base import all_of, fail
 from rig.secrets import Secret
 from tasks.rollout import (
     Container,
@@ -212,14 +212,14 @@ def test_release_restored_starts_the_kept_container_or_fails_without_one(fleet):
     replaced = RolloutFacts(containers={cmd.current(s): box(s, tag="T2", digest="sha256:2"),
                                         cmd.previous(s): box(s, "exited")})
     assert run_op(ops.release_restored, spooled=True, host=FakeHost(replaced, fleet), service=s,
-                  before=before) == list(cmd.restore_commands(s, True))
+                  before=before) == [all_of(*cmd.restore_commands(s, True))]   # one step
     gone = RolloutFacts(containers={cmd.current(s): box(s, tag="T2", digest="sha256:2")})
     assert run_op(ops.release_restored, spooled=True,
                   host=FakeHost(gone, fleet), service=s, before=before) == [
         fail(f"{s}: no kept container to go back to T1")]
     first_install = RolloutFacts(containers={cmd.current(s): box(s, tag="T2", digest="sha256:2")})
     assert run_op(ops.release_restored, spooled=True, host=FakeHost(first_install, fleet), service=s,
-                  before=None) == list(cmd.restore_commands(s, False))
+                  before=None) == [all_of(*cmd.restore_commands(s, False))]
     back = RolloutFacts(containers={cmd.current(s): box(s)})
     host = FakeHost(back, fleet)
     assert run_op(ops.release_restored, spooled=True, host=host, service=s, before=before) == []
@@ -231,7 +231,7 @@ def test_release_restored_starts_the_kept_container_or_fails_without_one(fleet):
 def calls(monkeypatch):
     seen = []
     for name in ("release_running", "releases_running", "release_restored", "recorded",
-                 "images_pulled", "proxy_switched", "previous_settled"):
+                 "images_pulled", "secrets_written", "proxy_switched", "previous_settled"):
         monkeypatch.setattr(ops, name, lambda _n=name, **kw: seen.append((_n, kw)))
     return seen
 
@@ -246,13 +246,38 @@ def test_roll_out_runs_each_release_of_this_host_with_its_services_secrets(calls
         ops.roll_out._inner({"pc2": [a]})
         ops.roll_out._inner({"mainpc": [a]}, {"a": secret, "b": {}})
         ops.roll_out._inner({"mainpc": [b]})
+    # the pulls, the secrets (only where a service has any), then the swap alone: its step is
+    # the swap command and nothing else (a host lost in it may have begun it)
     assert calls == [("images_pulled", {"name": "pull images", "releases": [a, b], "known": seen}),
+                     ("secrets_written", {"name": "secrets", "releases": [a, b],
+                                          "secrets": {"b": secret}, "known": seen}),
                      ("releases_running", {"name": "a: run T2, b: run T2", "releases": [a, b],
-                                           "secrets": {"b": secret}, "known": seen}),
-                     ("release_running", {"name": "a: run T2", "release": a, "secrets": secret,
+                                           "known": seen}),
+                     ("images_pulled", {"name": "a: pull T2", "releases": [a], "known": None}),
+                     ("secrets_written", {"name": "secrets", "releases": [a],
+                                          "secrets": {"a": secret, "b": {}}, "known": None}),
+                     ("release_running", {"name": "a: run T2", "release": a, "pulled": True,
                                           "known": None}),
-                     ("release_running", {"name": "b: run T2", "release": b, "secrets": None,
+                     ("images_pulled", {"name": "b: pull T2", "releases": [b], "known": None}),
+                     ("release_running", {"name": "b: run T2", "release": b, "pulled": True,
                                           "known": None})]
+
+
+def test_the_secrets_step_writes_those_of_releases_not_running_yet_in_name_order(fleet):
+    a, b = "affective_processing_center", "model_ops_coordinator"
+    facts = RolloutFacts(containers={cmd.current(a): box(a, tag="T2", digest="sha256:2")})
+    rels = [release(a, config=json.dumps({"secret K": "va"})),
+            release(b, config=json.dumps({"secret K": "vk", "secret J": "vj"}))]
+    k, j, other = Secret("k", "env K"), Secret("j", "env J"), Secret("a", "env K")
+    commands = run_op(ops.secrets_written, host=FakeHost(RolloutFacts(), fleet), releases=rels,
+                      secrets={a: {"K": other}, b: {"K": k, "J": j}}, known=facts)
+    assert [(c.function, c.args) for c in commands] == [   # a runs T2 already: none of its
+        (ops._write_secret, (b, "J", j, "vj")), (ops._write_secret, (b, "K", k, "vk"))]
+    read_now = run_op(ops.secrets_written, host=FakeHost(facts, fleet), releases=rels,
+                      secrets={a: {"K": other}})     # no pre-flight read given: the host's
+    assert read_now == []
+    assert run_op(ops.secrets_written, host=FakeHost(RolloutFacts(), fleet), releases=rels,
+                  secrets=None, known=facts) == []
 
 
 def test_several_releases_write_their_secrets_then_swap_side_by_side_in_one_command(fleet):

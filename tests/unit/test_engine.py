@@ -252,7 +252,7 @@ def test_a_failed_pull_gets_its_ledger_line_with_the_reason(fleet):
     assert not outcome.ok
     (line,) = recorded_entries(session)["mainpc"]
     assert line["result"] == "failed"
-    assert line["reason"] == f"not started: Roll out | {SERVICE}: run T2"
+    assert line["reason"] == f"not started: Roll out | {SERVICE}: pull T2"
 
 
 def test_healthy_services_of_a_failed_wave_are_recorded_as_rolled_back(fleet):

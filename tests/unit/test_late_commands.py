@@ -123,18 +123,41 @@ def connected(handshakes, monkeypatch):  # noqa: F811
 
 
 def test_a_command_to_a_greeted_host_carries_its_start_guard_in_the_hosts_clock(connected):
+    """The guard counts what rig waits for the command: its _timeout and the connector's grace
+    (a health probe's 12 s deadline is waited for 22 s: a host that stalls 15 s between probes
+    still answers the next one)."""
+    from rig.connector import COMMAND_GRACE
+
     host, pool, sent = connected
     host.connector.run_shell_command("docker ps", _timeout=15)
     assert sent == ["docker ps"]                       # not greeted: no clock, no guard
     pool.clock["mainpc"] = 5000.0 - time.monotonic()   # the host's uptime is 5000 s now
     host.connector.run_shell_command("docker ps", _timeout=15)
-    assert sent[1] in (f"{{ {start_guard(5000, 15)} docker ps \n}}",
-                       f"{{ {start_guard(5001, 15)} docker ps \n}}")
-    chdir = subprocess.run(["sh", "-c", f"cd /nowhere && {sent[1].replace('docker ps', 'echo ran')}"],
-                           capture_output=True, text=True, timeout=30)
-    assert chdir.stdout == "" and chdir.returncode != 0    # pyinfra's _chdir: `cd D && ...`
+    waits = int(15 + COMMAND_GRACE)
+    assert sent[1] in (f"{{ {start_guard(5000, waits)} docker ps\n}}",
+                       f"{{ {start_guard(5001, waits)} docker ps\n}}")
     host.connector.run_shell_command("docker ps")      # no deadline: nothing to count from
     assert sent[2] == "docker ps"
+
+
+def test_the_guarded_line_keeps_the_command_as_it_was(connected):
+    host, pool, sent = connected
+    pool.clock["mainpc"] = _uptime() - time.monotonic()     # this machine plays the host
+
+    def run(command: str) -> subprocess.CompletedProcess:
+        host.connector.run_shell_command(command, _timeout=12)
+        return subprocess.run(["sh", "-c", sent[-1]], capture_output=True, text=True, timeout=30)
+    assert run("printf '%s\\n' one; exit 3").returncode == 3
+    assert run("cat <<EOF\nhere\nEOF").stdout == "here\n"          # its last line stays EOF
+    assert run("echo ran # a comment").stdout == "ran\n"
+    chdir = subprocess.run(["sh", "-c", f"cd /nowhere && {sent[-1]}"], capture_output=True,
+                           text=True, timeout=30)
+    assert chdir.stdout == "" and chdir.returncode != 0    # pyinfra's _chdir: `cd D && ...`
+    # sent 15 s ago, a probe whose deadline is 12 s: rig still waits for it (12 + the grace)
+    pool.clock["mainpc"] = _uptime() - 15 - time.monotonic()
+    assert run("echo ran").stdout == "ran\n"
+    pool.clock["mainpc"] = _uptime() - 40 - time.monotonic()
+    assert run("echo ran").returncode == NOT_RUN
 
 
 def test_each_host_is_greeted_once_per_command_and_its_clock_kept(handshakes,  # noqa: F811

@@ -13,6 +13,7 @@ from pyinfra.context import ctx_host
 
 from rig.commands import container as cmd
 from rig.commands import proxy
+from rig.commands.base import all_of
 from rig.secrets import Secret
 from tasks import rollout as tasks_rollout
 from tasks.rollout import (
@@ -172,7 +173,8 @@ def test_restore_starts_the_kept_container_again(fleet):
         CURRENT: container(CURRENT, "running", new), PREVIOUS: container(PREVIOUS, "exited", old)}))
     out = lines(run_op(release_restored, spooled=True, host=fake, service=SERVICE,
                        before={"tag": "T1", "digest": old.digest}))
-    assert out == [f"docker rm -f {CURRENT} >/dev/null 2>&1 || true",
+    # one command: a host that stopped between the two would run nothing
+    assert out == [f"{{ docker rm -f {CURRENT} >/dev/null 2>&1 || true; }} && "
                    f"docker rename {PREVIOUS} {CURRENT} && docker start {CURRENT}"]
 
 
@@ -196,7 +198,7 @@ def test_restore_of_a_first_rollout_removes_the_new_container(fleet):
 def ops_log(monkeypatch):
     log: list[tuple] = []
     for name in ("release_running", "releases_running", "release_restored", "recorded",
-                 "images_pulled"):
+                 "images_pulled", "secrets_written"):
         monkeypatch.setattr(tasks_rollout, name,
                             lambda name_=name, **kw: log.append((name_, kw)))
     return log
@@ -215,8 +217,10 @@ def test_roll_out_runs_this_hosts_releases_with_their_services_secrets(fleet, op
                releases={"mainpc": [r, other], "pc2": [r]}, secrets=secrets)
     assert ops_log == [
         ("images_pulled", {"name": "pull images", "releases": [r, other], "known": None}),
+        ("secrets_written", {"name": "secrets", "releases": [r, other], "secrets": secrets,
+                             "known": None}),
         ("releases_running", {"name": f"{SERVICE}: run T2, real_time_audio_pipeline: run T2",
-                              "releases": [r, other], "secrets": secrets, "known": None})]
+                              "releases": [r, other], "known": None})]
     ops_log.clear()
     run_deploy(tasks_rollout.roll_out, FakeHost(fleet, RolloutFacts(), "node9"),
                releases={"mainpc": [r]})
@@ -359,8 +363,8 @@ def test_a_restore_goes_back_warm_behind_a_503_or_plainly_as_the_proxy_stands(
     out = lines(run_op(release_restored, spooled=True,
                        host=FakeHost(fleet, facts, name=host), service=SERVICE,
                        before={"tag": "T1", "digest": v1.digest}))
-    assert out == lines(cmd.restore_commands(SERVICE, True, warm=expected == "warm",
-                                             drain=30.0 if expected == "drain" else None))
+    assert out == [all_of(*cmd.restore_commands(SERVICE, True, warm=expected == "warm",
+                                                drain=30.0 if expected == "drain" else None))]
 
 
 def test_a_warm_restore_needs_the_kept_one_in_the_other_slot(fleet):
@@ -373,7 +377,7 @@ def test_a_warm_restore_needs_the_kept_one_in_the_other_slot(fleet):
                              proxy={SERVICE: {"a": "maint", "b": "live"}})
         out = lines(run_op(release_restored, spooled=True, host=FakeHost(fleet, facts), service=SERVICE,
                            before={"tag": "T1", "digest": v1.digest}))
-        assert out == lines(cmd.restore_commands(SERVICE, True, drain=30.0))
+        assert out == [all_of(*cmd.restore_commands(SERVICE, True, drain=30.0))]
 
 
 @pytest.mark.parametrize("host, then, expected", [
