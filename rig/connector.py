@@ -35,6 +35,8 @@ class SshPool:
     def __init__(self) -> None:
         self.clients: dict[str, object] = {}
         self.opened = 0          # connections made (a test and the bench read it)
+        self.timed_out: dict[str, str] = {}  # host -> a command rig gave up waiting for (it
+                                             # may still run there: runner.py Session.run)
         self.greeted: set[str] = set()   # hosts whose greeting answered (runner.py): sudo works
         self.clock: dict[str, float] = {}  # host -> its uptime less our monotonic clock, as the
                                            # greeting read it (the start guard's clock)
@@ -100,23 +102,23 @@ class PooledSSHConnector(SSHConnector):
                                 TimeoutError(f"no answer within {float(timeout):.0f} s")):
                 return super().run_shell_command(command, print_output, print_input,
                                                  **arguments)
-        except TimeoutError:
+        except TimeoutError:    # pyinfra's own (its output, at _timeout) or the one above
             pool = self.host.data.get(POOL_KEY)
             if pool is not None:
                 pool.retire(self.host.name)
+                pool.timed_out[self.host.name] = f"no answer within {float(timeout):.0f} s"
             raise
 
     def _guarded(self, command, timeout: float):
         """The command behind the host's start guard (commands/host.py start_guard): begun later
-        than rig waits for it (its timeout and the grace, the longest any caller waits: the
-        one-off commands' own wall clock, tasks/util.py, gives up sooner), in the host's clock,
-        it does nothing. Only on hosts whose clock the greeting read; pyinfra's StringCommand
-        keeps the command as it was."""
+        than rig waits for it (its _timeout: pyinfra stops reading its output then, and rig
+        gives it up), in the host's clock, it does nothing. Only on hosts whose clock the
+        greeting read; pyinfra's StringCommand keeps the command as it was."""
         pool = self.host.data.get(POOL_KEY)
         offset = pool.clock.get(self.host.name) if pool is not None else None
         if offset is None:
             return command
-        guard = start_guard(int(time.monotonic() + offset), int(timeout + COMMAND_GRACE))
+        guard = start_guard(int(time.monotonic() + offset), int(timeout))
         # one list (pyinfra's _chdir: `cd D && {...}`); `}` on a line of its own after the
         # command as it is (a here-document's last line must stay exactly its word)
         return StringCommand(f"{{ {guard} ", command, "\n}", _separator="")

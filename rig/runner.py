@@ -423,8 +423,13 @@ class Session:
                     message = self.progress.connect_errors.get(t.name, "did not connect")
                     self.lost[t.name] = message
                     results[t.name] = HostResult(t.name, unreachable=message)
+            for t in chosen:
+                self.pool.timed_out.pop(t.name, None)
             with ctx_state.use(state):
-                add_deploy(state, deploy_func, *args, **kwargs)
+                try:
+                    add_deploy(state, deploy_func, *args, **kwargs)
+                except PyinfraError:
+                    pass  # no host left whose facts could be read: each is reported below
                 budget = _run_budget(state)
                 try:
                     with gevent.Timeout(budget, TimeoutError):
@@ -437,6 +442,13 @@ class Session:
                             self.lost[host.name] = f"no answer within {budget:.0f} s"
             for host in state.activated_hosts:
                 results[host.name] = _host_result(state, host)
+                if host in state.failed_hosts and not results[host.name].failed:
+                    results[host.name].failed.append("reading the host's state")  # adding ops
+                timed_out = self.pool.timed_out.pop(host.name, None)
+                if timed_out and host.name not in self.lost:
+                    # rig gave up waiting for a step that may still run there: the host is not
+                    # touched again in this run (a rollback would race it), as a lost one
+                    self.lost[host.name] = f"{timed_out} (what it was running may still run)"
         finally:
             stop_leftovers(state)
             disconnect_all(state)

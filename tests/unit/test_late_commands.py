@@ -123,19 +123,15 @@ def connected(handshakes, monkeypatch):  # noqa: F811
 
 
 def test_a_command_to_a_greeted_host_carries_its_start_guard_in_the_hosts_clock(connected):
-    """The guard counts what rig waits for the command: its _timeout and the connector's grace
-    (a health probe's 12 s deadline is waited for 22 s: a host that stalls 15 s between probes
-    still answers the next one)."""
-    from rig.connector import COMMAND_GRACE
-
+    """The guard counts what rig waits for the command: its _timeout (pyinfra stops reading its
+    output then, and the step fails)."""
     host, pool, sent = connected
     host.connector.run_shell_command("docker ps", _timeout=15)
     assert sent == ["docker ps"]                       # not greeted: no clock, no guard
     pool.clock["mainpc"] = 5000.0 - time.monotonic()   # the host's uptime is 5000 s now
     host.connector.run_shell_command("docker ps", _timeout=15)
-    waits = int(15 + COMMAND_GRACE)
-    assert sent[1] in (f"{{ {start_guard(5000, waits)} docker ps\n}}",
-                       f"{{ {start_guard(5001, waits)} docker ps\n}}")
+    assert sent[1] in (f"{{ {start_guard(5000, 15)} docker ps\n}}",
+                       f"{{ {start_guard(5001, 15)} docker ps\n}}")
     host.connector.run_shell_command("docker ps")      # no deadline: nothing to count from
     assert sent[2] == "docker ps"
 
@@ -153,10 +149,10 @@ def test_the_guarded_line_keeps_the_command_as_it_was(connected):
     chdir = subprocess.run(["sh", "-c", f"cd /nowhere && {sent[-1]}"], capture_output=True,
                            text=True, timeout=30)
     assert chdir.stdout == "" and chdir.returncode != 0    # pyinfra's _chdir: `cd D && ...`
-    # sent 15 s ago, a probe whose deadline is 12 s: rig still waits for it (12 + the grace)
-    pool.clock["mainpc"] = _uptime() - 15 - time.monotonic()
+    # a probe whose deadline is 12 s, sent 10 s ago: rig still waits; 15 s ago: it gave up
+    pool.clock["mainpc"] = _uptime() - 10 - time.monotonic()
     assert run("echo ran").stdout == "ran\n"
-    pool.clock["mainpc"] = _uptime() - 40 - time.monotonic()
+    pool.clock["mainpc"] = _uptime() - 15 - time.monotonic()
     assert run("echo ran").returncode == NOT_RUN
 
 
@@ -193,3 +189,61 @@ def test_each_host_is_greeted_once_per_command_and_its_clock_kept(handshakes,  #
         Session([Target("node3", {"ssh_hostname": "10.0.0.3", "_sudo": True})], pool=pool)\
             .__enter__()
     pool.close()
+
+
+def test_a_step_rig_gave_up_waiting_for_leaves_its_host_lost_for_the_rest_of_the_run(
+        handshakes, monkeypatch):  # noqa: F811
+    """It may still run there (spooled, it runs to its end): a rollback or any later step on
+    that host would race it, so the host is lost, as a frozen one is, even though it answers
+    again at once."""
+    import gevent
+    from pyinfra.api import deploy
+    from pyinfra.operations import server
+
+    from rig import connector
+    from rig.connector import SshPool
+
+    monkeypatch.setattr(connector, "COMMAND_GRACE", 0.05)
+    monkeypatch.setattr(handshakes_client(), "exec_command",
+                        lambda self, *a, **k: gevent.sleep(3600), raising=False)
+
+    @deploy("slow")
+    def slow():
+        server.shell(name="swap", commands=["docker run x"])
+    pool = SshPool()
+    pool.greeted.add("mainpc")
+    with Session([Target("mainpc", {"ssh_hostname": "10.0.0.1", "_timeout": 1})],
+                 pool=pool) as session:
+        with gevent.Timeout(30, AssertionError("not bounded")):
+            result = session.run(slow)["mainpc"]
+        assert result.failed == ["slow | swap"]
+        assert result.unreachable == ("stopped answering: no answer within 1 s (what it was "
+                                      "running may still run)")
+        assert session.shell("mainpc", "true").stderr[0].startswith("mainpc: lost earlier")
+    assert pool.timed_out == {}
+    pool.close()
+
+
+def handshakes_client():
+    from .test_runner import FakeClient
+
+    return FakeClient
+
+
+def test_a_host_whose_state_cannot_be_read_while_its_steps_are_added_fails_the_step():
+    """roll_back reads each host's state as its operations are added: a host that gives no
+    answer there is failed (pyinfra's 'No hosts remaining!' was a traceback), not taken for
+    one with nothing to do."""
+    from pyinfra import host
+    from pyinfra.api import FactBase, deploy
+
+    class Broken(FactBase):
+        def command(self):
+            return "echo broken >&2; exit 3"
+
+    @deploy("reads")
+    def reads():
+        host.get_fact(Broken)
+    with Session([Target("@local", {})]) as session:
+        result = session.run(reads)["@local"]
+    assert result.failed == ["reading the host's state"] and not result.ok
