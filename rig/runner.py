@@ -445,7 +445,7 @@ class Session:
                 if host in state.failed_hosts and not results[host.name].failed:
                     results[host.name].failed.append("reading the host's state")  # adding ops
                 timed_out = self.pool.timed_out.pop(host.name, None)
-                if timed_out and host.name not in self.lost:
+                if timed_out:
                     # rig gave up waiting for a step that may still run there: the host is not
                     # touched again in this run (a rollback would race it), as a lost one
                     self.lost[host.name] = f"{timed_out} (what it was running may still run)"

@@ -210,10 +210,15 @@ def test_a_step_rig_gave_up_waiting_for_leaves_its_host_lost_for_the_rest_of_the
     @deploy("slow")
     def slow():
         server.shell(name="swap", commands=["docker run x"])
+    @deploy("quick")
+    def quick():
+        pass
     pool = SshPool()
     pool.greeted.add("mainpc")
+    pool.timed_out["mainpc"] = "no answer within 20 s"      # a one-off command's, before
     with Session([Target("mainpc", {"ssh_hostname": "10.0.0.1", "_timeout": 1})],
                  pool=pool) as session:
+        assert session.run(quick)["mainpc"].ok and session.lost == {}   # only the run's own
         with gevent.Timeout(30, AssertionError("not bounded")):
             result = session.run(slow)["mainpc"]
         assert result.failed == ["slow | swap"]
