@@ -252,12 +252,14 @@ class Session:
         sudo, a password prompt would make pyinfra ask for one on the terminal."""
         needing = [h for h in self.hosts if h.name not in self.pool.greeted
                    and (h.data.get("_sudo") or isinstance(h.connector, PooledSSHConnector))]
-        read_at: dict[str, float] = {}
+        sent_at: dict[str, float] = {}
 
         def greet(host):
-            result = host_shell(host, greeting(), timeout=GREETING_TIMEOUT, sudo=False)
-            read_at[host.name] = time.monotonic()
-            return result
+            # the host read its clock after this moment: the guard can only err lenient (by
+            # the greeting's round trip); timed on the answer, a slow answer would make it
+            # refuse a healthy host's commands for the whole rig command
+            sent_at[host.name] = time.monotonic()
+            return host_shell(host, greeting(), timeout=GREETING_TIMEOUT, sudo=False)
         jobs = {h.name: gevent.spawn(greet, h) for h in needing}
         gevent.joinall(list(jobs.values()))
         problems = []
@@ -265,7 +267,7 @@ class Session:
             result = jobs[host.name].value      # (None: the greeting itself raised)
             sudo_ok, uptime = parse_greeting(result.stdout if result and result.ok else "")
             if uptime is not None:
-                self.pool.clock[host.name] = uptime - read_at[host.name]
+                self.pool.clock[host.name] = uptime - sent_at[host.name]
             if sudo_ok or not host.data.get("_sudo"):
                 self.pool.greeted.add(host.name)
                 continue

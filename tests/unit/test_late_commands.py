@@ -191,6 +191,26 @@ def test_each_host_is_greeted_once_per_command_and_its_clock_kept(handshakes,  #
     pool.close()
 
 
+def test_a_slow_greeting_makes_the_guard_lenient_not_strict(handshakes,  # noqa: F811
+                                                            monkeypatch):
+    """The host reads its clock between the greeting's sending and its answer: rig dates it
+    at the sending, so a greeting answered late can never make the guard refuse a command the
+    host begins in time."""
+    import gevent
+    from rig.connector import SshPool
+
+    def answer(host, command, **kwargs):
+        gevent.sleep(1.5)               # the answer comes back late
+        return Shell(True, "sudo-ok\nuptime 5000.00\n", [])
+    monkeypatch.setattr(runner, "host_shell", answer)
+    pool = SshPool()
+    before = time.monotonic()
+    with Session([Target("mainpc", {"ssh_hostname": "10.0.0.1", "_sudo": True})], pool=pool):
+        # the host said 5000 s at (or after) the sending: its clock is 5000 s at `before`
+        assert abs(pool.clock["mainpc"] + before - 5000.0) < 0.5
+    pool.close()
+
+
 def test_a_step_rig_gave_up_waiting_for_leaves_its_host_lost_for_the_rest_of_the_run(
         handshakes, monkeypatch):  # noqa: F811
     """It may still run there (spooled, it runs to its end): a rollback or any later step on
