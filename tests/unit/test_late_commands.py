@@ -197,6 +197,7 @@ def test_a_slow_greeting_makes_the_guard_lenient_not_strict(handshakes,  # noqa:
     at the sending, so a greeting answered late can never make the guard refuse a command the
     host begins in time."""
     import gevent
+
     from rig.connector import SshPool
 
     def answer(host, command, **kwargs):
