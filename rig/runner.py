@@ -54,6 +54,7 @@ class HostResult:
     not_run: int = 0
     unreachable: str | None = None
     failed_parts: list[str] = field(default_factory=list)  # of a line of parts side by side
+    failed_steps: list[str] = field(default_factory=list)  # the failed operations' own names
 
     @property
     def ok(self) -> bool:
@@ -505,6 +506,8 @@ def _host_result(state: State, host) -> HostResult:
                      if line.startswith(FAILED_MARK)]
             result.failed.append(f"{name} (failed: {', '.join(parts)})" if parts else name)
             result.failed_parts += parts
+            # as the deploy named it (the global argument `name`), without its deploy's name
+            result.failed_steps.append(data.global_arguments.get("name") or name)
         elif meta.did_change():
             result.changed.append(name)
         else:

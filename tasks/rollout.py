@@ -168,11 +168,10 @@ def run_label(release: cmd.Release) -> str:
     return f"{release.service}: run {release.tag}"
 
 
-def swap_named(name: str, service: str) -> bool:
-    """Whether a failed operation's name as the runner gives it (`Roll out | a: run T, b: run T
-    (failed: b: run T)`) or a part's label (run_label) names the service's swap."""
-    steps = name.split(" (failed: ")[0].rpartition(" | ")[2]
-    return any(step.startswith(f"{service}: run ") for step in steps.split(", "))
+def swap_named(step: str, service: str) -> bool:
+    """Whether a step's name (the swap's: run_label, or several joined by ", ") or a part's
+    label (run_label) names the service's swap."""
+    return any(label.startswith(f"{service}: run ") for label in step.split(", "))
 
 
 def spooled(command: cmd.Cmd) -> cmd.Cmd:
@@ -215,66 +214,41 @@ def secrets_written(releases: list[cmd.Release], secrets: dict | None = None,
 
 
 @operation()
-def release_running(release: cmd.Release, secrets: dict | None = None, pulled: bool = False,
-                    known: RolloutFacts | None = None):
-    """rig-<service> runs release.digest with the current profile and settings (config hash);
-    the container it replaces is kept stopped as rig-<service>-prev until the rollout finishes.
-    The service's secrets are written first, each value on stdin.
-
-    + release: what to run
-    + secrets: name -> rig.secrets.Secret
-    + pulled: its image was pulled already (images_pulled)
-    + known: the host's RolloutState as pre-flight read it (None: read it now)
-    """
-    facts = known or host.get_fact(RolloutState)
-    swap = yield from _secrets_then_swap(release, secrets, facts, pulled)
-    yield from map(spooled, swap)
-
-
-@operation()
-def releases_running(releases: list[cmd.Release], secrets: dict | None = None,
-                     known: RolloutFacts | None = None):
-    """Several services of this host, their images pulled already (images_pulled): each one's
-    secrets written, then their swaps (release_running's) at once, in one command, so the
-    containers start side by side; it fails if any swap failed, after all have ended.
+def releases_running(releases: list[cmd.Release], known: RolloutFacts | None = None):
+    """Each release this host does not run yet swapped in (swap_for), their images pulled
+    (images_pulled) and secrets written (secrets_written) already: all in one command, side
+    by side (several services: their containers start at once; it fails if any swap failed,
+    after all have ended, naming those that did). The container a swap replaces is kept
+    stopped as rig-<service>-prev until the rollout finishes.
 
     + releases: what this host is to run
-    + secrets: service -> {name: rig.secrets.Secret}
     + known: the host's RolloutState as pre-flight read it (None: read it now)
     """
     facts = known or host.get_fact(RolloutState)
-    swaps, labels = [], []
-    for release in releases:
-        swap = yield from _secrets_then_swap(release, (secrets or {}).get(release.service),
-                                             facts, pulled=True)
-        swaps += swap
-        labels += [run_label(release)] * len(swap)
+    swaps = [(run_label(r), swap) for r in releases
+             if (swap := swap_for(r, facts)) is not None]
     if swaps:
-        yield spooled(cmd.concurrently(*swaps, labels=labels))
+        yield spooled(cmd.concurrently(*(s for _, s in swaps), labels=[n for n, _ in swaps]))
 
 
-def _secrets_then_swap(release: cmd.Release, secrets: dict | None, facts: RolloutFacts,
-                       pulled: bool):
-    """Yields the commands that write the service's secrets; returns its pull (unless pulled)
-    and swap, nothing when it runs the release already (a noop, said)."""
+def swap_for(release: cmd.Release, facts: RolloutFacts) -> cmd.Cmd | None:
+    """rig-<service> to run release.digest with the current profile and settings (config
+    hash), in the slot the running one is not in; None when it runs the release already (a
+    noop, said)."""
     if runs(facts.running(release.service), release):
         host.noop(f"{release.service} already runs {release.tag}")
-        return []
+        return None
     name = cmd.current(release.service)
-    yield from _secret_writes(release, secrets)
     fleet = fleet_of(host)
     strategy = strategy_for(fleet, host.name, release.service)
     if facts.live_previous(release.service):    # the kept one serves: it stays, kept
-        return cmd.replace_unswitched(fleet, host.name, release, pulled=pulled,
-                                      strategy=strategy.name,
-                                      slot=next_slot(facts.running(release.service)),
-                                      drain=strategy.drain)
-    return cmd.replace_commands(fleet, host.name, release,
-                                has_current=name in facts.containers,
-                                has_previous=cmd.previous(release.service) in facts.containers,
-                                pulled=pulled, strategy=strategy.name,
-                                slot=next_slot(facts.containers.get(name)),
-                                drain=strategy.drain)
+        return cmd.swap_unswitched(fleet, host.name, release, strategy=strategy.name,
+                                   slot=next_slot(facts.running(release.service)),
+                                   drain=strategy.drain)
+    return cmd.swap_command(fleet, host.name, release, has_current=name in facts.containers,
+                            has_previous=cmd.previous(release.service) in facts.containers,
+                            strategy=strategy.name, slot=next_slot(facts.containers.get(name)),
+                            drain=strategy.drain)
 
 
 def _secret_writes(release: cmd.Release, secrets: dict | None):
@@ -451,10 +425,7 @@ def roll_out(releases: dict, secrets: dict | None = None, known: dict | None = N
                   f"{mine[0].tag}", releases=mine, known=facts)
     if any((secrets or {}).get(r.service) for r in mine):
         secrets_written(name="secrets", releases=mine, secrets=secrets, known=facts)
-    if len(mine) == 1:
-        release_running(name=run_label(mine[0]), release=mine[0], pulled=True, known=facts)
-    else:                   # several: the swaps side by side
-        releases_running(name=", ".join(map(run_label, mine)), releases=mine, known=facts)
+    releases_running(name=", ".join(map(run_label, mine)), releases=mine, known=facts)
 
 
 @deploy("Roll back")

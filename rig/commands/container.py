@@ -246,13 +246,13 @@ def pull_all(refs: list[str]) -> Cmd:
     return sh("sh", "-c", script, "pull", *refs)
 
 
-def replace_commands(fleet: Fleet, host: str, release: Release, has_current: bool,
-                     has_previous: bool, pulled: bool = False, strategy: str = "direct",
-                     slot: str = "a", drain: float = 0.0) -> list[Cmd]:
-    """Pull by digest (unless pulled already), then the swap as one line, one round trip
-    under sudo: the older kept container goes, the running one is kept as -prev, the new one
-    starts in `slot`; the first that fails stops the rest. The pull is a command of its own: a
-    model image of many GiB may take most of host_timeout by itself.
+def swap_command(fleet: Fleet, host: str, release: Release, has_current: bool,
+                 has_previous: bool, strategy: str = "direct", slot: str = "a",
+                 drain: float = 0.0) -> Cmd:
+    """The swap as one line, one round trip under sudo, its image on the host already (pulled
+    in a step of its own, pull_all: a model image of many GiB may take most of host_timeout by
+    itself): the older kept container goes, the running one is kept as -prev, the new one
+    starts in `slot`; the first that fails stops the rest.
 
     start_first: the running one keeps running (and serving: the proxy still sends to its
     slot) while the new one starts in the other slot; the switch comes after the gate.
@@ -270,12 +270,11 @@ def replace_commands(fleet: Fleet, host: str, release: Release, has_current: boo
         timeout = int(fleet.runtime(release.service, host).stop_timeout)
         swap += [sh("docker", "stop", "-t", timeout, name), sh("docker", "rename", name, prev)]
     swap.append(sh(*run_argv(fleet, host, release, slot)))
-    return ([] if pulled else [sh("docker", "pull", "-q", release.pinned)]) + [all_of(*swap)]
+    return all_of(*swap)
 
 
-def replace_unswitched(fleet: Fleet, host: str, release: Release, pulled: bool = False,
-                       strategy: str = "start_first", slot: str = "a",
-                       drain: float = 0.0) -> list[Cmd]:
+def swap_unswitched(fleet: Fleet, host: str, release: Release, strategy: str = "start_first",
+                    slot: str = "a", drain: float = 0.0) -> Cmd:
     """The swap when the kept container still serves (tasks/rollout.py live_previous): the
     unswitched rig-<service> beside it goes, the live rig-<service>-prev stays as the kept one
     (stop_first: behind the maintenance answer, stopped), and the new one starts in the other
@@ -286,7 +285,7 @@ def replace_unswitched(fleet: Fleet, host: str, release: Release, pulled: bool =
         timeout = int(fleet.runtime(release.service, host).stop_timeout)
         swap += [proxy.maintenance(release.service, drain), sh("docker", "stop", "-t", timeout, prev)]
     swap.append(sh(*run_argv(fleet, host, release, slot)))
-    return ([] if pulled else [sh("docker", "pull", "-q", release.pinned)]) + [all_of(*swap)]
+    return all_of(*swap)
 
 
 def switch_to_current(service: str, drain: float, stop_previous: int | None,

@@ -816,7 +816,8 @@ def _not_gated(host_result, service: str) -> tuple[str, str]:
     why = (host_result.unreachable or ", ".join(host_result.failed)) if host_result else ""
     if host_result is None:
         return "not started", why
-    if host_result.unreachable and any(swap_named(op, service) for op in host_result.failed):
+    if host_result.unreachable and any(swap_named(step, service)
+                                       for step in host_result.failed_steps):
         return "unknown whether started", why
     parts = host_result.failed_parts
     if parts and not any(swap_named(p, service) for p in parts):

@@ -178,13 +178,14 @@ class FakeSession:
     def _roll_out(self, host, releases, secrets=None, known=None):
         if host in self.pull_fails:
             mine = releases[host]       # the pull step fails (roll_out's names)
-            return HostResult(host, failed=["Roll out | " + (
-                "pull images" if len(mine) > 1 else f"{mine[0].service}: pull {mine[0].tag}")])
+            step = "pull images" if len(mine) > 1 else f"{mine[0].service}: pull {mine[0].tag}"
+            return HostResult(host, failed=[f"Roll out | {step}"], failed_steps=[step])
         if host in self.lost_in_wave:   # as Session.run says it: its swap failed, then its
             self.lost[host] = "connection lost: Socket is closed"      # liveness check
             from tasks.rollout import run_label
 
-            return HostResult(host, failed=[f"Roll out | {', '.join(map(run_label, releases[host]))}"],
+            step = ", ".join(map(run_label, releases[host]))
+            return HostResult(host, failed=[f"Roll out | {step}"], failed_steps=[step],
                               unreachable=f"stopped answering: {self.lost[host]}")
         containers = self.facts_by_host[host].containers
         for release in releases.get(host, []):

@@ -8,7 +8,6 @@ import json
 import logging
 
 import pytest
-from pyinfra.api import FunctionCommand
 from pyinfra.context import ctx_host
 
 import tasks.rollout as ops
@@ -153,37 +152,32 @@ def test_a_state_json_not_of_the_right_shape_is_rebuilt_from_running_current_con
 
 
 # -- operations ---------------------------------------------------------------------------------------
-def test_release_running_writes_each_secret_then_replaces_the_container(fleet):
+def test_a_release_is_swapped_in_the_slot_the_running_one_is_not_in(fleet):
     svc = "affective_processing_center"
     facts = RolloutFacts(containers={cmd.current(svc): box(svc),
                                      cmd.previous(svc): box(svc, "exited")})
-    rel = release(svc, config=json.dumps({"secret B": "vb", "secret A": "va"}))
-    secrets = {"B": Secret("b-value", "env B"), "A": Secret("a-value", "env A")}
-    host = FakeHost(facts, fleet)
-    commands = run_op(ops.release_running, spooled=True, host=host, release=rel, secrets=secrets)
-    writes = [c for c in commands if isinstance(c, FunctionCommand)]
-    assert [(w.function, w.args) for w in writes] == [
-        (ops._write_secret, (svc, "A", secrets["A"], "va")),
-        (ops._write_secret, (svc, "B", secrets["B"], "vb"))]
-    # a service that uses no GPU: start_first, in the slot the running one is not in
+    rel = release(svc)
+    # a service that uses no GPU: start_first, in the slot the running one is not in; one
+    # service's swap is its command alone (no side-by-side wrapper)
     how = {"strategy": "start_first", "drain": 30.0}
-    assert commands[2:] == list(cmd.replace_commands(fleet, "mainpc", rel, has_current=True,
-                                                     has_previous=True, slot="b", **how))
+    assert run_op(ops.releases_running, spooled=True, host=FakeHost(facts, fleet),
+                  releases=[rel]) == [cmd.swap_command(fleet, "mainpc", rel, has_current=True,
+                                                       has_previous=True, slot="b", **how)]
     only_prev = RolloutFacts(containers={cmd.previous(svc): box(svc, "exited")})
-    assert run_op(ops.release_running, spooled=True, host=FakeHost(only_prev, fleet), release=rel) == list(
-        cmd.replace_commands(fleet, "mainpc", rel, has_current=False, has_previous=True,
-                             slot="a", **how))
+    assert run_op(ops.releases_running, spooled=True, host=FakeHost(only_prev, fleet),
+                  releases=[rel]) == [cmd.swap_command(fleet, "mainpc", rel, has_current=False,
+                                                       has_previous=True, slot="a", **how)]
     first = RolloutFacts()
-    assert run_op(ops.release_running, spooled=True, host=FakeHost(first, fleet), release=rel) == list(
-        cmd.replace_commands(fleet, "mainpc", rel, has_current=False, has_previous=False,
-                             slot="a", **how))
+    assert run_op(ops.releases_running, spooled=True, host=FakeHost(first, fleet),
+                  releases=[rel]) == [cmd.swap_command(fleet, "mainpc", rel, has_current=False,
+                                                       has_previous=False, slot="a", **how)]
 
 
-def test_release_running_is_a_noop_when_the_release_already_runs(fleet):
+def test_a_release_that_runs_already_is_a_noop(fleet):
     rel = release()
     facts = RolloutFacts(containers={"rig-svc": box("svc", tag="T2", digest="sha256:2")})
     host = FakeHost(facts, fleet)
-    assert run_op(ops.release_running, spooled=True, host=host, release=rel, secrets=None) == []
+    assert run_op(ops.releases_running, spooled=True, host=host, releases=[rel]) == []
     assert host.noops == ["svc already runs T2"]
 
 
@@ -230,8 +224,8 @@ def test_release_restored_starts_the_kept_container_or_fails_without_one(fleet):
 @pytest.fixture
 def calls(monkeypatch):
     seen = []
-    for name in ("release_running", "releases_running", "release_restored", "recorded",
-                 "images_pulled", "secrets_written", "proxy_switched", "previous_settled"):
+    for name in ("releases_running", "release_restored", "recorded", "images_pulled",
+                 "secrets_written", "proxy_switched", "previous_settled"):
         monkeypatch.setattr(ops, name, lambda _n=name, **kw: seen.append((_n, kw)))
     return seen
 
@@ -256,11 +250,11 @@ def test_roll_out_runs_each_release_of_this_host_with_its_services_secrets(calls
                      ("images_pulled", {"name": "a: pull T2", "releases": [a], "known": None}),
                      ("secrets_written", {"name": "secrets", "releases": [a],
                                           "secrets": {"a": secret, "b": {}}, "known": None}),
-                     ("release_running", {"name": "a: run T2", "release": a, "pulled": True,
-                                          "known": None}),
+                     ("releases_running", {"name": "a: run T2", "releases": [a],
+                                           "known": None}),
                      ("images_pulled", {"name": "b: pull T2", "releases": [b], "known": None}),
-                     ("release_running", {"name": "b: run T2", "release": b, "pulled": True,
-                                          "known": None})]
+                     ("releases_running", {"name": "b: run T2", "releases": [b],
+                                           "known": None})]
 
 
 def test_the_secrets_step_writes_those_of_releases_not_running_yet_in_name_order(fleet):
@@ -280,22 +274,17 @@ def test_the_secrets_step_writes_those_of_releases_not_running_yet_in_name_order
                   secrets=None, known=facts) == []
 
 
-def test_several_releases_write_their_secrets_then_swap_side_by_side_in_one_command(fleet):
+def test_several_releases_swap_side_by_side_in_one_command(fleet):
     a, b, c = "affective_processing_center", "model_ops_coordinator", "real_time_audio_pipeline"
     facts = RolloutFacts(containers={cmd.current(a): box(a, tag="T2", digest="sha256:2"),
                                      cmd.current(c): box(c)})
-    rels = [release(a), release(b, config=json.dumps({"secret K": "vk"})), release(c)]
-    secret = Secret("k-value", "env K")
+    rels = [release(a), release(b), release(c)]
     host = FakeHost(RolloutFacts(), fleet)    # pre-flight's read is used, none made now
-    commands = run_op(ops.releases_running, spooled=True,
-                      host=host, releases=rels, secrets={b: {"K": secret}},
-                      known=facts)
-    assert [(w.function, w.args) for w in commands[:1]] == [
-        (ops._write_secret, (b, "K", secret, "vk"))]
-    how = {"strategy": "start_first", "drain": 30.0, "pulled": True}
-    assert commands[1:] == [cmd.concurrently(
-        *cmd.replace_commands(fleet, "mainpc", rels[1], False, False, slot="a", **how),
-        *cmd.replace_commands(fleet, "mainpc", rels[2], True, False, slot="b", **how),
+    commands = run_op(ops.releases_running, spooled=True, host=host, releases=rels, known=facts)
+    how = {"strategy": "start_first", "drain": 30.0}
+    assert commands == [cmd.concurrently(
+        cmd.swap_command(fleet, "mainpc", rels[1], False, False, slot="a", **how),
+        cmd.swap_command(fleet, "mainpc", rels[2], True, False, slot="b", **how),
         labels=[f"{b}: run T2", f"{c}: run T2"])]
     assert host.noops == [f"{a} already runs T2"] and host.reads == []
     done = FakeHost(RolloutFacts(containers={cmd.current(a): box(a, tag="T2",
@@ -307,7 +296,8 @@ def test_what_pre_flight_read_is_not_read_again_by_the_wave_nor_the_record_step(
     facts = RolloutFacts(containers={"rig-a": box("a", tag="T2", digest="sha256:2"),
                                      "rig-b-prev": box("b", "exited")})
     host = FakeHost(RolloutFacts(), fleet)     # a read now would see nothing running
-    assert run_op(ops.release_running, spooled=True, host=host, release=release("a"), known=facts) == []
+    assert run_op(ops.releases_running, spooled=True, host=host, releases=[release("a")],
+                  known=facts) == []
     assert run_op(ops.images_pulled, host, releases=[release("a")], known=facts) == []
     assert host.noops == ["a already runs T2", "every release already runs"]
     assert host.reads == []
@@ -326,10 +316,6 @@ def test_several_releases_on_a_host_pull_together_only_what_does_not_run_yet(fle
                     fleet)
     assert run_op(ops.images_pulled, done, releases=[a]) == []
     assert done.noops == ["every release already runs"]
-    rel = release("affective_processing_center")
-    pulled = run_op(ops.release_running, spooled=True, host=FakeHost(RolloutFacts(), fleet), release=rel,
-                    pulled=True)
-    assert pulled == list(cmd.replace_commands(fleet, "mainpc", rel, False, False))[1:]
 
 
 def test_roll_back_restores_only_services_off_their_previous_version(calls, fleet):

@@ -896,9 +896,13 @@ def test_a_service_whose_part_of_a_side_by_side_step_ran_is_said_started_not_gat
                                                                           "no answer")
     # lost during the step: its swap may have begun (a begun command runs to its end); lost
     # after a step before it failed (its pull): the swap was never sent
-    lost = HostResult("pc2", failed=["Roll out | a: run T, b: run T"], unreachable="gone")
+    lost = HostResult("pc2", failed=["Roll out | a: run T, b: run T"],
+                      failed_steps=["a: run T, b: run T"], unreachable="gone")
     assert _not_gated(lost, "b") == ("unknown whether started", "gone")
     assert _not_gated(lost, "c") == ("not started", "gone")
-    pull = HostResult("pc2", failed=["Roll out | pull images"], unreachable="gone")
+    named_so = HostResult("pc2", failed=["Roll out | b: run T"], unreachable="gone")
+    assert _not_gated(named_so, "b") == ("not started", "gone")  # the step's own name counts
+    pull = HostResult("pc2", failed=["Roll out | pull images"], failed_steps=["pull images"],
+                      unreachable="gone")
     assert _not_gated(pull, "a") == ("not started", "gone")
     assert _attempt(None, None, "wave", "a") == ("failed", "not started: an earlier step failed")

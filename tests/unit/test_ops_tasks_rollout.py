@@ -8,7 +8,6 @@ import json
 import logging
 
 import pytest
-from pyinfra.api import FunctionCommand
 from pyinfra.context import ctx_host
 
 from rig.commands import container as cmd
@@ -22,7 +21,7 @@ from tasks.rollout import (
     RolloutState,
     parse_rollout_facts,
     release_restored,
-    release_running,
+    releases_running,
 )
 from tasks.util import Shell
 
@@ -53,20 +52,20 @@ def container(name, state, r: cmd.Release) -> Container:
                      r.config)
 
 
-# -- release_running ------------------------------------------------------------------------------
-def test_release_running_is_a_noop_when_the_release_already_runs(fleet):
+# -- releases_running -----------------------------------------------------------------------------
+def test_releases_running_is_a_noop_when_the_release_already_runs(fleet):
     r = release(fleet)
     fake = FakeHost(fleet, RolloutFacts(containers={CURRENT: container(CURRENT, "running", r)}))
-    assert run_op(release_running, spooled=True, host=fake, release=r) == []
+    assert run_op(releases_running, spooled=True, host=fake, releases=[r]) == []
     assert fake.noops == [f"{SERVICE} already runs T2"]
 
 
-def test_release_running_on_a_fresh_host_pulls_by_digest_and_runs(fleet):
+def test_releases_running_on_a_fresh_host_runs_the_pulled_image_by_digest(fleet):
     r = release(fleet)
     fake = FakeHost(fleet, RolloutFacts())
-    out = lines(run_op(release_running, spooled=True, host=fake, release=r))
-    assert out[0] == f"docker pull -q reg.example/rig/{SERVICE}@sha256:{'b' * 64}"
-    assert len(out) == 2 and out[1].startswith(f"docker run -d --name {CURRENT} ")
+    out = lines(run_op(releases_running, spooled=True, host=fake, releases=[r]))
+    assert len(out) == 1 and out[0].startswith(f"docker run -d --name {CURRENT} ")
+    assert f" reg.example/rig/{SERVICE}@sha256:{'b' * 64}" in out[0]
     assert fake.noops == []
 
 
@@ -87,12 +86,12 @@ def test_start_first_keeps_the_old_one_running_and_starts_the_new_one_in_the_oth
     fake = FakeHost(fleet, RolloutFacts(containers={
         CURRENT: container_in(CURRENT, "running", old, "a"),
         PREVIOUS: container_in(PREVIOUS, "exited", old, "b")}))
-    out = lines(run_op(release_running, spooled=True, host=fake, release=new))
-    assert len(out) == 2 and out[0] == f"docker pull -q reg.example/rig/{SERVICE}@sha256:{'b' * 64}"
-    assert out[1].startswith(f"docker rm -f {PREVIOUS} && docker rename {CURRENT} {PREVIOUS} && "
+    out = lines(run_op(releases_running, spooled=True, host=fake, releases=[new]))
+    assert len(out) == 1
+    assert out[0].startswith(f"docker rm -f {PREVIOUS} && docker rename {CURRENT} {PREVIOUS} && "
                              f"docker run -d --name {CURRENT} --network rig "
                              "-p 127.0.0.1:28212:8212 ")
-    assert "docker stop" not in out[1] and "rig.slot=b" in out[1]
+    assert "docker stop" not in out[0] and "rig.slot=b" in out[0]
 
 
 def test_stop_first_puts_the_service_in_maintenance_before_the_old_one_stops(fleet):
@@ -102,9 +101,9 @@ def test_stop_first_puts_the_service_in_maintenance_before_the_old_one_stops(fle
     fake = FakeHost(fleet, RolloutFacts(containers={
         CURRENT: container_in(CURRENT, "running", old, "b"),
         PREVIOUS: container_in(PREVIOUS, "exited", old, "a")}), name="pc2")
-    out = lines(run_op(release_running, spooled=True, host=fake, release=new))
+    out = lines(run_op(releases_running, spooled=True, host=fake, releases=[new]))
     maintenance = str(proxy.maintenance(SERVICE, 30))
-    assert out[1].startswith(f"docker rm -f {PREVIOUS} && {maintenance} && docker stop -t 10 "
+    assert out[0].startswith(f"docker rm -f {PREVIOUS} && {maintenance} && docker stop -t 10 "
                              f"{CURRENT} && docker rename {CURRENT} {PREVIOUS} && "
                              f"docker run -d --name {CURRENT} --network rig "
                              "-p 127.0.0.1:18212:8212 ")
@@ -114,27 +113,11 @@ def test_a_stopped_container_of_the_same_release_is_replaced_not_kept_as_is(flee
     r = release(fleet)
     fleet = with_strategy(fleet, "stop_first")
     fake = FakeHost(fleet, RolloutFacts(containers={CURRENT: container(CURRENT, "exited", r)}))
-    out = lines(run_op(release_running, spooled=True, host=fake, release=r))
-    assert out[1].startswith(f"{proxy.maintenance(SERVICE, 30)} && docker stop -t 10 {CURRENT} "
+    out = lines(run_op(releases_running, spooled=True, host=fake, releases=[r]))
+    assert out[0].startswith(f"{proxy.maintenance(SERVICE, 30)} && docker stop -t 10 {CURRENT} "
                              f"&& docker rename {CURRENT} {PREVIOUS} && "
                              f"docker run -d --name {CURRENT} ")
     assert fake.noops == []
-
-
-def test_secrets_are_written_first_in_name_order_each_as_its_own_version(fleet, monkeypatch):
-    hashes = {"HF_TOKEN": "1111222233334444", "API_KEY": "aaaabbbbccccdddd"}
-    r = release(fleet, secrets=hashes)
-    secrets = {"HF_TOKEN": Secret("hf-value", "env TEST"), "API_KEY": Secret("api-value", "env TEST")}
-    out = run_op(release_running, spooled=True,
-                 host=FakeHost(fleet, RolloutFacts()), release=r, secrets=secrets)
-    functions = [c for c in out if isinstance(c, FunctionCommand)]
-    assert [c is out[i] for i, c in enumerate(functions)] == [True, True]  # before the pull
-    assert [c.function for c in functions] == [tasks_rollout._write_secret] * 2
-    assert [c.args for c in functions] == [
-        (SERVICE, "API_KEY", secrets["API_KEY"], "aaaabbbbccccdddd"),
-        (SERVICE, "HF_TOKEN", secrets["HF_TOKEN"], "1111222233334444")]
-    assert str(out[2]).startswith("docker pull -q ")
-    assert not any("hf-value" in str(c) or "api-value" in str(c) for c in out[2:])
 
 
 @pytest.mark.parametrize("ok", [True, False])
@@ -197,8 +180,8 @@ def test_restore_of_a_first_rollout_removes_the_new_container(fleet):
 @pytest.fixture
 def ops_log(monkeypatch):
     log: list[tuple] = []
-    for name in ("release_running", "releases_running", "release_restored", "recorded",
-                 "images_pulled", "secrets_written"):
+    for name in ("releases_running", "release_restored", "recorded", "images_pulled",
+                 "secrets_written"):
         monkeypatch.setattr(tasks_rollout, name,
                             lambda name_=name, **kw: log.append((name_, kw)))
     return log
@@ -308,13 +291,14 @@ def test_an_unswitched_container_beside_a_live_kept_one_is_replaced_and_the_live
         PREVIOUS: container_in(PREVIOUS, "running", v1, "a")},
         proxy={SERVICE: {"a": "live", "b": "maint"}})
     assert facts.live_previous(SERVICE) and facts.running(SERVICE).digest == v1.digest
-    out = lines(run_op(release_running, spooled=True, host=FakeHost(fleet, facts), release=new))
-    assert out[1].startswith(f"docker rm -f {CURRENT} && docker run -d --name {CURRENT} "
+    out = lines(run_op(releases_running, spooled=True, host=FakeHost(fleet, facts), releases=[new]))
+    assert out[0].startswith(f"docker rm -f {CURRENT} && docker run -d --name {CURRENT} "
                              "--network rig -p 127.0.0.1:28212:8212 ")
-    assert PREVIOUS not in out[1]
+    assert PREVIOUS not in out[0]
     # on pc2 (stop_first) the live one goes behind the maintenance answer and stops, kept
-    pc2 = lines(run_op(release_running, spooled=True, host=FakeHost(fleet, facts, name="pc2"), release=new))
-    assert pc2[1].startswith(f"docker rm -f {CURRENT} && {proxy.maintenance(SERVICE, 30)} && "
+    pc2 = lines(run_op(releases_running, spooled=True, host=FakeHost(fleet, facts, name="pc2"),
+                       releases=[new]))
+    assert pc2[0].startswith(f"docker rm -f {CURRENT} && {proxy.maintenance(SERVICE, 30)} && "
                              f"docker stop -t 10 {PREVIOUS} && docker run -d --name {CURRENT} ")
 
 

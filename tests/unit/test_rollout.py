@@ -234,19 +234,15 @@ def test_write_secret_reads_the_value_from_stdin():
 
 
 def test_replace_keeps_the_old_container_stopped(fleet):
-    commands = cmd.replace_commands(fleet, "mainpc", RELEASE, has_current=True, has_previous=True)
-    assert len(commands) == 2       # the pull, then the swap in one round trip
-    assert commands[0] == "docker pull -q 10.77.0.1:5000/rig/model_ops_coordinator@sha256:" + "a" * 64
-    assert commands[1].startswith(
+    swap = cmd.swap_command(fleet, "mainpc", RELEASE, has_current=True, has_previous=True)
+    assert swap.startswith(                 # one round trip; its image is pulled before
         "docker rm -f rig-model_ops_coordinator-prev && "
         "docker stop -t 10 rig-model_ops_coordinator && "
         "docker rename rig-model_ops_coordinator rig-model_ops_coordinator-prev && "
         "docker run -d --name rig-model_ops_coordinator ")
-    assert commands[1].line.count(" && ") == 3 and commands[1].compound
-    first = cmd.replace_commands(fleet, "mainpc", RELEASE, has_current=False, has_previous=False)
-    assert len(first) == 2 and first[1].startswith("docker run -d --name rig-model_ops_coordinator ")
-    pulled = cmd.replace_commands(fleet, "mainpc", RELEASE, True, True, pulled=True)
-    assert pulled == commands[1:]
+    assert swap.line.count(" && ") == 3 and swap.compound and "docker pull" not in swap.line
+    first = cmd.swap_command(fleet, "mainpc", RELEASE, has_current=False, has_previous=False)
+    assert first.startswith("docker run -d --name rig-model_ops_coordinator ")
 
 
 def test_several_pulls_run_at_once_and_any_failure_fails_them(tmp_path):

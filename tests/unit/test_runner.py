@@ -60,6 +60,7 @@ def test_a_line_of_parts_side_by_side_names_the_parts_that_failed():
         result = session.run(side_by_side_parts)["@local"]
     assert result.failed == ["Roll out | a, b, c: run T (failed: b: run T, c: run T)"]
     assert result.failed_parts == ["b: run T", "c: run T"]
+    assert result.failed_steps == ["a, b, c: run T"]     # its own name, as the deploy gave it
 
 
 def test_several_runs_in_one_process_report_changed_then_unchanged(tmp_path):
