@@ -27,6 +27,7 @@ from tasks.rollout import back_under_own_name, needs_restore
 from ..commands import container as cmd
 from ..errors import RigError
 from ..ledger import entry
+from ..proc import pid_running
 from ..rollout.decide import KEEP, Version, decide, runs, same
 from ..rollout.engine import (
     Rollout,
@@ -37,6 +38,7 @@ from ..rollout.engine import (
     release_of,
     resolve_releases,
 )
+from ..rollout.locks import describe_lock
 from ..rollout.strategy import strategy_for
 from .job import Job, select_hosts
 from .rollout import Options, Plan, PlanRow, RolloutReport, _registry, rollout, signed
@@ -84,7 +86,8 @@ def paused_rollout(job: Job, say) -> Paused:
             found.setdefault(lock["aborting"], []).append(lock)
     if not found:
         raise RigError("no paused rollout: nothing to promote or abort (`rig status` shows "
-                       "what runs, `rig lock status` who holds what)")
+                       "what runs, `rig lock status` who holds what)",
+                       *held_instead(facts, job.fleet.rollout.lock_stale_after))
     if len(found) > 1:
         raise RigError(f"{len(found)} paused rollouts hold locks: "
                        + ", ".join(f"{locks[0].get('tag')} ({i})" for i, locks in found.items()))
@@ -97,6 +100,22 @@ def paused_rollout(job: Job, say) -> Paused:
     return Paused(paused_id, lock.get("tag"), lock["canary"], lock.get("remaining") or [],
                   lock.get("services"), lock.get("batch"), lock.get("paused_since"),
                   lock["record"], any(not lk.get("paused") for lk in locks))
+
+
+def held_instead(facts: dict, stale_after: float, now: float | None = None,
+                 alive=pid_running) -> list[str]:
+    """Who holds the hosts' locks when no paused rollout does. A promote takes the paused
+    locks over as a rollout of the paused tag: killed after that, it leaves no paused rollout,
+    and a rollout of its tag with --break-lock finishes it once its holder is dead."""
+    now = time.time() if now is None else now
+    locks = {h: f.lock for h, f in sorted(facts.items()) if f and f.lock}
+    lines = [f"  {h}: {describe_lock(lock, stale_after, now, alive=alive)}"
+             for h, lock in locks.items()]
+    tags = sorted({str(lock["tag"]) for lock in locks.values()
+                   if lock.get("action") == "rollout" and lock.get("tag")})
+    lines += [f"  a rollout of {tag} holds them (a promote is one): if it did not finish "
+              f"(killed), `rig rollout --tag {tag} --break-lock` finishes it" for tag in tags]
+    return lines
 
 
 def differences(record: dict, fresh: dict[str, list[cmd.Release]], facts: dict,

@@ -86,6 +86,39 @@ def test_a_live_rollouts_lock_is_not_a_paused_rollout(lab):
         pause.abort(job, lambda line: None)
 
 
+def test_with_no_paused_rollout_promote_names_who_holds_the_locks_and_how_to_finish_it(lab):
+    """A promote killed after it took the paused locks over (they are a rollout's now): no
+    paused rollout, but the operator is told whose locks they are and what finishes it."""
+    import socket
+    job, session = lab
+    dead = {"id": "bo-2", "operator": "bo", "action": "rollout", "tag": "T2", "pid": 2 ** 22 + 7,
+            "machine": socket.gethostname(), "since": time.time(), "heartbeat": time.time()}
+    for h in ("mainpc", "pc2"):
+        session.lock_files[h] = json.dumps(dead).encode()
+    with pytest.raises(RigError) as raised:
+        pause.promote(job, lambda line: None)
+    lines = raised.value.lines
+    assert lines[0].startswith("no paused rollout: nothing to promote or abort")
+    assert [line.split(":")[0] for line in lines[1:3]] == ["  mainpc", "  pc2"]
+    assert all("not running: --break-lock is safe" in line for line in lines[1:3])
+    assert lines[3:] == ["  a rollout of T2 holds them (a promote is one): if it did not "
+                         "finish (killed), `rig rollout --tag T2 --break-lock` finishes it"]
+    assert "node3" not in session.lock_files or not session.lock_files["node3"]  # untouched
+
+
+def test_who_holds_the_locks_when_none_is_paused(fleet):
+    from rig.ops.pause import held_instead
+    rollout = {"operator": "bo", "action": "rollout", "tag": "T2", "pid": 7, "heartbeat": 90.0}
+    rollback = dict(rollout, action="rollback", tag="previous")
+    facts = {"pc2": RolloutFacts(lock=rollout), "mainpc": RolloutFacts(lock=rollback),
+             "node3": RolloutFacts(), "gone": None}
+    lines = held_instead(facts, 3600, now=100.0, alive=lambda pid: True)
+    assert [line.split(":")[0] for line in lines] == [
+        "  mainpc", "  pc2", "  a rollout of T2 holds them (a promote is one)"]
+    assert "alive (heartbeat 10 s ago)" in lines[0]
+    assert held_instead({"pc2": RolloutFacts()}, 3600) == []
+
+
 def test_a_paused_lock_without_an_id_is_not_one_to_take_over(lab):
     job, session = lab
     for h in HOSTS:
