@@ -85,7 +85,7 @@ class Change:
         elif r.profile_hash != self.release.profile_hash:
             lines.append("machine profile changed")
         if not lines and self.unfinished:
-            lines.append("not yet gated (an earlier rollout stopped mid-gate)")
+            lines.append("not recorded as gated (an earlier rollout stopped before its end)")
         return lines
 
     @property

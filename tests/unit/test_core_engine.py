@@ -85,7 +85,7 @@ def test_why_names_the_image_the_settings_or_the_profile_that_differ(fleet):
     same = box(fleet, "mainpc", "sha256:new", "T2", config='{"memory": "4g"}')
     assert Change("mainpc", new, same, {"tag": "T2", "digest": "sha256:new"}).why == []
     assert Change("mainpc", new, same, {"tag": "T1", "digest": "sha256:old"}).why == [
-        "not yet gated (an earlier rollout stopped mid-gate)"]
+        "not recorded as gated (an earlier rollout stopped before its end)"]
 
 
 def test_an_unlabelled_container_that_was_never_gated_says_only_what_differs(fleet):
