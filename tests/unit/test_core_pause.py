@@ -117,6 +117,9 @@ def test_who_holds_the_locks_when_none_is_paused(fleet):
         "  mainpc", "  pc2", "  a rollout of T2 holds them (a promote is one)"]
     assert "alive (heartbeat 10 s ago)" in lines[0]
     assert held_instead({"pc2": RolloutFacts()}, 3600) == []
+    untagged = {"operator": "bo", "action": "rollout", "pid": 7, "heartbeat": 90.0}
+    assert len(held_instead({"pc2": RolloutFacts(lock=untagged)}, 3600, now=100.0,
+                            alive=lambda pid: True)) == 1      # no tag: no command to offer
 
 
 def test_a_paused_lock_without_an_id_is_not_one_to_take_over(lab):

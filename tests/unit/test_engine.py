@@ -884,13 +884,14 @@ def test_a_service_whose_part_of_a_side_by_side_step_ran_is_said_started_not_gat
     from rig.runner import HostResult
 
     step = HostResult("mainpc", failed=["Roll out | a: run T, b: run T (failed: b: run T)"],
-                      failed_parts=["b: run T"])
+                      failed_parts=["b: run T"], failed_steps=["a: run T, b: run T"])
     why = "Roll out | a: run T, b: run T (failed: b: run T)"
     assert _not_gated(step, "b") == ("not started", why)
     assert _not_gated(step, "a") == ("started, not gated", why)
     assert _attempt(None, step, "wave", "a") == ("failed", f"started, not gated: {why}")
     assert _attempt(None, step, "wave", "b") == ("failed", f"not started: {why}")
-    one = HostResult("mainpc", failed=["Roll out | a: run T"])     # a step of its own
+    one = HostResult("mainpc", failed=["Roll out | a: run T"],     # a step of its own that
+                     failed_steps=["a: run T"])                     # failed, the host there
     assert _not_gated(one, "a") == ("not started", "Roll out | a: run T")
     assert _not_gated(HostResult("pc2", unreachable="no answer"), "a") == ("not started",
                                                                           "no answer")

@@ -63,6 +63,17 @@ def test_a_line_of_parts_side_by_side_names_the_parts_that_failed():
     assert result.failed_steps == ["a, b, c: run T"]     # its own name, as the deploy gave it
 
 
+@deploy("Unnamed")
+def unnamed_failure():
+    server.shell(commands=["false"])
+
+
+def test_a_failed_step_without_a_name_of_its_own_goes_by_pyinfras():
+    with Session([LOCAL]) as session:
+        result = session.run(unnamed_failure)["@local"]
+    assert result.failed_steps == result.failed and result.failed[0].startswith("Unnamed | ")
+
+
 def test_several_runs_in_one_process_report_changed_then_unchanged(tmp_path):
     path = str(tmp_path / "m")
     with Session([LOCAL]) as session:
