@@ -272,6 +272,11 @@ class Session:
             if sudo_ok or not host.data.get("_sudo"):
                 self.pool.greeted.add(host.name)
                 continue
+            if result is None or not result.ok:   # not asked about sudo: it did not answer
+                why = result.stderr[-1] if result and result.stderr else "the greeting failed"
+                problems.append(f"{host.name}: no answer to rig's first command ({why}): "
+                                "frozen or overloaded?")
+                continue
             user = host.data.get("ssh_user") or "the SSH user"
             problems.append(f"{host.name}: sudo failed for {user} (it asks for a "
                             f"password, or {user} may not use it); rig needs passwordless "

@@ -188,6 +188,12 @@ def test_each_host_is_greeted_once_per_command_and_its_clock_kept(handshakes,  #
     with pytest.raises(RigError, match="node3: sudo failed for the SSH user .*"):
         Session([Target("node3", {"ssh_hostname": "10.0.0.3", "_sudo": True})], pool=pool)\
             .__enter__()
+    # a host reached with sudo that does not answer at all is not said to refuse sudo
+    with pytest.raises(RigError) as raised:
+        Session([Target("pc2", {"ssh_hostname": "10.0.0.2", "_sudo": True})],
+                pool=SshPool()).__enter__()
+    assert raised.value.lines == ["pc2: no answer to rig's first command (no answer within "
+                                  "20 s): frozen or overloaded?", "nothing was changed"]
     pool.close()
 
 
