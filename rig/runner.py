@@ -212,10 +212,13 @@ class Session:
     def __init__(self, targets: list[Target], say: Callable[[str, str], None] | None = None,
                  parallel: int | None = None, connect_timeout: int = 10,
                  describe_connect_error: Callable[[Target, str], list[str]] | None = None,
-                 pool: SshPool | None = None):
+                 pool: SshPool | None = None, partial: bool = False):
         if not targets:
             raise RigError("no hosts selected")
         self.targets = list(targets)
+        # partial (reads, such as status): a host that cannot be reached or greeted is left out
+        # and said in .unreachable (host -> lines), instead of failing the whole session
+        self.partial, self.unreachable = partial, {}
         self.say, self.parallel, self.connect_timeout = say, parallel, connect_timeout
         self.describe = describe_connect_error or (lambda t, m: [f"{t.name}: unreachable: {m}"])
         self.state: State | None = None
@@ -232,12 +235,13 @@ class Session:
         self.state = _new_state(self.targets, self.parallel, self.progress, self.connect_timeout,
                                 self.pool)
         self._using = dict(self.pool.clients)  # the connection each control host runs on
-        failed = [t for t in self.targets if not self._connected(t.name)]
-        if failed:
-            lines = [line for t in failed for line in
-                     self.describe(t, self.progress.connect_errors.get(t.name, "no reason given"))]
+        failed = {t.name: self.describe(t, self.progress.connect_errors.get(t.name,
+                                                                             "no reason given"))
+                  for t in self.targets if not self._connected(t.name)}
+        if failed and not self.partial:
             self.close()
-            raise RigError(*lines)
+            raise RigError(*(line for lines in failed.values() for line in lines))
+        self.unreachable.update(failed)
         self._greet()
         return self
 
@@ -263,7 +267,7 @@ class Session:
             return host_shell(host, greeting(), timeout=GREETING_TIMEOUT, sudo=False)
         jobs = {h.name: gevent.spawn(greet, h) for h in needing}
         gevent.joinall(list(jobs.values()))
-        problems = []
+        problems: dict[str, str] = {}
         for host in needing:
             result = jobs[host.name].value      # (None: the greeting itself raised)
             sudo_ok, uptime = parse_greeting(result.stdout if result and result.ok else "")
@@ -274,23 +278,25 @@ class Session:
                 continue
             if result is None or not result.ok:   # not asked about sudo: it did not answer
                 why = result.stderr[-1] if result and result.stderr else "the greeting failed"
-                problems.append(f"{host.name}: no answer to rig's first command ({why}): "
-                                "frozen or overloaded?")
+                problems[host.name] = (f"{host.name}: no answer to rig's first command "
+                                       f"({why}): frozen or overloaded?")
                 continue
             user = host.data.get("ssh_user") or "the SSH user"
-            problems.append(f"{host.name}: sudo failed for {user} (it asks for a "
-                            f"password, or {user} may not use it); rig needs passwordless "
-                            f"sudo: `{user} ALL=(ALL) NOPASSWD: ALL` in /etc/sudoers.d/ "
-                            "(see README)")
-        if problems:
+            problems[host.name] = (f"{host.name}: sudo failed for {user} (it asks for a "
+                                   f"password, or {user} may not use it); rig needs passwordless "
+                                   f"sudo: `{user} ALL=(ALL) NOPASSWD: ALL` in /etc/sudoers.d/ "
+                                   "(see README)")
+        if problems and not self.partial:
             self.close()
-            raise RigError(*problems, "nothing was changed")
+            raise RigError(*problems.values(), "nothing was changed")
+        self.unreachable.update({name: [line] for name, line in problems.items()})
 
     @property
     def hosts(self) -> list:
-        """Connected pyinfra hosts, in target order."""
+        """Connected (and greeted) pyinfra hosts, in target order."""
         order = {t.name: i for i, t in enumerate(self.targets)}
-        return sorted(self.state.activated_hosts, key=lambda h: order[h.name])
+        return sorted((h for h in self.state.activated_hosts if h.name not in self.unreachable),
+                      key=lambda h: order[h.name])
 
     def host(self, name: str):
         return next(h for h in self.hosts if h.name == name)

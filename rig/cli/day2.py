@@ -1,4 +1,4 @@
-"""rig logs, exec, lock status/release, prune: the days after a rollout."""
+"""rig status, logs, exec, lock status/release, prune: the days after a rollout."""
 
 from __future__ import annotations
 
@@ -7,7 +7,18 @@ import sys
 import click
 
 from ..errors import RigError
-from .common import CONTEXT, Context, dump, echo, friendly, inventory_option, json_option, say_line
+from .common import (
+    CONTEXT,
+    Context,
+    dump,
+    echo,
+    friendly,
+    host_say,
+    inventory_option,
+    json_option,
+    limit_option,
+    say_line,
+)
 
 HOST_OPTION = {"metavar": "HOSTS", "default": None,
                "help": "Only these hosts or groups (default: every host that runs it)."}
@@ -184,4 +195,44 @@ def prune(obj: Context, inventory, limit, keep, dry_run, as_json) -> None:
         raise RigError(*(f"{h}: {why}" for h, why in report.failed.items()))
 
 
-COMMANDS = [logs, exec_, lock, prune]
+@click.command()
+@inventory_option
+@limit_option
+@json_option
+@click.pass_obj
+@friendly
+def status(obj: Context, inventory, limit, as_json) -> None:
+    """What runs where: host x service with tag, digest, health now, and since when. A host
+    that does not answer is shown as `unreachable` (and why), the others as usual, and the
+    exit code is 1.
+
+    \b
+    Example:
+      rig --env production status --json"""
+    from ..ops import rollout as ops
+    from ..ops.job import split
+
+    rows = ops.status(obj.job(inventory), split(limit), host_say)
+    unreachable = sorted({r.host for r in rows if r.health == ops.UNREACHABLE})
+    if as_json:
+        dump(rows)
+    else:
+        _status_table(rows)
+    if unreachable:   # the others are shown; the exit code says the picture is not whole
+        echo(f"rig: {len(unreachable)} host(s) did not answer: {', '.join(unreachable)}",
+             err=True)
+        sys.exit(1)
+
+
+def _status_table(rows) -> None:
+    echo(f"{'HOST':<10} {'SERVICE':<30} {'TAG':<28} {'DIGEST':<14} {'HEALTH':<12} "
+         f"{'PROXY':<12} SINCE")
+    for r in rows:
+        echo(f"{r.host:<10} {r.service:<30} {r.tag or '-':<28} "
+                   f"{(r.digest or '-')[7:19] or '-':<14} {r.health:<12} {r.proxy or '-':<12} "
+                   f"{r.since or '-'}")
+    for host, note in dict.fromkeys((r.host, r.note) for r in rows if r.note):
+        echo(f"{host}: {note}")
+
+
+COMMANDS = [status, logs, exec_, lock, prune]

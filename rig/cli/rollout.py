@@ -1,4 +1,4 @@
-"""rig plan, rollout, rollback, status."""
+"""rig plan, rollout, rollback."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from .common import (
     dump,
     echo,
     friendly,
-    host_say,
     inventory_option,
     json_option,
     limit_option,
@@ -184,35 +183,6 @@ def plan(obj: Context, inventory, tag, services, canary, batch, limit, as_json) 
 
 @click.command()
 @inventory_option
-@limit_option
-@json_option
-@click.pass_obj
-@friendly
-def status(obj: Context, inventory, limit, as_json) -> None:
-    """What runs where: host x service with tag, digest, health now, and since when.
-
-    \b
-    Example:
-      rig --env production status --json"""
-    from ..ops import rollout as ops
-    from ..ops.job import split
-
-    rows = ops.status(obj.job(inventory), split(limit), host_say)
-    if as_json:
-        dump(rows)
-        return
-    echo(f"{'HOST':<10} {'SERVICE':<30} {'TAG':<28} {'DIGEST':<14} {'HEALTH':<12} "
-         f"{'PROXY':<12} SINCE")
-    for r in rows:
-        echo(f"{r.host:<10} {r.service:<30} {r.tag or '-':<28} "
-                   f"{(r.digest or '-')[7:19] or '-':<14} {r.health:<12} {r.proxy or '-':<12} "
-                   f"{r.since or '-'}")
-    for host, note in dict.fromkeys((r.host, r.note) for r in rows if r.note):
-        echo(f"{host}: {note}")
-
-
-@click.command()
-@inventory_option
 @click.option("--host", "--limit", "limit", metavar="HOSTS", default=None,
               help="Only these hosts or groups (default: all).")
 @click.option("--service", metavar="S", default=None, help="Only this service.")
@@ -246,4 +216,4 @@ def history_line(r: dict) -> str:
             f"{r.get('operator') or '?'}" + (f"  ({r['reason']})" if r.get("reason") else ""))
 
 
-COMMANDS = [plan, rollout, rollback, status, history]
+COMMANDS = [plan, rollout, rollback, history]

@@ -63,13 +63,14 @@ class Job:
 
         return SshPool()
 
-    def session(self, hosts: list[str], say: Say | None = None) -> Session:
+    def session(self, hosts: list[str], say: Say | None = None, partial: bool = False) -> Session:
+        """partial: a read that shows what it can (runner.Session: unreachable hosts left out)."""
         from ..runner import Session
         from . import hostkeys
 
         chosen = [t for t in self.targets if t.name in hosts]
         return Session(chosen, say=say, describe_connect_error=hostkeys.describe_connect_error,
-                       pool=self.pool)
+                       pool=self.pool, partial=partial)
 
     def close(self) -> None:
         """The command's SSH connections closed (the CLI calls it when the command ends)."""

@@ -431,6 +431,9 @@ def proxy_word(fleet, facts, service: str) -> str | None:
     return "maintenance" if asked else "no live slot"
 
 
+UNREACHABLE = "unreachable"   # status's health word for a host that did not answer
+
+
 def status(job: Job, limit: list[str] | None, say) -> list[StatusRow]:
     """What runs where: host x service with tag, digest, health now (on its public port, as
     clients see it: through the proxy), which slot the proxy sends to, and since when."""
@@ -438,11 +441,20 @@ def status(job: Job, limit: list[str] | None, say) -> list[StatusRow]:
 
     hosts = select_hosts(job.fleet, limit)
     rows = []
-    with job.session(hosts) as session:
-        facts = Rollout(session, job.fleet, say, "status", "").facts()
+    with job.session(hosts, partial=True) as session:   # a host that does not answer is a row
+        facts = Rollout(session, job.fleet, say, "status", "").facts() if session.names() else {}
+        reached = [h for h in session.names() if facts.get(h) is not None]
         probes = session.shell_all({h: status_probe(job.fleet, job.fleet.services_on(h))
-                                    for h in hosts}, timeout=30)
+                                    for h in reached}, timeout=30)
+        gone = {h: "; ".join(line.removeprefix(f"{h}: ") for line in lines)
+                for h, lines in session.unreachable.items()}
+        gone.update({h: session.lost.get(h, "did not answer") for h in hosts
+                     if h not in gone and h not in reached})
     for host in hosts:
+        if host in gone:
+            rows += [StatusRow(host, service, None, None, UNREACHABLE, None, gone[host])
+                     for service in job.fleet.services_on(host)]
+            continue
         answers = dict(line.split(" ", 1) for line in probes[host].stdout.splitlines() if " " in line)
         for service in job.fleet.services_on(host):
             running = facts[host].running(service) if facts.get(host) else None

@@ -173,6 +173,33 @@ def test_verify_of_a_frozen_host_fails_it_within_seconds_instead_of_waiting_for_
     assert run.stdout.count("stopped answering earlier") >= 2      # later tests at once
 
 
+def test_status_with_a_frozen_host_shows_the_others_and_says_which_did_not_answer(spec):
+    """In an incident the operator needs the rest of the fleet: the frozen host's rows say
+    `unreachable` (not `not running`: rig does not know), the exit code says it is partial."""
+    from rig.lab.layout import LabPaths
+    from rig.lab.state import LabState
+
+    from .conftest import REPO
+
+    engine = ["docker", "-H", LabState.load(LabPaths.for_repo(REPO)).docker_host]
+    subprocess.run([*engine, "pause", "rig-lab-pc2"], check=True, capture_output=True)
+    started = time.monotonic()
+    try:
+        run = rig("-c", str(spec / "fleet.yml"), "status", check=False, cwd=spec)
+        elapsed = time.monotonic() - started
+    finally:
+        subprocess.run([*engine, "unpause", "rig-lab-pc2"], check=True, capture_output=True)
+    print(f"status with pc2 frozen: exit {run.returncode} after {elapsed:.1f} s\n{run.stdout}")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert elapsed < 60, elapsed
+    rows = [line.split() for line in run.stdout.splitlines()[1:] if line.split()[:1] in
+            (["mainpc"], ["pc2"])]
+    assert [sorted(r[1] for r in rows if r[0] == h) for h in HOSTS] == [sorted(SERVICES)] * 2
+    assert all(r[2:5] == ["-", "-", "unreachable"] for r in rows if r[0] == "pc2"), rows
+    assert all(r[4] == "ok" for r in rows if r[0] == "mainpc"), rows
+    assert "rig: 1 host(s) did not answer: pc2" in run.stderr
+
+
 def test_a_corrupt_state_json_and_an_odd_operator_name(spec):
     ssh("mainpc", "printf '{\"half\": ' > /var/lib/rig/state.json")
     result = rollout(spec, "--tag", "ro-t2", env={"RIG_OPERATOR": "Zoë [ci] .*"})

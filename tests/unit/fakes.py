@@ -28,6 +28,7 @@ from pathlib import Path
 from rig.commands import container as cmd
 from rig.commands import proxy as proxy_cmd
 from rig.commands.lock import LOCK_FILE
+from rig.errors import RigError
 from rig.rollout.strategy import START_FIRST, strategy_for
 from rig.runner import HostResult
 from tasks.control import control
@@ -92,16 +93,17 @@ class FakeSession:
         self.runs: list[tuple[str, list[str], dict]] = []
         self.commands: list[tuple[str, str, float | None]] = []
         self.lost: dict[str, str] = {}
+        self.unreachable: dict[str, list[str]] = {}  # a partial session's hosts left out
         self.after_run = None
         self.on_shell = None
 
     # -- the session's interface -----------------------------------------------------------------
     def names(self):
-        return list(self.hosts)
+        return [h for h in self.hosts if h not in self.unreachable]
 
     def facts(self, fact_cls):
         facts = {}
-        for h in self.hosts:
+        for h in self.names():
             f = copy.deepcopy(self.facts_by_host[h])
             raw = self.lock_files.get(h)
             if raw is None:
@@ -387,8 +389,10 @@ class FakeJob:
     from rig.ops.job import Job as _Job
     hook = _Job.hook                                # the real hook runner
 
-    def session(self, hosts, say=None):
+    def session(self, hosts, say=None, partial=False):
         session = self._session
+        if not partial and session.unreachable:   # as runner.Session: all or nothing
+            raise RigError(*(line for lines in session.unreachable.values() for line in lines))
 
         class Ctx:
             def __enter__(self):

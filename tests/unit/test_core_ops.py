@@ -428,12 +428,27 @@ def test_status_shows_what_runs_its_health_since_when_the_lock_and_orphans(lab):
 
 
 def test_status_of_a_host_that_did_not_answer(lab):
+    """Not 'not running': rig does not know what runs there. The others are shown."""
     job, session, _, _, _ = lab
     read = session.facts
     session.facts = lambda fact: {**read(fact), "pc2": None}
-    rows = [r for r in ops.status(job, ["pc2"], quiet()) if r.service == SERVICE]
+    session.lost["pc2"] = "no answer within 12 s"
+    rows = [r for r in ops.status(job, None, quiet()) if r.service == SERVICE]
     assert [(r.host, r.tag, r.health, r.since, r.note) for r in rows] == [
-        ("pc2", None, "not running", None, None)]
+        ("mainpc", "T1", "down", "s1", None),
+        ("pc2", None, "unreachable", None, "no answer within 12 s"),
+        ("node3", "T1", "down", "s1", None)]
+    assert session.shell_all_calls == [(["mainpc", "node3"], 30)]   # pc2 is not probed
+
+
+def test_status_of_a_host_rig_could_not_reach_at_all(lab):
+    job, session, _, _, _ = lab
+    session.unreachable["node3"] = ["node3: unreachable: timed out (frozen?)",
+                                    "node3: check the address"]
+    rows = [r for r in ops.status(job, None, quiet()) if r.host == "node3"]
+    assert {(r.health, r.tag, r.note) for r in rows} == {
+        ("unreachable", None, "unreachable: timed out (frozen?); check the address")}
+    assert len(rows) == len(job.fleet.services_on("node3"))
 
 
 def test_rollback_of_a_per_machine_service_goes_back_to_its_recorded_image_tag(lab):

@@ -184,6 +184,36 @@ def handshakes(monkeypatch):
     return made
 
 
+def test_a_partial_session_leaves_out_the_hosts_it_cannot_reach_or_greet(handshakes,
+                                                                         monkeypatch):
+    """For reads such as status: the others answer; without partial, nothing runs."""
+    from pyinfra.api.exceptions import ConnectError
+    from pyinfra.connectors.ssh import SSHConnector
+
+    from rig.errors import RigError
+    from tasks.util import Shell
+
+    connect = SSHConnector._connect
+
+    def refuse_node3(self):
+        if self.host.name == "node3":
+            raise ConnectError("timed out")
+        connect(self)
+    monkeypatch.setattr(SSHConnector, "_connect", refuse_node3)
+    monkeypatch.setattr(runner, "host_shell", lambda host, command, **kw: Shell(
+        host.name != "pc2", "sudo-ok\nuptime 50.0\n", ["no answer within 20 s"]))
+    targets = [Target(n, {"ssh_hostname": a, "_sudo": True}) for n, a in
+               (("mainpc", "10.0.0.1"), ("pc2", "10.0.0.2"), ("node3", "10.0.0.3"))]
+    with Session(targets, partial=True) as session:
+        assert session.names() == ["mainpc"]
+        assert session.unreachable == {
+            "pc2": ["pc2: no answer to rig's first command (no answer within 20 s): frozen "
+                    "or overloaded?"],
+            "node3": ["node3: unreachable: timed out"]}
+    with pytest.raises(RigError, match="node3: unreachable: timed out"):
+        Session(targets).__enter__()
+
+
 def test_the_states_of_a_session_share_one_connection_per_host(handshakes):
     from rig.connector import PooledSSHConnector, SshPool
 
@@ -586,7 +616,8 @@ def test_sudo_is_checked_on_the_hosts_side_by_side_once_per_command(handshakes, 
         if len(begun) == 2:
             all_begun.set()
         waited.append(all_begun.wait(timeout=5))
-        return Shell(host.name != "pc2" or len(begun) < 3, "sudo-ok\n", [])
+        return Shell(True, "sudo-ok\n" if host.name != "pc2" or len(begun) < 3
+                     else "sudo-refused\n", [])
     monkeypatch.setattr(runner, "host_shell", check)
     pool = SshPool()
     targets = [Target(n, {"ssh_hostname": a, "_sudo": True, "ssh_user": "ops"})
