@@ -197,24 +197,76 @@ def test_each_host_is_greeted_once_per_command_and_its_clock_kept(handshakes,  #
     pool.close()
 
 
-def test_a_slow_greeting_makes_the_guard_lenient_not_strict(handshakes,  # noqa: F811
-                                                            monkeypatch):
-    """The host reads its clock between the greeting's sending and its answer: rig dates it
-    at the sending, so a greeting answered late can never make the guard refuse a command the
-    host begins in time."""
-    import gevent
+class SlowHost:
+    """A host whose clock reads 5000 s at `base`, and whose greetings are held up on their way
+    there (`going`) or back (`coming`), one pair of delays per greeting."""
 
+    def __init__(self, *delays: tuple[float, float]):
+        self.base, self.delays, self.greetings = time.monotonic(), list(delays), 0
+
+    def answer(self, host, command, **kwargs):
+        import gevent
+
+        going, coming = self.delays[self.greetings] if self.greetings < len(self.delays) \
+            else (0.0, 0.0)
+        self.greetings += 1
+        gevent.sleep(going)
+        uptime = 5000.0 + time.monotonic() - self.base
+        gevent.sleep(coming)
+        return Shell(True, f"sudo-ok\nuptime {uptime:.3f}\n", [])
+
+    @property
+    def true_offset(self) -> float:
+        return 5000.0 - self.base
+
+
+@pytest.mark.parametrize("delays, greetings", [
+    ([(0.5, 0.0)], 2),          # held up on its way (a host frozen as it came): asked again
+    ([(0.0, 0.5)], 2),          # held up on its way back: asked again
+    ([(0.0, 0.0)], 1),          # quick: once
+    ([(0.5, 0.0)] * 3, 3),      # slow each time: the tries end, the guard errs strict
+])
+def test_the_hosts_clock_never_makes_the_guard_lenient(handshakes, monkeypatch,  # noqa: F811
+                                                       delays, greetings):
+    """The guard must never let a host begin a command after rig gave up on it: the host's
+    clock is dated at the greeting's answer (strict by at most its round trip), and a greeting
+    slower than CLOCK_ROUND_TRIP is asked again for a closer reading."""
     from rig.connector import SshPool
 
-    def answer(host, command, **kwargs):
-        gevent.sleep(1.5)               # the answer comes back late
-        return Shell(True, "sudo-ok\nuptime 5000.00\n", [])
-    monkeypatch.setattr(runner, "host_shell", answer)
+    monkeypatch.setattr(runner, "CLOCK_ROUND_TRIP", 0.3)
+    slow = SlowHost(*delays)
+    monkeypatch.setattr(runner, "host_shell", slow.answer)
     pool = SshPool()
-    before = time.monotonic()
     with Session([Target("mainpc", {"ssh_hostname": "10.0.0.1", "_sudo": True})], pool=pool):
-        # the host said 5000 s at (or after) the sending: its clock is 5000 s at `before`
-        assert abs(pool.clock["mainpc"] + before - 5000.0) < 0.5
+        error = pool.clock["mainpc"] - slow.true_offset   # > 0: the guard would be lenient
+    pool.close()
+    assert slow.greetings == greetings
+    assert -0.6 < error <= 0.01
+    if greetings < 3:
+        assert error > -0.3          # the quick answer's reading is kept
+
+
+def test_greetings_asked_again_end_with_the_greeting_deadline_and_keep_an_earlier_clock(
+        handshakes, monkeypatch):  # noqa: F811
+    from rig.connector import SshPool
+
+    monkeypatch.setattr(runner, "CLOCK_ROUND_TRIP", 0.1)
+    monkeypatch.setattr(runner, "GREETING_TIMEOUT", 0.4)
+    slow = SlowHost(*[(0.5, 0.0)] * 3)      # past the greetings' own deadline: not again
+    monkeypatch.setattr(runner, "host_shell", slow.answer)
+    pool = SshPool()
+    with Session([Target("mainpc", {"ssh_hostname": "10.0.0.1", "_sudo": True})], pool=pool):
+        pass
+    assert slow.greetings == 1
+    monkeypatch.setattr(runner, "GREETING_TIMEOUT", 20)
+    slow = SlowHost((0.5, 0.0))
+
+    def then_silent(host, command, **kwargs):   # a slow answer, then none at all
+        return slow.answer(host, command) if slow.greetings == 0 else \
+            Shell(False, "", ["no answer within 20 s"])
+    monkeypatch.setattr(runner, "host_shell", then_silent)
+    with Session([Target("pc2", {"ssh_hostname": "10.0.0.2"})], pool=pool):  # root: no sudo
+        assert -0.6 < pool.clock["pc2"] - slow.true_offset <= 0.01   # the slow one's clock
     pool.close()
 
 
