@@ -175,7 +175,7 @@ def resolve_releases(fleet: Fleet, hosts: list[str], services: list[str] | None,
 
 def host_problems(fleet: Fleet, facts_by_host: dict, break_lock: bool, now: float,
                   force: bool = False, adopt: str | None = None,
-                  resume: bool = False) -> list[str]:
+                  resume: str | None = None) -> list[str]:
     """Why a host cannot take a rollout: not bootstrapped, profile differs, locked (by the rules
     of rollout/locks.py: may_take)."""
     problems = []
@@ -228,7 +228,7 @@ class Rollout:
         return self.last_facts
 
     def take_locks(self, break_lock: bool = False, force: bool = False,
-                   adopt: str | None = None, resume: bool = False) -> list[str]:
+                   adopt: str | None = None, resume: str | None = None) -> list[str]:
         """Every host's lock (rollout/locks.py rules); while held, a heartbeat keeps it fresh."""
         problems = self.locks.take(break_lock, force, adopt, resume)
         if not problems:
@@ -410,7 +410,7 @@ class Rollout:
             finished = {h: [c.release.service for c in changes.get(h, []) if c.needed]
                         for h in touched}
             if outcome.ok and not outcome.paused:
-                for host, services in (cleanup or {}).items():
+                for host, services in _merged(cleanup or {}, self._leftovers(changes, facts)):
                     finished[host] = sorted(set(finished.get(host, [])) | set(services))
             repair = sorted(h for h, f in facts.items() if f is not None and f.state_rebuilt
                             and h in self.locks.locked)
@@ -524,6 +524,20 @@ class Rollout:
             for c in host_changes if f is not None else []:
                 if not c.needed and f.live_previous(c.release.service):
                     found.setdefault(host, []).append(c.release.service)
+        return found
+
+    def _leftovers(self, changes: dict[str, list[Change]], facts: dict) -> dict[str, list[str]]:
+        """Services with nothing to change that still have a kept container beside the one
+        that serves (not a live kept one: _strays): an earlier rollout of this version killed
+        before its end, whose clean-up this one, once it finished, does."""
+        found: dict[str, list[str]] = {}
+        for host, host_changes in changes.items():
+            f = facts.get(host)
+            for c in host_changes if f is not None else []:
+                service = c.release.service
+                if c.decision == KEEP and cmd.previous(service) in f.containers \
+                        and not f.live_previous(service):
+                    found.setdefault(host, []).append(service)
         return found
 
     def _settle(self, strays: dict[str, list[str]], outcome: Outcome) -> None:
@@ -769,6 +783,15 @@ def back_release(release: cmd.Release, before: dict | None) -> cmd.Release:
     return cmd.Release(release.service, before.get("tag") or "", release.repository,
                        before.get("digest") or "", before.get("profile_hash") or
                        release.profile_hash)
+
+
+def _merged(*maps: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
+    """host -> services maps as one, sorted by host."""
+    merged: dict[str, set[str]] = {}
+    for mapping in maps:
+        for host, services in mapping.items():
+            merged.setdefault(host, set()).update(services)
+    return [(host, sorted(services)) for host, services in sorted(merged.items())]
 
 
 def _changes(read, now) -> list[str]:

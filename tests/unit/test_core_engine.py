@@ -5,6 +5,7 @@ which kept containers a finished rollout removes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -327,6 +328,54 @@ def test_cleanup_removes_a_promoted_canarys_kept_containers_only_when_the_rollou
     engine(fleet, session).run([["pc2"], ["node3"]], changes_for(fleet, session),
                                cleanup={"mainpc": [SERVICE]})
     assert finished_of(session) == {"pc2": [SERVICE]}
+
+
+def test_a_finished_rollout_cleans_up_what_an_earlier_killed_one_of_the_same_version_kept(
+        fleet):
+    """An earlier rollout of T2 killed in its last wave: its first wave's host runs T2,
+    recorded, with T1 kept as -prev for a rollback that never came. The rerun has nothing to
+    change there; once it finished, the kept one goes. A live kept one (it serves: _strays),
+    or a host that runs something else, keeps its -prev; a failed rerun removes nothing."""
+    fleet = three_hosts(fleet)
+
+    def rerun(**faults):
+        session = session_running(fleet, **faults)
+        done = session.facts_by_host["mainpc"]      # wave 1 of the killed rollout: finished
+        done.containers = {cmd.current(SERVICE): box(fleet, "mainpc", "sha256:new", "T2"),
+                           cmd.previous(SERVICE): dataclasses.replace(
+                               box(fleet, "mainpc", state="exited"), name=cmd.previous(SERVICE))}
+        done.state = {SERVICE: {"tag": "T2", "digest": "sha256:new"}}
+        other = session.facts_by_host["node3"]      # runs T1 still, with an old kept one
+        other.containers[cmd.previous(SERVICE)] = dataclasses.replace(
+            box(fleet, "node3", "sha256:older", "T0", state="exited"), name=cmd.previous(SERVICE))
+        outcome = engine(fleet, session).run([["mainpc"], ["pc2", "node3"]],
+                                             changes_for(fleet, session))
+        return outcome, session
+    outcome, session = rerun()
+    assert outcome.ok and finished_of(session) == {"mainpc": [SERVICE], "pc2": [SERVICE],
+                                                   "node3": [SERVICE]}
+    outcome, session = rerun(failing={("node3", SERVICE)})
+    assert not outcome.ok and "mainpc" not in finished_of(session)
+    changes = {"mainpc": [Change("mainpc", release(fleet, "mainpc"),
+                                 box(fleet, "mainpc", "sha256:new", "T2"),
+                                 {"tag": "T2", "digest": "sha256:new"})]}
+    facts = RolloutFacts(containers={
+        cmd.current(SERVICE): box(fleet, "mainpc", "sha256:new", "T2"),
+        cmd.previous(SERVICE): dataclasses.replace(box(fleet, "mainpc", state="exited"),
+                                                   name=cmd.previous(SERVICE))})
+    rollout = engine(fleet, session_running(fleet))
+    assert rollout._leftovers(changes, {"mainpc": facts}) == {"mainpc": [SERVICE]}
+    assert rollout._leftovers(changes, {"mainpc": None}) == {}
+    alone = RolloutFacts(containers={cmd.current(SERVICE): facts.containers[cmd.current(SERVICE)]})
+    assert rollout._leftovers(changes, {"mainpc": alone}) == {}     # nothing kept: no step
+    live = dataclasses.replace(facts, proxy={SERVICE: {"a": "live", "b": "maint"}})
+    live.containers = {**facts.containers, cmd.previous(SERVICE): dataclasses.replace(
+        box(fleet, "mainpc", "sha256:new", "T2"), name=cmd.previous(SERVICE), slot="a")}
+    live.containers[cmd.current(SERVICE)] = dataclasses.replace(
+        box(fleet, "mainpc", "sha256:x", "T3"), slot="b")
+    assert live.live_previous(SERVICE) and rollout._leftovers(changes, {"mainpc": live}) == {}
+    regate = {"mainpc": [dataclasses.replace(changes["mainpc"][0], recorded=None)]}
+    assert rollout._leftovers(regate, {"mainpc": facts}) == {}     # not yet gated: it stays
 
 
 def test_a_paused_canary_keeps_its_kept_containers_even_with_cleanup(fleet):
