@@ -20,7 +20,7 @@ from ..errors import RigError
 from ..images import image_for
 from ..prune import PrunePlan, parse_inventory, plan_prune
 from ..rollout.engine import Rollout
-from ..rollout.locks import HostLocks, describe_lock, liveness, unfinished_abort
+from ..rollout.locks import HostLocks, describe_lock, liveness, unfinished
 from ..verify import ssh_argv, ssh_target
 from .job import Job, check_services, select_hosts
 
@@ -220,18 +220,20 @@ def lock_release(job: Job, limit, force: bool, say) -> Released:
     """Remove the locks of the chosen hosts. Without --force only a lock no one is using: its
     holder dead (pid gone on this machine), stale (no heartbeat for lock_stale_after) or the
     file malformed; a live holder (fresh heartbeat, from any machine), a paused rollout
-    (`rig promote` / `rig abort`) and an abort that did not finish (its lock keeps the paused
-    record: `rig abort` finishes it) need --force. Exactly the lock seen is removed: one taken
-    since is left alone and named. Returns one line per host and the hosts not released."""
+    (`rig promote` / `rig abort`) and an abort or a promote that did not finish (its lock keeps
+    the paused record: `rig abort` / `rig promote` finishes it) need --force. Exactly the lock
+    seen is removed: one taken since is left alone and named. Returns one line per host and
+    the hosts not released."""
     rows = lock_status(job, limit, say)
     now, stale_after = time.time(), job.fleet.rollout.lock_stale_after
     refused = [r for r in rows if r.holder is not None and not force
                and (liveness(r.holder, stale_after, now) in ("live", "paused")
-                    or unfinished_abort(r.holder, stale_after, now))]
+                    or unfinished(r.holder, stale_after, now))]
     if refused:
         raise RigError(*(f"{r.host}: {r.description}" for r in refused),
-                       "the lock is in use (a live holder, a paused rollout, or an abort that "
-                       "did not finish and keeps its record): nothing was released; `rig lock "
+                       "the lock is in use (a live holder, a paused rollout, or an abort or "
+                       "promote that did not finish and keeps its record): nothing was "
+                       "released; `rig lock "
                        "release --force` removes it anyway")
     held = [r for r in rows if r.holder is not None]
     lines = [f"{r.host}: free already" for r in rows if r.state == "free"]

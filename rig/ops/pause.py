@@ -38,7 +38,7 @@ from ..rollout.engine import (
     release_of,
     resolve_releases,
 )
-from ..rollout.locks import describe_lock
+from ..rollout.locks import carried, describe_lock
 from ..rollout.strategy import strategy_for
 from .job import Job, select_hosts
 from .rollout import Options, Plan, PlanRow, RolloutReport, _registry, rollout, signed
@@ -47,7 +47,8 @@ from .rollout import Options, Plan, PlanRow, RolloutReport, _registry, rollout, 
 @dataclass(frozen=True)
 class Paused:
     """The one paused rollout, as its locks keep it (rollout/engine.py paused_record).
-    unfinished_abort: an abort's lock is among them (running, or it did not finish)."""
+    in_flight: "abort" or "promote" when such a command's locks are among them (running, or
+    it did not finish: they keep the record, rollout/locks.py carried)."""
     id: str
     tag: str
     canary: list[str]
@@ -56,24 +57,25 @@ class Paused:
     batch: object
     paused_since: object
     record: dict
-    unfinished_abort: bool
+    in_flight: str | None
 
     @property
     def hosts(self) -> list[str]:
         return [h for wave in [self.canary, *self.remaining] for h in wave]
 
-    def aborting(self) -> dict:
-        """What an abort's own locks say besides who holds them: the paused rollout it aborts
-        (its id, tag, waves, record), so that an abort that does not finish can be finished."""
-        return {"aborting": self.id, "tag": self.tag, "canary": self.canary,
+    def carried(self, key: str) -> dict:
+        """What an abort's or a promote's own locks say besides who holds them (key: aborting,
+        promoting): the paused rollout it acts on (its id, tag, waves, record), so that one
+        that does not finish can be finished."""
+        return {key: self.id, "tag": self.tag, "canary": self.canary,
                 "remaining": self.remaining, "services": self.services, "batch": self.batch,
                 "paused_since": self.paused_since, "record": self.record}
 
 
 def paused_rollout(job: Job, say) -> Paused:
     """The one paused rollout on the fleet's hosts, read from its locks, or from those of an
-    abort of it that did not finish (killed, or a host frozen: that lock keeps the record,
-    `aborting` its id)."""
+    abort or a promote of it that did not finish (killed, or a host frozen: that lock keeps
+    the record, `aborting` or `promoting` its id)."""
     hosts = select_hosts(job.fleet)
     with job.session(hosts) as session:
         facts = Rollout(session, job.fleet, say, "status", "").facts()
@@ -82,8 +84,8 @@ def paused_rollout(job: Job, say) -> Paused:
         lock = f.lock if f else None       # (a dict: parse_rollout_facts reads it so)
         if lock and lock.get("paused") and lock.get("id"):
             found.setdefault(lock["id"], []).append(lock)
-        elif lock and isinstance(lock.get("aborting"), str):
-            found.setdefault(lock["aborting"], []).append(lock)
+        elif lock and carried(lock):
+            found.setdefault(lock[carried(lock)[0]], []).append(lock)
     if not found:
         raise RigError("no paused rollout: nothing to promote or abort (`rig status` shows "
                        "what runs, `rig lock status` who holds what)",
@@ -97,9 +99,13 @@ def paused_rollout(job: Job, say) -> Paused:
         raise RigError(f"the paused rollout {lock.get('tag')} has no record of what its canary "
                        "did (paused by an older rig, or the lock file was edited): `rig lock "
                        "release --force` and a new rollout")
+    verbs = sorted({carried(lk)[1] for lk in locks if carried(lk)})
+    if len(verbs) > 1:
+        raise RigError(f"both an abort and a promote of the paused rollout {lock.get('tag')} "
+                       "hold locks (`rig lock status` says which): nothing was changed")
     return Paused(paused_id, lock.get("tag"), lock["canary"], lock.get("remaining") or [],
                   lock.get("services"), lock.get("batch"), lock.get("paused_since"),
-                  lock["record"], any(not lk.get("paused") for lk in locks))
+                  lock["record"], verbs[0] if verbs else None)
 
 
 def held_instead(facts: dict, stale_after: float, now: float | None = None,
@@ -164,12 +170,14 @@ def differences(record: dict, fresh: dict[str, list[cmd.Release]], facts: dict,
 
 def promote(job: Job, say, on_plan=None, verify: bool = True) -> RolloutReport:
     paused = paused_rollout(job, say)
-    if paused.unfinished_abort:
+    if paused.in_flight == "abort":
         raise RigError(f"an abort of the paused rollout {paused.tag} holds locks (running, or "
                        "it did not finish: `rig lock status` says which): promote refused, "
                        "nothing was changed; `rig abort` finishes it")
     record, canary, hosts = paused.record, paused.canary, paused.hosts
-    say(f"promoting {paused.tag}: canary {', '.join(canary)} passed; next "
+    resume = paused.in_flight       # "promote": one that did not finish, taken over and ended
+    say(f"promoting {paused.tag}: " + ("finishing a promote that did not finish; " if resume
+                                        else "") + f"canary {', '.join(canary)} passed; next "
         + "; ".join(", ".join(w) for w in paused.remaining))
 
     def resolve(facts):
@@ -184,7 +192,8 @@ def promote(job: Job, say, on_plan=None, verify: bool = True) -> RolloutReport:
                     for h in hosts}
         return (*signed(job, releases, []), [])
     opts = Options(services=paused.services, limit=hosts, canary=canary,
-                   batch=paused.batch, pause="none", adopt=paused.id,
+                   batch=paused.batch, pause="none", adopt=paused.id, resume=resume,
+                   carry=paused.carried("promoting"),    # the record, until it is done
                    cleanup={h: list(record.get(h) or {}) for h in canary}, verify=verify)
     return rollout(job, paused.tag, opts, say, on_plan, resolve=resolve)
 
@@ -214,8 +223,13 @@ def abort_step(facts, service: str, to: cmd.Release, before: dict | None,
 def abort(job: Job, say, on_plan=None) -> RolloutReport:
     """The canary's recorded changes back to what they replaced; every lock released."""
     paused = paused_rollout(job, say)
+    if paused.in_flight == "promote":
+        raise RigError(f"a promote of the paused rollout {paused.tag} holds locks (running, or "
+                       "it did not finish: `rig lock status` says which): abort refused, "
+                       "nothing was changed; `rig promote` finishes it (then `rig rollback` "
+                       "goes back)")
     record, canary, hosts = paused.record, paused.canary, paused.hosts
-    resume = paused.unfinished_abort
+    resume = paused.in_flight       # "abort": one that did not finish, taken over and ended
     say(f"aborting {paused.tag}: " + ("finishing an abort that did not finish; " if resume
                                        else "") + f"rolling the canary {', '.join(canary)} back")
     started = time.monotonic()
@@ -247,7 +261,7 @@ def abort(job: Job, say, on_plan=None) -> RolloutReport:
         ok, checked, gate_seconds = True, time.monotonic(), 0.0
         locked = ran = checked
         try:
-            engine.locks.holder.update(paused.aborting())    # the record, until it is done
+            engine.locks.holder.update(paused.carried("aborting"))  # the record, until done
             taken = engine.take_locks(adopt=paused.id, resume=resume)
             if taken:
                 raise RigError(*taken, "abort refused: nothing was changed")

@@ -35,6 +35,8 @@ class Options:
     start_stopped: bool = False  # start services an operator stopped (rig stop) too
     pause: float | str | None = None  # after the canary: seconds, "manual", "none"; None: the spec's
     adopt: str | None = None  # promote/abort: the id of the paused rollout whose locks to take over
+    resume: str | None = None  # promote: "promote" finishes one that did not finish (locks.py)
+    carry: dict | None = None  # promote: what its locks keep (the paused record) until it ends
     cleanup: dict[str, list[str]] | None = None  # promote: the canary's kept containers go at the end
 
 
@@ -147,7 +149,7 @@ def _plan(job: Job, label: str, hosts: list[str], releases, facts, opts: Options
     lost = [f"{h}: did not answer the pre-flight read" for h in hosts if facts.get(h) is None]
     problems = problems + lost + host_problems(
         job.fleet, {h: f for h, f in facts.items() if f is not None}, opts.break_lock, time.time(),
-        opts.force, opts.adopt)
+        opts.force, opts.adopt, opts.resume)
     plan_waves = waves(job.fleet, hosts, opts.canary, parse_batch(opts.batch))
     changes = {h: [Change(h, r, facts[h].running(r.service), facts[h].state.get(r.service))
                    for r in releases.get(h, [])]
@@ -343,7 +345,9 @@ def _execute(job: Job, action: str, label: str, hosts: list[str], resolve, opts:
             on_plan(the_plan)
         checked = time.monotonic()
         try:  # locks are taken inside the try that releases them (a Ctrl-C while taking them)
-            lock_problems = engine.take_locks(opts.break_lock, opts.force, opts.adopt)
+            engine.locks.holder.update(opts.carry or {})
+            lock_problems = engine.take_locks(opts.break_lock, opts.force, opts.adopt,
+                                              opts.resume)
             if lock_problems:
                 raise RigError(*lock_problems, "pre-flight failed: no host was changed")
             locked = time.monotonic()

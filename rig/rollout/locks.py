@@ -8,9 +8,10 @@ Rules (pure, in `may_take`):
   heartbeat for lock_stale_after) or malformed; a live holder (fresh heartbeat) or a paused
   rollout only with --force;
 - promote and abort take over exactly the paused rollout they name (its id), nothing else;
-  abort's own lock keeps the paused rollout's record (`aborting`: its id), so an abort that
-  did not finish (killed, a host frozen) is finished by the next `rig abort`, which takes over
-  those locks once their holder is dead or stale, and takes fresh a host the first released.
+  their own locks keep the paused rollout's record (`aborting` or `promoting`: its id), so an
+  abort or a promote that did not finish (killed, a host frozen) is finished by the next
+  `rig abort` or `rig promote`, which takes over those locks once their holder is dead or
+  stale, and takes fresh a host the first released; the other verb is refused meanwhile.
 Every take-over is a compare-and-swap on the file's sha256 (commands/lock.py), done host by
 host in name order: of two racing commands exactly one wins the first host, and the other
 stops there, told who won."""
@@ -64,12 +65,27 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def unfinished_abort(lock: dict, stale_after: float, now: float, machine: str | None = None,
-                     alive=pid_running) -> bool:
-    """An abort's lock whose holder is gone (dead or stale): it keeps the paused rollout's
-    record, and `rig abort` finishes what it began."""
-    return isinstance(lock.get("aborting"), str) \
-        and liveness(lock, stale_after, now, machine, alive) in ("dead", "stale")
+IN_FLIGHT = (("aborting", "abort"), ("promoting", "promote"))  # a lock's key, and its verb
+
+
+def carried(lock: dict) -> tuple[str, str] | None:
+    """(key, verb) of an abort's or a promote's lock: it keeps the record of the paused rollout
+    it acts on (the key names that rollout's id)."""
+    return next(((key, verb) for key, verb in IN_FLIGHT if isinstance(lock.get(key), str)), None)
+
+
+def unfinished(lock: dict, stale_after: float, now: float, machine: str | None = None,
+               alive=pid_running) -> str | None:
+    """The verb (abort, promote) of a lock that keeps a paused rollout's record and whose
+    holder is gone (dead or stale): `rig <verb>` finishes what it began. None otherwise."""
+    found = carried(lock)
+    if found and liveness(lock, stale_after, now, machine, alive) in ("dead", "stale"):
+        return found[1]
+    return None
+
+
+def _a(verb: str) -> str:
+    return f"an {verb}" if verb[0] in "aeiou" else f"a {verb}"
 
 
 def _holder(lock: dict, kind: str) -> str:
@@ -94,9 +110,10 @@ def describe_lock(lock: dict, stale_after: float, now: float, machine: str | Non
     if kind == "paused":
         return text + ", after its canary: `rig promote` continues it, `rig abort` rolls the " \
             "canary back"
-    if unfinished_abort(lock, stale_after, now, machine, alive):
-        return text + f"; an abort of paused rollout {lock.get('tag', '?')} that did not " \
-            f"finish (its holder is {kind}): `rig abort` finishes it (--break-lock --force " \
+    verb = unfinished(lock, stale_after, now, machine, alive)
+    if verb:
+        return text + f"; {_a(verb)} of paused rollout {lock.get('tag', '?')} that did not " \
+            f"finish (its holder is {kind}): `rig {verb}` finishes it (--break-lock --force " \
             "drops its record)"
     if kind == "dead":
         return text + f"; holder pid {lock.get('pid')} on this machine is not running: " \
@@ -116,34 +133,36 @@ def describe_lock(lock: dict, stale_after: float, now: float, machine: str | Non
 
 def may_take(lock: dict | None, stale_after: float, now: float, break_lock: bool = False,
              force: bool = False, adopt: str | None = None, machine: str | None = None,
-             alive=pid_running, resume: bool = False) -> str | None:
+             alive=pid_running, resume: str | None = None) -> str | None:
     """None when this command may take the host's lock as it is now, else why not (one line).
-    adopt: the id of the paused rollout to take over; resume (an abort finishing one that did
-    not finish): its dead or stale holder's locks too, and a free host. An unfinished abort's
-    lock, like a paused one, goes to --break-lock only with --force (it drops the record)."""
+    adopt: the id of the paused rollout to take over; resume ("abort" or "promote": one
+    finishing one of the same verb that did not finish): that one's dead or stale holder's
+    locks too, and a free host. An unfinished abort's or promote's lock, like a paused one,
+    goes to --break-lock only with --force (it drops the record)."""
     if lock is None:
         return None if adopt is None or resume else "not locked: the paused rollout's lock is gone"
     kind = liveness(lock, stale_after, now, machine, alive)
-    unfinished = unfinished_abort(lock, stale_after, now, machine, alive)
+    gone_verb = unfinished(lock, stale_after, now, machine, alive)
     if adopt is not None:       # promote and abort have no --break-lock: no advice of it here
         if lock.get("paused") and lock.get("id") == adopt:
             return None
-        if resume and unfinished and lock["aborting"] == adopt:
+        key, verb = carried(lock) or ("", "")
+        if not key or lock[key] != adopt:
+            return (f"locked by another rollout: {_holder(lock, kind)} ({kind}): `rig lock "
+                    "status` says more; `rig lock release` removes a lock no one is using")
+        if gone_verb and resume == verb:
             return None
-        if lock.get("aborting") == adopt and unfinished:      # (promote)
-            return (f"an abort of this paused rollout did not finish: {_holder(lock, kind)}; "
-                    "`rig abort` finishes it")
-        if lock.get("aborting") == adopt:
-            return (f"an abort of this paused rollout is at work: {_holder(lock, kind)}; wait "
-                    "for it (if it does not finish, `rig abort` again finishes what it began)")
-        return (f"locked by another rollout: {_holder(lock, kind)} ({kind}): `rig lock status` "
-                "says more; `rig lock release` removes a lock no one is using")
-    if break_lock and (force or (kind in ("malformed", "dead", "stale") and not unfinished)):
+        if gone_verb:
+            return (f"{_a(verb)} of this paused rollout did not finish: {_holder(lock, kind)}; "
+                    f"`rig {verb}` finishes it")
+        return (f"{_a(verb)} of this paused rollout is at work: {_holder(lock, kind)}; wait "
+                f"for it (if it does not finish, `rig {verb}` again finishes what it began)")
+    if break_lock and (force or (kind in ("malformed", "dead", "stale") and not gone_verb)):
         return None
     text = describe_lock(lock, stale_after, now, machine, alive)
     if break_lock and kind == "paused":
         return text + "; --break-lock --force drops it (the canary keeps what it runs)"
-    if break_lock and not unfinished:   # (an unfinished abort's text says what --force does)
+    if break_lock and not gone_verb:   # (an unfinished one's text says what --force does)
         return text.split("; alive")[0] + "; its heartbeat is fresh, so --break-lock refuses: " \
             "wait for it, or --break-lock --force if you know it is dead"
     return text
@@ -166,10 +185,10 @@ class HostLocks:
         return max(1.0, min(30.0, self.stale_after / 4))
 
     def take(self, break_lock: bool = False, force: bool = False,
-             adopt: str | None = None, resume: bool = False) -> list[str]:
+             adopt: str | None = None, resume: str | None = None) -> list[str]:
         """Take every host's lock, in name order; at the first refusal stop, give back what was
         taken and return why. With adopt, only the paused rollout of that id is taken over
-        (resume: and an unfinished abort of it, may_take)."""
+        (resume: and an unfinished abort or promote of it, may_take)."""
         problems: list[str] = []
         self.replaced = {}   # only this take's: an earlier one's broken locks stay broken
         for host in sorted(self.session.names()):
@@ -193,7 +212,7 @@ class HostLocks:
         self.release()
 
     def _take_one(self, host: str, break_lock: bool, force: bool, adopt: str | None,
-                  resume: bool) -> str | None:
+                  resume: str | None) -> str | None:
         ours = cmd.content(self.holder)
         answer = self.session.shell(host, cmd.take(self.holder))
         word, sha, lock, raw = cmd.parse_answer(answer.stdout) if answer.ok else ("", None, None, b"")

@@ -98,3 +98,41 @@ def test_3_a_canary_that_degrades_during_a_timed_pause_is_rolled_back(spec):
     assert (last["tag"], last["result"]) == ("pz-late", "failed")
     state = json.loads(ssh("mainpc", "cat /var/lib/rig/state.json").stdout)
     assert state[SERVICE]["tag"] == "pz-1"  # never recorded as running the degraded version
+
+
+def test_4_a_promote_killed_in_its_wave_is_finished_by_the_next_promote(spec):
+    """SIGKILL as the promote's batch wave begins: its locks keep the paused record
+    (`promoting`), so `rig abort` is refused and `rig promote` again finishes the job."""
+    import signal
+    import subprocess
+
+    from .conftest import RIG
+
+    run(spec, "rollout", "--tag", "pz-1", "--services", SERVICE, "--no-verify", check=True)
+    paused = run(spec, "rollout", "--tag", "pz-2", "--pause", "manual", "--services", SERVICE)
+    assert paused.returncode == 0, paused.stdout + paused.stderr
+    promote = subprocess.Popen([*RIG, "-c", str(spec / "fleet.yml"), "promote", "--no-verify"],
+                               cwd=spec, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    seen = []
+    for line in promote.stdout:
+        seen.append(line)
+        if "wave 2/2 (batch) pc2" in line:
+            promote.send_signal(signal.SIGKILL)
+            break
+    promote.communicate(timeout=60)
+    assert promote.returncode == -signal.SIGKILL, "".join(seen)
+    held = lock("pc2")
+    assert held and held["promoting"] and held["record"] and not held.get("paused"), held
+
+    aborted = run(spec, "abort")
+    assert aborted.returncode == 1, aborted.stdout + aborted.stderr
+    assert "a promote of the paused rollout pz-2 holds locks" in aborted.stderr
+    again = run(spec, "promote", "--no-verify")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "finishing a promote that did not finish" in again.stdout
+    assert (tag_of("mainpc"), tag_of("pc2")) == ("pz-2", "pz-2")
+    for host in HOSTS:
+        assert lock(host) is None
+        kept = ssh(host, "docker ps -aq --filter name=-prev").stdout.strip()
+        assert kept == "", f"{host}: kept containers left after the promote"

@@ -668,3 +668,102 @@ def test_a_canary_restored_then_lost_before_its_record_is_not_called_lost_mid_ga
         f"{SERVICE})" in report.lines
     assert not any("LOST" in line for line in report.lines), report.lines
     assert report.lines[-1].startswith("mainpc: could not write the ledger/state.json")
+
+
+# -- a promote that did not finish ------------------------------------------------------------------
+def promote_killed(job, session, monkeypatch, at_host=None, at_deploy=None):
+    """A promote dies (SIGKILL) as it is about to take over `at_host`'s lock (hosts are taken
+    in name order: mainpc, node3, pc2), or to run `at_deploy`: its locks stay, and then look
+    as a dead holder's do (stale)."""
+    from rig.rollout.locks import HostLocks
+
+    with monkeypatch.context() as m:
+        m.setattr(HostLocks, "release", lambda self: self._stop_beating() or [])
+        take_one, real = HostLocks._take_one, session.run
+
+        def take(self, host, *args):
+            if host == at_host:
+                raise Killed
+            return take_one(self, host, *args)
+
+        def run(deploy_func, hosts=None, **kwargs):
+            if deploy_func.__name__ == at_deploy:
+                raise Killed
+            return real(deploy_func, hosts=hosts, **kwargs)
+        m.setattr(HostLocks, "_take_one", take)
+        m.setattr(session, "run", run)
+        with pytest.raises(Killed):
+            pause.promote(job, lambda line: None, verify=False)
+    for h in session.locks:
+        lock = session.lock(h)
+        if not lock.get("paused"):
+            lock.update(machine="elsewhere", heartbeat=1)
+            session.lock_files[h] = json.dumps(lock).encode()
+
+
+@pytest.mark.parametrize("at_host, at_deploy, promoting", [
+    ("pc2", None, ["mainpc", "node3"]),          # half the paused locks taken over
+    (None, "roll_out", ["mainpc", "node3", "pc2"]),   # all of them, then killed in a wave
+])
+def test_a_promote_killed_part_way_is_finished_by_the_next_promote_and_abort_is_refused(
+        lab, monkeypatch, at_host, at_deploy, promoting):
+    """Its locks keep the paused record (`promoting`: the paused rollout's id), as an abort's
+    do: the next `rig promote` takes them over once their holder is gone, with the paused
+    locks it had not reached, and finishes the job; `rig abort` is refused meanwhile."""
+    job, session = lab
+    paused(job)
+    was = session.lock("mainpc")
+    promote_killed(job, session, monkeypatch, at_host, at_deploy)
+    held = {h: session.lock(h) for h in HOSTS}
+    assert sorted(h for h, lock in held.items() if lock.get("promoting")) == promoting
+    for h in promoting:
+        assert (held[h]["promoting"], held[h]["record"], held[h]["canary"], held[h]["action"]) \
+            == (was["id"], was["record"], was["canary"], "rollout")
+        assert held[h]["id"] != was["id"]
+    assert all(held[h].get("paused") for h in HOSTS if h not in promoting)
+
+    with pytest.raises(RigError) as caught:
+        pause.abort(job, lambda line: None)
+    assert caught.value.lines == [
+        "a promote of the paused rollout T2 holds locks (running, or it did not finish: `rig "
+        "lock status` says which): abort refused, nothing was changed; `rig promote` finishes "
+        "it (then `rig rollback` goes back)"]
+    said = []
+    report = pause.promote(job, said.append, verify=False)
+    assert report.ok, report.lines
+    assert said[0] == ("promoting T2: finishing a promote that did not finish; canary mainpc "
+                       "passed; next pc2; node3")
+    assert session.locks == set() and report.unreleased_locks == []
+    for h in HOSTS:
+        assert session.running(h, SERVICE).digest == "sha256:new"
+    assert cmd.previous(SERVICE) not in session.facts_by_host["mainpc"].containers  # cleaned
+
+
+def test_a_promote_at_work_is_waited_for_not_taken_over(lab, monkeypatch):
+    job, session = lab
+    paused(job)
+    promote_killed(job, session, monkeypatch, at_host="pc2")
+    lock = session.lock("mainpc")
+    lock.update(heartbeat=time.time())              # alive, on another machine
+    session.lock_files["mainpc"] = json.dumps(lock).encode()
+    with pytest.raises(RigError) as caught:
+        pause.promote(job, lambda line: None, verify=False)
+    assert caught.value.lines[0].startswith("mainpc: a promote of this paused rollout is at "
+                                            "work: locked by ")
+    assert session.lock("mainpc")["promoting"] and session.lock("pc2")["paused"]   # untouched
+
+
+def test_an_abort_and_a_promote_of_one_paused_rollout_both_holding_locks_are_named(lab):
+    """Each refuses the other, so this takes a hand: rig says so and changes nothing."""
+    job, session = lab
+    paused(job)
+    was = session.lock("mainpc")
+    for host, key in (("mainpc", "aborting"), ("pc2", "promoting")):
+        lock = {**was, "id": f"{key}-1", key: was["id"], "paused": False, "heartbeat": 1,
+                "machine": "elsewhere"}
+        session.lock_files[host] = json.dumps(lock).encode()
+    for verb in (pause.promote, pause.abort):
+        with pytest.raises(RigError, match=r"^both an abort and a promote of the paused "
+                                           r"rollout T2 hold locks"):
+            verb(job, lambda line: None)
+    assert session.lock("node3")["paused"] and session.lock("pc2")["promoting"]

@@ -332,30 +332,48 @@ ABORTING = {"id": "a9", "aborting": "r1", "operator": "ops", "action": "abort", 
             "since": 1_700_000_000, "pid": 4, "machine": "here"}
 
 
+PROMOTING = {**ABORTING, "id": "p9", "promoting": "r1", "action": "rollout"}
+del PROMOTING["aborting"]
+
+
 @pytest.mark.parametrize("lock,adopt,resume,taken", [
-    ({"id": "r1", "paused": True}, "r1", False, True),
-    ({"id": "r1", "paused": True}, "r1", True, True),
-    ({"id": "r1", "paused": True}, "r2", True, False),             # another paused rollout
-    ({"id": "r1"}, "r1", True, False),                             # not paused: a live rollout
-    ({**ABORTING, "heartbeat": NOW - 10}, "r1", True, True),       # its holder is dead
-    ({**ABORTING, "heartbeat": NOW - 10}, "r1", False, False),     # promote never takes it
-    ({**ABORTING, "heartbeat": NOW - 10}, "r2", True, False),      # an abort of another one
-    ({**ABORTING, "heartbeat": NOW - 10, "machine": "far"}, "r1", True, False),  # live there
-    ({**ABORTING, "heartbeat": NOW - 3601, "machine": "far"}, "r1", True, True),  # stale
-    ({**ABORTING, "id": "r1", "heartbeat": NOW - 10, "machine": "far"}, "r1", True, False),
-    (None, "r1", True, True),                       # the first abort released it already
-    (None, "r1", False, False),
+    ({"id": "r1", "paused": True}, "r1", None, True),
+    ({"id": "r1", "paused": True}, "r1", "abort", True),
+    ({"id": "r1", "paused": True}, "r2", "abort", False),          # another paused rollout
+    ({"id": "r1"}, "r1", "abort", False),                          # not paused: a live rollout
+    ({**ABORTING, "heartbeat": NOW - 10}, "r1", "abort", True),    # its holder is dead
+    ({**ABORTING, "heartbeat": NOW - 10}, "r1", None, False),      # promote never takes it
+    ({**ABORTING, "heartbeat": NOW - 10}, "r1", "promote", False),  # nor one finishing its own
+    ({**ABORTING, "heartbeat": NOW - 10}, "r2", "abort", False),   # an abort of another one
+    ({**ABORTING, "heartbeat": NOW - 10, "machine": "far"}, "r1", "abort", False),  # live there
+    ({**ABORTING, "heartbeat": NOW - 3601, "machine": "far"}, "r1", "abort", True),  # stale
+    ({**ABORTING, "id": "r1", "heartbeat": NOW - 10, "machine": "far"}, "r1", "abort", False),
+    (None, "r1", "abort", True),                    # the first abort released it already
+    (None, "r1", None, False),
+    # a promote killed as it took the paused locks over (or later): the same rules, its verb
+    ({**PROMOTING, "heartbeat": NOW - 10}, "r1", "promote", True),
+    ({**PROMOTING, "heartbeat": NOW - 3601, "machine": "far"}, "r1", "promote", True),
+    ({**PROMOTING, "heartbeat": NOW - 10, "machine": "far"}, "r1", "promote", False),  # live
+    ({**PROMOTING, "heartbeat": NOW - 10}, "r1", "abort", False),  # abort never takes it
+    ({**PROMOTING, "heartbeat": NOW - 10}, "r1", None, False),
+    ({**PROMOTING, "heartbeat": NOW - 10}, "r2", "promote", False),  # of another one
+    (None, "r1", "promote", True),                  # a host it had released
 ])
-def test_an_abort_that_did_not_finish_is_taken_over_only_by_an_abort_once_its_holder_is_gone(
+def test_an_abort_or_promote_that_did_not_finish_is_taken_over_only_by_its_own_verb(
         lock, adopt, resume, taken):
     why = may_take(lock, 3600, NOW, adopt=adopt, machine="here", alive=lambda pid: False,
                    resume=resume)
     assert (why is None) == taken
     if lock is not None and not taken:
-        expected = ("locked by another rollout: " if lock.get("aborting") != adopt else
-                    "an abort of this paused rollout did not finish: " if not resume else
-                    "an abort of this paused rollout is at work: ")
+        verb = "a promote" if "promoting" in lock else "an abort"
+        key = "promoting" if "promoting" in lock else "aborting"
+        gone = lock.get("machine") == "here" or lock.get("heartbeat", NOW) < NOW - 3600
+        expected = ("locked by another rollout: " if lock.get(key) != adopt else
+                    f"{verb} of this paused rollout did not finish: " if gone else
+                    f"{verb} of this paused rollout is at work: ")
         assert why.startswith(expected), why
+        if lock.get(key) == adopt:
+            assert f"`rig {verb.split()[1]}`" in why
 
 
 def test_an_abort_that_did_not_finish_says_rig_abort_finishes_it():
@@ -450,7 +468,7 @@ def test_an_abort_finishing_another_takes_a_free_host_fresh_and_keeps_it(fleet):
     session = FakeSession(three(fleet), HOSTS)
     session.lock_files["pc2"] = lock_bytes(id="a9", aborting="r1", heartbeat=1)   # stale
     locks = HostLocks(session, 3600, "abort", "T2")
-    assert locks.take(adopt="r1", resume=True) == []
+    assert locks.take(adopt="r1", resume="abort") == []
     assert sorted(locks.locked) == sorted(HOSTS) and session.locks == set(HOSTS)
     assert {session.lock(h)["id"] for h in HOSTS} == {locks.holder["id"]}
 

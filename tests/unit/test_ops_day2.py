@@ -215,8 +215,8 @@ def test_lock_release_refuses_a_live_holder_and_a_paused_rollout_without_force(t
     assert caught.value.lines[0].startswith("mainpc: locked by bo@x since ")
     assert caught.value.lines[1].startswith("pc2: paused rollout T2 by bo@x since ")
     assert caught.value.lines[2] == (
-        "the lock is in use (a live holder, a paused rollout, or an abort that did not finish "
-        "and keeps its record): nothing was released; `rig lock release --force` removes it "
+        "the lock is in use (a live holder, a paused rollout, or an abort or promote that did "
+        "not finish and keeps its record): nothing was released; `rig lock release --force` removes it "
         "anyway")
     assert session.locks == {"mainpc", "pc2"}
     lines = ops_day2.lock_release(job, None, True, print)
