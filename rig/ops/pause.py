@@ -110,17 +110,18 @@ def paused_rollout(job: Job, say) -> Paused:
 
 def held_instead(facts: dict, stale_after: float, now: float | None = None,
                  alive=pid_running) -> list[str]:
-    """Who holds the hosts' locks when no paused rollout does. A promote takes the paused
-    locks over as a rollout of the paused tag: killed after that, it leaves no paused rollout,
-    and a rollout of its tag with --break-lock finishes it once its holder is dead."""
+    """Who holds the hosts' locks when no paused rollout does (a promote's or an abort's keep
+    its record and are found as the paused rollout): a rollout killed, or a promote of an older
+    rig (its locks a plain rollout's), is finished by a rollout of its tag with --break-lock
+    once its holder is dead."""
     now = time.time() if now is None else now
     locks = {h: f.lock for h, f in sorted(facts.items()) if f and f.lock}
     lines = [f"  {h}: {describe_lock(lock, stale_after, now, alive=alive)}"
              for h, lock in locks.items()]
     tags = sorted({str(lock["tag"]) for lock in locks.values()
                    if lock.get("action") == "rollout" and lock.get("tag")})
-    lines += [f"  a rollout of {tag} holds them (a promote is one): if it did not finish "
-              f"(killed), `rig rollout --tag {tag} --break-lock` finishes it" for tag in tags]
+    lines += [f"  a rollout of {tag} holds them: if it did not finish (killed), `rig rollout "
+              f"--tag {tag} --break-lock` finishes it" for tag in tags]
     return lines
 
 

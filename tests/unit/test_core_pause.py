@@ -87,8 +87,8 @@ def test_a_live_rollouts_lock_is_not_a_paused_rollout(lab):
 
 
 def test_with_no_paused_rollout_promote_names_who_holds_the_locks_and_how_to_finish_it(lab):
-    """A promote killed after it took the paused locks over (they are a rollout's now): no
-    paused rollout, but the operator is told whose locks they are and what finishes it."""
+    """A rollout killed (or a promote of an older rig, whose locks kept no record): no paused
+    rollout, but the operator is told whose locks they are and what finishes it."""
     import socket
     job, session = lab
     dead = {"id": "bo-2", "operator": "bo", "action": "rollout", "tag": "T2", "pid": 2 ** 22 + 7,
@@ -101,8 +101,8 @@ def test_with_no_paused_rollout_promote_names_who_holds_the_locks_and_how_to_fin
     assert lines[0].startswith("no paused rollout: nothing to promote or abort")
     assert [line.split(":")[0] for line in lines[1:3]] == ["  mainpc", "  pc2"]
     assert all("not running: --break-lock is safe" in line for line in lines[1:3])
-    assert lines[3:] == ["  a rollout of T2 holds them (a promote is one): if it did not "
-                         "finish (killed), `rig rollout --tag T2 --break-lock` finishes it"]
+    assert lines[3:] == ["  a rollout of T2 holds them: if it did not finish (killed), `rig "
+                         "rollout --tag T2 --break-lock` finishes it"]
     assert "node3" not in session.lock_files or not session.lock_files["node3"]  # untouched
 
 
@@ -114,7 +114,7 @@ def test_who_holds_the_locks_when_none_is_paused(fleet):
              "node3": RolloutFacts(), "gone": None}
     lines = held_instead(facts, 3600, now=100.0, alive=lambda pid: True)
     assert [line.split(":")[0] for line in lines] == [
-        "  mainpc", "  pc2", "  a rollout of T2 holds them (a promote is one)"]
+        "  mainpc", "  pc2", "  a rollout of T2 holds them"]
     assert "alive (heartbeat 10 s ago)" in lines[0]
     assert held_instead({"pc2": RolloutFacts()}, 3600) == []
     untagged = {"operator": "bo", "action": "rollout", "pid": 7, "heartbeat": 90.0}
