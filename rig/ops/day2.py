@@ -189,13 +189,15 @@ class LockRow:
 
 def lock_status(job: Job, limit, say) -> list[LockRow]:
     hosts = _hosts(job, None, limit)
-    with job.session(hosts) as session:
-        facts = Rollout(session, job.fleet, say, "status", "").facts()
+    with job.session(hosts, partial=True) as session:   # a host that does not answer is a row
+        facts = Rollout(session, job.fleet, say, "status", "").facts() if session.names() else {}
+        gone = {h: "; ".join(line.removeprefix(f"{h}: ") for line in lines)
+                for h, lines in session.unreachable.items()}
     rows = []
     for host in hosts:
         lock = facts[host].lock if facts.get(host) else None
         if facts.get(host) is None:
-            rows.append(LockRow(host, "unknown", None, "did not answer"))
+            rows.append(LockRow(host, "unknown", None, gone.get(host, "did not answer")))
         elif lock is None:
             rows.append(LockRow(host, "free"))
         else:

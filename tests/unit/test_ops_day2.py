@@ -203,6 +203,10 @@ def test_lock_status_free_malformed_and_silent_hosts(fleet):
     assert [(r.state, r.description) for r in ops_day2.lock_status(FakeJob(fleet, free), None,
                                                                     print)] == \
         [("free", "free"), ("free", "free")]
+    free.unreachable["pc2"] = ["pc2: unreachable: no answer during the SSH handshake"]
+    assert [(r.state, r.description) for r in ops_day2.lock_status(FakeJob(fleet, free), None,
+                                                                    print)] == \
+        [("free", "free"), ("unknown", "unreachable: no answer during the SSH handshake")]
 
 
 def test_lock_release_refuses_a_live_holder_and_a_paused_rollout_without_force(two):
