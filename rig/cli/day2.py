@@ -111,7 +111,8 @@ def lock() -> None:
 @friendly
 def lock_status(obj: Context, inventory, limit, as_json) -> None:
     """Every host's lock: free, or held by whom, since when, and whether that holder is alive
-    (a dead pid on this machine, a stale heartbeat) or a paused rollout.
+    (a dead pid on this machine, a stale heartbeat) or a paused rollout. A host that does not
+    answer is `unknown` (and why), and the exit code is 1.
 
     \b
     Example:
@@ -122,9 +123,13 @@ def lock_status(obj: Context, inventory, limit, as_json) -> None:
     rows = ops.lock_status(obj.job(inventory), split(limit), say_line)
     if as_json:
         dump(rows)
-        return
-    for r in rows:
-        echo(f"{r.host:<10} {r.state:<8} {r.description if r.holder else ''}".rstrip())
+    for r in rows if not as_json else []:
+        shown = r.description if r.holder or r.state == "unknown" else ""
+        echo(f"{r.host:<10} {r.state:<8} {shown}".rstrip())
+    unknown = [r.host for r in rows if r.state == "unknown"]
+    if unknown:       # the others are shown; the exit code says the picture is not whole
+        echo(f"rig: {len(unknown)} host(s) did not answer: {', '.join(unknown)}", err=True)
+        sys.exit(1)
 
 
 @lock.command("release")

@@ -454,6 +454,9 @@ def status(job: Job, limit: list[str] | None, say) -> list[StatusRow]:
                 for h, lines in session.unreachable.items()}
         gone.update({h: session.lost.get(h, "did not answer") for h in hosts
                      if h not in gone and h not in reached})
+        # read, then silent: what it ran a moment ago is known, its health now is not
+        silent = {h: f"its state was read, then no answer to the health probes "
+                     f"({session.lost[h]})" for h in reached if h in session.lost}
     for host in hosts:
         if host in gone:
             rows += [StatusRow(host, service, None, None, UNREACHABLE, None, gone[host])
@@ -463,14 +466,15 @@ def status(job: Job, limit: list[str] | None, say) -> list[StatusRow]:
         for service in job.fleet.services_on(host):
             running = facts[host].running(service) if facts.get(host) else None
             recorded = (facts[host].state.get(service) or {}) if facts.get(host) else {}
-            health = health_word(answers.get(service, ""), job.fleet.services[service].health.expect,
-                                 running is not None, bool(recorded.get("stopped")))
+            health = UNREACHABLE if host in silent else health_word(
+                answers.get(service, ""), job.fleet.services[service].health.expect,
+                running is not None, bool(recorded.get("stopped")))
             lock = facts[host].lock if facts.get(host) else None
+            note = describe_lock(lock, job.fleet.rollout.lock_stale_after, time.time()) \
+                if lock else None
             rows.append(StatusRow(host, service, running.tag if running else None,
                                   running.digest if running else None, health,
-                                  recorded.get("since"),
-                                  describe_lock(lock, job.fleet.rollout.lock_stale_after,
-                                                time.time()) if lock else None,
+                                  recorded.get("since"), silent.get(host, note),
                                   proxy_word(job.fleet, facts.get(host), service)))
         for c in sorted((facts[host].containers.values() if facts.get(host) else []),
                         key=lambda c: c.name):

@@ -187,8 +187,14 @@ def test_status_with_a_frozen_host_shows_the_others_and_says_which_did_not_answe
     try:
         run = rig("-c", str(spec / "fleet.yml"), "status", check=False, cwd=spec)
         elapsed = time.monotonic() - started
+        locks = rig("-c", str(spec / "fleet.yml"), "lock", "status", check=False, cwd=spec)
     finally:
         subprocess.run([*engine, "unpause", "rig-lab-pc2"], check=True, capture_output=True)
+    print(f"lock status with pc2 frozen: exit {locks.returncode}\n{locks.stdout}")
+    assert locks.returncode == 1, locks.stdout + locks.stderr
+    assert [line.split()[:2] for line in locks.stdout.splitlines()] == [
+        ["mainpc", "free"], ["pc2", "unknown"]], locks.stdout
+    assert "no answer" in locks.stdout.splitlines()[1], locks.stdout
     print(f"status with pc2 frozen: exit {run.returncode} after {elapsed:.1f} s\n{run.stdout}")
     assert run.returncode == 1, run.stdout + run.stderr
     assert elapsed < 60, elapsed

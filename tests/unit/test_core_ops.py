@@ -14,6 +14,7 @@ from rig.commands import container as cmd
 from rig.errors import RigError
 from rig.ops import rollout as ops
 from tasks.rollout import Container, RolloutFacts
+from tasks.util import Shell
 
 from .fakes import FakeJob, StatusSession, requiring_signatures
 
@@ -439,6 +440,25 @@ def test_status_of_a_host_that_did_not_answer(lab):
         ("pc2", None, "unreachable", None, "no answer within 12 s"),
         ("node3", "T1", "down", "s1", None)]
     assert session.shell_all_calls == [(["mainpc", "node3"], 30)]   # pc2 is not probed
+
+
+def test_status_of_a_host_that_answered_its_read_then_not_its_probes(lab):
+    """Frozen between the two: not `down` (its services may be fine), and the exit says so."""
+    job, session, _, _, _ = lab
+    shell_all = session.shell_all
+
+    def freeze_pc2(commands, timeout=None, retry=False):
+        answers = shell_all(commands, timeout)
+        session.lost["pc2"] = "no answer within 30 s"
+        answers["pc2"] = Shell(False, "", ["no answer within 30 s"])
+        return answers
+    session.shell_all = freeze_pc2
+    rows = [r for r in ops.status(job, None, quiet()) if r.service == SERVICE]
+    assert [(r.host, r.tag, r.health, r.note) for r in rows] == [
+        ("mainpc", "T1", "down", None),
+        ("pc2", "T1", "unreachable", "its state was read, then no answer to the health probes "
+                                     "(no answer within 30 s)"),
+        ("node3", "T1", "down", None)]
 
 
 def test_status_of_a_host_rig_could_not_reach_at_all(lab):
