@@ -118,7 +118,7 @@ class PooledSSHConnector(SSHConnector):
         offset = pool.clock.get(self.host.name) if pool is not None else None
         if offset is None:
             return command
-        guard = start_guard(int(time.monotonic() + offset), int(timeout))
+        guard = start_guard(time.monotonic() + offset, float(timeout))
         # one list (pyinfra's _chdir: `cd D && {...}`); `}` on a line of its own after the
         # command as it is (a here-document's last line must stay exactly its word)
         return StringCommand(f"{{ {guard} ", command, "\n}", _separator="")

@@ -18,6 +18,7 @@ from rig.commands import container as cmd
 from rig.commands import proxy as proxy_cmd
 from rig.commands.base import all_of, fail
 from rig.commands.base import spooled as base_spooled
+from rig.commands.host import undone_if_late
 from rig.commands.lock import read_lock
 from rig.gpu.smi import parse_apps, parse_gpus
 from rig.rollout.decide import KEEP, Version, decide, runs, same
@@ -225,10 +226,26 @@ def releases_running(releases: list[cmd.Release], known: RolloutFacts | None = N
     + known: the host's RolloutState as pre-flight read it (None: read it now)
     """
     facts = known or host.get_fact(RolloutState)
-    swaps = [(run_label(r), swap) for r in releases
+    swaps = [(run_label(r), swap, undo_for(r, facts)) for r in releases
              if (swap := swap_for(r, facts)) is not None]
     if swaps:
-        yield spooled(cmd.concurrently(*(s for _, s in swaps), labels=[n for n, _ in swaps]))
+        yield spooled(swap_step(swaps))
+
+
+def swap_step(swaps: list[tuple[str, cmd.Cmd, cmd.Cmd]]) -> cmd.Cmd:
+    """(label, swap, undo) of each service: the swaps side by side, then, if the host ended
+    them after rig gave up on the step (it froze in it), the undos (undone_if_late)."""
+    late = cmd.Cmd(undone_if_late(cmd.seq(*(u for _, _, u in swaps)).line), compound=True)
+    labels = [n for n, _, _ in swaps] if len(swaps) > 1 else None   # (one: the step's name)
+    return cmd.concurrently(*(s for _, s, _ in swaps), then=late, labels=labels)
+
+
+def undo_for(release: cmd.Release, facts: RolloutFacts) -> cmd.Cmd:
+    """What puts back what swap_for's swap replaces: the running one is kept as -prev by it
+    (rig-<service>, or a live kept one beside a stray), or nothing ran."""
+    service = release.service
+    kept = cmd.current(service) in facts.containers or facts.live_previous(service)
+    return cmd.undo_swap(service, kept, strategy_for(fleet_of(host), host.name, service).proxied)
 
 
 def swap_for(release: cmd.Release, facts: RolloutFacts) -> cmd.Cmd | None:

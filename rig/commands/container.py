@@ -402,6 +402,16 @@ def control_command(verb: str, service: str, timeout: int) -> Cmd:
     raise ValueError(f"unknown verb {verb!r}")
 
 
+def undo_swap(service: str, kept: bool, proxied: bool) -> Cmd:
+    """A swap, undone (host.undone_if_late): the new container goes; with `kept` (the swap kept
+    the one it replaced as -prev) that one is rig-<service> again, started, and behind the
+    proxy its slot is the live one again (no drain: the new one never took a request)."""
+    parts = list(restore_commands(service, kept))
+    if kept and proxied:
+        parts.append(switch_to_current(service, 0, None))
+    return all_of(*parts)
+
+
 def remove_containers(names: list[str]) -> Cmd:
     return sh("docker", "rm", "-f", *names)
 

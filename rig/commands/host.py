@@ -215,7 +215,7 @@ def parse_greeting(stdout: str) -> tuple[bool, float | None]:
     return "sudo-ok" in lines, uptime
 
 
-def start_guard(sent: int, wait: int) -> str:
+def start_guard(sent: float, wait: float) -> str:
     """The words before every command rig sends to a host it has greeted: the host refuses to
     begin the command once rig has stopped waiting for it, `wait` s after `sent` (its own
     clock, greeting()). A host frozen with a command in flight (a paused VM, a stalled
@@ -223,6 +223,26 @@ def start_guard(sent: int, wait: int) -> str:
     on a host rig called lost. Refused, it exits NOT_RUN and says why (if anyone listens).
     One second of slack for the clocks' rounding; a host whose clock cannot be read runs it."""
     late = int(sent) + int(wait) + 1
-    return (f'if read _rig_up _ 2>/dev/null <{UPTIME} && [ "${{_rig_up%.*}}" -gt {late} ]; then '
+    # (for undone_if_late: when rig stops waiting, in hundredths of a second, /proc/uptime's)
+    return (f'_rig_late_cs={int(sent * 100) + int(wait) * 100}; '
+            f'if read _rig_up _ 2>/dev/null <{UPTIME} && [ "${{_rig_up%.*}}" -gt {late} ]; then '
             f'echo "rig: not run: the host began it $((${{_rig_up%.*}} - {int(sent)})) s after '
             f'rig sent it, and rig waits {int(wait)} s" >&2; exit {NOT_RUN}; fi;')
+
+
+LATE_MARGIN = 1   # second past rig's deadline for a step: rig has given up on it for sure
+
+
+def undone_if_late(undo: str) -> str:
+    """The last words of a step that changes the host (a swap): if the host gets there more
+    than LATE_MARGIN after rig stopped waiting for the step (the start guard's `_rig_late_cs`,
+    in the host's clock, which the greeting dates so that it can only be early), `undo` puts
+    back what the step replaced. The guard stops a step the host begins too late; this catches
+    a host frozen in the middle of one, which would otherwise wake to a change no gate judged
+    (and, behind the proxy, the 503 maintenance answer) on a host rig has called lost. Not
+    late, or no clock (no `_rig_late_cs`): nothing. /proc/uptime has two decimals: its digits
+    without the dot are hundredths."""
+    return (f'if [ -n "${{_rig_late_cs:-}}" ] && read _rig_now _ 2>/dev/null <{UPTIME} && '
+            f'[ "${{_rig_now%.*}}${{_rig_now#*.}}" -gt $((_rig_late_cs + {LATE_MARGIN * 100})) ]; '
+            'then echo "rig: the host ended this step after rig had stopped waiting for it: '
+            f'undone" >&2; {undo}; fi')

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from .conftest import RIG, copy_spec, rig, ssh
-from .test_lab_rollout import SERVICES, assert_serves
+from .test_lab_rollout import SERVICES, assert_serves, serving
 
 HOSTS = ("mainpc", "pc2")
 
@@ -320,10 +320,11 @@ def test_a_host_frozen_with_its_swap_in_flight_wakes_to_a_whole_version_of_each_
     stop_first), and woken 17 s later, after rig gave the step up (15 s) and while rig still
     runs: pc2 is lost for the rest of the run, never rolled back under the swap it may still be
     running (an attack saw that race leave the failed release serving). Whatever it had begun
-    runs to its end (spooled: the closed channel cannot cut a stop from its run), and what it
-    begins after rig stopped waiting does nothing (the start guard). So each service has a
-    running container, none is left created and never started, and the `--break-lock` run
-    finishes the job."""
+    runs to its end (spooled: the closed channel cannot cut a stop from its run) and, ended
+    after rig gave up on it, undoes itself (an attack saw a swap finished that way leave two
+    services behind the 503 maintenance answer); what it begins after rig stopped waiting does
+    nothing (the start guard). So pc2 serves again what it served before, none is left created
+    and never started, and the `--break-lock` run finishes the job."""
     from rig.lab.layout import LabPaths
     from rig.lab.state import LabState
 
@@ -332,6 +333,7 @@ def test_a_host_frozen_with_its_swap_in_flight_wakes_to_a_whole_version_of_each_
     engine = ["docker", "-H", LabState.load(LabPaths.for_repo(REPO)).docker_host]
     faults = [a for s in SERVICES for a in ("--build-arg", f"{s}:FAULT=none-frozen-swap")]
     rig("-c", str(spec / "fleet.yml"), "build", "--push", "--tag", "ro-t3", *faults, cwd=spec)
+    before = {s: v["image"] for s, v in serving("pc2").items()}
     run = start(spec, "--tag", "ro-t3", "--break-lock")  # (a lock an earlier fault left)
     seen = []
     for line in run.stdout:      # pc2's pulls and secrets are done: its swap is the next step
@@ -366,6 +368,14 @@ def test_a_host_frozen_with_its_swap_in_flight_wakes_to_a_whole_version_of_each_
     for service in SERVICES:
         assert "running" in (state.get(f"rig-{service}"), state.get(f"rig-{service}-prev")), \
             (service, state)
+    for _ in range(90):          # what it served before, through the proxy (no 503 left)
+        now = serving("pc2")
+        if {s: v["image"] for s, v in now.items()} == before \
+                and all(v["status"] == "ok" for v in now.values()):
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"pc2 does not serve what it served before: {now} vs {before}")
     assert_serves(spec, "mainpc", "ro-t3")     # wave 1 passed; auto_rollback: wave
     again = rollout(spec, "--tag", "ro-t3", "--break-lock")
     assert again.returncode == 0, again.stdout + again.stderr

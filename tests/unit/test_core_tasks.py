@@ -157,20 +157,27 @@ def test_a_release_is_swapped_in_the_slot_the_running_one_is_not_in(fleet):
     facts = RolloutFacts(containers={cmd.current(svc): box(svc),
                                      cmd.previous(svc): box(svc, "exited")})
     rel = release(svc)
-    # a service that uses no GPU: start_first, in the slot the running one is not in; one
-    # service's swap is its command alone (no side-by-side wrapper)
+    label = f"{svc}: run T2"
+    # a service that uses no GPU: start_first, in the slot the running one is not in; undone
+    # if the host ends it after rig gave up on it: the one it kept back, or nothing
     how = {"strategy": "start_first", "drain": 30.0}
     assert run_op(ops.releases_running, spooled=True, host=FakeHost(facts, fleet),
-                  releases=[rel]) == [cmd.swap_command(fleet, "mainpc", rel, has_current=True,
-                                                       has_previous=True, slot="b", **how)]
+                  releases=[rel]) == [ops.swap_step([(label, cmd.swap_command(
+                      fleet, "mainpc", rel, has_current=True, has_previous=True, slot="b", **how),
+                      cmd.undo_swap(svc, kept=True, proxied=True))])]
     only_prev = RolloutFacts(containers={cmd.previous(svc): box(svc, "exited")})
     assert run_op(ops.releases_running, spooled=True, host=FakeHost(only_prev, fleet),
-                  releases=[rel]) == [cmd.swap_command(fleet, "mainpc", rel, has_current=False,
-                                                       has_previous=True, slot="a", **how)]
+                  releases=[rel]) == [ops.swap_step([(label, cmd.swap_command(
+                      fleet, "mainpc", rel, has_current=False, has_previous=True, slot="a", **how),
+                      cmd.undo_swap(svc, kept=False, proxied=True))])]
+    from rig.commands.base import FAILED_MARK
+    assert FAILED_MARK not in run_op(ops.releases_running, spooled=True,    # one: its own
+                                     host=FakeHost(facts, fleet), releases=[rel])[0].line  # name
     first = RolloutFacts()
     assert run_op(ops.releases_running, spooled=True, host=FakeHost(first, fleet),
-                  releases=[rel]) == [cmd.swap_command(fleet, "mainpc", rel, has_current=False,
-                                                       has_previous=False, slot="a", **how)]
+                  releases=[rel]) == [ops.swap_step([(label, cmd.swap_command(
+                      fleet, "mainpc", rel, has_current=False, has_previous=False, slot="a",
+                      **how), cmd.undo_swap(svc, kept=False, proxied=True))])]
 
 
 def test_a_release_that_runs_already_is_a_noop(fleet):
@@ -282,10 +289,14 @@ def test_several_releases_swap_side_by_side_in_one_command(fleet):
     host = FakeHost(RolloutFacts(), fleet)    # pre-flight's read is used, none made now
     commands = run_op(ops.releases_running, spooled=True, host=host, releases=rels, known=facts)
     how = {"strategy": "start_first", "drain": 30.0}
-    assert commands == [cmd.concurrently(
-        cmd.swap_command(fleet, "mainpc", rels[1], False, False, slot="a", **how),
-        cmd.swap_command(fleet, "mainpc", rels[2], True, False, slot="b", **how),
-        labels=[f"{b}: run T2", f"{c}: run T2"])]
+    assert commands == [ops.swap_step([
+        (f"{b}: run T2", cmd.swap_command(fleet, "mainpc", rels[1], False, False, slot="a", **how),
+         cmd.undo_swap(b, kept=False, proxied=True)),
+        (f"{c}: run T2", cmd.swap_command(fleet, "mainpc", rels[2], True, False, slot="b", **how),
+         cmd.undo_swap(c, kept=True, proxied=True))])]
+    from rig.commands.base import FAILED_MARK
+    assert all(f"{FAILED_MARK}{s}: run T2" in commands[0].line for s in (b, c))  # named
+    assert commands[0].line.count("undone") == 1            # the undos: once, after both
     assert host.noops == [f"{a} already runs T2"] and host.reads == []
     done = FakeHost(RolloutFacts(containers={cmd.current(a): box(a, tag="T2",
                                                                  digest="sha256:2")}), fleet)

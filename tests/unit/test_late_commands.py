@@ -6,6 +6,7 @@ here; the lab freezes a host mid-rollout (tests/lab/test_lab_rollout_faults.py).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -90,6 +91,51 @@ def test_the_start_guard_refuses_a_command_begun_after_rig_stopped_waiting(tmp_p
         assert done.stderr.endswith(" s after rig sent it, and rig waits 15 s\n")
 
 
+@pytest.mark.parametrize("late_by, undone", [(None, False), (-5, False), (0.5, False),
+                                              (1.5, True), (30, True)])
+def test_a_step_the_host_ends_after_rig_gave_up_on_it_undoes_itself(late_by, undone):
+    """undone_if_late, under a real sh: more than LATE_MARGIN (1 s) past rig's deadline for
+    the step, in hundredths of a second, the undo runs and says so; before it, or with no
+    clock (no _rig_late_cs), nothing."""
+    from rig.commands.host import LATE_MARGIN, undone_if_late
+
+    deadline = "" if late_by is None else \
+        f"_rig_late_cs={int((_uptime() - late_by) * 100)}; "
+    done = subprocess.run(["sh", "-c", deadline + undone_if_late("echo undone")],
+                          capture_output=True, text=True, timeout=30)
+    assert LATE_MARGIN == 1 and done.returncode == 0
+    assert (done.stdout == "undone\n") is undone
+    assert ("after rig had stopped waiting for it: undone" in done.stderr) is undone
+
+
+def test_a_host_frozen_inside_its_swap_wakes_to_what_ran_before_not_the_new_one(tmp_path):
+    """The guard let the swap begin in time; the host froze in it (here: a `docker run` that
+    takes 2.5 s, with 0.5 s left of rig's wait) and ended it after rig gave up: the step puts
+    back what it replaced (tasks/rollout.py swap_step), with the spool as in a rollout. A swap
+    that ends in time keeps what it did."""
+    from rig.commands import container as cmd
+    from tasks.rollout import swap_step
+
+    fake = tmp_path / "docker"
+    fake.write_text('#!/bin/sh\necho "$*" >> "$(dirname "$0")/calls"\n'
+                    '[ "$1" = run ] && sleep "${SLOW:-0}"\nexit 0\n')
+    fake.chmod(0o755)
+    step = swap_step([("a: run T", Cmd("docker run new"),
+                       cmd.undo_swap("a", kept=True, proxied=False))])
+    line = spooled(step, f"{tmp_path}/spool").line
+    for slow, calls in (("2.5", ["run new", "rm -f rig-a", "rename rig-a-prev rig-a",
+                                 "start rig-a"]),
+                        ("0", ["run new"])):
+        sent = _uptime() - 14.5                 # rig waits 15 s: its deadline is in 0.5 s
+        (tmp_path / "calls").unlink(missing_ok=True)
+        done = subprocess.run(["sh", "-c", f"{{ {start_guard(sent, 15)} {line}\n}}"],
+                              capture_output=True, text=True, timeout=30,
+                              env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}",
+                                   "SLOW": slow})
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "calls").read_text().splitlines() == calls, done.stderr
+
+
 def test_the_greeting_says_whether_sudo_works_and_where_the_hosts_clock_stands():
     done = subprocess.run(["sh", "-c", greeting()], capture_output=True, text=True, timeout=30)
     sudo, uptime = parse_greeting(done.stdout)
@@ -130,8 +176,11 @@ def test_a_command_to_a_greeted_host_carries_its_start_guard_in_the_hosts_clock(
     assert sent == ["docker ps"]                       # not greeted: no clock, no guard
     pool.clock["mainpc"] = 5000.0 - time.monotonic()   # the host's uptime is 5000 s now
     host.connector.run_shell_command("docker ps", _timeout=15)
-    assert sent[1] in (f"{{ {start_guard(5000, 15)} docker ps\n}}",
-                       f"{{ {start_guard(5001, 15)} docker ps\n}}")
+    import re
+    cs = int(re.match(r"\{ _rig_late_cs=(\d+); ", sent[1]).group(1))
+    assert 500000 + 1500 <= cs < 500000 + 1500 + 50      # sent at 5000 s, rig waits 15 s
+    rest = start_guard(5000, 15).split("; ", 1)[1]       # the guard, in whole seconds
+    assert sent[1] == f"{{ _rig_late_cs={cs}; {rest} docker ps\n}}"
     host.connector.run_shell_command("docker ps")      # no deadline: nothing to count from
     assert sent[2] == "docker ps"
 

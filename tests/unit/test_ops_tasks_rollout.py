@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 
 import pytest
 from pyinfra.context import ctx_host
@@ -41,6 +42,12 @@ def lines(commands) -> list[str]:
     return [str(c) for c in commands]
 
 
+def swaps_of(commands) -> list[str]:
+    """The swap of each service in a swap step (tasks_rollout.swap_step), as it runs."""
+    [step] = lines(commands)
+    return re.findall(r"\( (.*?) \) & _p\d+=\$!", step)
+
+
 def release(fleet, tag="T2", digest="sha256:" + "b" * 64, secrets=None) -> cmd.Release:
     ph = fleet.profile_of("mainpc").content_hash()
     config = cmd.container_config(fleet, "mainpc", SERVICE, digest, ph, secrets or {})
@@ -63,7 +70,7 @@ def test_releases_running_is_a_noop_when_the_release_already_runs(fleet):
 def test_releases_running_on_a_fresh_host_runs_the_pulled_image_by_digest(fleet):
     r = release(fleet)
     fake = FakeHost(fleet, RolloutFacts())
-    out = lines(run_op(releases_running, spooled=True, host=fake, releases=[r]))
+    out = swaps_of(run_op(releases_running, spooled=True, host=fake, releases=[r]))
     assert len(out) == 1 and out[0].startswith(f"docker run -d --name {CURRENT} ")
     assert f" reg.example/rig/{SERVICE}@sha256:{'b' * 64}" in out[0]
     assert fake.noops == []
@@ -86,7 +93,7 @@ def test_start_first_keeps_the_old_one_running_and_starts_the_new_one_in_the_oth
     fake = FakeHost(fleet, RolloutFacts(containers={
         CURRENT: container_in(CURRENT, "running", old, "a"),
         PREVIOUS: container_in(PREVIOUS, "exited", old, "b")}))
-    out = lines(run_op(releases_running, spooled=True, host=fake, releases=[new]))
+    out = swaps_of(run_op(releases_running, spooled=True, host=fake, releases=[new]))
     assert len(out) == 1
     assert out[0].startswith(f"docker rm -f {PREVIOUS} && docker rename {CURRENT} {PREVIOUS} && "
                              f"docker run -d --name {CURRENT} --network rig "
@@ -101,7 +108,7 @@ def test_stop_first_puts_the_service_in_maintenance_before_the_old_one_stops(fle
     fake = FakeHost(fleet, RolloutFacts(containers={
         CURRENT: container_in(CURRENT, "running", old, "b"),
         PREVIOUS: container_in(PREVIOUS, "exited", old, "a")}), name="pc2")
-    out = lines(run_op(releases_running, spooled=True, host=fake, releases=[new]))
+    out = swaps_of(run_op(releases_running, spooled=True, host=fake, releases=[new]))
     maintenance = str(proxy.maintenance(SERVICE, 30))
     assert out[0].startswith(f"docker rm -f {PREVIOUS} && {maintenance} && docker stop -t 10 "
                              f"{CURRENT} && docker rename {CURRENT} {PREVIOUS} && "
@@ -113,7 +120,7 @@ def test_a_stopped_container_of_the_same_release_is_replaced_not_kept_as_is(flee
     r = release(fleet)
     fleet = with_strategy(fleet, "stop_first")
     fake = FakeHost(fleet, RolloutFacts(containers={CURRENT: container(CURRENT, "exited", r)}))
-    out = lines(run_op(releases_running, spooled=True, host=fake, releases=[r]))
+    out = swaps_of(run_op(releases_running, spooled=True, host=fake, releases=[r]))
     assert out[0].startswith(f"{proxy.maintenance(SERVICE, 30)} && docker stop -t 10 {CURRENT} "
                              f"&& docker rename {CURRENT} {PREVIOUS} && "
                              f"docker run -d --name {CURRENT} ")
@@ -291,12 +298,12 @@ def test_an_unswitched_container_beside_a_live_kept_one_is_replaced_and_the_live
         PREVIOUS: container_in(PREVIOUS, "running", v1, "a")},
         proxy={SERVICE: {"a": "live", "b": "maint"}})
     assert facts.live_previous(SERVICE) and facts.running(SERVICE).digest == v1.digest
-    out = lines(run_op(releases_running, spooled=True, host=FakeHost(fleet, facts), releases=[new]))
+    out = swaps_of(run_op(releases_running, spooled=True, host=FakeHost(fleet, facts), releases=[new]))
     assert out[0].startswith(f"docker rm -f {CURRENT} && docker run -d --name {CURRENT} "
                              "--network rig -p 127.0.0.1:28212:8212 ")
     assert PREVIOUS not in out[0]
     # on pc2 (stop_first) the live one goes behind the maintenance answer and stops, kept
-    pc2 = lines(run_op(releases_running, spooled=True, host=FakeHost(fleet, facts, name="pc2"),
+    pc2 = swaps_of(run_op(releases_running, spooled=True, host=FakeHost(fleet, facts, name="pc2"),
                        releases=[new]))
     assert pc2[0].startswith(f"docker rm -f {CURRENT} && {proxy.maintenance(SERVICE, 30)} && "
                              f"docker stop -t 10 {PREVIOUS} && docker run -d --name {CURRENT} ")

@@ -245,6 +245,19 @@ def test_replace_keeps_the_old_container_stopped(fleet):
     assert first.startswith("docker run -d --name rig-model_ops_coordinator ")
 
 
+def test_a_swap_undone_puts_the_kept_container_back_and_the_proxy_on_it():
+    s = "model_ops_coordinator"
+    assert cmd.undo_swap(s, kept=True, proxied=True).line == (
+        f"{{ docker rm -f rig-{s} >/dev/null 2>&1 || true; }} && docker rename rig-{s}-prev "
+        f"rig-{s} && docker start rig-{s} && "
+        + cmd.switch_to_current(s, 0, None).line)
+    assert cmd.undo_swap(s, kept=True, proxied=False).line == (
+        f"{{ docker rm -f rig-{s} >/dev/null 2>&1 || true; }} && docker rename rig-{s}-prev "
+        f"rig-{s} && docker start rig-{s}")
+    assert cmd.undo_swap(s, kept=False, proxied=True).line == (   # nothing ran before it
+        f"docker rm -f rig-{s} >/dev/null 2>&1 || true")
+
+
 def test_several_pulls_run_at_once_and_any_failure_fails_them(tmp_path):
     import subprocess
 
