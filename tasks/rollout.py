@@ -235,7 +235,7 @@ def releases_running(releases: list[cmd.Release], known: RolloutFacts | None = N
 def swap_step(swaps: list[tuple[str, cmd.Cmd, cmd.Cmd]]) -> cmd.Cmd:
     """(label, swap, undo) of each service: the swaps side by side, then, if the host ended
     them after rig gave up on the step (it froze in it), the undos (undone_if_late)."""
-    late = cmd.Cmd(undone_if_late(cmd.seq(*(u for _, _, u in swaps)).line), compound=True)
+    late = cmd.Cmd(undone_if_late(cmd.seq(*(u for _, _, u in swaps)).line))   # (one `if`)
     labels = [n for n, _, _ in swaps] if len(swaps) > 1 else None   # (one: the step's name)
     return cmd.concurrently(*(s for _, s, _ in swaps), then=late, labels=labels)
 

@@ -180,6 +180,19 @@ def test_a_release_is_swapped_in_the_slot_the_running_one_is_not_in(fleet):
                       **how), cmd.undo_swap(svc, kept=False, proxied=True))])]
 
 
+def test_a_swap_beside_a_live_kept_one_alone_is_undone_back_to_it(fleet):
+    """The kept container serves (live_previous) and no rig-<service> is beside it: the swap
+    keeps it, so its undo puts it back as rig-<service> behind the proxy, not nothing."""
+    svc = "affective_processing_center"
+    facts = RolloutFacts(containers={cmd.previous(svc): box(svc, name=cmd.previous(svc))},
+                         proxy={svc: {"a": "live", "b": "maint"}})
+    assert facts.live_previous(svc)
+    [step] = run_op(ops.releases_running, spooled=True, host=FakeHost(facts, fleet),
+                    releases=[release(svc)])
+    undo = step.line.split("stopped waiting for it: undone\" >&2; ", 1)[1]
+    assert undo.startswith(cmd.undo_swap(svc, kept=True, proxied=True).line)
+
+
 def test_a_release_that_runs_already_is_a_noop(fleet):
     rel = release()
     facts = RolloutFacts(containers={"rig-svc": box("svc", tag="T2", digest="sha256:2")})
